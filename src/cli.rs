@@ -1,0 +1,303 @@
+//! The `cellsentence` command line.
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::{self, DatasetEntry, MatrixSource, ReadOptions, XState};
+use crate::error::{Error, Result};
+use crate::hvg::{Flavor, HvgParams};
+use crate::pipeline::{self, HvgInput, Prepared};
+use crate::preprocess::PreprocessParams;
+use crate::report::{self, Table};
+use crate::sentence::{GeneSet, SentenceParams};
+
+/// Cell sentences: scanpy-exact preprocessing and HVG, Cell2Sentence sentences, and the
+/// experiments of "HVG cell sentences" regenerated from one command.
+#[derive(Debug, Parser)]
+#[command(name = "cellsentence", version, about, long_about = None)]
+pub struct Cli {
+    /// Silence progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a dataset's shape, X kind and obs columns with their category counts.
+    Info(InputArgs),
+    /// Print the highly variable genes, one per line, in the dataset's gene order.
+    Hvg(HvgArgs),
+    /// Print one cell sentence per line, cells in the filtered dataset's order.
+    Sentences(SentenceArgs),
+    /// List the datasets found in the data directories.
+    Datasets(DataDirArgs),
+    /// Run the default experiments on the bundled data and write results/.
+    Reproduce(ReproduceArgs),
+    /// Report the libtorch build this binary uses (CPU threads, CUDA).
+    Env,
+}
+
+/// Input file options.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// An .h5ad file, a 10x directory (matrix.mtx + features.tsv + barcodes.tsv), or a dataset id.
+    #[arg(long, short)]
+    pub input: String,
+    /// Read `layers/NAME` instead of X.
+    #[arg(long, conflicts_with = "raw")]
+    pub layer: Option<String>,
+    /// Read `raw/X` (with `raw/var` gene names) instead of X.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+}
+
+/// Data directory option.
+#[derive(Debug, Args, Clone)]
+pub struct DataDirArgs {
+    /// Folder with <id>.h5ad datasets (also CELLSENTENCE_DATA); data/ and ../shared/data are searched too.
+    #[arg(long, env = "CELLSENTENCE_DATA")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Preprocessing and HVG options shared by `hvg` and `sentences`.
+#[derive(Debug, Args)]
+pub struct PrepArgs {
+    /// X is already log-normalized: skip QC, normalize_total and log1p.
+    #[arg(long)]
+    pub no_preprocess: bool,
+    /// HVG flavor (default: seurat_v3 on log10 data, as the paper ran it).
+    #[arg(long, value_enum, default_value = "seurat_v3")]
+    pub flavor: Flavor,
+    /// Number of highly variable genes.
+    #[arg(long, default_value_t = 2000)]
+    pub n_top: usize,
+    /// Matrix the HVG method reads: log (paper) or counts (textbook seurat_v3).
+    #[arg(long, value_enum, default_value = "log")]
+    pub on: HvgInput,
+    /// obs column with batches (scanpy's batch_key).
+    #[arg(long)]
+    pub batch_key: Option<String>,
+}
+
+/// `hvg` options.
+#[derive(Debug, Args)]
+pub struct HvgArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub prep: PrepArgs,
+}
+
+/// `sentences` options.
+#[derive(Debug, Args)]
+pub struct SentenceArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub prep: PrepArgs,
+    /// Genes that enter the sentences.
+    #[arg(long, value_enum, default_value = "all")]
+    pub genes: GeneSet,
+    /// Keep only the first N genes of each sentence (the C2S model uses 200).
+    #[arg(long)]
+    pub max_genes: Option<usize>,
+    /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+}
+
+/// `reproduce` options.
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+    /// Output folder.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Dataset ids to run (default: the bundled baron_human and pbmc68k_reduced).
+    #[arg(long, value_delimiter = ',')]
+    pub datasets: Option<Vec<String>>,
+}
+
+fn load(args: &InputArgs) -> Result<(DatasetEntry, data::Dataset)> {
+    let dirs = data::default_data_dirs(args.dirs.data_dir.as_deref());
+    let mut entry = data::resolve(&args.input, &dirs)?;
+    if let Some(l) = &args.layer {
+        entry.matrix = MatrixSource::Layer(l.clone());
+    }
+    if args.raw {
+        entry.matrix = MatrixSource::Raw;
+    }
+    let ds = data::read(&entry.path, &ReadOptions { matrix: entry.matrix.clone(), progress: true })?;
+    for w in &ds.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok((entry, ds))
+}
+
+fn prepare(args: &InputArgs, prep: &PrepArgs) -> Result<Prepared> {
+    let (_, ds) = load(args)?;
+    let keep_counts = prep.on == HvgInput::Counts;
+    let p = PreprocessParams::default();
+    pipeline::prepare(ds, (!prep.no_preprocess).then_some(&p), keep_counts)
+}
+
+fn hvg_params(prep: &PrepArgs) -> HvgParams {
+    HvgParams { flavor: prep.flavor, n_top_genes: prep.n_top, ..HvgParams::default() }
+}
+
+fn cmd_info(a: &InputArgs) -> Result<()> {
+    let (entry, ds) = load(a)?;
+    let mut out = String::new();
+    out.push_str(&format!("file: {}\n", entry.path.display()));
+    out.push_str(&format!("shape: {} cells × {} genes, {} stored entries ({:.2} % dense)\n", ds.n_cells(), ds.n_genes(), ds.x.nnz(), 100.0 * ds.x.nnz() as f64 / (ds.n_cells().max(1) * ds.n_genes().max(1)) as f64));
+    let ints = ds.x.data.iter().all(|v| v.fract() == 0.0 && *v >= 0.0);
+    let kind = match ds.state {
+        XState::LogNormalized { base } => format!("log-normalized (log1p base {})", base.map_or("e".to_string(), |b| b.to_string())),
+        _ if ints => "raw counts (non-negative integers)".to_string(),
+        _ => "non-integer values without a log1p record".to_string(),
+    };
+    out.push_str(&format!("X: {kind}; matrix read: {:?}\n", entry.matrix));
+    out.push_str(&format!("obs columns ({}):\n", ds.obs.width()));
+    for col in ds.obs.columns() {
+        let name = col.name().to_string();
+        let vals = ds.obs_column(&name)?;
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for v in &vals {
+            *counts.entry(v.as_str()).or_default() += 1;
+        }
+        if counts.len() <= 40 {
+            let mut c: Vec<(&str, usize)> = counts.into_iter().collect();
+            c.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            out.push_str(&format!("  {name} ({}, {} categories): {}\n", col.dtype(), c.len(), c.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(", ")));
+        } else {
+            out.push_str(&format!("  {name} ({}, {} distinct values)\n", col.dtype(), counts.len()));
+        }
+    }
+    print_out(&out)
+}
+
+fn print_out(s: &str) -> Result<()> {
+    let mut so = std::io::stdout().lock();
+    match so.write_all(s.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| Error::io("<stdout>", e)),
+    }
+}
+
+fn cmd_hvg(a: &HvgArgs) -> Result<()> {
+    let p = prepare(&a.input, &a.prep)?;
+    let h = pipeline::select_hvg(&p, &hvg_params(&a.prep), a.prep.on, a.prep.batch_key.as_deref())?;
+    let mut out = String::new();
+    for j in h.indices() {
+        out.push_str(&p.data.genes[j]);
+        out.push('\n');
+    }
+    print_out(&out)
+}
+
+fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
+    let p = prepare(&a.input, &a.prep)?;
+    let h = match a.genes {
+        GeneSet::Hvg => Some(pipeline::select_hvg(&p, &hvg_params(&a.prep), a.prep.on, a.prep.batch_key.as_deref())?),
+        GeneSet::All => None,
+    };
+    let s = pipeline::sentences(&p, a.genes, h.as_ref(), &SentenceParams { seed: a.seed, max_genes: a.max_genes })?;
+    let mut out = String::with_capacity(s.iter().map(|x| x.len() + 1).sum());
+    for line in s {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    print_out(&out)
+}
+
+fn cmd_datasets(a: &DataDirArgs) -> Result<()> {
+    let dirs = data::default_data_dirs(a.data_dir.as_deref());
+    let mut t = Table::new(["id", "path", "label_key", "batch_key", "matrix"]);
+    for e in data::catalog(&dirs) {
+        t.push([e.id.clone(), e.path.display().to_string(), e.label_key.clone().unwrap_or_default(), e.batch_key.clone().unwrap_or_default(), format!("{:?}", e.matrix)]);
+    }
+    print_out(&t.to_markdown())
+}
+
+/// The foundation part of the default run: QC, HVG and sentence lengths per dataset.
+fn cmd_reproduce(a: &ReproduceArgs) -> Result<()> {
+    let dirs = data::default_data_dirs(a.dirs.data_dir.as_deref());
+    let ids = a.datasets.clone().unwrap_or_else(|| vec!["baron_human".into(), "pbmc68k_reduced".into()]);
+    let mut t = Table::new(["dataset", "cells_in", "cells_kept", "genes_kept", "hvg", "mean_genes_all", "mean_genes_hvg", "hvg_to_all_ratio", "mean_genes_all_top200", "mean_genes_hvg_top200"]);
+    for id in &ids {
+        let entry = data::resolve(id, &dirs)?;
+        eprintln!("[reproduce] {id}: {}", entry.path.display());
+        let ds = entry.load(true)?;
+        let cells_in = ds.n_cells();
+        let pp = PreprocessParams::default();
+        let p = pipeline::prepare(ds, entry.counts.then_some(&pp), false)?;
+        let h = pipeline::select_hvg(&p, &HvgParams::default(), HvgInput::Log, None)?;
+        let mut lens = Vec::new();
+        for genes in [GeneSet::All, GeneSet::Hvg] {
+            for max in [None, Some(200)] {
+                let s = pipeline::sentences(&p, genes, Some(&h), &SentenceParams { seed: 42, max_genes: max })?;
+                let mean = s.iter().map(|x| x.split(' ').filter(|w| !w.is_empty()).count()).sum::<usize>() as f64 / s.len().max(1) as f64;
+                lens.push(mean);
+            }
+        }
+        t.push([
+            id.clone(),
+            cells_in.to_string(),
+            p.data.n_cells().to_string(),
+            p.data.n_genes().to_string(),
+            h.indices().len().to_string(),
+            report::f4(lens[0]),
+            report::f4(lens[2]),
+            report::f4(lens[2] / lens[0]),
+            report::f4(lens[1]),
+            report::f4(lens[3]),
+        ]);
+    }
+    let dir = a.out.join("sentences");
+    report::write_atomic(dir.join("sentence_lengths.csv"), t.to_csv().as_bytes())?;
+    let md = format!(
+        "# Sentence length, all genes vs HVG (seurat_v3 on log10 data, n_top 2000)\n\nMean number of genes per cell sentence; the paper reports HVG sentences at about a third of the full length.\n\n{}",
+        t.to_markdown()
+    );
+    report::write_atomic(dir.join("sentence_lengths.md"), md.as_bytes())?;
+    print_out(&t.to_markdown())?;
+    eprintln!("[reproduce] wrote {}", dir.display());
+    Ok(())
+}
+
+fn cmd_env() -> Result<()> {
+    let mut out = String::new();
+    out.push_str(&format!("libtorch threads: {}\n", tch::get_num_threads()));
+    out.push_str(&format!("cuda available: {} (devices: {})\n", tch::Cuda::is_available(), tch::Cuda::device_count()));
+    let t = tch::Tensor::from_slice(&[1f32, 2.0, 3.0]);
+    out.push_str(&format!("tensor check: sum([1,2,3]) = {}\n", t.sum(tch::Kind::Float).double_value(&[])));
+    print_out(&out)
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    crate::progress::set_quiet(cli.quiet);
+    let r = match &cli.command {
+        Command::Info(a) => cmd_info(a),
+        Command::Hvg(a) => cmd_hvg(a),
+        Command::Sentences(a) => cmd_sentences(a),
+        Command::Datasets(a) => cmd_datasets(a),
+        Command::Reproduce(a) => cmd_reproduce(a),
+        Command::Env => cmd_env(),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! cellsentence: a reproducible experiment harness for cell sentences (Cell2Sentence).
+//!
+//! Stages are plain functions over typed values, wired by the CLI and usable from notebooks:
+//! [`data`] → [`preprocess`] → [`hvg`] → [`sentence`]. Reference behaviour is scanpy's
+//! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
+pub mod cli;
+pub mod csr;
+pub mod data;
+pub mod error;
+pub mod hvg;
+pub mod loess;
+pub mod pipeline;
+pub mod preprocess;
+pub mod progress;
+pub mod report;
+pub mod sentence;
+
+pub use error::{Error, Result};

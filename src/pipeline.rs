@@ -1,0 +1,88 @@
+//! Wires the stages for one dataset: read → (QC, normalize, log) → HVG → sentences.
+use serde::{Deserialize, Serialize};
+
+use crate::csr::Csr;
+use crate::data::{Dataset, XState};
+use crate::error::{Error, Result};
+use crate::hvg::{self, Flavor, HvgParams, HvgResult};
+use crate::preprocess::{self, PreprocessParams, QcReport};
+use crate::sentence::{self, GeneSet, SentenceParams};
+
+/// Which matrix HVG selection runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum HvgInput {
+    /// The log-normalized matrix (the paper ran seurat_v3 on it; textbook for seurat/cell_ranger).
+    Log,
+    /// The QC-filtered raw counts (textbook for seurat_v3).
+    Counts,
+}
+
+/// A dataset after preprocessing, ready for HVG and sentences.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Log-normalized expression.
+    pub data: Dataset,
+    /// QC-filtered counts, when kept.
+    pub counts: Option<Csr>,
+    /// QC report (None when preprocessing was skipped).
+    pub report: Option<QcReport>,
+}
+
+/// Preprocesses raw counts, or takes `ds` as already log-normalized when `preprocess` is false.
+pub fn prepare(ds: Dataset, preprocess: Option<&PreprocessParams>, keep_counts: bool) -> Result<Prepared> {
+    match preprocess {
+        Some(p) => {
+            let out = preprocess::preprocess(&ds, p, keep_counts)?;
+            Ok(Prepared { data: out.data, counts: out.counts, report: Some(out.report) })
+        }
+        None => {
+            let mut data = ds;
+            data.check_finite()?;
+            if !matches!(data.state, XState::LogNormalized { .. }) {
+                // scanpy convention: no uns["log1p"] record means natural log
+                data.state = XState::LogNormalized { base: None };
+            }
+            data.x.eliminate_zeros();
+            Ok(Prepared { data, counts: None, report: None })
+        }
+    }
+}
+
+/// The log base recorded for the data (scanpy `uns["log1p"]["base"]`).
+pub fn log_base(ds: &Dataset) -> Option<f64> {
+    match ds.state {
+        XState::LogNormalized { base } => base,
+        _ => None,
+    }
+}
+
+/// Runs HVG selection on the prepared data.
+pub fn select_hvg(p: &Prepared, params: &HvgParams, on: HvgInput, batch_key: Option<&str>) -> Result<HvgResult> {
+    let batches = batch_key.map(|k| p.data.obs_column(k)).transpose()?;
+    let x = match on {
+        HvgInput::Log => &p.data.x,
+        HvgInput::Counts => {
+            if params.flavor != Flavor::SeuratV3 {
+                return Err(Error::param("hvg_on", "counts input is only meaningful for flavor seurat_v3; seurat and cell_ranger expect log data"));
+            }
+            p.counts.as_ref().ok_or_else(|| Error::param("hvg_on", "raw counts are not available (input was not preprocessed from counts); use --on log"))?
+        }
+    };
+    hvg::highly_variable_genes(x, &p.data.genes, params, log_base(&p.data), batches.as_deref())
+}
+
+/// Builds sentences from all genes or from the HVG subset.
+pub fn sentences(p: &Prepared, genes: GeneSet, hvg: Option<&HvgResult>, params: &SentenceParams) -> Result<Vec<String>> {
+    match genes {
+        GeneSet::All => sentence::cell_sentences(&p.data.x, &p.data.genes, params),
+        GeneSet::Hvg => {
+            let h = hvg.ok_or_else(|| Error::param("genes", "hvg sentences need an HVG selection"))?;
+            let idx = h.indices();
+            let rows: Vec<usize> = (0..p.data.n_cells()).collect();
+            let x = p.data.x.select(&rows, Some(&idx));
+            let names: Vec<String> = idx.iter().map(|&j| p.data.genes[j].clone()).collect();
+            sentence::cell_sentences(&x, &names, params)
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Preprocessing with scanpy's semantics, as the paper's code runs it:
+//! `filter_cells(min_genes=200)`, `filter_genes(min_cells=3)`, `MT-` percentage from
+//! `calculate_qc_metrics`, keep cells with `n_genes_by_counts < 6000` and `pct_counts_mt < 50`
+//! (both strict), `normalize_total()` (target = median of the cells' totals), `log1p(base=10)`.
+//!
+//! Arithmetic follows scanpy on a float32 CSR matrix: per-cell totals summed in f64 and stored as
+//! f32, factors `total / target` in f32, values divided in f32; `log1p` in f32 then divided by
+//! `ln(base)` in f64 and stored as f32.
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::csr::Csr;
+use crate::data::{Dataset, XState};
+use crate::error::{Error, Result};
+
+/// Quality-control thresholds (defaults = the paper's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QcParams {
+    /// Keep cells with at least this many detected genes (`filter_cells(min_genes)`).
+    pub min_genes: usize,
+    /// Keep genes detected in at least this many cells (`filter_genes(min_cells)`).
+    pub min_cells: usize,
+    /// Keep cells with strictly fewer detected genes than this (`None` = no limit).
+    pub max_genes: Option<usize>,
+    /// Keep cells with a strictly lower percentage of mitochondrial counts (`None` = no limit).
+    pub max_pct_mt: Option<f64>,
+    /// Prefix of mitochondrial gene symbols (case-sensitive, as the paper's code).
+    pub mt_prefix: String,
+}
+
+impl Default for QcParams {
+    fn default() -> Self {
+        Self { min_genes: 200, min_cells: 3, max_genes: Some(6000), max_pct_mt: Some(50.0), mt_prefix: "MT-".into() }
+    }
+}
+
+/// What QC kept and removed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QcReport {
+    /// Cells before QC.
+    pub cells_in: usize,
+    /// Genes before QC.
+    pub genes_in: usize,
+    /// Indices (into the input) of the kept cells.
+    pub kept_cells: Vec<usize>,
+    /// Indices (into the input) of the kept genes.
+    pub kept_genes: Vec<usize>,
+    /// Cells removed by `min_genes`.
+    pub removed_min_genes: usize,
+    /// Cells removed by `max_genes`.
+    pub removed_max_genes: usize,
+    /// Cells removed by `max_pct_mt`.
+    pub removed_mt: usize,
+    /// Genes removed by `min_cells`.
+    pub removed_genes: usize,
+}
+
+/// Per-cell QC metrics over a set of genes (scanpy `calculate_qc_metrics`).
+#[derive(Debug, Clone)]
+pub struct QcMetrics {
+    /// Number of genes with a non-zero count.
+    pub n_genes_by_counts: Vec<usize>,
+    /// Sum of counts.
+    pub total_counts: Vec<f64>,
+    /// Percentage of counts in mitochondrial genes (NaN for empty cells).
+    pub pct_counts_mt: Vec<f64>,
+}
+
+/// Computes QC metrics for `rows` of `x`, counting only columns where `gene_ok` is true.
+pub fn qc_metrics(x: &Csr, rows: &[usize], gene_ok: &[bool], is_mt: &[bool]) -> QcMetrics {
+    let per: Vec<(usize, f64, f64)> = rows
+        .par_iter()
+        .map(|&r| {
+            let (c, v) = x.row(r);
+            let (mut n, mut tot, mut mt) = (0usize, 0f64, 0f64);
+            for (&cc, &vv) in c.iter().zip(v) {
+                let j = cc as usize;
+                if !gene_ok[j] {
+                    continue;
+                }
+                if vv != 0.0 {
+                    n += 1;
+                }
+                tot += vv as f64;
+                if is_mt[j] {
+                    mt += vv as f64;
+                }
+            }
+            (n, tot, mt)
+        })
+        .collect();
+    QcMetrics {
+        n_genes_by_counts: per.iter().map(|p| p.0).collect(),
+        total_counts: per.iter().map(|p| p.1).collect(),
+        pct_counts_mt: per.iter().map(|p| p.2 / p.1 * 100.0).collect(),
+    }
+}
+
+/// Runs the QC filters and returns the filtered dataset (one copy) with a report.
+///
+/// Order as in the paper: `filter_cells(min_genes)` on all genes, `filter_genes(min_cells)` on the
+/// remaining cells, then the `max_genes` / `max_pct_mt` cell filters on the remaining genes.
+pub fn qc(ds: &Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
+    ds.check_counts("quality control")?;
+    let x = &ds.x;
+    let all_genes = vec![true; x.n_cols];
+    let no_mt = vec![false; x.n_cols];
+    let all_rows: Vec<usize> = (0..x.n_rows).collect();
+    let m0 = qc_metrics(x, &all_rows, &all_genes, &no_mt);
+    let step1: Vec<usize> = all_rows.iter().copied().filter(|&r| m0.n_genes_by_counts[r] >= p.min_genes).collect();
+    let removed_min_genes = x.n_rows - step1.len();
+    let mut cells_per_gene = vec![0usize; x.n_cols];
+    for &r in &step1 {
+        let (c, v) = x.row(r);
+        for (&cc, &vv) in c.iter().zip(v) {
+            if vv > 0.0 {
+                cells_per_gene[cc as usize] += 1;
+            }
+        }
+    }
+    let gene_ok: Vec<bool> = cells_per_gene.iter().map(|&n| n >= p.min_cells).collect();
+    let kept_genes: Vec<usize> = (0..x.n_cols).filter(|&j| gene_ok[j]).collect();
+    let is_mt: Vec<bool> = ds.genes.iter().map(|g| g.starts_with(&p.mt_prefix)).collect();
+    let m = qc_metrics(x, &step1, &gene_ok, &is_mt);
+    let (mut removed_max_genes, mut removed_mt) = (0, 0);
+    let mut kept_cells = Vec::with_capacity(step1.len());
+    for (k, &r) in step1.iter().enumerate() {
+        let ok_genes = p.max_genes.is_none_or(|mx| m.n_genes_by_counts[k] < mx);
+        // NaN (empty cell) compares false, so such a cell is removed, as in scanpy/pandas.
+        let ok_mt = p.max_pct_mt.is_none_or(|mx| m.pct_counts_mt[k] < mx);
+        if !ok_genes {
+            removed_max_genes += 1;
+        }
+        if ok_genes && !ok_mt {
+            removed_mt += 1;
+        }
+        if ok_genes && ok_mt {
+            kept_cells.push(r);
+        }
+    }
+    let report = QcReport {
+        cells_in: x.n_rows,
+        genes_in: x.n_cols,
+        removed_genes: x.n_cols - kept_genes.len(),
+        kept_cells,
+        kept_genes,
+        removed_min_genes,
+        removed_max_genes,
+        removed_mt,
+    };
+    if report.kept_cells.is_empty() || report.kept_genes.is_empty() {
+        return Err(Error::Empty {
+            path: ds.source.clone(),
+            what: format!(
+                "0 {} left after QC ({} cells in; removed: {} with < {} genes, {} with >= {:?} genes, {} with >= {:?} % `{}` counts; {} genes in < {} cells)",
+                if report.kept_cells.is_empty() { "cells" } else { "genes" },
+                report.cells_in,
+                report.removed_min_genes,
+                p.min_genes,
+                report.removed_max_genes,
+                p.max_genes,
+                report.removed_mt,
+                p.max_pct_mt,
+                p.mt_prefix,
+                report.removed_genes,
+                p.min_cells
+            ),
+            fix: "check that X holds raw counts of whole transcriptomes, or relax `qc` thresholds in the experiment file (e.g. min_genes)".into(),
+        });
+    }
+    let out = ds.subset(&report.kept_cells, Some(&report.kept_genes))?;
+    Ok((out, report))
+}
+
+/// scanpy's `normalize_total(target_sum)`: scales every cell to `target_sum` total counts
+/// (default: the median of the cells' totals). Returns the target used.
+pub fn normalize_total(ds: &mut Dataset, target_sum: Option<f32>) -> f32 {
+    let x = &mut ds.x;
+    let totals: Vec<f32> = x.row_sums().into_iter().map(|t| t as f32).collect();
+    let target = target_sum.unwrap_or_else(|| median_f32(&totals));
+    let factors: Vec<f32> = totals
+        .iter()
+        .map(|&t| {
+            let f = t / target;
+            if f == 0.0 {
+                1.0
+            } else {
+                f
+            }
+        })
+        .collect();
+    let indptr = x.indptr.clone();
+    let data = &mut x.data;
+    let mut rows: Vec<&mut [f32]> = Vec::with_capacity(indptr.len() - 1);
+    let mut rest: &mut [f32] = data;
+    for w in indptr.windows(2) {
+        let (a, b) = rest.split_at_mut(w[1] - w[0]);
+        rows.push(a);
+        rest = b;
+    }
+    rows.into_par_iter().zip(factors.par_iter()).for_each(|(row, &f)| {
+        for v in row.iter_mut() {
+            *v /= f;
+        }
+    });
+    target
+}
+
+/// numpy's median of a float32 array (mean of the two middle values, in f32).
+pub fn median_f32(v: &[f32]) -> f32 {
+    if v.is_empty() {
+        return f32::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// scanpy's `log1p(base)`: `ln(1 + x)` (f32), divided by `ln(base)` (f64) when a base is given.
+pub fn log1p(ds: &mut Dataset, base: Option<f64>) {
+    let lb = base.map(f64::ln);
+    ds.x.data.par_iter_mut().for_each(|v| {
+        let l = v.ln_1p();
+        *v = match lb {
+            Some(lb) => (l as f64 / lb) as f32,
+            None => l,
+        };
+    });
+    ds.state = XState::LogNormalized { base };
+}
+
+/// Parameters of the whole preprocessing stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessParams {
+    /// QC thresholds.
+    pub qc: QcParams,
+    /// `normalize_total` target (`None` = median of totals, scanpy's default).
+    pub target_sum: Option<f32>,
+    /// `log1p` base (`None` = natural log); the paper uses 10.
+    pub log_base: Option<f64>,
+}
+
+impl Default for PreprocessParams {
+    fn default() -> Self {
+        Self { qc: QcParams::default(), target_sum: None, log_base: Some(10.0) }
+    }
+}
+
+/// Output of [`preprocess`].
+#[derive(Debug, Clone)]
+pub struct Preprocessed {
+    /// Log-normalized expression of the cells and genes kept by QC.
+    pub data: Dataset,
+    /// The QC-filtered raw counts (for `seurat_v3` on counts), if requested.
+    pub counts: Option<Csr>,
+    /// What QC kept.
+    pub report: QcReport,
+    /// The `normalize_total` target used.
+    pub target_sum: f32,
+}
+
+/// QC, `normalize_total` and `log1p` in one call. `keep_counts` also returns the filtered counts.
+pub fn preprocess(ds: &Dataset, p: &PreprocessParams, keep_counts: bool) -> Result<Preprocessed> {
+    let (mut data, report) = qc(ds, &p.qc)?;
+    let counts = keep_counts.then(|| data.x.clone());
+    let target_sum = normalize_total(&mut data, p.target_sum);
+    log1p(&mut data, p.log_base);
+    data.x.eliminate_zeros();
+    Ok(Preprocessed { data, counts, report, target_sum })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_matches_numpy() {
+        assert_eq!(median_f32(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_f32(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

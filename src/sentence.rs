@@ -1,0 +1,180 @@
+//! Cell sentences as Cell2Sentence builds them: for each cell, its non-zero genes in decreasing
+//! order of (normalized) expression, upper-cased gene names joined by a single space.
+//!
+//! Ties are broken the way Cell2Sentence does: numpy's legacy `RandomState` seeded once (42) and
+//! consumed continuously across cells; per cell the stored entries are Fisher–Yates shuffled
+//! (`sklearn.utils.shuffle`) and then stably sorted by decreasing value.
+use rand_mt::Mt;
+use serde::{Deserialize, Serialize};
+
+use crate::csr::Csr;
+use crate::error::{Error, Result};
+
+/// Which genes enter the sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneSet {
+    /// All expressed genes.
+    All,
+    /// Only the highly variable genes (ranks computed within the HVG set).
+    Hvg,
+}
+
+/// Parameters of [`cell_sentences`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentenceParams {
+    /// Seed of the tie-breaking shuffle (Cell2Sentence uses 42).
+    pub seed: u32,
+    /// Keep only the first N genes of each sentence (`None` = all; the model uses 200).
+    pub max_genes: Option<usize>,
+}
+
+impl Default for SentenceParams {
+    fn default() -> Self {
+        Self { seed: 42, max_genes: None }
+    }
+}
+
+/// numpy's legacy `RandomState` integer stream (MT19937, `init_genrand` seeding).
+pub struct NumpyLegacyRng(Mt);
+
+impl NumpyLegacyRng {
+    /// `np.random.seed(seed)`.
+    pub fn new(seed: u32) -> Self {
+        Self(Mt::new(seed))
+    }
+    /// numpy's `random_interval(max)`: uniform integer in `0..=max` by masked rejection.
+    pub fn interval(&mut self, max: u32) -> u32 {
+        if max == 0 {
+            return 0;
+        }
+        let mut mask = max;
+        mask |= mask >> 1;
+        mask |= mask >> 2;
+        mask |= mask >> 4;
+        mask |= mask >> 8;
+        mask |= mask >> 16;
+        loop {
+            let v = self.0.next_u32() & mask;
+            if v <= max {
+                return v;
+            }
+        }
+    }
+    /// `RandomState.shuffle` of a 1-D array (Fisher–Yates from the end).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.interval(i as u32) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Ranked gene indices (columns of `x`) for every cell: decreasing value, Cell2Sentence tie order.
+/// Zero entries are skipped. The shuffle stream runs over all cells in order, so the result for a
+/// cell depends on the cells before it, exactly as in Cell2Sentence.
+pub fn rank_genes(x: &Csr, seed: u32) -> Vec<Vec<u32>> {
+    let mut rng = NumpyLegacyRng::new(seed);
+    let mut out = Vec::with_capacity(x.n_rows);
+    let mut pairs: Vec<(u32, f32)> = Vec::new();
+    for r in 0..x.n_rows {
+        let (c, v) = x.row(r);
+        pairs.clear();
+        pairs.extend(c.iter().copied().zip(v.iter().copied()).filter(|p| p.1 != 0.0));
+        let mut perm: Vec<u32> = (0..pairs.len() as u32).collect();
+        rng.shuffle(&mut perm);
+        let mut shuffled: Vec<(u32, f32)> = perm.iter().map(|&k| pairs[k as usize]).collect();
+        // stable sort by -value (numpy argsort(kind="stable") of the negated values)
+        shuffled.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out.push(shuffled.into_iter().map(|p| p.0).collect());
+    }
+    out
+}
+
+/// Upper-cased gene words; errors if two genes collide after upper-casing (Cell2Sentence would
+/// silently map later genes to wrong names in that case).
+pub fn gene_words(genes: &[String]) -> Result<Vec<String>> {
+    let words: Vec<String> = genes.iter().map(|g| g.to_uppercase()).collect();
+    let mut seen = std::collections::HashMap::new();
+    for (j, w) in words.iter().enumerate() {
+        if let Some(prev) = seen.insert(w.clone(), j) {
+            return Err(Error::param(
+                "genes",
+                format!("gene names `{}` and `{}` are the same word after upper-casing ({w}); rename one of them (e.g. with a suffix)", genes[prev], genes[j]),
+            ));
+        }
+        if w.contains(' ') || w.is_empty() {
+            return Err(Error::param("genes", format!("gene name `{}` is empty or contains a space; cell sentences need one word per gene", genes[j])));
+        }
+    }
+    Ok(words)
+}
+
+/// Builds one sentence per cell from `x` (cells × genes, normalized expression).
+pub fn cell_sentences(x: &Csr, genes: &[String], p: &SentenceParams) -> Result<Vec<String>> {
+    if genes.len() != x.n_cols {
+        return Err(Error::param("genes", format!("{} names for {} columns", genes.len(), x.n_cols)));
+    }
+    let words = gene_words(genes)?;
+    Ok(rank_genes(x, p.seed)
+        .into_iter()
+        .map(|ranked| {
+            let take = p.max_genes.unwrap_or(usize::MAX).min(ranked.len());
+            let mut s = String::with_capacity(take * 8);
+            for (k, &j) in ranked[..take].iter().enumerate() {
+                if k > 0 {
+                    s.push(' ');
+                }
+                s.push_str(&words[j as usize]);
+            }
+            s
+        })
+        .collect())
+}
+
+/// The inverse map: a sentence back to a rank vector over `genes` (rank 0 = first word;
+/// genes absent from the sentence get `None`). Unknown words are an error.
+pub fn sentence_to_ranks(sentence: &str, genes: &[String]) -> Result<Vec<Option<usize>>> {
+    let words = gene_words(genes)?;
+    let index: std::collections::HashMap<&str, usize> = words.iter().enumerate().map(|(j, w)| (w.as_str(), j)).collect();
+    let mut ranks = vec![None; genes.len()];
+    for (k, w) in sentence.split(' ').filter(|w| !w.is_empty()).enumerate() {
+        let j = *index.get(w.to_uppercase().as_str()).ok_or_else(|| Error::param("sentence", format!("word `{w}` (position {k}) is not a gene of this dataset")))?;
+        if ranks[j].is_none() {
+            ranks[j] = Some(k);
+        }
+    }
+    Ok(ranks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mt19937_matches_numpy_seed_42() {
+        // np.random.seed(42); np.random.randint(0, 2**32, dtype=np.uint64) uses the raw stream;
+        // first raw outputs of MT19937 seeded with init_genrand(42):
+        let mut rng = rand_mt::Mt::new(42);
+        assert_eq!(rng.next_u32(), 1_608_637_542);
+    }
+
+    #[test]
+    fn sentences_sort_by_value_and_roundtrip() {
+        let x = Csr::from_dense(2, 4, &[0.0, 2.0, 1.0, 3.0, 1.0, 0.0, 0.0, 0.0]);
+        let genes: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let s = cell_sentences(&x, &genes, &SentenceParams::default()).unwrap();
+        assert_eq!(s, vec!["D B C".to_string(), "A".to_string()]);
+        let r = sentence_to_ranks(&s[0], &genes).unwrap();
+        assert_eq!(r, vec![None, Some(1), Some(2), Some(0)]);
+        let t = cell_sentences(&x, &genes, &SentenceParams { seed: 42, max_genes: Some(2) }).unwrap();
+        assert_eq!(t[0], "D B");
+    }
+
+    #[test]
+    fn case_collisions_are_rejected() {
+        let genes: Vec<String> = ["Abc", "ABC"].iter().map(|s| s.to_string()).collect();
+        assert!(gene_words(&genes).is_err());
+    }
+}
