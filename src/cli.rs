@@ -39,6 +39,43 @@ pub enum Command {
     Reproduce(ReproduceArgs),
     /// Report the libtorch build this binary uses (CPU threads, CUDA).
     Env,
+    /// Benchmarks against the reference tools.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// One timed pipeline run printed as JSON (used by `bench`).
+    #[command(hide = true)]
+    BenchRun {
+        /// Input .h5ad.
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+/// Benchmark subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// read + QC + normalize + log + HVG + sentences vs scanpy + cell2sentence, on the largest
+    /// dataset and on a tiled (Heart-sized) matrix; writes results/benchmarks/preprocess.*
+    Preprocess {
+        /// Start from this file (default: the largest raw-count dataset found).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Python with scanpy and cell2sentence (scripts/bench.sh creates .venv-ref).
+        #[arg(long, default_value = ".venv-ref/bin/python")]
+        python: PathBuf,
+        /// Cells of the tiled matrix.
+        #[arg(long, default_value_t = 60000)]
+        tile_cells: usize,
+        /// Genes of the tiled matrix.
+        #[arg(long, default_value_t = 27000)]
+        tile_genes: usize,
+        /// Skip the tiled matrix.
+        #[arg(long)]
+        no_tiled: bool,
+        /// Output folder.
+        #[arg(long, default_value = "results/benchmarks")]
+        out: PathBuf,
+    },
 }
 
 /// Input file options.
@@ -134,7 +171,13 @@ fn load(args: &InputArgs) -> Result<(DatasetEntry, data::Dataset)> {
     if args.raw {
         entry.matrix = MatrixSource::Raw;
     }
-    let ds = data::read(&entry.path, &ReadOptions { matrix: entry.matrix.clone(), progress: true })?;
+    let ds = data::read(
+        &entry.path,
+        &ReadOptions {
+            matrix: entry.matrix.clone(),
+            progress: true,
+        },
+    )?;
     for w in &ds.warnings {
         eprintln!("warning: {w}");
     }
@@ -149,17 +192,30 @@ fn prepare(args: &InputArgs, prep: &PrepArgs) -> Result<Prepared> {
 }
 
 fn hvg_params(prep: &PrepArgs) -> HvgParams {
-    HvgParams { flavor: prep.flavor, n_top_genes: prep.n_top, ..HvgParams::default() }
+    HvgParams {
+        flavor: prep.flavor,
+        n_top_genes: prep.n_top,
+        ..HvgParams::default()
+    }
 }
 
 fn cmd_info(a: &InputArgs) -> Result<()> {
     let (entry, ds) = load(a)?;
     let mut out = String::new();
     out.push_str(&format!("file: {}\n", entry.path.display()));
-    out.push_str(&format!("shape: {} cells × {} genes, {} stored entries ({:.2} % dense)\n", ds.n_cells(), ds.n_genes(), ds.x.nnz(), 100.0 * ds.x.nnz() as f64 / (ds.n_cells().max(1) * ds.n_genes().max(1)) as f64));
+    out.push_str(&format!(
+        "shape: {} cells × {} genes, {} stored entries ({:.2} % dense)\n",
+        ds.n_cells(),
+        ds.n_genes(),
+        ds.x.nnz(),
+        100.0 * ds.x.nnz() as f64 / (ds.n_cells().max(1) * ds.n_genes().max(1)) as f64
+    ));
     let ints = ds.x.data.iter().all(|v| v.fract() == 0.0 && *v >= 0.0);
     let kind = match ds.state {
-        XState::LogNormalized { base } => format!("log-normalized (log1p base {})", base.map_or("e".to_string(), |b| b.to_string())),
+        XState::LogNormalized { base } => format!(
+            "log-normalized (log1p base {})",
+            base.map_or("e".to_string(), |b| b.to_string())
+        ),
         _ if ints => "raw counts (non-negative integers)".to_string(),
         _ => "non-integer values without a log1p record".to_string(),
     };
@@ -175,9 +231,21 @@ fn cmd_info(a: &InputArgs) -> Result<()> {
         if counts.len() <= 40 {
             let mut c: Vec<(&str, usize)> = counts.into_iter().collect();
             c.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            out.push_str(&format!("  {name} ({}, {} categories): {}\n", col.dtype(), c.len(), c.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(", ")));
+            out.push_str(&format!(
+                "  {name} ({}, {} categories): {}\n",
+                col.dtype(),
+                c.len(),
+                c.iter()
+                    .map(|(k, n)| format!("{k}={n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         } else {
-            out.push_str(&format!("  {name} ({}, {} distinct values)\n", col.dtype(), counts.len()));
+            out.push_str(&format!(
+                "  {name} ({}, {} distinct values)\n",
+                col.dtype(),
+                counts.len()
+            ));
         }
     }
     print_out(&out)
@@ -193,7 +261,12 @@ fn print_out(s: &str) -> Result<()> {
 
 fn cmd_hvg(a: &HvgArgs) -> Result<()> {
     let p = prepare(&a.input, &a.prep)?;
-    let h = pipeline::select_hvg(&p, &hvg_params(&a.prep), a.prep.on, a.prep.batch_key.as_deref())?;
+    let h = pipeline::select_hvg(
+        &p,
+        &hvg_params(&a.prep),
+        a.prep.on,
+        a.prep.batch_key.as_deref(),
+    )?;
     let mut out = String::new();
     for j in h.indices() {
         out.push_str(&p.data.genes[j]);
@@ -205,10 +278,23 @@ fn cmd_hvg(a: &HvgArgs) -> Result<()> {
 fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
     let p = prepare(&a.input, &a.prep)?;
     let h = match a.genes {
-        GeneSet::Hvg => Some(pipeline::select_hvg(&p, &hvg_params(&a.prep), a.prep.on, a.prep.batch_key.as_deref())?),
+        GeneSet::Hvg => Some(pipeline::select_hvg(
+            &p,
+            &hvg_params(&a.prep),
+            a.prep.on,
+            a.prep.batch_key.as_deref(),
+        )?),
         GeneSet::All => None,
     };
-    let s = pipeline::sentences(&p, a.genes, h.as_ref(), &SentenceParams { seed: a.seed, max_genes: a.max_genes })?;
+    let s = pipeline::sentences(
+        &p,
+        a.genes,
+        h.as_ref(),
+        &SentenceParams {
+            seed: a.seed,
+            max_genes: a.max_genes,
+        },
+    )?;
     let mut out = String::with_capacity(s.iter().map(|x| x.len() + 1).sum());
     for line in s {
         out.push_str(&line);
@@ -221,7 +307,13 @@ fn cmd_datasets(a: &DataDirArgs) -> Result<()> {
     let dirs = data::default_data_dirs(a.data_dir.as_deref());
     let mut t = Table::new(["id", "path", "label_key", "batch_key", "matrix"]);
     for e in data::catalog(&dirs) {
-        t.push([e.id.clone(), e.path.display().to_string(), e.label_key.clone().unwrap_or_default(), e.batch_key.clone().unwrap_or_default(), format!("{:?}", e.matrix)]);
+        t.push([
+            e.id.clone(),
+            e.path.display().to_string(),
+            e.label_key.clone().unwrap_or_default(),
+            e.batch_key.clone().unwrap_or_default(),
+            format!("{:?}", e.matrix),
+        ]);
     }
     print_out(&t.to_markdown())
 }
@@ -229,8 +321,22 @@ fn cmd_datasets(a: &DataDirArgs) -> Result<()> {
 /// The foundation part of the default run: QC, HVG and sentence lengths per dataset.
 fn cmd_reproduce(a: &ReproduceArgs) -> Result<()> {
     let dirs = data::default_data_dirs(a.dirs.data_dir.as_deref());
-    let ids = a.datasets.clone().unwrap_or_else(|| vec!["baron_human".into(), "pbmc68k_reduced".into()]);
-    let mut t = Table::new(["dataset", "cells_in", "cells_kept", "genes_kept", "hvg", "mean_genes_all", "mean_genes_hvg", "hvg_to_all_ratio", "mean_genes_all_top200", "mean_genes_hvg_top200"]);
+    let ids = a
+        .datasets
+        .clone()
+        .unwrap_or_else(|| vec!["baron_human".into(), "pbmc68k_reduced".into()]);
+    let mut t = Table::new([
+        "dataset",
+        "cells_in",
+        "cells_kept",
+        "genes_kept",
+        "hvg",
+        "mean_genes_all",
+        "mean_genes_hvg",
+        "hvg_to_all_ratio",
+        "mean_genes_all_top200",
+        "mean_genes_hvg_top200",
+    ]);
     for id in &ids {
         let entry = data::resolve(id, &dirs)?;
         eprintln!("[reproduce] {id}: {}", entry.path.display());
@@ -242,8 +348,20 @@ fn cmd_reproduce(a: &ReproduceArgs) -> Result<()> {
         let mut lens = Vec::new();
         for genes in [GeneSet::All, GeneSet::Hvg] {
             for max in [None, Some(200)] {
-                let s = pipeline::sentences(&p, genes, Some(&h), &SentenceParams { seed: 42, max_genes: max })?;
-                let mean = s.iter().map(|x| x.split(' ').filter(|w| !w.is_empty()).count()).sum::<usize>() as f64 / s.len().max(1) as f64;
+                let s = pipeline::sentences(
+                    &p,
+                    genes,
+                    Some(&h),
+                    &SentenceParams {
+                        seed: 42,
+                        max_genes: max,
+                    },
+                )?;
+                let mean = s
+                    .iter()
+                    .map(|x| x.split(' ').filter(|w| !w.is_empty()).count())
+                    .sum::<usize>() as f64
+                    / s.len().max(1) as f64;
                 lens.push(mean);
             }
         }
@@ -275,9 +393,16 @@ fn cmd_reproduce(a: &ReproduceArgs) -> Result<()> {
 fn cmd_env() -> Result<()> {
     let mut out = String::new();
     out.push_str(&format!("libtorch threads: {}\n", tch::get_num_threads()));
-    out.push_str(&format!("cuda available: {} (devices: {})\n", tch::Cuda::is_available(), tch::Cuda::device_count()));
+    out.push_str(&format!(
+        "cuda available: {} (devices: {})\n",
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count()
+    ));
     let t = tch::Tensor::from_slice(&[1f32, 2.0, 3.0]);
-    out.push_str(&format!("tensor check: sum([1,2,3]) = {}\n", t.sum(tch::Kind::Float).double_value(&[])));
+    out.push_str(&format!(
+        "tensor check: sum([1,2,3]) = {}\n",
+        t.sum(tch::Kind::Float).double_value(&[])
+    ));
     print_out(&out)
 }
 
@@ -292,6 +417,15 @@ pub fn main() -> i32 {
         Command::Datasets(a) => cmd_datasets(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Env => cmd_env(),
+        Command::Bench(BenchCmd::Preprocess { input, python, tile_cells, tile_genes, no_tiled, out }) => crate::bench::preprocess_bench(&crate::bench::PreprocessBench {
+            input: input.clone(),
+            python: python.clone(),
+            tiled: (!no_tiled).then_some((*tile_cells, *tile_genes)),
+            out: out.clone(),
+            cache: PathBuf::from(".cache/bench"),
+        })
+        .and_then(|t| print_out(&t.to_markdown())),
+        Command::BenchRun { input } => crate::bench::run_pipeline(input).and_then(|r| print_out(&format!("{}\n", serde_json::to_string(&r).unwrap_or_default()))),
     };
     match r {
         Ok(()) => 0,

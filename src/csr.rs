@@ -27,28 +27,49 @@ impl Csr {
         mut data: Vec<f32>,
     ) -> Result<Self, String> {
         if indptr.len() != n_rows + 1 {
-            return Err(format!("indptr has length {} but the matrix has {} rows (expected {})", indptr.len(), n_rows, n_rows + 1));
+            return Err(format!(
+                "indptr has length {} but the matrix has {} rows (expected {})",
+                indptr.len(),
+                n_rows,
+                n_rows + 1
+            ));
         }
         if indices.len() != data.len() {
-            return Err(format!("indices ({}) and data ({}) differ in length", indices.len(), data.len()));
+            return Err(format!(
+                "indices ({}) and data ({}) differ in length",
+                indices.len(),
+                data.len()
+            ));
         }
         if indptr[0] != 0 || *indptr.last().unwrap() != data.len() {
-            return Err(format!("indptr must start at 0 and end at nnz = {}", data.len()));
+            return Err(format!(
+                "indptr must start at 0 and end at nnz = {}",
+                data.len()
+            ));
         }
         if indptr.windows(2).any(|w| w[0] > w[1]) {
             return Err("indptr is not non-decreasing".into());
         }
         if let Some(&bad) = indices.iter().find(|&&c| c as usize >= n_cols) {
-            return Err(format!("column index {bad} out of range for {n_cols} columns"));
+            return Err(format!(
+                "column index {bad} out of range for {n_cols} columns"
+            ));
         }
         for r in 0..n_rows {
             let (s, e) = (indptr[r], indptr[r + 1]);
             let cols = &indices[s..e];
             if cols.windows(2).any(|w| w[0] >= w[1]) {
-                let mut pairs: Vec<(u32, f32)> = cols.iter().copied().zip(data[s..e].iter().copied()).collect();
+                let mut pairs: Vec<(u32, f32)> = cols
+                    .iter()
+                    .copied()
+                    .zip(data[s..e].iter().copied())
+                    .collect();
                 pairs.sort_by_key(|p| p.0);
                 if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
-                    return Err(format!("row {r} stores column {} twice", pairs.windows(2).find(|w| w[0].0 == w[1].0).unwrap()[0].0));
+                    return Err(format!(
+                        "row {r} stores column {} twice",
+                        pairs.windows(2).find(|w| w[0].0 == w[1].0).unwrap()[0].0
+                    ));
                 }
                 for (k, (c, v)) in pairs.into_iter().enumerate() {
                     indices[s + k] = c;
@@ -56,7 +77,13 @@ impl Csr {
                 }
             }
         }
-        Ok(Self { n_rows, n_cols, indptr, indices, data })
+        Ok(Self {
+            n_rows,
+            n_cols,
+            indptr,
+            indices,
+            data,
+        })
     }
 
     /// Builds a CSR matrix from a row-major dense buffer, dropping zeros.
@@ -74,7 +101,13 @@ impl Csr {
             }
             indptr.push(data.len());
         }
-        Self { n_rows, n_cols, indptr, indices, data }
+        Self {
+            n_rows,
+            n_cols,
+            indptr,
+            indices,
+            data,
+        }
     }
 
     /// Converts compressed-sparse-column parts (as stored for `csc_matrix`) to CSR.
@@ -85,7 +118,13 @@ impl Csr {
         row_idx: &[u32],
         values: &[f32],
     ) -> Result<Self, String> {
-        let t = Csr::from_parts(n_cols, n_rows, colptr.to_vec(), row_idx.to_vec(), values.to_vec())?;
+        let t = Csr::from_parts(
+            n_cols,
+            n_rows,
+            colptr.to_vec(),
+            row_idx.to_vec(),
+            values.to_vec(),
+        )?;
         Ok(t.transpose())
     }
 
@@ -123,7 +162,13 @@ impl Csr {
                 next[c as usize] += 1;
             }
         }
-        Self { n_rows: self.n_cols, n_cols: self.n_rows, indptr, indices, data }
+        Self {
+            n_rows: self.n_cols,
+            n_cols: self.n_rows,
+            indptr,
+            indices,
+            data,
+        }
     }
 
     /// Keeps the given rows (in that order) and, if given, the given columns (which must be increasing).
@@ -166,7 +211,52 @@ impl Csr {
             data.extend_from_slice(&v);
             indptr.push(indices.len());
         }
-        Self { n_rows: rows.len(), n_cols: cols.map_or(self.n_cols, |c| c.len()), indptr, indices, data }
+        Self {
+            n_rows: rows.len(),
+            n_cols: cols.map_or(self.n_cols, |c| c.len()),
+            indptr,
+            indices,
+            data,
+        }
+    }
+
+    /// Keeps the given rows (increasing) and optionally columns (increasing) by compacting the
+    /// arrays in place: no second copy of the matrix is ever held.
+    pub fn retain(&mut self, rows: &[usize], cols: Option<&[usize]>) {
+        let map: Option<Vec<u32>> = cols.map(|cols| {
+            let mut m = vec![u32::MAX; self.n_cols];
+            for (new, &old) in cols.iter().enumerate() {
+                m[old] = new as u32;
+            }
+            m
+        });
+        let mut w = 0usize;
+        let mut new_ptr = Vec::with_capacity(rows.len() + 1);
+        new_ptr.push(0);
+        for &r in rows {
+            let (s, e) = (self.indptr[r], self.indptr[r + 1]);
+            for k in s..e {
+                let c = match &map {
+                    Some(m) => m[self.indices[k] as usize],
+                    None => self.indices[k],
+                };
+                if c != u32::MAX {
+                    self.indices[w] = c;
+                    self.data[w] = self.data[k];
+                    w += 1;
+                }
+            }
+            new_ptr.push(w);
+        }
+        self.indices.truncate(w);
+        self.data.truncate(w);
+        self.indices.shrink_to_fit();
+        self.data.shrink_to_fit();
+        self.indptr = new_ptr;
+        self.n_rows = rows.len();
+        if let Some(c) = cols {
+            self.n_cols = c.len();
+        }
     }
 
     /// Drops explicitly stored zeros.
@@ -194,7 +284,9 @@ impl Csr {
 
     /// Number of stored non-zero entries per row.
     pub fn row_nnz(&self) -> Vec<usize> {
-        (0..self.n_rows).map(|r| self.row(r).1.iter().filter(|v| **v != 0.0).count()).collect()
+        (0..self.n_rows)
+            .map(|r| self.row(r).1.iter().filter(|v| **v != 0.0).count())
+            .collect()
     }
 
     /// Number of rows in which each column is non-zero.
@@ -228,7 +320,9 @@ impl Csr {
 
     /// Bytes held by the three arrays.
     pub fn size_bytes(&self) -> usize {
-        self.indptr.len() * std::mem::size_of::<usize>() + self.indices.len() * 4 + self.data.len() * 4
+        self.indptr.len() * std::mem::size_of::<usize>()
+            + self.indices.len() * 4
+            + self.data.len() * 4
     }
 }
 
@@ -243,6 +337,9 @@ mod tests {
         assert_eq!(m.nnz(), 5);
         let t = m.transpose().transpose();
         assert_eq!(t, m);
+        let mut r = m.clone();
+        r.retain(&[0, 2], Some(&[0, 2]));
+        assert_eq!(r, m.select(&[0, 2], Some(&[0, 2])));
         let s = m.select(&[2, 0], Some(&[0, 2]));
         assert_eq!(s.dense_row(0), vec![4.0, 0.0]);
         assert_eq!(s.dense_row(1), vec![1.0, 2.0]);

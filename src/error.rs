@@ -9,22 +9,43 @@ pub enum Error {
     NotFound { path: PathBuf, hint: String },
     /// A file that exists but cannot be parsed as the expected format.
     #[error("{path}: {what}; fix: {fix}")]
-    Format { path: PathBuf, what: String, fix: String },
+    Format {
+        path: PathBuf,
+        what: String,
+        fix: String,
+    },
     /// A required field (HDF5 group, obs column, config key...) is missing.
     #[error("{path}: missing field `{field}`; fix: {fix}")]
-    MissingField { path: PathBuf, field: String, fix: String },
+    MissingField {
+        path: PathBuf,
+        field: String,
+        fix: String,
+    },
     /// Values that violate a stage's contract (non-finite, negative counts...).
     #[error("{path}: field `{field}`: {what}; fix: {fix}")]
-    BadValue { path: PathBuf, field: String, what: String, fix: String },
+    BadValue {
+        path: PathBuf,
+        field: String,
+        what: String,
+        fix: String,
+    },
     /// A stage produced nothing usable (e.g. every cell removed by QC).
     #[error("{path}: {what}; fix: {fix}")]
-    Empty { path: PathBuf, what: String, fix: String },
+    Empty {
+        path: PathBuf,
+        what: String,
+        fix: String,
+    },
     /// Invalid parameters passed to a stage.
     #[error("invalid parameter `{name}`: {what}")]
     Param { name: String, what: String },
     /// I/O error with the path it concerns.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result alias for the library.
@@ -34,13 +55,27 @@ impl Error {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
-            return Error::NotFound { path: path.into(), hint: String::new() };
+            return Error::NotFound {
+                path: path.into(),
+                hint: String::new(),
+            };
         }
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     /// Builds a `Format` error.
-    pub fn format(path: impl Into<PathBuf>, what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), what: what.into(), fix: fix.into() }
+    pub fn format(
+        path: impl Into<PathBuf>,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::Format {
+            path: path.into(),
+            what: what.into(),
+            fix: fix.into(),
+        }
     }
     /// Builds a `BadValue` error.
     pub fn bad_value(
@@ -49,14 +84,30 @@ impl Error {
         what: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Error::BadValue { path: path.into(), field: field.into(), what: what.into(), fix: fix.into() }
+        Error::BadValue {
+            path: path.into(),
+            field: field.into(),
+            what: what.into(),
+            fix: fix.into(),
+        }
     }
     /// Builds a `MissingField` error.
-    pub fn missing(path: impl Into<PathBuf>, field: impl Into<String>, fix: impl Into<String>) -> Self {
-        Error::MissingField { path: path.into(), field: field.into(), fix: fix.into() }
+    pub fn missing(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::MissingField {
+            path: path.into(),
+            field: field.into(),
+            fix: fix.into(),
+        }
     }
     /// Builds a `Param` error.
     pub fn param(name: impl Into<String>, what: impl Into<String>) -> Self {
-        Error::Param { name: name.into(), what: what.into() }
+        Error::Param {
+            name: name.into(),
+            what: what.into(),
+        }
     }
 }

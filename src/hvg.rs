@@ -43,7 +43,12 @@ pub struct HvgParams {
 
 impl Default for HvgParams {
     fn default() -> Self {
-        Self { flavor: Flavor::SeuratV3, n_top_genes: 2000, n_bins: 20, span: 0.3 }
+        Self {
+            flavor: Flavor::SeuratV3,
+            n_top_genes: 2000,
+            n_bins: 20,
+            span: 0.3,
+        }
     }
 }
 
@@ -67,7 +72,9 @@ pub struct HvgResult {
 impl HvgResult {
     /// Indices of the selected genes, increasing.
     pub fn indices(&self) -> Vec<usize> {
-        (0..self.highly_variable.len()).filter(|&j| self.highly_variable[j]).collect()
+        (0..self.highly_variable.len())
+            .filter(|&j| self.highly_variable[j])
+            .collect()
     }
 }
 
@@ -105,16 +112,31 @@ pub fn mean_var(x: &Csr, rows: Option<&[usize]>) -> (Vec<f64>, Vec<f64>) {
 ///
 /// `log_base` is scanpy's `uns["log1p"]["base"]` (`None` = natural log), used by `seurat` to undo
 /// the log. `batches`, when given, holds one label per cell (scanpy's `batch_key`).
-pub fn highly_variable_genes(x: &Csr, genes: &[String], p: &HvgParams, log_base: Option<f64>, batches: Option<&[String]>) -> Result<HvgResult> {
+pub fn highly_variable_genes(
+    x: &Csr,
+    genes: &[String],
+    p: &HvgParams,
+    log_base: Option<f64>,
+    batches: Option<&[String]>,
+) -> Result<HvgResult> {
     if p.n_top_genes == 0 {
-        return Err(Error::param("n_top_genes", "must be at least 1; use --n-top N (or n_top_genes in the experiment file) with N >= 1"));
+        return Err(Error::param(
+            "n_top_genes",
+            "must be at least 1; use --n-top N (or n_top_genes in the experiment file) with N >= 1",
+        ));
     }
     if x.n_rows < 2 {
-        return Err(Error::param("cells", format!("HVG needs at least 2 cells, got {}", x.n_rows)));
+        return Err(Error::param(
+            "cells",
+            format!("HVG needs at least 2 cells, got {}", x.n_rows),
+        ));
     }
     if let Some(b) = batches {
         if b.len() != x.n_rows {
-            return Err(Error::param("batch_key", format!("{} labels for {} cells", b.len(), x.n_rows)));
+            return Err(Error::param(
+                "batch_key",
+                format!("{} labels for {} cells", b.len(), x.n_rows),
+            ));
         }
     }
     match p.flavor {
@@ -123,7 +145,13 @@ pub fn highly_variable_genes(x: &Csr, genes: &[String], p: &HvgParams, log_base:
             None => {
                 let rows: Vec<usize> = (0..x.n_rows).collect();
                 let d = dispersion_single(x, &rows, None, p, log_base)?;
-                Ok(HvgResult { n_batches: d.hv.iter().map(|&h| h as usize).collect(), tie_dependent: vec![false; d.hv.len()], highly_variable: d.hv, means: d.means, score: d.disp_norm })
+                Ok(HvgResult {
+                    n_batches: d.hv.iter().map(|&h| h as usize).collect(),
+                    tie_dependent: vec![false; d.hv.len()],
+                    highly_variable: d.hv,
+                    means: d.means,
+                    score: d.disp_norm,
+                })
             }
             Some(b) => dispersion_batched(x, genes, p, log_base, b),
         },
@@ -137,7 +165,13 @@ struct DispResult {
 }
 
 /// `_highly_variable_genes_single_batch` on `rows`, restricted to `genes` if given.
-fn dispersion_single(x: &Csr, rows: &[usize], genes: Option<&[usize]>, p: &HvgParams, log_base: Option<f64>) -> Result<DispResult> {
+fn dispersion_single(
+    x: &Csr,
+    rows: &[usize],
+    genes: Option<&[usize]>,
+    p: &HvgParams,
+    log_base: Option<f64>,
+) -> Result<DispResult> {
     let ng = genes.map_or(x.n_cols, |g| g.len());
     // Column map: original gene -> position in the subset.
     let colmap: Option<Vec<u32>> = genes.map(|g| {
@@ -200,7 +234,11 @@ fn dispersion_single(x: &Csr, rows: &[usize], genes: Option<&[usize]>, p: &HvgPa
         means[j] = m;
         disp[j] = d;
     }
-    let bins = if seurat { cut_equal_width(&means, p.n_bins) } else { cut_percentiles(&means)? };
+    let bins = if seurat {
+        cut_equal_width(&means, p.n_bins)
+    } else {
+        cut_percentiles(&means)?
+    };
     // Group statistics over the bins (pandas groupby, NaN skipped).
     let mut groups: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for j in 0..ng {
@@ -241,7 +279,11 @@ fn dispersion_single(x: &Csr, rows: &[usize], genes: Option<&[usize]>, p: &HvgPa
         let cut = finite[n_top - 1];
         disp_norm.iter().map(|&v| !v.is_nan() && v >= cut).collect()
     };
-    Ok(DispResult { means, disp_norm, hv })
+    Ok(DispResult {
+        means,
+        disp_norm,
+        hv,
+    })
 }
 
 /// pandas `mean` and `std(ddof=1)` skipping NaN (Welford, as pandas' groupby kernels).
@@ -258,7 +300,11 @@ fn mean_std_skipna(v: &[f64]) -> (f64, f64) {
     if n == 0.0 {
         return (f64::NAN, f64::NAN);
     }
-    let sd = if n < 2.0 { f64::NAN } else { (m2 / (n - 1.0)).sqrt() };
+    let sd = if n < 2.0 {
+        f64::NAN
+    } else {
+        (m2 / (n - 1.0)).sqrt()
+    };
     (sum / n, sd)
 }
 
@@ -293,7 +339,11 @@ fn cut_equal_width(x: &[f64], n_bins: usize) -> Vec<Option<usize>> {
     let mx = finite.fold(f64::NEG_INFINITY, f64::max);
     let mut edges: Vec<f64>;
     if mn == mx {
-        let (a, b) = if mn != 0.0 { (mn - 0.001 * mn.abs(), mx + 0.001 * mx.abs()) } else { (mn - 0.001, mx + 0.001) };
+        let (a, b) = if mn != 0.0 {
+            (mn - 0.001 * mn.abs(), mx + 0.001 * mx.abs())
+        } else {
+            (mn - 0.001, mx + 0.001)
+        };
         edges = linspace(a, b, n_bins + 1);
     } else {
         edges = linspace(mn, mx, n_bins + 1);
@@ -365,7 +415,13 @@ fn cut_percentiles(x: &[f64]) -> Result<Vec<Option<usize>>> {
 }
 
 /// `_highly_variable_genes_batched` for `seurat`/`cell_ranger`.
-fn dispersion_batched(x: &Csr, names: &[String], p: &HvgParams, log_base: Option<f64>, batches: &[String]) -> Result<HvgResult> {
+fn dispersion_batched(
+    x: &Csr,
+    names: &[String],
+    p: &HvgParams,
+    log_base: Option<f64>,
+    batches: &[String],
+) -> Result<HvgResult> {
     let mut cats: Vec<&String> = batches.iter().collect();
     cats.sort();
     cats.dedup();
@@ -405,22 +461,43 @@ fn dispersion_batched(x: &Csr, names: &[String], p: &HvgParams, log_base: Option
     }
     let nb = cats.len() as f64;
     let means: Vec<f64> = sum_means.iter().map(|s| s / nb).collect();
-    let norm: Vec<f64> = (0..ng).map(|j| if cnt_norm[j] == 0 { f64::NAN } else { sum_norm[j] / cnt_norm[j] as f64 }).collect();
-    Ok(HvgResult { highly_variable: top_by_nbatches_then_score(&nbatches, &norm, p.n_top_genes, names), means, score: norm, n_batches: nbatches, tie_dependent: vec![false; ng] })
+    let norm: Vec<f64> = (0..ng)
+        .map(|j| {
+            if cnt_norm[j] == 0 {
+                f64::NAN
+            } else {
+                sum_norm[j] / cnt_norm[j] as f64
+            }
+        })
+        .collect();
+    Ok(HvgResult {
+        highly_variable: top_by_nbatches_then_score(&nbatches, &norm, p.n_top_genes, names),
+        means,
+        score: norm,
+        n_batches: nbatches,
+        tie_dependent: vec![false; ng],
+    })
 }
 
 /// Sort as scanpy's batched selection: `n_batches` desc, score desc (NaN last); ties keep the
 /// alphabetical order of the gene names (pandas' groupby sorts genes by name).
-fn top_by_nbatches_then_score(nb: &[usize], score: &[f64], n_top: usize, names: &[String]) -> Vec<bool> {
+fn top_by_nbatches_then_score(
+    nb: &[usize],
+    score: &[f64],
+    n_top: usize,
+    names: &[String],
+) -> Vec<bool> {
     let mut order: Vec<usize> = (0..nb.len()).collect();
     order.sort_by(|&a, &b| names[a].cmp(&names[b]));
     order.sort_by(|&a, &b| {
-        nb[b].cmp(&nb[a]).then_with(|| match (score[a].is_nan(), score[b].is_nan()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ => score[b].total_cmp(&score[a]),
-        })
+        nb[b]
+            .cmp(&nb[a])
+            .then_with(|| match (score[a].is_nan(), score[b].is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ => score[b].total_cmp(&score[a]),
+            })
     });
     let mut hv = vec![false; nb.len()];
     for &j in order.iter().take(n_top) {
@@ -439,7 +516,9 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
             let mut cats: Vec<&String> = b.iter().collect();
             cats.sort();
             cats.dedup();
-            cats.iter().map(|c| (0..x.n_rows).filter(|&r| &b[r] == *c).collect()).collect()
+            cats.iter()
+                .map(|c| (0..x.n_rows).filter(|&r| &b[r] == *c).collect())
+                .collect()
         }
     };
     let norm_vars: Vec<Vec<f64>> = groups
@@ -449,7 +528,8 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
             let nc: Vec<usize> = (0..ng).filter(|&j| var[j] > 0.0).collect();
             let xs: Vec<f64> = nc.iter().map(|&j| mean[j].log10()).collect();
             let ys: Vec<f64> = nc.iter().map(|&j| var[j].log10()).collect();
-            let fitted = loess::fit(&xs, &ys, p.span, 2).map_err(|e| Error::param("flavor", format!("seurat_v3 LOESS fit failed: {e}")))?;
+            let fitted = loess::fit(&xs, &ys, p.span, 2)
+                .map_err(|e| Error::param("flavor", format!("seurat_v3 LOESS fit failed: {e}")))?;
             let mut est = vec![0f64; ng];
             for (k, &j) in nc.iter().enumerate() {
                 est[j] = fitted[k];
@@ -470,7 +550,10 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
                 }
             }
             Ok((0..ng)
-                .map(|j| (1.0 / ((n - 1.0) * reg_std[j].powi(2))) * ((n * mean[j].powi(2)) + sq[j] - 2.0 * s[j] * mean[j]))
+                .map(|j| {
+                    (1.0 / ((n - 1.0) * reg_std[j].powi(2)))
+                        * ((n * mean[j].powi(2)) + sq[j] - 2.0 * s[j] * mean[j])
+                })
                 .collect())
         })
         .collect::<Result<_>>()?;
@@ -496,7 +579,9 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
                     end += 1;
                 }
                 if end - start > 1 && start < n_top {
-                    order[start..end].iter().for_each(|&j| tie_dependent[j] = true);
+                    order[start..end]
+                        .iter()
+                        .for_each(|&j| tie_dependent[j] = true);
                 }
                 start = end;
             }
@@ -506,15 +591,26 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
     let mut nbatches = vec![0usize; ng];
     let mut median_rank = vec![f64::NAN; ng];
     for j in 0..ng {
-        let mut r: Vec<f64> = ranks.iter().map(|rk| rk[j]).filter(|&k| k < n_top).map(|k| k as f64).collect();
+        let mut r: Vec<f64> = ranks
+            .iter()
+            .map(|rk| rk[j])
+            .filter(|&k| k < n_top)
+            .map(|k| k as f64)
+            .collect();
         nbatches[j] = r.len();
         if !r.is_empty() {
             r.sort_by(|a, b| a.total_cmp(b));
             let m = r.len();
-            median_rank[j] = if m % 2 == 1 { r[m / 2] } else { (r[m / 2 - 1] + r[m / 2]) / 2.0 };
+            median_rank[j] = if m % 2 == 1 {
+                r[m / 2]
+            } else {
+                (r[m / 2 - 1] + r[m / 2]) / 2.0
+            };
         }
     }
-    let score: Vec<f64> = (0..ng).map(|j| norm_vars.iter().map(|v| v[j]).sum::<f64>() / nbat as f64).collect();
+    let score: Vec<f64> = (0..ng)
+        .map(|j| norm_vars.iter().map(|v| v[j]).sum::<f64>() / nbat as f64)
+        .collect();
     let mut order: Vec<usize> = (0..ng).collect();
     order.sort_by(|&a, &b| {
         let (ra, rb) = (median_rank[a], median_rank[b]);
@@ -529,7 +625,13 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
     for &j in order.iter().take(n_top.min(ng)) {
         hv[j] = true;
     }
-    Ok(HvgResult { highly_variable: hv, means: means_all, score, n_batches: nbatches, tie_dependent })
+    Ok(HvgResult {
+        highly_variable: hv,
+        means: means_all,
+        score,
+        n_batches: nbatches,
+        tie_dependent,
+    })
 }
 
 #[cfg(test)]

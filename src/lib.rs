@@ -3,6 +3,7 @@
 //! Stages are plain functions over typed values, wired by the CLI and usable from notebooks:
 //! [`data`] → [`preprocess`] → [`hvg`] → [`sentence`]. Reference behaviour is scanpy's
 //! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
+pub mod bench;
 pub mod cli;
 pub mod csr;
 pub mod data;

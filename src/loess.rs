@@ -46,9 +46,20 @@ pub fn fit(x: &[f64], y: &[f64], span: f64, degree: usize) -> Result<Vec<f64>, L
 }
 
 /// Evaluates the local polynomial fit at `q`: returns (value, slope).
-pub fn local_fit(x: &[f64], y: &[f64], q: f64, nf: usize, span: f64, degree: usize) -> Result<(f64, f64), LoessError> {
+pub fn local_fit(
+    x: &[f64],
+    y: &[f64],
+    q: f64,
+    nf: usize,
+    span: f64,
+    degree: usize,
+) -> Result<(f64, f64), LoessError> {
     let n = x.len();
-    let mut dist: Vec<(f64, usize)> = x.iter().enumerate().map(|(i, &xi)| ((xi - q) * (xi - q), i)).collect();
+    let mut dist: Vec<(f64, usize)> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &xi)| ((xi - q) * (xi - q), i))
+        .collect();
     // the nf nearest points (squared distances); ties at the boundary get weight 0 anyway
     dist.select_nth_unstable_by(nf - 1, |a, b| a.0.total_cmp(&b.0));
     let rho = dist[nf - 1].0 * span.max(1.0);
@@ -77,7 +88,11 @@ pub fn local_fit(x: &[f64], y: &[f64], q: f64, nf: usize, span: f64, degree: usi
     // equilibrate columns
     let mut colnorm = vec![1f64; k];
     for j in 0..k {
-        let s: f64 = b[j * nf..(j + 1) * nf].iter().map(|v| v * v).sum::<f64>().sqrt();
+        let s: f64 = b[j * nf..(j + 1) * nf]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f64>()
+            .sqrt();
         if s > 0.0 {
             b[j * nf..(j + 1) * nf].iter_mut().for_each(|v| *v /= s);
             colnorm[j] = s;
@@ -124,12 +139,23 @@ pub fn local_fit(x: &[f64], y: &[f64], q: f64, nf: usize, span: f64, degree: usi
             break;
         }
     }
-    let sigma: Vec<f64> = (0..k).map(|j| b[j * nf..(j + 1) * nf].iter().map(|x| x * x).sum::<f64>().sqrt()).collect();
+    let sigma: Vec<f64> = (0..k)
+        .map(|j| {
+            b[j * nf..(j + 1) * nf]
+                .iter()
+                .map(|x| x * x)
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
     let smax = sigma.iter().cloned().fold(0.0, f64::max);
     let smin = sigma.iter().cloned().fold(f64::INFINITY, f64::min);
     let tol = smax * (100.0 * f64::EPSILON);
     if smin <= tol {
-        return Err(LoessError::Singular { at: q, rcond: smin / smax });
+        return Err(LoessError::Singular {
+            at: q,
+            rcond: smin / smax,
+        });
     }
     // coefficients = V Σ⁻¹ Uᵀ η, where U_j = B_j / σ_j
     let mut coef = vec![0f64; k];
@@ -153,7 +179,9 @@ struct KdTree {
 
 impl KdTree {
     fn build(x: &[f64], fc: usize) -> Self {
-        let (lo, hi) = x.iter().fold((f64::MAX, -f64::MAX), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = x
+            .iter()
+            .fold((f64::MAX, -f64::MAX), |(a, b), &v| (a.min(v), b.max(v)));
         let mu = 0.005 * (hi - lo).max(1e-10 * lo.abs().max(hi.abs()) + 1e-30);
         let (lo, hi) = (lo - mu, hi + mu);
         let mut sorted = x.to_vec();
@@ -162,7 +190,7 @@ impl KdTree {
         // cells as (first, last) positions into `sorted` (0-based, inclusive) with bounds
         let mut stack = vec![(0usize, sorted.len() - 1, lo, hi)];
         while let Some((l, u, vlo, vhi)) = stack.pop() {
-            if u - l + 1 <= fc || vhi - vlo <= 0.0 {
+            if u - l < fc || vhi - vlo <= 0.0 {
                 continue;
             }
             // 1-based median position as Fortran's integer division, then move off ties

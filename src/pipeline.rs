@@ -30,11 +30,19 @@ pub struct Prepared {
 }
 
 /// Preprocesses raw counts, or takes `ds` as already log-normalized when `preprocess` is false.
-pub fn prepare(ds: Dataset, preprocess: Option<&PreprocessParams>, keep_counts: bool) -> Result<Prepared> {
+pub fn prepare(
+    ds: Dataset,
+    preprocess: Option<&PreprocessParams>,
+    keep_counts: bool,
+) -> Result<Prepared> {
     match preprocess {
         Some(p) => {
-            let out = preprocess::preprocess(&ds, p, keep_counts)?;
-            Ok(Prepared { data: out.data, counts: out.counts, report: Some(out.report) })
+            let out = preprocess::preprocess_owned(ds, p, keep_counts)?;
+            Ok(Prepared {
+                data: out.data,
+                counts: out.counts,
+                report: Some(out.report),
+            })
         }
         None => {
             let mut data = ds;
@@ -44,7 +52,11 @@ pub fn prepare(ds: Dataset, preprocess: Option<&PreprocessParams>, keep_counts: 
                 data.state = XState::LogNormalized { base: None };
             }
             data.x.eliminate_zeros();
-            Ok(Prepared { data, counts: None, report: None })
+            Ok(Prepared {
+                data,
+                counts: None,
+                report: None,
+            })
         }
     }
 }
@@ -58,7 +70,12 @@ pub fn log_base(ds: &Dataset) -> Option<f64> {
 }
 
 /// Runs HVG selection on the prepared data.
-pub fn select_hvg(p: &Prepared, params: &HvgParams, on: HvgInput, batch_key: Option<&str>) -> Result<HvgResult> {
+pub fn select_hvg(
+    p: &Prepared,
+    params: &HvgParams,
+    on: HvgInput,
+    batch_key: Option<&str>,
+) -> Result<HvgResult> {
     let batches = batch_key.map(|k| p.data.obs_column(k)).transpose()?;
     let x = match on {
         HvgInput::Log => &p.data.x,
@@ -69,15 +86,27 @@ pub fn select_hvg(p: &Prepared, params: &HvgParams, on: HvgInput, batch_key: Opt
             p.counts.as_ref().ok_or_else(|| Error::param("hvg_on", "raw counts are not available (input was not preprocessed from counts); use --on log"))?
         }
     };
-    hvg::highly_variable_genes(x, &p.data.genes, params, log_base(&p.data), batches.as_deref())
+    hvg::highly_variable_genes(
+        x,
+        &p.data.genes,
+        params,
+        log_base(&p.data),
+        batches.as_deref(),
+    )
 }
 
 /// Builds sentences from all genes or from the HVG subset.
-pub fn sentences(p: &Prepared, genes: GeneSet, hvg: Option<&HvgResult>, params: &SentenceParams) -> Result<Vec<String>> {
+pub fn sentences(
+    p: &Prepared,
+    genes: GeneSet,
+    hvg: Option<&HvgResult>,
+    params: &SentenceParams,
+) -> Result<Vec<String>> {
     match genes {
         GeneSet::All => sentence::cell_sentences(&p.data.x, &p.data.genes, params),
         GeneSet::Hvg => {
-            let h = hvg.ok_or_else(|| Error::param("genes", "hvg sentences need an HVG selection"))?;
+            let h =
+                hvg.ok_or_else(|| Error::param("genes", "hvg sentences need an HVG selection"))?;
             let idx = h.indices();
             let rows: Vec<usize> = (0..p.data.n_cells()).collect();
             let x = p.data.x.select(&rows, Some(&idx));

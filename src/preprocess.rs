@@ -31,7 +31,13 @@ pub struct QcParams {
 
 impl Default for QcParams {
     fn default() -> Self {
-        Self { min_genes: 200, min_cells: 3, max_genes: Some(6000), max_pct_mt: Some(50.0), mt_prefix: "MT-".into() }
+        Self {
+            min_genes: 200,
+            min_cells: 3,
+            max_genes: Some(6000),
+            max_pct_mt: Some(50.0),
+            mt_prefix: "MT-".into(),
+        }
     }
 }
 
@@ -97,18 +103,40 @@ pub fn qc_metrics(x: &Csr, rows: &[usize], gene_ok: &[bool], is_mt: &[bool]) -> 
     }
 }
 
-/// Runs the QC filters and returns the filtered dataset (one copy) with a report.
+/// Runs the QC filters and returns the filtered dataset (a copy) with a report.
 ///
 /// Order as in the paper: `filter_cells(min_genes)` on all genes, `filter_genes(min_cells)` on the
 /// remaining cells, then the `max_genes` / `max_pct_mt` cell filters on the remaining genes.
 pub fn qc(ds: &Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
+    let report = qc_report(ds, p)?;
+    let out = ds.subset(&report.kept_cells, Some(&report.kept_genes))?;
+    Ok((out, report))
+}
+
+/// [`qc`] on an owned dataset, filtered in place (peak memory: one matrix).
+pub fn qc_owned(mut ds: Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
+    let report = qc_report(&ds, p)?;
+    let idx = polars::prelude::IdxCa::from_vec("idx".into(), report.kept_cells.iter().map(|&i| i as _).collect());
+    ds.obs = ds.obs.take(&idx).map_err(|e| Error::format(&ds.source, format!("obs subset failed: {e}"), "report this as a bug"))?;
+    ds.x.retain(&report.kept_cells, Some(&report.kept_genes));
+    ds.cells = report.kept_cells.iter().map(|&i| std::mem::take(&mut ds.cells[i])).collect();
+    ds.genes = report.kept_genes.iter().map(|&j| std::mem::take(&mut ds.genes[j])).collect();
+    Ok((ds, report))
+}
+
+/// Computes what QC keeps without touching the data.
+pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
     ds.check_counts("quality control")?;
     let x = &ds.x;
     let all_genes = vec![true; x.n_cols];
     let no_mt = vec![false; x.n_cols];
     let all_rows: Vec<usize> = (0..x.n_rows).collect();
     let m0 = qc_metrics(x, &all_rows, &all_genes, &no_mt);
-    let step1: Vec<usize> = all_rows.iter().copied().filter(|&r| m0.n_genes_by_counts[r] >= p.min_genes).collect();
+    let step1: Vec<usize> = all_rows
+        .iter()
+        .copied()
+        .filter(|&r| m0.n_genes_by_counts[r] >= p.min_genes)
+        .collect();
     let removed_min_genes = x.n_rows - step1.len();
     let mut cells_per_gene = vec![0usize; x.n_cols];
     for &r in &step1 {
@@ -121,7 +149,11 @@ pub fn qc(ds: &Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
     }
     let gene_ok: Vec<bool> = cells_per_gene.iter().map(|&n| n >= p.min_cells).collect();
     let kept_genes: Vec<usize> = (0..x.n_cols).filter(|&j| gene_ok[j]).collect();
-    let is_mt: Vec<bool> = ds.genes.iter().map(|g| g.starts_with(&p.mt_prefix)).collect();
+    let is_mt: Vec<bool> = ds
+        .genes
+        .iter()
+        .map(|g| g.starts_with(&p.mt_prefix))
+        .collect();
     let m = qc_metrics(x, &step1, &gene_ok, &is_mt);
     let (mut removed_max_genes, mut removed_mt) = (0, 0);
     let mut kept_cells = Vec::with_capacity(step1.len());
@@ -169,8 +201,7 @@ pub fn qc(ds: &Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
             fix: "check that X holds raw counts of whole transcriptomes, or relax `qc` thresholds in the experiment file (e.g. min_genes)".into(),
         });
     }
-    let out = ds.subset(&report.kept_cells, Some(&report.kept_genes))?;
-    Ok((out, report))
+    Ok(report)
 }
 
 /// scanpy's `normalize_total(target_sum)`: scales every cell to `target_sum` total counts
@@ -199,11 +230,13 @@ pub fn normalize_total(ds: &mut Dataset, target_sum: Option<f32>) -> f32 {
         rows.push(a);
         rest = b;
     }
-    rows.into_par_iter().zip(factors.par_iter()).for_each(|(row, &f)| {
-        for v in row.iter_mut() {
-            *v /= f;
-        }
-    });
+    rows.into_par_iter()
+        .zip(factors.par_iter())
+        .for_each(|(row, &f)| {
+            for v in row.iter_mut() {
+                *v /= f;
+            }
+        });
     target
 }
 
@@ -249,7 +282,11 @@ pub struct PreprocessParams {
 
 impl Default for PreprocessParams {
     fn default() -> Self {
-        Self { qc: QcParams::default(), target_sum: None, log_base: Some(10.0) }
+        Self {
+            qc: QcParams::default(),
+            target_sum: None,
+            log_base: Some(10.0),
+        }
     }
 }
 
@@ -268,12 +305,23 @@ pub struct Preprocessed {
 
 /// QC, `normalize_total` and `log1p` in one call. `keep_counts` also returns the filtered counts.
 pub fn preprocess(ds: &Dataset, p: &PreprocessParams, keep_counts: bool) -> Result<Preprocessed> {
-    let (mut data, report) = qc(ds, &p.qc)?;
+    preprocess_owned(ds.clone(), p, keep_counts)
+}
+
+/// [`preprocess`] consuming the dataset, working in place (peak memory: one matrix, plus the
+/// counts when `keep_counts`).
+pub fn preprocess_owned(ds: Dataset, p: &PreprocessParams, keep_counts: bool) -> Result<Preprocessed> {
+    let (mut data, report) = qc_owned(ds, &p.qc)?;
     let counts = keep_counts.then(|| data.x.clone());
     let target_sum = normalize_total(&mut data, p.target_sum);
     log1p(&mut data, p.log_base);
     data.x.eliminate_zeros();
-    Ok(Preprocessed { data, counts, report, target_sum })
+    Ok(Preprocessed {
+        data,
+        counts,
+        report,
+        target_sum,
+    })
 }
 
 #[cfg(test)]

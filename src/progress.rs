@@ -21,8 +21,10 @@ impl Progress {
         }
         let pb = ProgressBar::new(len);
         pb.set_style(
-            ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {percent}% ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{msg} [{elapsed_precise}] {wide_bar} {percent}% ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         pb.set_message(msg.to_string());
         Progress(Some(pb))

@@ -32,7 +32,10 @@ pub struct SentenceParams {
 
 impl Default for SentenceParams {
     fn default() -> Self {
-        Self { seed: 42, max_genes: None }
+        Self {
+            seed: 42,
+            max_genes: None,
+        }
     }
 }
 
@@ -75,21 +78,34 @@ impl NumpyLegacyRng {
 /// Zero entries are skipped. The shuffle stream runs over all cells in order, so the result for a
 /// cell depends on the cells before it, exactly as in Cell2Sentence.
 pub fn rank_genes(x: &Csr, seed: u32) -> Vec<Vec<u32>> {
-    let mut rng = NumpyLegacyRng::new(seed);
     let mut out = Vec::with_capacity(x.n_rows);
+    for_each_ranked(x, seed, |_, ranked| out.push(ranked.to_vec()));
+    out
+}
+
+/// Streams [`rank_genes`] cell by cell without holding all rankings.
+pub fn for_each_ranked(x: &Csr, seed: u32, mut f: impl FnMut(usize, &[u32])) {
+    let mut rng = NumpyLegacyRng::new(seed);
     let mut pairs: Vec<(u32, f32)> = Vec::new();
+    let mut ranked: Vec<u32> = Vec::new();
     for r in 0..x.n_rows {
         let (c, v) = x.row(r);
         pairs.clear();
-        pairs.extend(c.iter().copied().zip(v.iter().copied()).filter(|p| p.1 != 0.0));
+        pairs.extend(
+            c.iter()
+                .copied()
+                .zip(v.iter().copied())
+                .filter(|p| p.1 != 0.0),
+        );
         let mut perm: Vec<u32> = (0..pairs.len() as u32).collect();
         rng.shuffle(&mut perm);
         let mut shuffled: Vec<(u32, f32)> = perm.iter().map(|&k| pairs[k as usize]).collect();
         // stable sort by -value (numpy argsort(kind="stable") of the negated values)
         shuffled.sort_by(|a, b| b.1.total_cmp(&a.1));
-        out.push(shuffled.into_iter().map(|p| p.0).collect());
+        ranked.clear();
+        ranked.extend(shuffled.into_iter().map(|p| p.0));
+        f(r, &ranked);
     }
-    out
 }
 
 /// Upper-cased gene words; errors if two genes collide after upper-casing (Cell2Sentence would
@@ -113,34 +129,49 @@ pub fn gene_words(genes: &[String]) -> Result<Vec<String>> {
 
 /// Builds one sentence per cell from `x` (cells × genes, normalized expression).
 pub fn cell_sentences(x: &Csr, genes: &[String], p: &SentenceParams) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(x.n_rows);
+    for_each_sentence(x, genes, p, |_, s| out.push(s.to_string()))?;
+    Ok(out)
+}
+
+/// Streams the sentences cell by cell (for large datasets: nothing is held but one sentence).
+pub fn for_each_sentence(x: &Csr, genes: &[String], p: &SentenceParams, mut f: impl FnMut(usize, &str)) -> Result<()> {
     if genes.len() != x.n_cols {
         return Err(Error::param("genes", format!("{} names for {} columns", genes.len(), x.n_cols)));
     }
     let words = gene_words(genes)?;
-    Ok(rank_genes(x, p.seed)
-        .into_iter()
-        .map(|ranked| {
-            let take = p.max_genes.unwrap_or(usize::MAX).min(ranked.len());
-            let mut s = String::with_capacity(take * 8);
-            for (k, &j) in ranked[..take].iter().enumerate() {
-                if k > 0 {
-                    s.push(' ');
-                }
-                s.push_str(&words[j as usize]);
+    let mut s = String::new();
+    for_each_ranked(x, p.seed, |r, ranked| {
+        let take = p.max_genes.unwrap_or(usize::MAX).min(ranked.len());
+        s.clear();
+        for (k, &j) in ranked[..take].iter().enumerate() {
+            if k > 0 {
+                s.push(' ');
             }
-            s
-        })
-        .collect())
+            s.push_str(&words[j as usize]);
+        }
+        f(r, &s);
+    });
+    Ok(())
 }
 
 /// The inverse map: a sentence back to a rank vector over `genes` (rank 0 = first word;
 /// genes absent from the sentence get `None`). Unknown words are an error.
 pub fn sentence_to_ranks(sentence: &str, genes: &[String]) -> Result<Vec<Option<usize>>> {
     let words = gene_words(genes)?;
-    let index: std::collections::HashMap<&str, usize> = words.iter().enumerate().map(|(j, w)| (w.as_str(), j)).collect();
+    let index: std::collections::HashMap<&str, usize> = words
+        .iter()
+        .enumerate()
+        .map(|(j, w)| (w.as_str(), j))
+        .collect();
     let mut ranks = vec![None; genes.len()];
     for (k, w) in sentence.split(' ').filter(|w| !w.is_empty()).enumerate() {
-        let j = *index.get(w.to_uppercase().as_str()).ok_or_else(|| Error::param("sentence", format!("word `{w}` (position {k}) is not a gene of this dataset")))?;
+        let j = *index.get(w.to_uppercase().as_str()).ok_or_else(|| {
+            Error::param(
+                "sentence",
+                format!("word `{w}` (position {k}) is not a gene of this dataset"),
+            )
+        })?;
         if ranks[j].is_none() {
             ranks[j] = Some(k);
         }
@@ -168,7 +199,15 @@ mod tests {
         assert_eq!(s, vec!["D B C".to_string(), "A".to_string()]);
         let r = sentence_to_ranks(&s[0], &genes).unwrap();
         assert_eq!(r, vec![None, Some(1), Some(2), Some(0)]);
-        let t = cell_sentences(&x, &genes, &SentenceParams { seed: 42, max_genes: Some(2) }).unwrap();
+        let t = cell_sentences(
+            &x,
+            &genes,
+            &SentenceParams {
+                seed: 42,
+                max_genes: Some(2),
+            },
+        )
+        .unwrap();
         assert_eq!(t[0], "D B");
     }
 

@@ -4,13 +4,26 @@ use std::path::PathBuf;
 use assert_cmd::Command;
 
 fn bad(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/bad")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// Runs the CLI and returns (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::cargo_bin("cellsentence").unwrap().args(args).arg("--quiet").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::cargo_bin("cellsentence")
+        .unwrap()
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn expect_error(args: &[&str], must_contain: &[&str]) {
@@ -20,83 +33,156 @@ fn expect_error(args: &[&str], must_contain: &[&str]) {
     for m in must_contain {
         assert!(err.contains(m), "{args:?}: stderr lacks {m:?}:\n{err}");
     }
-    assert!(err.contains("fix") || err.contains("check") || err.contains("run ") || err.contains("rename") || err.contains("use "), "{args:?}: no hint how to fix:\n{err}");
+    assert!(
+        err.contains("fix")
+            || err.contains("check")
+            || err.contains("run ")
+            || err.contains("rename")
+            || err.contains("use "),
+        "{args:?}: no hint how to fix:\n{err}"
+    );
 }
 
 #[test]
 fn missing_file() {
-    expect_error(&["info", "--input", "/nonexistent/x.h5ad"], &["/nonexistent/x.h5ad", "not found"]);
+    expect_error(
+        &["info", "--input", "/nonexistent/x.h5ad"],
+        &["/nonexistent/x.h5ad", "not found"],
+    );
 }
 
 #[test]
 fn unknown_dataset_id() {
-    expect_error(&["info", "--input", "no_such_dataset_id"], &["no_such_dataset_id", "CELLSENTENCE_DATA"]);
+    expect_error(
+        &["info", "--input", "no_such_dataset_id"],
+        &["no_such_dataset_id", "CELLSENTENCE_DATA"],
+    );
 }
 
 #[test]
 fn not_hdf5() {
-    expect_error(&["info", "--input", &bad("not_hdf5.h5ad")], &["not_hdf5.h5ad", "not an HDF5 file"]);
+    expect_error(
+        &["info", "--input", &bad("not_hdf5.h5ad")],
+        &["not_hdf5.h5ad", "not an HDF5 file"],
+    );
 }
 
 #[test]
 fn truncated_file() {
-    expect_error(&["info", "--input", &bad("truncated.h5ad")], &["truncated.h5ad", "truncated"]);
+    expect_error(
+        &["info", "--input", &bad("truncated.h5ad")],
+        &["truncated.h5ad", "truncated"],
+    );
 }
 
 #[test]
 fn h5ad_without_x() {
-    expect_error(&["info", "--input", &bad("no_x.h5ad")], &["no_x.h5ad", "`X`"]);
+    expect_error(
+        &["info", "--input", &bad("no_x.h5ad")],
+        &["no_x.h5ad", "`X`"],
+    );
 }
 
 #[test]
 fn missing_layer_names_available_ones() {
-    expect_error(&["info", "--input", &bad("ok_small.h5ad"), "--layer", "counts"], &["ok_small.h5ad", "layers/counts"]);
+    expect_error(
+        &[
+            "info",
+            "--input",
+            &bad("ok_small.h5ad"),
+            "--layer",
+            "counts",
+        ],
+        &["ok_small.h5ad", "layers/counts"],
+    );
 }
 
 #[test]
 fn missing_raw() {
-    expect_error(&["info", "--input", &bad("ok_small.h5ad"), "--raw"], &["ok_small.h5ad", "`raw`"]);
+    expect_error(
+        &["info", "--input", &bad("ok_small.h5ad"), "--raw"],
+        &["ok_small.h5ad", "`raw`"],
+    );
 }
 
 #[test]
 fn missing_obs_column() {
     expect_error(
-        &["hvg", "--input", &bad("ok_small.h5ad"), "--no-preprocess", "--flavor", "seurat", "--batch-key", "donor"],
+        &[
+            "hvg",
+            "--input",
+            &bad("ok_small.h5ad"),
+            "--no-preprocess",
+            "--flavor",
+            "seurat",
+            "--batch-key",
+            "donor",
+        ],
         &["ok_small.h5ad", "obs/donor", "cell_type"],
     );
 }
 
 #[test]
 fn non_finite_values() {
-    expect_error(&["info", "--input", &bad("nan.h5ad")], &["nan.h5ad", "`X`", "non-finite"]);
+    expect_error(
+        &["info", "--input", &bad("nan.h5ad")],
+        &["nan.h5ad", "`X`", "non-finite"],
+    );
 }
 
 #[test]
 fn negative_counts() {
-    expect_error(&["sentences", "--input", &bad("negative.h5ad")], &["negative.h5ad", "`X`", "negative count"]);
+    expect_error(
+        &["sentences", "--input", &bad("negative.h5ad")],
+        &["negative.h5ad", "`X`", "negative count"],
+    );
 }
 
 #[test]
 fn counts_input_without_counts() {
-    expect_error(&["hvg", "--input", &bad("ok_small.h5ad"), "--on", "counts", "--no-preprocess"], &["hvg_on", "counts"]);
+    expect_error(
+        &[
+            "hvg",
+            "--input",
+            &bad("ok_small.h5ad"),
+            "--on",
+            "counts",
+            "--no-preprocess",
+        ],
+        &["hvg_on", "counts"],
+    );
 }
 
 #[test]
 fn qc_removes_every_cell() {
-    expect_error(&["sentences", "--input", &bad("qc_empty.h5ad")], &["qc_empty.h5ad", "0 cells left after QC", "min_genes"]);
+    expect_error(
+        &["sentences", "--input", &bad("qc_empty.h5ad")],
+        &["qc_empty.h5ad", "0 cells left after QC", "min_genes"],
+    );
 }
 
 #[test]
 fn duplicate_gene_names_are_made_unique_with_a_warning() {
     let (code, out, err) = run(&["info", "--input", &bad("duplicate_genes.h5ad")]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("DUPGENE") && err.contains("made unique") && err.contains("-1"), "{err}");
+    assert!(
+        err.contains("DUPGENE") && err.contains("made unique") && err.contains("-1"),
+        "{err}"
+    );
     assert!(out.contains("40 cells"), "{out}");
 }
 
 #[test]
 fn gene_names_colliding_after_uppercasing() {
-    expect_error(&["sentences", "--input", &bad("case_collision.h5ad"), "--no-preprocess"], &["Foxp3", "FOXP3", "rename"]);
+    expect_error(
+        &[
+            "sentences",
+            "--input",
+            &bad("case_collision.h5ad"),
+            "--no-preprocess",
+        ],
+        &["Foxp3", "FOXP3", "rename"],
+    );
 }
 
 #[test]
@@ -109,17 +195,33 @@ fn tenx_directory_reads_and_dedups() {
 
 #[test]
 fn tenx_without_barcodes() {
-    expect_error(&["info", "--input", &bad("tenx_no_barcodes")], &["tenx_no_barcodes", "barcodes.tsv"]);
+    expect_error(
+        &["info", "--input", &bad("tenx_no_barcodes")],
+        &["tenx_no_barcodes", "barcodes.tsv"],
+    );
 }
 
 #[test]
 fn tenx_bad_header() {
-    expect_error(&["info", "--input", &bad("tenx_bad_header")], &["matrix.mtx", "MatrixMarket"]);
+    expect_error(
+        &["info", "--input", &bad("tenx_bad_header")],
+        &["matrix.mtx", "MatrixMarket"],
+    );
 }
 
 #[test]
 fn zero_n_top() {
-    expect_error(&["hvg", "--input", &bad("ok_small.h5ad"), "--no-preprocess", "--n-top", "0"], &["n_top_genes"]);
+    expect_error(
+        &[
+            "hvg",
+            "--input",
+            &bad("ok_small.h5ad"),
+            "--no-preprocess",
+            "--n-top",
+            "0",
+        ],
+        &["n_top_genes"],
+    );
 }
 
 #[test]

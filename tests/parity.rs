@@ -27,25 +27,46 @@ fn dataset_path(id: &str) -> Option<PathBuf> {
 fn references() -> Vec<(String, Value)> {
     let dir = root().join("tests/fixtures/reference");
     let mut out = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for p in files {
         let id = p.file_stem().unwrap().to_string_lossy().to_string();
         if id.starts_with("loess_") {
             continue;
         }
-        out.push((id, serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()));
+        out.push((
+            id,
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
+        ));
     }
     out
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 
 fn prepared(id: &str, path: &Path, counts: bool) -> Prepared {
-    let matrix = if id == "pbmc68k_reduced" { MatrixSource::Raw } else { MatrixSource::X };
-    let ds = data::read(path, &ReadOptions { matrix, progress: false }).unwrap();
+    let matrix = if id == "pbmc68k_reduced" {
+        MatrixSource::Raw
+    } else {
+        MatrixSource::X
+    };
+    let ds = data::read(
+        path,
+        &ReadOptions {
+            matrix,
+            progress: false,
+        },
+    )
+    .unwrap();
     let pp = PreprocessParams::default();
     pipeline::prepare(ds, counts.then_some(&pp), counts).unwrap()
 }
@@ -70,38 +91,85 @@ fn for_each_dataset(check: impl Fn(&str, &Value, &Prepared)) {
 fn qc_keeps_the_same_cells_and_genes_and_values_match() {
     for_each_dataset(|id, r, p| {
         if let Some(rep) = &p.report {
-            assert_eq!(rep.kept_cells, usizes(&r["cells_kept"]), "{id}: kept cells differ");
-            assert_eq!(rep.kept_genes, usizes(&r["genes_kept"]), "{id}: kept genes differ");
+            assert_eq!(
+                rep.kept_cells,
+                usizes(&r["cells_kept"]),
+                "{id}: kept cells differ"
+            );
+            assert_eq!(
+                rep.kept_genes,
+                usizes(&r["genes_kept"]),
+                "{id}: kept genes differ"
+            );
         }
         let sums = p.data.x.row_sums();
-        let want: Vec<f64> = r["log_row_sums"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let want: Vec<f64> = r["log_row_sums"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         assert_eq!(sums.len(), want.len(), "{id}");
         for (i, (a, b)) in sums.iter().zip(&want).enumerate() {
-            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{id}: cell {i} log row sum {a} vs scanpy {b}");
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{id}: cell {i} log row sum {a} vs scanpy {b}"
+            );
         }
         let mut max_diff = 0f64;
         for (k, cell) in usizes(&r["sample"]).into_iter().enumerate() {
             let row = &r["log_rows"][k];
             let (c, v) = p.data.x.row(cell);
             // scipy may store a row's columns unsorted (pbmc68k's raw.X does); ours are sorted
-            let mut want: Vec<(usize, f64)> = usizes(&row["indices"]).into_iter().zip(row["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
+            let mut want: Vec<(usize, f64)> = usizes(&row["indices"])
+                .into_iter()
+                .zip(
+                    row["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap()),
+                )
+                .collect();
             want.sort_by_key(|p| p.0);
-            assert_eq!(c.iter().map(|&x| x as usize).collect::<Vec<_>>(), want.iter().map(|p| p.0).collect::<Vec<_>>(), "{id}: cell {cell} non-zero genes differ");
+            assert_eq!(
+                c.iter().map(|&x| x as usize).collect::<Vec<_>>(),
+                want.iter().map(|p| p.0).collect::<Vec<_>>(),
+                "{id}: cell {cell} non-zero genes differ"
+            );
             for (a, b) in v.iter().zip(&want) {
                 max_diff = max_diff.max((*a as f64 - b.1).abs());
             }
         }
-        assert!(max_diff <= 1e-5, "{id}: max |log value - scanpy| = {max_diff}");
+        assert!(
+            max_diff <= 1e-5,
+            "{id}: max |log value - scanpy| = {max_diff}"
+        );
         eprintln!("{id}: QC and values match scanpy (max abs diff {max_diff:.2e})");
     });
 }
 
 /// Selected genes and the genes whose selection depends on scanpy's arbitrary order inside ties.
-fn hvg_case(p: &Prepared, flavor: Flavor, n_top: usize, on: HvgInput, batch: Option<&str>) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
-    let params = HvgParams { flavor, n_top_genes: n_top, ..HvgParams::default() };
+fn hvg_case(
+    p: &Prepared,
+    flavor: Flavor,
+    n_top: usize,
+    on: HvgInput,
+    batch: Option<&str>,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), String> {
+    let params = HvgParams {
+        flavor,
+        n_top_genes: n_top,
+        ..HvgParams::default()
+    };
     pipeline::select_hvg(p, &params, on, batch)
         .map(|h| {
-            let names = |m: &[bool]| (0..m.len()).filter(|&j| m[j]).map(|j| p.data.genes[j].clone()).collect();
+            let names = |m: &[bool]| {
+                (0..m.len())
+                    .filter(|&j| m[j])
+                    .map(|j| p.data.genes[j].clone())
+                    .collect()
+            };
             (names(&h.highly_variable), names(&h.tie_dependent))
         })
         .map_err(|e| e.to_string())
@@ -129,12 +197,18 @@ fn hvg_sets_equal_scanpy_for_every_flavor() {
                     assert!(got.is_err(), "{id} {name} n_top={n_top}: scanpy failed ({err}) but we returned a selection");
                     continue;
                 }
-                let want: BTreeSet<String> = want.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                let want: BTreeSet<String> = want
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect();
                 let (got, tied) = got.unwrap_or_else(|e| panic!("{id} {name} n_top={n_top}: {e}"));
                 let diff: Vec<&String> = got.symmetric_difference(&want).collect();
                 // a gene inside a tie moves in or out of the selection and displaces at most one other
                 let explained = diff.iter().filter(|g| tied.contains(**g)).count();
-                let unexplained: Vec<&&String> = diff.iter().filter(|g| !tied.contains(**g)).collect();
+                let unexplained: Vec<&&String> =
+                    diff.iter().filter(|g| !tied.contains(**g)).collect();
                 assert!(
                     unexplained.len() <= explained,
                     "{id} {name} n_top={n_top}: {} genes differ, {} not explained by ties; only ours {:?}, only scanpy {:?}",
@@ -153,13 +227,27 @@ fn hvg_sets_equal_scanpy_for_every_flavor() {
 }
 
 /// Compares sentences modulo the order inside groups of tied values.
-fn assert_same_modulo_ties(id: &str, cell: usize, ours: &str, theirs: &str, value: impl Fn(&str) -> f32) {
+fn assert_same_modulo_ties(
+    id: &str,
+    cell: usize,
+    ours: &str,
+    theirs: &str,
+    value: impl Fn(&str) -> f32,
+) {
     let a: Vec<&str> = ours.split(' ').collect();
     let b: Vec<&str> = theirs.split(' ').collect();
-    assert_eq!(a.len(), b.len(), "{id}: cell {cell}: sentence lengths differ");
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{id}: cell {cell}: sentence lengths differ"
+    );
     for (k, (x, y)) in a.iter().zip(&b).enumerate() {
         if x != y {
-            assert_eq!(value(x), value(y), "{id}: cell {cell}: position {k}: {x} vs Cell2Sentence's {y} (not a tie)");
+            assert_eq!(
+                value(x),
+                value(y),
+                "{id}: cell {cell}: position {k}: {x} vs Cell2Sentence's {y} (not a tie)"
+            );
         }
     }
     let sa: BTreeSet<&str> = a.into_iter().collect();
@@ -173,35 +261,73 @@ fn sentences_equal_cell2sentence() {
         let h = pipeline::select_hvg(p, &HvgParams::default(), HvgInput::Log, None).unwrap();
         let sample = usizes(&r["sample"]);
         let mut exact = 0;
-        for (mode, key) in [(GeneSet::All, "sentences_all"), (GeneSet::Hvg, "sentences_hvg")] {
+        for (mode, key) in [
+            (GeneSet::All, "sentences_all"),
+            (GeneSet::Hvg, "sentences_hvg"),
+        ] {
             let s = pipeline::sentences(p, mode, Some(&h), &SentenceParams::default()).unwrap();
             for (k, &cell) in sample.iter().enumerate() {
                 let theirs = r[key][k].as_str().unwrap();
                 let dense = p.data.x.dense_row(cell);
-                let index: std::collections::HashMap<String, usize> = p.data.genes.iter().enumerate().map(|(j, g)| (g.to_uppercase(), j)).collect();
+                let index: std::collections::HashMap<String, usize> = p
+                    .data
+                    .genes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, g)| (g.to_uppercase(), j))
+                    .collect();
                 assert_same_modulo_ties(id, cell, &s[cell], theirs, |w| dense[index[w]]);
                 exact += (s[cell] == theirs) as usize;
             }
         }
-        eprintln!("{id}: sentences match Cell2Sentence ({exact}/{} identical including tie order)", 2 * sample.len());
+        eprintln!(
+            "{id}: sentences match Cell2Sentence ({exact}/{} identical including tie order)",
+            2 * sample.len()
+        );
     });
 }
 
 #[test]
 fn loess_matches_scikit_misc() {
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/reference/loess_synthetic.json")).unwrap()).unwrap();
-    let f = |k: &str| -> Vec<f64> { r[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/reference/loess_synthetic.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let f = |k: &str| -> Vec<f64> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
     let (x, y, want) = (f("x"), f("y"), f("fitted"));
     let got = cellsentence::loess::fit(&x, &y, 0.3, 2).unwrap();
-    let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(max < 1e-9, "max |loess - skmisc| = {max}");
 }
 
 #[test]
 fn numpy_legacy_shuffle_stream() {
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/reference/loess_synthetic.json")).unwrap()).unwrap();
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/reference/loess_synthetic.json"))
+            .unwrap(),
+    )
+    .unwrap();
     let mut rng = cellsentence::sentence::NumpyLegacyRng::new(42);
     let mut v: Vec<u64> = (0..10).collect();
     rng.shuffle(&mut v);
-    assert_eq!(v, r["shuffle_seed42_arange10"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect::<Vec<_>>());
+    assert_eq!(
+        v,
+        r["shuffle_seed42_arange10"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
 }
