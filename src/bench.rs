@@ -48,7 +48,12 @@ pub fn peak_rss_mb() -> f64 {
 fn status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -67,23 +72,34 @@ pub fn run_pipeline(path: &Path) -> Result<RunStats> {
     crate::preprocess::log1p(&mut d, Some(10.0));
     d.x.eliminate_zeros();
     t.insert("normalize_log".into(), t0.elapsed().as_secs_f64());
-    let p = pipeline::Prepared { data: d, counts: None, report: None };
+    let p = pipeline::Prepared {
+        data: d,
+        counts: None,
+        report: None,
+    };
     let t0 = Instant::now();
     let h = pipeline::select_hvg(&p, &HvgParams::default(), HvgInput::Log, None)?;
     t.insert("hvg".into(), t0.elapsed().as_secs_f64());
-    let (mut bytes, mut words) = (0usize, 0usize);
+    let mut bytes = 0usize;
+    let words: usize = p.data.x.nnz();
     let t0 = Instant::now();
-    sentence::for_each_sentence(&p.data.x, &p.data.genes, &SentenceParams::default(), |_, s| {
-        bytes += s.len();
-        words += s.split(' ').count();
-    })?;
+    sentence::for_each_sentence(
+        &p.data.x,
+        &p.data.genes,
+        &SentenceParams::default(),
+        |_, s| {
+            bytes += s.len();
+        },
+    )?;
     t.insert("sentences_all".into(), t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     let idx = h.indices();
     let rows: Vec<usize> = (0..p.data.n_cells()).collect();
     let xh = p.data.x.select(&rows, Some(&idx));
     let names: Vec<String> = idx.iter().map(|&j| p.data.genes[j].clone()).collect();
-    sentence::for_each_sentence(&xh, &names, &SentenceParams::default(), |_, s| bytes += s.len())?;
+    sentence::for_each_sentence(&xh, &names, &SentenceParams::default(), |_, s| {
+        bytes += s.len()
+    })?;
     t.insert("sentences_hvg".into(), t0.elapsed().as_secs_f64());
     Ok(RunStats {
         tool: format!("cellsentence {}", env!("CARGO_PKG_VERSION")),
@@ -111,16 +127,48 @@ pub struct PreprocessBench {
     pub out: PathBuf,
     /// Folder for the generated tiled file.
     pub cache: PathBuf,
+    /// Runs per tool and file; the run with the median total time is reported.
+    pub repeats: usize,
+}
+
+/// Runs a child `repeats` times and keeps the run with the median total time (peak = the max).
+fn median_run(make: impl Fn() -> Command, what: &str, repeats: usize) -> Result<RunStats> {
+    let mut runs: Vec<RunStats> = Vec::new();
+    for _ in 0..repeats.max(1) {
+        runs.push(child_json(make(), what)?);
+    }
+    let peak = runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+    runs.sort_by(|a, b| a.total_seconds.total_cmp(&b.total_seconds));
+    let mut m = runs.swap_remove(runs.len() / 2);
+    m.peak_rss_mb = peak;
+    Ok(m)
 }
 
 fn child_json<T: for<'de> Deserialize<'de>>(mut cmd: Command, what: &str) -> Result<T> {
     let out = cmd.output().map_err(|e| Error::io(what, e))?;
     if !out.status.success() {
-        return Err(Error::format(what, format!("benchmark child failed: {}", String::from_utf8_lossy(&out.stderr)), "see the message above"));
+        return Err(Error::format(
+            what,
+            format!(
+                "benchmark child failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            "see the message above",
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
-    serde_json::from_str(line).map_err(|e| Error::format(what, format!("unreadable benchmark output ({e}): {text}"), "see the child's output"))
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line).map_err(|e| {
+        Error::format(
+            what,
+            format!("unreadable benchmark output ({e}): {text}"),
+            "see the child's output",
+        )
+    })
 }
 
 /// Size in MiB of the input's count matrix in scipy's CSR layout (f32 data, i32 indices, i64 indptr).
@@ -138,10 +186,18 @@ pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
             let mut files: Vec<(u64, PathBuf)> = data::catalog(&dirs)
                 .into_iter()
                 .filter(|e| e.counts)
-                .map(|e| (std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0), e.path))
+                .map(|e| {
+                    (
+                        std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
+                        e.path,
+                    )
+                })
                 .collect();
             files.sort();
-            files.pop().map(|f| f.1).ok_or_else(|| Error::NotFound { path: "data/".into(), hint: "; run scripts/fetch-data.sh".into() })?
+            files.pop().map(|f| f.1).ok_or_else(|| Error::NotFound {
+                path: "data/".into(),
+                hint: "; run scripts/fetch-data.sh".into(),
+            })?
         }
     };
     let mut files = vec![input.clone()];
@@ -160,25 +216,61 @@ pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
                 .status()
                 .map_err(|e| Error::io(&o.python, e))?;
             if !st.success() {
-                return Err(Error::format(&tiled, "could not build the tiled matrix", "check the reference venv (scripts/bench.sh sets it up)"));
+                return Err(Error::format(
+                    &tiled,
+                    "could not build the tiled matrix",
+                    "check the reference venv (scripts/bench.sh sets it up)",
+                ));
             }
         }
         files.push(tiled);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
-    let mut t = Table::new(["file", "cells", "genes", "csr_mb", "ours_s", "reference_s", "speedup", "ours_peak_mb", "ours_baseline_mb", "reference_peak_mb", "reference_baseline_mb", "ours_data_peak_over_csr", "ours_read_s", "ours_hvg_s", "ours_sentences_s", "reference_hvg_s", "reference_sentences_s"]);
+    let mut t = Table::new([
+        "file",
+        "cells",
+        "genes",
+        "csr_mb",
+        "ours_s",
+        "reference_s",
+        "speedup",
+        "ours_peak_mb",
+        "ours_baseline_mb",
+        "reference_peak_mb",
+        "reference_baseline_mb",
+        "ours_data_peak_over_csr",
+        "ours_read_s",
+        "ours_hvg_s",
+        "ours_sentences_s",
+        "reference_hvg_s",
+        "reference_sentences_s",
+    ]);
     let mut all = Vec::new();
     for f in &files {
         eprintln!("[bench] {}: cellsentence", f.display());
-        let mut c = Command::new(&exe);
-        c.arg("bench-run").arg("--input").arg(f).arg("--quiet");
-        let ours: RunStats = child_json(c, "cellsentence bench-run")?;
+        let ours = median_run(
+            || {
+                let mut c = Command::new(&exe);
+                c.arg("bench-run").arg("--input").arg(f).arg("--quiet");
+                c
+            },
+            "cellsentence bench-run",
+            o.repeats,
+        )?;
         eprintln!("[bench] {}: scanpy + cell2sentence", f.display());
         let mut c = Command::new(&o.python);
-        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/preprocess_ref.py")).arg(f);
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/preprocess_ref.py"))
+            .arg(f);
         let theirs: RunStats = child_json(c, "bench/preprocess_ref.py")?;
         if ours.cells != theirs.cells || ours.genes != theirs.genes {
-            return Err(Error::format(f, format!("tools disagree after QC: ours {}×{}, reference {}×{}", ours.cells, ours.genes, theirs.cells, theirs.genes), "run the parity tests"));
+            return Err(Error::format(
+                f,
+                format!(
+                    "tools disagree after QC: ours {}×{}, reference {}×{}",
+                    ours.cells, ours.genes, theirs.cells, theirs.genes
+                ),
+                "run the parity tests",
+            ));
         }
         let csr = csr_mb(f)?;
         let s = |r: &RunStats, k: &str| r.seconds.get(k).copied().unwrap_or(f64::NAN);
@@ -197,18 +289,25 @@ pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
             format!("{:.2}", (ours.peak_rss_mb - ours.baseline_rss_mb) / csr),
             format!("{:.2}", s(&ours, "read")),
             format!("{:.2}", s(&ours, "hvg")),
-            format!("{:.2}", s(&ours, "sentences_all") + s(&ours, "sentences_hvg")),
+            format!(
+                "{:.2}",
+                s(&ours, "sentences_all") + s(&ours, "sentences_hvg")
+            ),
             format!("{:.2}", s(&theirs, "hvg")),
-            format!("{:.2}", s(&theirs, "sentences_all") + s(&theirs, "sentences_hvg")),
+            format!(
+                "{:.2}",
+                s(&theirs, "sentences_all") + s(&theirs, "sentences_hvg")
+            ),
         ]);
         all.push(serde_json::json!({"file": f, "csr_mb": csr, "cellsentence": ours, "reference": theirs}));
     }
     let md = format!(
         "# Benchmark: read + QC + normalize + log10 + HVG (seurat_v3, 2000) + cell sentences (all, HVG)\n\n\
-         Same files, same run, on {} cores. `speedup` = reference seconds / ours; `csr_mb` = the count matrix in \
+         Same files, same run, on {} cores; each tool runs {} times per file and the run with the median total is shown (peak memory: the maximum over the runs). `speedup` = reference seconds / ours; `csr_mb` = the count matrix in \
          scipy's CSR layout; peaks are each process's maximum resident memory, baselines its resident memory \
          before reading the data (loaded libraries); `ours_data_peak_over_csr` = (peak − baseline) / csr_mb.\n\n{}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
+        o.repeats,
         t.to_markdown()
     );
     report::write_atomic(o.out.join("preprocess.md"), md.as_bytes())?;

@@ -72,6 +72,9 @@ pub enum BenchCmd {
         /// Skip the tiled matrix.
         #[arg(long)]
         no_tiled: bool,
+        /// Runs per tool and file (the median run is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
         /// Output folder.
         #[arg(long, default_value = "results/benchmarks")]
         out: PathBuf,
@@ -417,15 +420,29 @@ pub fn main() -> i32 {
         Command::Datasets(a) => cmd_datasets(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Env => cmd_env(),
-        Command::Bench(BenchCmd::Preprocess { input, python, tile_cells, tile_genes, no_tiled, out }) => crate::bench::preprocess_bench(&crate::bench::PreprocessBench {
+        Command::Bench(BenchCmd::Preprocess {
+            input,
+            python,
+            tile_cells,
+            tile_genes,
+            no_tiled,
+            repeats,
+            out,
+        }) => crate::bench::preprocess_bench(&crate::bench::PreprocessBench {
             input: input.clone(),
             python: python.clone(),
             tiled: (!no_tiled).then_some((*tile_cells, *tile_genes)),
             out: out.clone(),
             cache: PathBuf::from(".cache/bench"),
+            repeats: *repeats,
         })
         .and_then(|t| print_out(&t.to_markdown())),
-        Command::BenchRun { input } => crate::bench::run_pipeline(input).and_then(|r| print_out(&format!("{}\n", serde_json::to_string(&r).unwrap_or_default()))),
+        Command::BenchRun { input } => crate::bench::run_pipeline(input).and_then(|r| {
+            print_out(&format!(
+                "{}\n",
+                serde_json::to_string(&r).unwrap_or_default()
+            ))
+        }),
     };
     match r {
         Ok(()) => 0,

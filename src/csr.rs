@@ -250,8 +250,6 @@ impl Csr {
         }
         self.indices.truncate(w);
         self.data.truncate(w);
-        self.indices.shrink_to_fit();
-        self.data.shrink_to_fit();
         self.indptr = new_ptr;
         self.n_rows = rows.len();
         if let Some(c) = cols {

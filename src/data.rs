@@ -14,6 +14,8 @@ use anndata_hdf5::H5;
 use hdf5_metno as hdf5;
 use polars::prelude::{Column, DataFrame};
 
+use rayon::prelude::*;
+
 use crate::csr::Csr;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -124,7 +126,7 @@ impl Dataset {
 
     /// Errors if any stored value is NaN or infinite.
     pub fn check_finite(&self) -> Result<()> {
-        if let Some(k) = self.x.data.iter().position(|v| !v.is_finite()) {
+        if let Some(k) = first_where(&self.x.data, |v| !v.is_finite()) {
             let row = self.x.indptr.partition_point(|&p| p <= k) - 1;
             return Err(Error::bad_value(
                 &self.source,
@@ -142,12 +144,7 @@ impl Dataset {
     /// Errors unless every value is a non-negative integer (raw counts).
     pub fn check_counts(&self, what: &str) -> Result<()> {
         self.check_finite()?;
-        if let Some(k) = self
-            .x
-            .data
-            .iter()
-            .position(|&v| v < 0.0 || v.fract() != 0.0)
-        {
+        if let Some(k) = first_where(&self.x.data, |v| v < 0.0 || v != v.trunc()) {
             let row = self.x.indptr.partition_point(|&p| p <= k) - 1;
             let v = self.x.data[k];
             let kind = if v < 0.0 {
@@ -164,6 +161,16 @@ impl Dataset {
         }
         Ok(())
     }
+}
+
+/// Index of the first value matching `bad`, scanning chunks in parallel.
+fn first_where(v: &[f32], bad: impl Fn(f32) -> bool + Sync) -> Option<usize> {
+    const CHUNK: usize = 1 << 16;
+    let c = v
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().any(|&x| bad(x)))?;
+    let base = c * CHUNK;
+    v[base..].iter().position(|&x| bad(x)).map(|k| base + k)
 }
 
 /// Which matrix of an `.h5ad` file to read as `X`.
@@ -239,14 +246,56 @@ fn read_1d_chunked<T: hdf5::H5Type + Clone + Default>(
 ) -> Result<Vec<T>> {
     let n = ds.size();
     let mut out: Vec<T> = Vec::with_capacity(n);
-    const CHUNK: usize = 1 << 22;
+    const CHUNK: usize = 1 << 20;
     let mut s = 0;
     while s < n {
         let e = (s + CHUNK).min(n);
         let part = ds
             .read_slice_1d::<T, _>(s..e)
             .map_err(|err| h5err(path, field, err))?;
-        out.extend(part.iter().cloned());
+        match part.as_slice() {
+            Some(sl) => out.extend_from_slice(sl),
+            None => out.extend(part.iter().cloned()),
+        }
+        pb.inc((e - s) as u64);
+        s = e;
+    }
+    Ok(out)
+}
+
+/// Reads sparse column indices in their stored integer width (no HDF5 conversion, which is slow)
+/// and narrows them to `u32` chunk by chunk, rejecting negative values.
+fn read_indices(path: &Path, ds: &hdf5::Dataset, field: &str, pb: &Progress) -> Result<Vec<u32>> {
+    let size = ds.dtype().map(|t| t.size()).unwrap_or(8);
+    let n = ds.size();
+    let mut out: Vec<u32> = Vec::with_capacity(n);
+    const CHUNK: usize = 1 << 20;
+    let neg = || {
+        Error::bad_value(
+            path,
+            field,
+            "negative index in sparse matrix",
+            "the file is corrupt; rewrite it with anndata",
+        )
+    };
+    let mut s = 0;
+    while s < n {
+        let e = (s + CHUNK).min(n);
+        if size == 4 {
+            let part = ds
+                .read_slice_1d::<i32, _>(s..e)
+                .map_err(|err| h5err(path, field, err))?;
+            for &v in part.iter() {
+                out.push(u32::try_from(v).map_err(|_| neg())?);
+            }
+        } else {
+            let part = ds
+                .read_slice_1d::<i64, _>(s..e)
+                .map_err(|err| h5err(path, field, err))?;
+            for &v in part.iter() {
+                out.push(u32::try_from(v).map_err(|_| neg())?);
+            }
+        }
         pb.inc((e - s) as u64);
         s = e;
     }
@@ -296,20 +345,20 @@ fn read_matrix(path: &Path, file: &hdf5::File, key: &str, progress: bool) -> Res
             &format!("reading {}", path.display()),
         );
         let data: Vec<f32> = read_1d_chunked(path, &data_ds, &format!("{key}/data"), &pb)?;
-        let indices_i64: Vec<i64> = read_1d_chunked(path, &idx_ds, &format!("{key}/indices"), &pb)?;
+        let idx_field = format!("{key}/indices");
+        let indices: Vec<u32> = read_indices(path, &idx_ds, &idx_field, &pb)?;
         pb.finish();
         let indptr_i64: Vec<i64> = ptr_ds
             .read_raw::<i64>()
             .map_err(|e| h5err(path, &format!("{key}/indptr"), e))?;
-        if indices_i64.iter().any(|&i| i < 0) || indptr_i64.iter().any(|&i| i < 0) {
+        if indptr_i64.iter().any(|&i| i < 0) {
             return Err(Error::bad_value(
                 path,
-                format!("{key}/indices"),
-                "negative index in sparse matrix",
+                format!("{key}/indptr"),
+                "negative offset in sparse matrix",
                 "the file is corrupt; rewrite it with anndata",
             ));
         }
-        let indices: Vec<u32> = indices_i64.into_iter().map(|i| i as u32).collect();
         drop(data_ds);
         let indptr: Vec<usize> = indptr_i64.into_iter().map(|i| i as usize).collect();
         let bad = |e: String| {

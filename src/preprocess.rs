@@ -116,11 +116,28 @@ pub fn qc(ds: &Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
 /// [`qc`] on an owned dataset, filtered in place (peak memory: one matrix).
 pub fn qc_owned(mut ds: Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
     let report = qc_report(&ds, p)?;
-    let idx = polars::prelude::IdxCa::from_vec("idx".into(), report.kept_cells.iter().map(|&i| i as _).collect());
-    ds.obs = ds.obs.take(&idx).map_err(|e| Error::format(&ds.source, format!("obs subset failed: {e}"), "report this as a bug"))?;
+    let idx = polars::prelude::IdxCa::from_vec(
+        "idx".into(),
+        report.kept_cells.iter().map(|&i| i as _).collect(),
+    );
+    ds.obs = ds.obs.take(&idx).map_err(|e| {
+        Error::format(
+            &ds.source,
+            format!("obs subset failed: {e}"),
+            "report this as a bug",
+        )
+    })?;
     ds.x.retain(&report.kept_cells, Some(&report.kept_genes));
-    ds.cells = report.kept_cells.iter().map(|&i| std::mem::take(&mut ds.cells[i])).collect();
-    ds.genes = report.kept_genes.iter().map(|&j| std::mem::take(&mut ds.genes[j])).collect();
+    ds.cells = report
+        .kept_cells
+        .iter()
+        .map(|&i| std::mem::take(&mut ds.cells[i]))
+        .collect();
+    ds.genes = report
+        .kept_genes
+        .iter()
+        .map(|&j| std::mem::take(&mut ds.genes[j]))
+        .collect();
     Ok((ds, report))
 }
 
@@ -310,7 +327,11 @@ pub fn preprocess(ds: &Dataset, p: &PreprocessParams, keep_counts: bool) -> Resu
 
 /// [`preprocess`] consuming the dataset, working in place (peak memory: one matrix, plus the
 /// counts when `keep_counts`).
-pub fn preprocess_owned(ds: Dataset, p: &PreprocessParams, keep_counts: bool) -> Result<Preprocessed> {
+pub fn preprocess_owned(
+    ds: Dataset,
+    p: &PreprocessParams,
+    keep_counts: bool,
+) -> Result<Preprocessed> {
     let (mut data, report) = qc_owned(ds, &p.qc)?;
     let counts = keep_counts.then(|| data.x.clone());
     let target_sum = normalize_total(&mut data, p.target_sum);

@@ -85,27 +85,80 @@ pub fn rank_genes(x: &Csr, seed: u32) -> Vec<Vec<u32>> {
 
 /// Streams [`rank_genes`] cell by cell without holding all rankings.
 pub fn for_each_ranked(x: &Csr, seed: u32, mut f: impl FnMut(usize, &[u32])) {
+    for_each_ranked_map(x, seed, |r| r.to_vec(), |i, r: Vec<u32>| f(i, &r));
+}
+
+/// Streams rankings through `map` (run in parallel) and hands the results to `f` in cell order.
+///
+/// The shuffle stream is sequential over cells, so the random swap targets of a window of cells
+/// are drawn first, in order; shuffling, sorting and `map` then run in parallel.
+pub fn for_each_ranked_map<T: Send>(
+    x: &Csr,
+    seed: u32,
+    map: impl Fn(&[u32]) -> T + Sync,
+    mut f: impl FnMut(usize, T),
+) {
+    use rayon::prelude::*;
+    const WINDOW: usize = 1024;
     let mut rng = NumpyLegacyRng::new(seed);
-    let mut pairs: Vec<(u32, f32)> = Vec::new();
-    let mut ranked: Vec<u32> = Vec::new();
-    for r in 0..x.n_rows {
-        let (c, v) = x.row(r);
-        pairs.clear();
-        pairs.extend(
-            c.iter()
-                .copied()
-                .zip(v.iter().copied())
-                .filter(|p| p.1 != 0.0),
-        );
-        let mut perm: Vec<u32> = (0..pairs.len() as u32).collect();
-        rng.shuffle(&mut perm);
-        let mut shuffled: Vec<(u32, f32)> = perm.iter().map(|&k| pairs[k as usize]).collect();
-        // stable sort by -value (numpy argsort(kind="stable") of the negated values)
-        shuffled.sort_by(|a, b| b.1.total_cmp(&a.1));
-        ranked.clear();
-        ranked.extend(shuffled.into_iter().map(|p| p.0));
-        f(r, &ranked);
+    let pb = crate::progress::Progress::bar(x.n_rows > 20_000, x.n_rows as u64, "cell sentences");
+    let mut start = 0;
+    while start < x.n_rows {
+        let end = (start + WINDOW).min(x.n_rows);
+        let swaps: Vec<Vec<u32>> = (start..end)
+            .map(|r| {
+                let n = x.row(r).1.iter().filter(|v| **v != 0.0).count();
+                (1..n).rev().map(|i| rng.interval(i as u32)).collect()
+            })
+            .collect();
+        let out: Vec<T> = (start..end)
+            .into_par_iter()
+            .zip(swaps.par_iter())
+            .map(|(r, js)| map(&rank_row(x, r, js)))
+            .collect();
+        for (k, t) in out.into_iter().enumerate() {
+            f(start + k, t);
+        }
+        pb.inc((end - start) as u64);
+        start = end;
     }
+    pb.finish();
+}
+
+/// Key whose unsigned order is the total order of f32 values.
+#[inline]
+fn ord_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// One cell: Fisher–Yates with the given swap targets (i = n-1 … 1), then a stable sort by
+/// decreasing value (an unstable sort on (−value, position) keys gives the same order).
+fn rank_row(x: &Csr, r: usize, js: &[u32]) -> Vec<u32> {
+    let (c, v) = x.row(r);
+    let mut pairs: Vec<(u32, f32)> = c
+        .iter()
+        .copied()
+        .zip(v.iter().copied())
+        .filter(|p| p.1 != 0.0)
+        .collect();
+    let n = pairs.len();
+    for (k, i) in (1..n).rev().enumerate() {
+        pairs.swap(i, js[k] as usize);
+    }
+    let mut keys: Vec<u64> = pairs
+        .iter()
+        .enumerate()
+        .map(|(pos, p)| ((!ord_key(p.1) as u64) << 32) | pos as u64)
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|k| pairs[(k & 0xFFFF_FFFF) as usize].0)
+        .collect()
 }
 
 /// Upper-cased gene words; errors if two genes collide after upper-casing (Cell2Sentence would
@@ -135,23 +188,31 @@ pub fn cell_sentences(x: &Csr, genes: &[String], p: &SentenceParams) -> Result<V
 }
 
 /// Streams the sentences cell by cell (for large datasets: nothing is held but one sentence).
-pub fn for_each_sentence(x: &Csr, genes: &[String], p: &SentenceParams, mut f: impl FnMut(usize, &str)) -> Result<()> {
+pub fn for_each_sentence(
+    x: &Csr,
+    genes: &[String],
+    p: &SentenceParams,
+    mut f: impl FnMut(usize, &str),
+) -> Result<()> {
     if genes.len() != x.n_cols {
-        return Err(Error::param("genes", format!("{} names for {} columns", genes.len(), x.n_cols)));
+        return Err(Error::param(
+            "genes",
+            format!("{} names for {} columns", genes.len(), x.n_cols),
+        ));
     }
     let words = gene_words(genes)?;
-    let mut s = String::new();
-    for_each_ranked(x, p.seed, |r, ranked| {
+    let build = |ranked: &[u32]| {
         let take = p.max_genes.unwrap_or(usize::MAX).min(ranked.len());
-        s.clear();
+        let mut s = String::with_capacity(take * 8);
         for (k, &j) in ranked[..take].iter().enumerate() {
             if k > 0 {
                 s.push(' ');
             }
             s.push_str(&words[j as usize]);
         }
-        f(r, &s);
-    });
+        s
+    };
+    for_each_ranked_map(x, p.seed, build, |r, s: String| f(r, &s));
     Ok(())
 }
 
