@@ -33,6 +33,8 @@ pub enum Command {
     Hvg(HvgArgs),
     /// Print one cell sentence per line, cells in the filtered dataset's order.
     Sentences(SentenceArgs),
+    /// Reconstruct expression from sentence ranks and print R², Pearson and Spearman as JSON.
+    Reconstruct(ReconstructArgs),
     /// List the datasets found in the data directories.
     Datasets(DataDirArgs),
     /// Run the default experiments on the bundled data and write results/.
@@ -150,6 +152,27 @@ pub struct SentenceArgs {
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
     #[arg(long, default_value_t = 42)]
     pub seed: u32,
+}
+
+/// `reconstruct` options.
+#[derive(Debug, Args)]
+pub struct ReconstructArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub prep: PrepArgs,
+    /// Genes that enter the sentences (HVG: ranks within the HVG set).
+    #[arg(long, value_enum, default_value = "all")]
+    pub genes: GeneSet,
+    /// Number of sampled cells, or `all`.
+    #[arg(long, default_value = "1024")]
+    pub cells: String,
+    /// Seed of the cell sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Model: Cell2Sentence's global line or one line per gene (the paper's equation 1).
+    #[arg(long, value_enum, default_value = "c2s")]
+    pub model: crate::reconstruct::RecModel,
 }
 
 /// `reproduce` options.
@@ -306,6 +329,32 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
     print_out(&out)
 }
 
+fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
+    use crate::reconstruct;
+    let p = prepare(&a.input, &a.prep)?;
+    let x = match a.genes {
+        GeneSet::All => p.data.x.clone(),
+        GeneSet::Hvg => {
+            let h = pipeline::select_hvg(&p, &hvg_params(&a.prep), a.prep.on, a.prep.batch_key.as_deref())?;
+            let rows: Vec<usize> = (0..p.data.n_cells()).collect();
+            p.data.x.select(&rows, Some(&h.indices()))
+        }
+    };
+    let n = x.n_rows;
+    let k = if a.cells == "all" {
+        n
+    } else {
+        match a.cells.parse::<usize>() {
+            Ok(k) if k > 0 => k,
+            _ => return Err(Error::param("cells", format!("`{}` is not a positive number of cells or `all`; use e.g. --cells 1024", a.cells))),
+        }
+    };
+    let cells = reconstruct::sample_cells(n, k, a.seed);
+    let r = reconstruct::reconstruct(&x, &cells, a.model, 42)?;
+    let js = serde_json::json!({"r2": r.r2, "pearson": r.pearson, "spearman": r.spearman, "n_cells": r.n_cells, "n_entries": r.n_entries});
+    print_out(&format!("{js}\n"))
+}
+
 fn cmd_datasets(a: &DataDirArgs) -> Result<()> {
     let dirs = data::default_data_dirs(a.data_dir.as_deref());
     let mut t = Table::new(["id", "path", "label_key", "batch_key", "matrix"]);
@@ -418,6 +467,7 @@ pub fn main() -> i32 {
         Command::Hvg(a) => cmd_hvg(a),
         Command::Sentences(a) => cmd_sentences(a),
         Command::Datasets(a) => cmd_datasets(a),
+        Command::Reconstruct(a) => cmd_reconstruct(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Env => cmd_env(),
         Command::Bench(BenchCmd::Preprocess {

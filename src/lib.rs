@@ -1,7 +1,7 @@
 //! cellsentence: a reproducible experiment harness for cell sentences (Cell2Sentence).
 //!
 //! Stages are plain functions over typed values, wired by the CLI and usable from notebooks:
-//! [`data`] → [`preprocess`] → [`hvg`] → [`sentence`]. Reference behaviour is scanpy's
+//! [`data`] → [`preprocess`] → [`hvg`] → [`sentence`] → [`reconstruct`]. Reference behaviour is scanpy's
 //! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
 pub mod bench;
 pub mod cli;
@@ -13,6 +13,7 @@ pub mod loess;
 pub mod pipeline;
 pub mod preprocess;
 pub mod progress;
+pub mod reconstruct;
 pub mod report;
 pub mod sentence;
 
