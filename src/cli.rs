@@ -35,6 +35,8 @@ pub enum Command {
     Sentences(SentenceArgs),
     /// Reconstruct expression from sentence ranks and print R², Pearson and Spearman as JSON.
     Reconstruct(ReconstructArgs),
+    /// Run an experiment file (experiments/*.yaml) and write results/<name>/.
+    Run(RunArgs),
     /// List the datasets found in the data directories.
     Datasets(DataDirArgs),
     /// Run the default experiments on the bundled data and write results/.
@@ -175,6 +177,30 @@ pub struct ReconstructArgs {
     pub model: crate::reconstruct::RecModel,
 }
 
+/// `run` options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+    /// Results root; the experiment writes into <out>/<name>/.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Stage cache folder.
+    #[arg(long, default_value = ".cache/stages")]
+    pub cache: PathBuf,
+    /// Recompute every stage (the cache is refreshed).
+    #[arg(long)]
+    pub force: bool,
+    /// Run on these dataset ids instead of the file's list.
+    #[arg(long, value_delimiter = ',')]
+    pub datasets: Option<Vec<String>>,
+    /// The paper's numbers.
+    #[arg(long, default_value = crate::paper::REPORTED)]
+    pub reported: PathBuf,
+}
+
 /// `reproduce` options.
 #[derive(Debug, Args)]
 pub struct ReproduceArgs {
@@ -186,6 +212,15 @@ pub struct ReproduceArgs {
     /// Dataset ids to run (default: the bundled baron_human and pbmc68k_reduced).
     #[arg(long, value_delimiter = ',')]
     pub datasets: Option<Vec<String>>,
+    /// Experiment files to run after the sentence-length table (default: experiments/*.yaml).
+    #[arg(long)]
+    pub experiments: Option<Vec<PathBuf>>,
+    /// Stage cache folder.
+    #[arg(long, default_value = ".cache/stages")]
+    pub cache: PathBuf,
+    /// Recompute every stage.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn load(args: &InputArgs) -> Result<(DatasetEntry, data::Dataset)> {
@@ -335,24 +370,64 @@ fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
     let x = match a.genes {
         GeneSet::All => p.data.x.clone(),
         GeneSet::Hvg => {
-            let h = pipeline::select_hvg(&p, &hvg_params(&a.prep), a.prep.on, a.prep.batch_key.as_deref())?;
+            let h = pipeline::select_hvg(
+                &p,
+                &hvg_params(&a.prep),
+                a.prep.on,
+                a.prep.batch_key.as_deref(),
+            )?;
             let rows: Vec<usize> = (0..p.data.n_cells()).collect();
             p.data.x.select(&rows, Some(&h.indices()))
         }
     };
     let n = x.n_rows;
-    let k = if a.cells == "all" {
-        n
-    } else {
-        match a.cells.parse::<usize>() {
-            Ok(k) if k > 0 => k,
-            _ => return Err(Error::param("cells", format!("`{}` is not a positive number of cells or `all`; use e.g. --cells 1024", a.cells))),
-        }
-    };
+    let k =
+        if a.cells == "all" {
+            n
+        } else {
+            match a.cells.parse::<usize>() {
+                Ok(k) if k > 0 => k,
+                _ => return Err(Error::param(
+                    "cells",
+                    format!(
+                        "`{}` is not a positive number of cells or `all`; use e.g. --cells 1024",
+                        a.cells
+                    ),
+                )),
+            }
+        };
     let cells = reconstruct::sample_cells(n, k, a.seed);
     let r = reconstruct::reconstruct(&x, &cells, a.model, 42)?;
     let js = serde_json::json!({"r2": r.r2, "pearson": r.pearson, "spearman": r.spearman, "n_cells": r.n_cells, "n_entries": r.n_entries});
     print_out(&format!("{js}\n"))
+}
+
+fn cmd_run(a: &RunArgs, quiet: bool) -> Result<()> {
+    use crate::experiment;
+    let t0 = std::time::Instant::now();
+    let opts = experiment::RunOptions {
+        out: a.out.clone(),
+        cache: a.cache.clone(),
+        force: a.force,
+        data_dir: a.dirs.data_dir.clone(),
+        datasets: a.datasets.clone(),
+        reported: a.reported.clone(),
+        quiet,
+    };
+    let s = experiment::run_file(&a.file, &opts)?;
+    eprintln!(
+        "[run] {}: {} stage(s) from cache, {} computed; wrote {} file(s) to {} in {:.2} s",
+        a.file.display(),
+        s.hits,
+        s.computed,
+        s.files.len(),
+        s.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    for f in &s.skipped {
+        eprintln!("[run] skipped {f}");
+    }
+    Ok(())
 }
 
 fn cmd_datasets(a: &DataDirArgs) -> Result<()> {
@@ -371,7 +446,7 @@ fn cmd_datasets(a: &DataDirArgs) -> Result<()> {
 }
 
 /// The foundation part of the default run: QC, HVG and sentence lengths per dataset.
-fn cmd_reproduce(a: &ReproduceArgs) -> Result<()> {
+fn cmd_reproduce(a: &ReproduceArgs, quiet: bool) -> Result<()> {
     let dirs = data::default_data_dirs(a.dirs.data_dir.as_deref());
     let ids = a
         .datasets
@@ -439,6 +514,40 @@ fn cmd_reproduce(a: &ReproduceArgs) -> Result<()> {
     report::write_atomic(dir.join("sentence_lengths.md"), md.as_bytes())?;
     print_out(&t.to_markdown())?;
     eprintln!("[reproduce] wrote {}", dir.display());
+    let files = match &a.experiments {
+        Some(f) => f.clone(),
+        None => {
+            let d = PathBuf::from("experiments");
+            let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
+                .map_err(|e| Error::io(&d, e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    for f in files {
+        let t0 = std::time::Instant::now();
+        let opts = crate::experiment::RunOptions {
+            out: a.out.clone(),
+            cache: a.cache.clone(),
+            force: a.force,
+            data_dir: a.dirs.data_dir.clone(),
+            quiet,
+            ..Default::default()
+        };
+        let s = crate::experiment::run_file(&f, &opts)?;
+        eprintln!(
+            "[reproduce] {}: {} stage(s) from cache, {} computed, {:.1} s → {}",
+            f.display(),
+            s.hits,
+            s.computed,
+            t0.elapsed().as_secs_f64(),
+            s.out.display()
+        );
+    }
     Ok(())
 }
 
@@ -468,7 +577,8 @@ pub fn main() -> i32 {
         Command::Sentences(a) => cmd_sentences(a),
         Command::Datasets(a) => cmd_datasets(a),
         Command::Reconstruct(a) => cmd_reconstruct(a),
-        Command::Reproduce(a) => cmd_reproduce(a),
+        Command::Run(a) => cmd_run(a, cli.quiet),
+        Command::Reproduce(a) => cmd_reproduce(a, cli.quiet),
         Command::Env => cmd_env(),
         Command::Bench(BenchCmd::Preprocess {
             input,

@@ -39,6 +39,14 @@ pub enum Error {
     /// Invalid parameters passed to a stage.
     #[error("invalid parameter `{name}`: {what}")]
     Param { name: String, what: String },
+    /// A stage failed on one dataset of an experiment file.
+    #[error("{file}: dataset `{dataset}`: {source}")]
+    InExperiment {
+        file: PathBuf,
+        dataset: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// I/O error with the path it concerns.
     #[error("{path}: {source}")]
     Io {

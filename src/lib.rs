@@ -1,15 +1,20 @@
 //! cellsentence: a reproducible experiment harness for cell sentences (Cell2Sentence).
 //!
 //! Stages are plain functions over typed values, wired by the CLI and usable from notebooks:
-//! [`data`] → [`preprocess`] → [`hvg`] → [`sentence`] → [`reconstruct`]. Reference behaviour is scanpy's
+//! [`data`] → [`preprocess`] → [`hvg`] → [`sentence`] → [`reconstruct`]; [`experiment`] runs
+//! experiment files through the [`cache`] and writes [`report`] tables and [`figure`]s. Reference behaviour is scanpy's
 //! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod csr;
 pub mod data;
 pub mod error;
+pub mod experiment;
+pub mod figure;
 pub mod hvg;
 pub mod loess;
+pub mod paper;
 pub mod pipeline;
 pub mod preprocess;
 pub mod progress;

@@ -3,8 +3,9 @@
 //!
 //! - [`RecModel::C2s`], Cell2Sentence's `benchmark_expression_conversion`: one global line
 //!   `y = a·log10(1 + rank) + b` fitted on the entries with `log10(1 + rank) < 3`, used for all.
-//! - [`RecModel::PerGene`], the paper's equation (1): one line per gene over the cells where it is
-//!   expressed (same threshold); genes with fewer than two usable entries use the global line.
+//! - [`RecModel::PerGene`], the paper's equation (1): one line per gene over every cell where it is
+//!   expressed (no rank threshold: it would extrapolate a few top-ranked cells' line to the gene's
+//!   low-ranked ones); genes with fewer than three entries, or one rank only, use the global line.
 //!
 //! Ranks follow the cell sentence (rank 0 = highest expression, ties in Cell2Sentence's seeded
 //! order); only non-zero entries are scored. Metrics: R² (scikit-learn `r2_score`), Pearson and
@@ -63,6 +64,9 @@ pub struct RecResult {
     pub predicted: Vec<f64>,
 }
 
+/// Fewest entries a gene needs for its own line ([`RecModel::PerGene`]); fewer use the global line.
+pub const MIN_GENE_POINTS: usize = 3;
+
 /// Cell2Sentence's threshold on `log10(1 + rank)` for the fit.
 pub const BASE10_THRESHOLD: f64 = 3.0;
 
@@ -81,12 +85,17 @@ pub fn sample_cells(n: usize, k: usize, seed: u64) -> Vec<usize> {
 /// cells in the given order) and returns their entries.
 pub fn rank_entries(x: &Csr, cells: &[usize], tie_seed: u32) -> RankedEntries {
     let sub = x.select(cells, None);
-    let mut out = RankedEntries { n_cells: cells.len(), ..Default::default() };
+    let mut out = RankedEntries {
+        n_cells: cells.len(),
+        ..Default::default()
+    };
     sentence::for_each_ranked(&sub, tie_seed, |r, ranked| {
         let (c, v) = sub.row(r);
         for (rank, &g) in ranked.iter().enumerate() {
             // rows keep sorted columns, so the value is found by binary search
-            let k = c.binary_search(&g).expect("ranked gene is a stored entry of its row");
+            let k = c
+                .binary_search(&g)
+                .expect("ranked gene is a stored entry of its row");
             out.x.push(((1 + rank) as f64).log10());
             out.y.push(v[k] as f64);
             out.gene.push(g);
@@ -98,18 +107,29 @@ pub fn rank_entries(x: &Csr, cells: &[usize], tie_seed: u32) -> RankedEntries {
 /// Fits `y = a·x + b` with linfa-linear; returns (a, b).
 pub fn fit_line(x: &[f64], y: &[f64]) -> Result<(f64, f64)> {
     if x.len() < 2 {
-        return Err(Error::param("cells", format!("a line needs at least 2 points, got {}", x.len())));
+        return Err(Error::param(
+            "cells",
+            format!("a line needs at least 2 points, got {}", x.len()),
+        ));
     }
-    let records = ndarray16::Array2::from_shape_vec((x.len(), 1), x.to_vec()).map_err(|e| Error::param("x", e.to_string()))?;
+    let records = ndarray16::Array2::from_shape_vec((x.len(), 1), x.to_vec())
+        .map_err(|e| Error::param("x", e.to_string()))?;
     let targets = ndarray16::Array1::from_vec(y.to_vec());
     let ds = linfa::Dataset::new(records, targets);
-    let fit = LinearRegression::new().fit(&ds).map_err(|e| Error::param("fit", format!("linear regression failed: {e}")))?;
+    let fit = LinearRegression::new()
+        .fit(&ds)
+        .map_err(|e| Error::param("fit", format!("linear regression failed: {e}")))?;
     Ok((fit.params()[0], fit.intercept()))
 }
 
 /// Fits the model on `e` and scores it.
 pub fn fit_predict(e: &RankedEntries, model: RecModel, threshold: f64) -> Result<RecResult> {
-    let (xs, ys): (Vec<f64>, Vec<f64>) = e.x.iter().zip(&e.y).filter(|(x, _)| **x < threshold).map(|(x, y)| (*x, *y)).unzip();
+    let (xs, ys): (Vec<f64>, Vec<f64>) =
+        e.x.iter()
+            .zip(&e.y)
+            .filter(|(x, _)| **x < threshold)
+            .map(|(x, y)| (*x, *y))
+            .unzip();
     let (a, b) = fit_line(&xs, &ys)?;
     let predicted: Vec<f64> = match model {
         RecModel::C2s => e.x.iter().map(|x| a * x + b).collect(),
@@ -121,17 +141,29 @@ pub fn fit_predict(e: &RankedEntries, model: RecModel, threshold: f64) -> Result
             }
             let mut coef = vec![(a, b); n_genes];
             for (g, ks) in by_gene.iter().enumerate() {
-                let (gx, gy): (Vec<f64>, Vec<f64>) = ks.iter().filter(|&&k| e.x[k] < threshold).map(|&k| (e.x[k], e.y[k])).unzip();
+                let (gx, gy): (Vec<f64>, Vec<f64>) = ks.iter().map(|&k| (e.x[k], e.y[k])).unzip();
                 let varies = gx.iter().any(|&v| v != gx[0]);
-                if gx.len() >= 2 && varies {
+                if gx.len() >= MIN_GENE_POINTS && varies {
                     coef[g] = fit_line(&gx, &gy)?;
                 }
             }
-            e.x.iter().zip(&e.gene).map(|(x, &g)| coef[g as usize].0 * x + coef[g as usize].1).collect()
+            e.x.iter()
+                .zip(&e.gene)
+                .map(|(x, &g)| coef[g as usize].0 * x + coef[g as usize].1)
+                .collect()
         }
     };
     let (r2, pearson, spearman) = metrics(&e.y, &predicted);
-    Ok(RecResult { r2, pearson, spearman, n_cells: e.n_cells, n_entries: e.y.len(), slope: a, intercept: b, predicted })
+    Ok(RecResult {
+        r2,
+        pearson,
+        spearman,
+        n_cells: e.n_cells,
+        n_entries: e.y.len(),
+        slope: a,
+        intercept: b,
+        predicted,
+    })
 }
 
 /// R² (scikit-learn `r2_score`), Pearson and Spearman between `y` and `pred`.
@@ -140,8 +172,16 @@ pub fn metrics(y: &[f64], pred: &[f64]) -> (f64, f64, f64) {
     let my = y.iter().sum::<f64>() / n;
     let ss_tot: f64 = y.iter().map(|v| (v - my).powi(2)).sum();
     let ss_res: f64 = y.iter().zip(pred).map(|(a, b)| (a - b).powi(2)).sum();
-    let r2 = if ss_tot == 0.0 { f64::NAN } else { 1.0 - ss_res / ss_tot };
-    (r2, pearson(y, pred), pearson(&average_ranks(y), &average_ranks(pred)))
+    let r2 = if ss_tot == 0.0 {
+        f64::NAN
+    } else {
+        1.0 - ss_res / ss_tot
+    };
+    (
+        r2,
+        pearson(y, pred),
+        pearson(&average_ranks(y), &average_ranks(pred)),
+    )
 }
 
 /// Pearson correlation (two-pass, f64).
@@ -193,7 +233,10 @@ mod tests {
 
     #[test]
     fn average_ranks_like_scipy() {
-        assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
     }
 
     #[test]

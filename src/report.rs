@@ -2,7 +2,32 @@
 use std::io::Write;
 use std::path::Path;
 
+use polars::prelude::{AnyValue, Column, DataFrame, NamedFrom, Series};
+
 use crate::error::{Error, Result};
+
+/// Prefix of the temporary files [`write_atomic`] renames into place.
+pub const TMP_PREFIX: &str = ".cellsentence-tmp-";
+
+/// Removes temporary files an interrupted run (kill -9) left in `dir` and its subfolders;
+/// returns how many. Finished results are never temporary files, so this only drops debris.
+pub fn sweep_temporaries(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += sweep_temporaries(&p);
+        } else if e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+            && std::fs::remove_file(&p).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
@@ -12,8 +37,19 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    #[cfg(unix)]
+    {
+        // tempfile creates 0600; results are ordinary files
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(path, e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
@@ -72,5 +108,69 @@ impl Table {
 
 /// Formats a float with 4 decimals (the rounding used in every table and snapshot).
 pub fn f4(v: f64) -> String {
-    format!("{v:.4}")
+    let s = format!("{v:.4}");
+    if s == "-0.0000" {
+        "0.0000".into()
+    } else {
+        s
+    }
+}
+
+/// A typed column for [`frame`].
+#[derive(Debug, Clone)]
+pub enum Col {
+    /// Text (None = missing).
+    Str(Vec<Option<String>>),
+    /// Floats (None = missing).
+    F64(Vec<Option<f64>>),
+    /// Integers.
+    I64(Vec<i64>),
+}
+
+/// Builds a polars DataFrame from named typed columns of equal length.
+pub fn frame(columns: Vec<(&str, Col)>) -> Result<DataFrame> {
+    let cols: Vec<Column> = columns
+        .into_iter()
+        .map(|(name, c)| {
+            let s = match c {
+                Col::Str(v) => Series::new(name.into(), v),
+                Col::F64(v) => Series::new(name.into(), v),
+                Col::I64(v) => Series::new(name.into(), v),
+            };
+            Column::from(s)
+        })
+        .collect();
+    DataFrame::new_infer_height(cols).map_err(|e| Error::param("table", e.to_string()))
+}
+
+/// Renders a DataFrame as a string [`Table`]: floats with 4 decimals, missing values empty.
+pub fn frame_table(df: &DataFrame) -> Table {
+    let mut t = Table::new(df.get_column_names().iter().map(|n| n.to_string()));
+    for i in 0..df.height() {
+        let row: Vec<String> = df
+            .columns()
+            .iter()
+            .map(|c| match c.get(i) {
+                Ok(AnyValue::Null) | Err(_) => String::new(),
+                Ok(AnyValue::Float64(v)) => f4(v),
+                Ok(AnyValue::Float32(v)) => f4(v as f64),
+                Ok(AnyValue::String(s)) => s.to_string(),
+                Ok(AnyValue::StringOwned(s)) => s.to_string(),
+                Ok(v) => v.to_string(),
+            })
+            .collect();
+        t.rows.push(row);
+    }
+    t
+}
+
+/// Writes `df` as `<dir>/<stem>.csv` and `<dir>/<stem>.md` (the Markdown under `heading`).
+pub fn write_frame(df: &DataFrame, dir: &Path, stem: &str, heading: &str) -> Result<Table> {
+    let t = frame_table(df);
+    write_atomic(dir.join(format!("{stem}.csv")), t.to_csv().as_bytes())?;
+    write_atomic(
+        dir.join(format!("{stem}.md")),
+        format!("{heading}\n\n{}", t.to_markdown()).as_bytes(),
+    )?;
+    Ok(t)
 }

@@ -11,7 +11,7 @@ use crate::csr::Csr;
 use crate::error::{Error, Result};
 
 /// Which genes enter the sentences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum GeneSet {
     /// All expressed genes.

@@ -1,0 +1,206 @@
+//! Content-addressed cache of stage outputs.
+//!
+//! A stage's output is stored under `<dir>/<stage>/<key>.json`, where the key is the SHA-256 of
+//! the stage name, its code version and the JSON of everything it depends on (input file digests,
+//! parameters, seeds). Entries are written atomically, so an interrupted run leaves either a whole
+//! entry or none. With `force`, every stage is recomputed once in this run (and stored again).
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::report::write_atomic;
+
+/// Bump when any stage's output format or arithmetic changes: invalidates every entry.
+pub const CACHE_FORMAT: u32 = 2;
+
+/// Hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stage-output cache rooted at a directory.
+#[derive(Debug)]
+pub struct Cache {
+    dir: PathBuf,
+    force: bool,
+    quiet: bool,
+    done: Mutex<HashSet<String>>,
+    digests: Mutex<BTreeMap<String, (u64, u128, String)>>,
+}
+
+/// What happened to a stage lookup (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Read from the cache.
+    Hit,
+    /// Computed (missing, unreadable, or forced).
+    Computed,
+}
+
+impl Cache {
+    /// A cache in `dir`; `force` recomputes every stage once.
+    pub fn new(dir: impl Into<PathBuf>, force: bool) -> Self {
+        let dir = dir.into();
+        let digests = std::fs::read(dir.join("file-digests.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            dir,
+            force,
+            quiet: false,
+            done: Mutex::new(HashSet::new()),
+            digests: Mutex::new(digests),
+        }
+    }
+
+    /// Silences the hit/computed log lines.
+    pub fn quiet(mut self, quiet: bool) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key of `stage` for `inputs`.
+    pub fn key(stage: &str, inputs: &impl Serialize) -> String {
+        let js = serde_json::to_string(&(stage, CACHE_FORMAT, inputs)).unwrap_or_default();
+        sha256_hex(js.as_bytes())
+    }
+
+    /// The file that holds `stage`'s output for `key`.
+    pub fn path(&self, stage: &str, key: &str) -> PathBuf {
+        self.dir.join(stage).join(format!("{key}.json"))
+    }
+
+    /// Returns the cached output of `stage` for `inputs`, or computes, stores and returns it.
+    /// `label` names the unit of work in the log (e.g. the dataset).
+    pub fn json<T: Serialize + DeserializeOwned>(
+        &self,
+        stage: &str,
+        label: &str,
+        inputs: &impl Serialize,
+        compute: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Outcome)> {
+        let key = Self::key(stage, inputs);
+        let path = self.path(stage, &key);
+        let forced = self.force && !self.done.lock().unwrap().contains(&key);
+        if !forced {
+            if let Some(v) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<T>(&b).ok())
+            {
+                self.log(&format!("{stage} {label}: cached ({})", &key[..12]));
+                return Ok((v, Outcome::Hit));
+            }
+        }
+        let v = compute()?;
+        let bytes = serde_json::to_vec(&v)
+            .map_err(|e| Error::param(stage, format!("cannot serialize the output: {e}")))?;
+        write_atomic(&path, &bytes)?;
+        self.done.lock().unwrap().insert(key.clone());
+        self.log(&format!("{stage} {label}: computed ({})", &key[..12]));
+        Ok((v, Outcome::Computed))
+    }
+
+    /// SHA-256 of a file's contents (a directory: of its files, in name order), remembered
+    /// across runs by (path, size, modification time) so unchanged large files are not re-read.
+    pub fn file_digest(&self, path: &Path) -> Result<String> {
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Error::io(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            let mut parts = Vec::new();
+            for f in files {
+                let name = f
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                parts.push((name, self.file_digest(&f)?));
+            }
+            return Ok(sha256_hex(
+                serde_json::to_string(&parts).unwrap_or_default().as_bytes(),
+            ));
+        }
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let id = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string();
+        if let Some((size, t, d)) = self.digests.lock().unwrap().get(&id) {
+            if *size == meta.len() && *t == mtime {
+                return Ok(d.clone());
+            }
+        }
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+        let d: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let snapshot = {
+            let mut m = self.digests.lock().unwrap();
+            m.insert(id, (meta.len(), mtime, d.clone()));
+            serde_json::to_vec_pretty(&*m).unwrap_or_default()
+        };
+        write_atomic(self.dir.join("file-digests.json"), &snapshot)?;
+        Ok(d)
+    }
+
+    fn log(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("[cache] {msg}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn computes_once_then_hits_and_force_recomputes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::new(dir.path(), false).quiet(true);
+        let (v, o) = c.json("s", "x", &(1, "a"), || Ok(vec![1.5f64])).unwrap();
+        assert_eq!((v, o), (vec![1.5], Outcome::Computed));
+        let (v, o) = c.json("s", "x", &(1, "a"), || Ok(vec![9.0f64])).unwrap();
+        assert_eq!((v, o), (vec![1.5], Outcome::Hit));
+        let (_, o) = c.json("s", "x", &(2, "a"), || Ok(vec![2.0f64])).unwrap();
+        assert_eq!(o, Outcome::Computed);
+        let f = Cache::new(dir.path(), true).quiet(true);
+        let (v, o) = f.json("s", "x", &(1, "a"), || Ok(vec![3.0f64])).unwrap();
+        assert_eq!((v, o), (vec![3.0], Outcome::Computed));
+        let (v, o) = f.json("s", "x", &(1, "a"), || Ok(vec![4.0f64])).unwrap();
+        assert_eq!((v, o), (vec![3.0], Outcome::Hit));
+    }
+
+    #[test]
+    fn file_digest_changes_with_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::new(dir.path().join("c"), false);
+        let f = dir.path().join("a.txt");
+        std::fs::write(&f, b"one").unwrap();
+        let a = c.file_digest(&f).unwrap();
+        assert_eq!(a, sha256_hex(b"one"));
+        std::fs::write(&f, b"two!").unwrap();
+        assert_ne!(c.file_digest(&f).unwrap(), a);
+    }
+}

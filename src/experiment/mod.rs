@@ -1,0 +1,564 @@
+//! Experiment files (`experiments/*.yaml`) and the runner that wires the stages for them.
+//!
+//! An experiment file names its task, datasets, preprocessing/HVG/sentence parameters, seed and
+//! task settings. Unknown keys and wrong types are errors with the key and line. The runner
+//! resolves the datasets, runs every stage through the content-hash [`Cache`], and writes the
+//! tables and figures to `results/<name>/` atomically.
+pub mod reconstruction;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::cache::Cache;
+use crate::data::{self, DatasetEntry};
+use crate::error::{Error, Result};
+use crate::hvg::{Flavor, HvgParams};
+use crate::paper;
+use crate::pipeline::HvgInput;
+use crate::preprocess::PreprocessParams;
+use crate::reconstruct::RecModel;
+use crate::report;
+use crate::sentence::GeneSet;
+
+/// What an experiment computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Expression reconstruction from log-rank (Table I, Figures II–VII).
+    Reconstruction,
+}
+
+/// HVG selection settings (scanpy `highly_variable_genes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HvgSection {
+    /// Method: seurat, cell_ranger or seurat_v3.
+    pub flavor: Flavor,
+    /// Number of genes.
+    pub n_top_genes: usize,
+    /// Mean bins (seurat).
+    pub n_bins: usize,
+    /// LOESS span (seurat_v3).
+    pub span: f64,
+    /// Matrix the method reads: `log` (the paper) or `counts`.
+    pub on: HvgInput,
+}
+
+impl Default for HvgSection {
+    fn default() -> Self {
+        let p = HvgParams::default();
+        Self {
+            flavor: p.flavor,
+            n_top_genes: p.n_top_genes,
+            n_bins: p.n_bins,
+            span: p.span,
+            on: HvgInput::Log,
+        }
+    }
+}
+
+impl HvgSection {
+    /// The stage parameters.
+    pub fn params(&self) -> HvgParams {
+        HvgParams {
+            flavor: self.flavor,
+            n_top_genes: self.n_top_genes,
+            n_bins: self.n_bins,
+            span: self.span,
+        }
+    }
+}
+
+/// Sentence settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentenceSection {
+    /// Seed of Cell2Sentence's tie shuffle (42 in Cell2Sentence).
+    pub tie_seed: u32,
+}
+
+impl Default for SentenceSection {
+    fn default() -> Self {
+        Self { tie_seed: 42 }
+    }
+}
+
+/// A number of cells, or every cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CellCount {
+    /// At most this many cells (sampled).
+    N(usize),
+    /// Every cell.
+    All,
+}
+
+impl CellCount {
+    /// The number of cells to take out of `n`.
+    pub fn of(self, n: usize) -> usize {
+        match self {
+            CellCount::N(k) => k.min(n),
+            CellCount::All => n,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CellCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CellCount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a positive number of cells or `all`")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<CellCount, E> {
+                if v == 0 {
+                    return Err(E::custom("cells must be positive (or `all`)"));
+                }
+                Ok(CellCount::N(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<CellCount, E> {
+                if v <= 0 {
+                    return Err(E::custom(format!(
+                        "cells must be positive (or `all`), got {v}"
+                    )));
+                }
+                Ok(CellCount::N(v as usize))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<CellCount, E> {
+                if v == "all" {
+                    Ok(CellCount::All)
+                } else {
+                    Err(E::custom(format!(
+                        "`{v}` is not a number of cells; write a positive integer or `all`"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reconstruction settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconstructionSection {
+    /// Cells sampled per dataset (the paper: 1,024).
+    pub cells: CellCount,
+    /// Models to fit: `c2s` (Cell2Sentence's global line, the paper's numbers) and/or `per-gene`.
+    pub models: Vec<RecModel>,
+    /// Points drawn in each scatter figure (a seeded sample of the entries).
+    pub figure_points: usize,
+}
+
+impl Default for ReconstructionSection {
+    fn default() -> Self {
+        Self {
+            cells: CellCount::N(1024),
+            models: vec![RecModel::C2s, RecModel::PerGene],
+            figure_points: 1000,
+        }
+    }
+}
+
+fn default_modes() -> Vec<GeneSet> {
+    vec![GeneSet::All, GeneSet::Hvg]
+}
+
+/// One experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name; results go to `results/<name>/`.
+    pub name: String,
+    /// What it computes.
+    pub task: Task,
+    /// One line on what it reproduces.
+    #[serde(default)]
+    pub description: String,
+    /// Dataset ids (searched in the data directories) or paths; `available` = every dataset found.
+    pub datasets: Vec<String>,
+    /// Our dataset id → the paper's dataset it stands in for (Pancreas, Liver, Heart, Skin).
+    #[serde(default)]
+    pub paper_datasets: BTreeMap<String, String>,
+    /// Preprocessing (QC thresholds, normalize_total target, log base); paper defaults.
+    #[serde(default)]
+    pub preprocess: PreprocessParams,
+    /// HVG selection.
+    #[serde(default)]
+    pub hvg: HvgSection,
+    /// Sentence modes compared: `all` and/or `hvg`.
+    #[serde(default = "default_modes")]
+    pub modes: Vec<GeneSet>,
+    /// Sentence settings.
+    #[serde(default)]
+    pub sentences: SentenceSection,
+    /// Seed of every sampled or shuffled quantity of the task.
+    #[serde(default)]
+    pub seed: u64,
+    /// Reconstruction settings (task `reconstruction`).
+    #[serde(default)]
+    pub reconstruction: ReconstructionSection,
+    /// Source file (not part of the YAML).
+    #[serde(skip)]
+    pub file: PathBuf,
+    /// Source text, for locating keys in errors.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// The 1-based line of the first line of `text` that mentions `needle` as a key or list item.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            t.starts_with(&format!("{needle}:"))
+                || t == needle
+                || t.contains(&format!(" {needle},"))
+                || t.contains(&format!("[{needle}"))
+                || t.contains(&format!(" {needle}]"))
+        })
+        .map(|i| i + 1)
+}
+
+impl Experiment {
+    /// Parses and checks an experiment file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                path: path.into(),
+                hint: "; pass an experiment file such as experiments/reconstruction.yaml".into(),
+            },
+            _ => Error::io(path, e),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks experiment text (`path` only names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        if text.trim().is_empty() {
+            return Err(Error::format(
+                path,
+                "the experiment file is empty",
+                "write at least `name`, `task` and `datasets` (see experiments/README.md)",
+            ));
+        }
+        let mut e: Experiment = serde_norway::from_str(text).map_err(|err| {
+            let what = err.to_string();
+            let fix = if what.contains("unknown field") {
+                "remove or rename the key; the accepted keys are listed in the message and in experiments/README.md"
+            } else if what.contains("missing field") {
+                "add the key (see experiments/README.md)"
+            } else {
+                "give the key a value of the type named in the message (see experiments/README.md)"
+            };
+            Error::format(path, what, fix)
+        })?;
+        e.file = path.to_path_buf();
+        e.text = text.to_string();
+        e.check()?;
+        Ok(e)
+    }
+
+    /// An error about `field` of this file, with the line where it appears.
+    pub fn err(
+        &self,
+        field: &str,
+        needle: &str,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Error {
+        let at = line_of(&self.text, needle).map_or(String::new(), |l| format!(" (line {l})"));
+        Error::bad_value(&self.file, format!("{field}{at}"), what, fix)
+    }
+
+    fn check(&self) -> Result<()> {
+        let ok_name = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok_name {
+            return Err(self.err(
+                "name",
+                "name",
+                format!("`{}` is not a usable folder name", self.name),
+                "use letters, digits, `_` or `-`",
+            ));
+        }
+        if self.datasets.is_empty() {
+            return Err(self.err(
+                "datasets",
+                "datasets",
+                "no datasets",
+                "list dataset ids (see `cellsentence datasets`) or write [available]",
+            ));
+        }
+        if self.modes.is_empty() {
+            return Err(self.err(
+                "modes",
+                "modes",
+                "no sentence modes",
+                "write modes: [all, hvg]",
+            ));
+        }
+        let mut seen = Vec::new();
+        for m in &self.modes {
+            if seen.contains(m) {
+                return Err(self.err(
+                    "modes",
+                    "modes",
+                    format!("{m:?} is listed twice"),
+                    "list each mode once",
+                ));
+            }
+            seen.push(*m);
+        }
+        if self.hvg.n_top_genes == 0 {
+            return Err(self.err(
+                "hvg.n_top_genes",
+                "n_top_genes",
+                "must be positive",
+                "the paper uses 2000",
+            ));
+        }
+        if !(self.hvg.span > 0.0 && self.hvg.span <= 1.0) {
+            return Err(self.err(
+                "hvg.span",
+                "span",
+                format!("{} is outside (0, 1]", self.hvg.span),
+                "the scanpy default is 0.3",
+            ));
+        }
+        if self
+            .preprocess
+            .log_base
+            .is_some_and(|b| !(b > 0.0 && b != 1.0))
+        {
+            return Err(self.err(
+                "preprocess.log_base",
+                "log_base",
+                "must be positive and not 1",
+                "the paper uses 10; null means natural log",
+            ));
+        }
+        if self.task == Task::Reconstruction {
+            let r = &self.reconstruction;
+            if r.models.is_empty() {
+                return Err(self.err(
+                    "reconstruction.models",
+                    "models",
+                    "no models",
+                    "write models: [c2s, per-gene]",
+                ));
+            }
+            if r.figure_points == 0 {
+                return Err(self.err(
+                    "reconstruction.figure_points",
+                    "figure_points",
+                    "must be positive",
+                    "1000 keeps figures small",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a run reads and writes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Results root (`results/`); the experiment writes into `<out>/<name>/`.
+    pub out: PathBuf,
+    /// Cache root (`.cache/stages`).
+    pub cache: PathBuf,
+    /// Recompute every stage once.
+    pub force: bool,
+    /// Extra data directory (`--data-dir`).
+    pub data_dir: Option<PathBuf>,
+    /// Replace the file's dataset list.
+    pub datasets: Option<Vec<String>>,
+    /// The paper's numbers.
+    pub reported: PathBuf,
+    /// No progress bars or cache log.
+    pub quiet: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("results"),
+            cache: PathBuf::from(".cache/stages"),
+            force: false,
+            data_dir: None,
+            datasets: None,
+            reported: paper::default_path(),
+            quiet: false,
+        }
+    }
+}
+
+/// A dataset of a run, resolved.
+#[derive(Debug, Clone)]
+pub struct RunDataset {
+    /// Catalog entry (id, path, obs keys).
+    pub entry: DatasetEntry,
+    /// The paper's dataset it stands in for.
+    pub paper: Option<String>,
+}
+
+/// What a run wrote.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Output folder.
+    pub out: PathBuf,
+    /// Files written, relative to `out`.
+    pub files: Vec<String>,
+    /// Stages read from the cache.
+    pub hits: usize,
+    /// Stages computed.
+    pub computed: usize,
+    /// Datasets skipped, with the reason.
+    pub skipped: Vec<String>,
+    /// Every figure's JSON spec, by file stem.
+    pub specs: BTreeMap<String, serde_json::Value>,
+}
+
+/// Resolves the experiment's datasets (`available` expands to every dataset found).
+pub fn resolve_datasets(e: &Experiment, opts: &RunOptions) -> Result<Vec<RunDataset>> {
+    let dirs = data::default_data_dirs(opts.data_dir.as_deref());
+    let ids = opts.datasets.clone().unwrap_or_else(|| e.datasets.clone());
+    let mut out: Vec<RunDataset> = Vec::new();
+    for id in &ids {
+        let entries = if id == "available" {
+            data::catalog(&dirs)
+        } else {
+            let base = e.file.parent().unwrap_or(Path::new("."));
+            let rel = base.join(id);
+            let key = if !Path::new(id).exists() && rel.exists() {
+                rel.display().to_string()
+            } else {
+                id.clone()
+            };
+            vec![data::resolve(&key, &dirs).map_err(|err| {
+                e.err("datasets", id, format!("dataset `{id}` was not found: {err}"), "run scripts/fetch-data.sh, fix the id (see `cellsentence datasets`), or pass --data-dir")
+            })?]
+        };
+        for entry in entries {
+            if out.iter().any(|d| d.entry.id == entry.id) {
+                continue;
+            }
+            out.push(RunDataset {
+                paper: e.paper_datasets.get(&entry.id).cloned(),
+                entry,
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(e.err(
+            "datasets",
+            "datasets",
+            "no dataset was found",
+            "run scripts/fetch-data.sh or pass --data-dir",
+        ));
+    }
+    Ok(out)
+}
+
+/// Runs one experiment file.
+pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+    let reported = paper::load(&opts.reported)?;
+    for (ours, theirs) in &e.paper_datasets {
+        if !reported.has_dataset(theirs) {
+            return Err(e.err(
+                "paper_datasets",
+                ours,
+                format!(
+                    "`{theirs}` is not one of the paper's datasets ({})",
+                    reported
+                        .datasets
+                        .iter()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "use one of those names",
+            ));
+        }
+    }
+    let out = opts.out.join(&e.name);
+    let swept = report::sweep_temporaries(&out);
+    if swept > 0 && !opts.quiet {
+        eprintln!(
+            "[run] removed {swept} temporary file(s) an interrupted run left in {}",
+            out.display()
+        );
+    }
+    let datasets = resolve_datasets(e, opts)?;
+    let cache = Cache::new(&opts.cache, opts.force).quiet(opts.quiet);
+    let mut summary = match e.task {
+        Task::Reconstruction => {
+            reconstruction::run(e, &datasets, &reported, &cache, &out, opts.quiet)?
+        }
+    };
+    summary.out = out;
+    Ok(summary)
+}
+
+/// Runs an experiment file from its path.
+pub fn run_file(path: &Path, opts: &RunOptions) -> Result<RunSummary> {
+    let e = Experiment::load(path)?;
+    run(&e, opts)
+}
+
+/// The paper's label for a sentence mode.
+pub fn mode_label(m: GeneSet) -> &'static str {
+    match m {
+        GeneSet::All => "full",
+        GeneSet::Hvg => "hvg",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_gets_paper_defaults() {
+        let e = Experiment::parse(
+            Path::new("x.yaml"),
+            "name: r\ntask: reconstruction\ndatasets: [baron_human]\n",
+        )
+        .unwrap();
+        assert_eq!(e.reconstruction.cells, CellCount::N(1024));
+        assert_eq!(e.hvg.flavor, Flavor::SeuratV3);
+        assert_eq!(e.preprocess.log_base, Some(10.0));
+        assert_eq!(e.modes, vec![GeneSet::All, GeneSet::Hvg]);
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let err = Experiment::parse(
+            Path::new("x.yaml"),
+            "name: r\ntask: reconstruction\ndatasets: [a]\nreconstruction:\n  cells: -5\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("x.yaml") && err.contains("line 5") && err.contains("positive"),
+            "{err}"
+        );
+        let err = Experiment::parse(
+            Path::new("x.yaml"),
+            "name: r\ntask: reconstruction\ndatasets: [a]\nsed: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown field `sed`") && err.contains("line 4"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! Figures: plotly specs (JSON, snapshot-tested) and self-contained offline HTML.
+//!
+//! The HTML embeds plotly.js 3.0.1's cartesian bundle (`assets/plotly`, about 1.3 MB), the
+//! version the `plotly` crate targets, so a figure opens without network access and stays < 2 MB.
+use std::path::Path;
+
+use plotly::common::{Line, Marker, Mode, Title};
+use plotly::layout::{Axis, BarMode};
+use plotly::{Bar, Layout, Plot, Scatter};
+
+use crate::error::Result;
+use crate::report::write_atomic;
+
+/// plotly.js, cartesian partial bundle (scatter, bar, heatmap, box...).
+pub const PLOTLY_JS: &str = include_str!("../assets/plotly/plotly-cartesian-3.0.1.min.js");
+
+/// Rounds to 4 decimals (figure data is rounded so specs are stable across machines).
+pub fn r4(v: f64) -> f64 {
+    let r = (v * 1e4).round() / 1e4;
+    if r == 0.0 {
+        0.0
+    } else {
+        r
+    }
+}
+
+/// The figure's JSON spec (`{"data": …, "layout": …}`), as plotly.js reads it.
+pub fn spec(plot: &Plot) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&plot.to_json()).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("config");
+    }
+    v
+}
+
+/// A standalone HTML page showing `plot`, with plotly.js embedded.
+pub fn html(plot: &Plot, title: &str) -> String {
+    // `</` inside a script must not close it
+    let json = serde_json::to_string(&spec(plot))
+        .unwrap_or_default()
+        .replace("</", "<\\/");
+    let title = title
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\" />\n<title>{title}</title>\n<script type=\"text/javascript\">{PLOTLY_JS}</script>\n</head>\n<body>\n<div id=\"figure\" style=\"width:100%;height:90vh;\"></div>\n<script type=\"text/javascript\">\nPlotly.newPlot(\"figure\", {json});\n</script>\n</body>\n</html>\n"
+    )
+}
+
+/// Writes `<dir>/<stem>.html` and returns the spec.
+pub fn write(plot: &Plot, dir: &Path, stem: &str, title: &str) -> Result<serde_json::Value> {
+    write_atomic(
+        dir.join(format!("{stem}.html")),
+        html(plot, title).as_bytes(),
+    )?;
+    Ok(spec(plot))
+}
+
+/// True vs reconstructed scatter with the y = x line.
+pub fn scatter_true_vs_pred(title: &str, truth: &[f64], pred: &[f64]) -> Plot {
+    let x: Vec<f64> = truth.iter().map(|&v| r4(v)).collect();
+    let y: Vec<f64> = pred.iter().map(|&v| r4(v)).collect();
+    let lo = x.iter().chain(&y).copied().fold(f64::INFINITY, f64::min);
+    let hi = x
+        .iter()
+        .chain(&y)
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() {
+        (r4(lo), r4(hi))
+    } else {
+        (0.0, 1.0)
+    };
+    let mut plot = Plot::new();
+    plot.add_trace(
+        Scatter::new(x, y)
+            .mode(Mode::Markers)
+            .name("expressed entries (sample)")
+            .marker(Marker::new().size(3).opacity(0.35)),
+    );
+    plot.add_trace(
+        Scatter::new(vec![lo, hi], vec![lo, hi])
+            .mode(Mode::Lines)
+            .name("y = x")
+            .line(Line::new().color("black").width(1.0)),
+    );
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text("true normalized expression")))
+            .y_axis(Axis::new().title(Title::with_text("reconstructed from log-rank")))
+            .width(720)
+            .height(640),
+    );
+    plot
+}
+
+/// A grouped bar chart: one trace per series, `categories` on x.
+pub fn grouped_bars(
+    title: &str,
+    y_title: &str,
+    categories: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> Plot {
+    let mut plot = Plot::new();
+    for (name, vals) in series {
+        let (xs, ys): (Vec<String>, Vec<f64>) = categories
+            .iter()
+            .zip(vals)
+            .filter_map(|(c, v)| v.map(|v| (c.clone(), r4(v))))
+            .unzip();
+        plot.add_trace(Bar::new(xs, ys).name(name));
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .bar_mode(BarMode::Group)
+            .y_axis(Axis::new().title(Title::with_text(y_title)))
+            .width(900)
+            .height(520),
+    );
+    plot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_offline_and_small() {
+        let p = scatter_true_vs_pred("t", &[0.1, 0.2], &[0.12, 0.18]);
+        let h = html(&p, "t");
+        assert!(!h.contains("<script src"), "no external script");
+        assert!(h.contains("plotly.js (cartesian"));
+        assert!(h.len() < 2_000_000);
+        assert_eq!(spec(&p)["data"][0]["x"][0], 0.1);
+    }
+}
