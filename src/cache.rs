@@ -113,6 +113,52 @@ impl Cache {
         Ok((v, Outcome::Computed))
     }
 
+    /// Like [`Cache::json`] for a cells × dimensions matrix, stored as `<stage>/<key>.npy`.
+    pub fn npy(
+        &self,
+        stage: &str,
+        label: &str,
+        inputs: &impl Serialize,
+        compute: impl FnOnce() -> Result<crate::npy::Matrix>,
+    ) -> Result<(crate::npy::Matrix, Outcome)> {
+        let key = Self::key(stage, inputs);
+        let path = self.dir.join(stage).join(format!("{key}.npy"));
+        let forced = self.force && !self.done.lock().unwrap().contains(&key);
+        if !forced && path.is_file() {
+            if let Ok(m) = crate::npy::read(&path) {
+                self.log(&format!("{stage} {label}: cached ({})", &key[..12]));
+                return Ok((m, Outcome::Hit));
+            }
+        }
+        let m = compute()?;
+        crate::npy::write(&path, &m)?;
+        self.done.lock().unwrap().insert(key.clone());
+        self.log(&format!("{stage} {label}: computed ({})", &key[..12]));
+        Ok((m, Outcome::Computed))
+    }
+
+    /// A cached directory artifact (e.g. a trained model): `<stage>/<key>/`. `compute` must create
+    /// the directory it is given atomically (all or nothing), as [`crate::lm::train`] does.
+    pub fn dir_artifact(
+        &self,
+        stage: &str,
+        label: &str,
+        inputs: &impl Serialize,
+        compute: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<(PathBuf, Outcome)> {
+        let key = Self::key(stage, inputs);
+        let path = self.dir.join(stage).join(&key);
+        let forced = self.force && !self.done.lock().unwrap().contains(&key);
+        if !forced && path.is_dir() {
+            self.log(&format!("{stage} {label}: cached ({})", &key[..12]));
+            return Ok((path, Outcome::Hit));
+        }
+        compute(&path)?;
+        self.done.lock().unwrap().insert(key.clone());
+        self.log(&format!("{stage} {label}: computed ({})", &key[..12]));
+        Ok((path, Outcome::Computed))
+    }
+
     /// SHA-256 of a file's contents (a directory: of its files, in name order), remembered
     /// across runs by (path, size, modification time) so unchanged large files are not re-read.
     pub fn file_digest(&self, path: &Path) -> Result<String> {

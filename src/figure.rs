@@ -123,6 +123,35 @@ pub fn grouped_bars(
     plot
 }
 
+/// Training (and validation, where measured) loss against the step.
+pub fn loss_curve(title: &str, steps: &[f64], train: &[f64], val: &[(f64, f64)]) -> Plot {
+    let mut plot = Plot::new();
+    plot.add_trace(
+        Scatter::new(steps.to_vec(), train.iter().map(|&v| r4(v)).collect())
+            .mode(Mode::Lines)
+            .name("train loss"),
+    );
+    if !val.is_empty() {
+        plot.add_trace(
+            Scatter::new(
+                val.iter().map(|v| v.0).collect(),
+                val.iter().map(|v| r4(v.1)).collect(),
+            )
+            .mode(Mode::LinesMarkers)
+            .name("validation loss"),
+        );
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text("step")))
+            .y_axis(Axis::new().title(Title::with_text("causal-LM cross-entropy (nats/token)")))
+            .width(720)
+            .height(480),
+    );
+    plot
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

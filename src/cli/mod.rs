@@ -1,4 +1,6 @@
 //! The `cellsentence` command line.
+mod lm;
+
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -41,6 +43,10 @@ pub enum Command {
     Datasets(DataDirArgs),
     /// Run the default experiments on the bundled data and write results/.
     Reproduce(ReproduceArgs),
+    /// Embed cells (or prompts) with a GPT-NeoX model directory; writes a cells × hidden .npy.
+    Embed(lm::EmbedArgs),
+    /// Train a small cell-sentence language model on a dataset's sentences (Hugging Face layout).
+    TrainLm(lm::TrainArgs),
     /// Report the libtorch build this binary uses (CPU threads, CUDA).
     Env,
     /// Benchmarks against the reference tools.
@@ -83,6 +89,9 @@ pub enum BenchCmd {
         #[arg(long, default_value = "results/benchmarks")]
         out: PathBuf,
     },
+    /// GPT-NeoX embedding throughput vs transformers (eager, sdpa) on the same prompts;
+    /// writes results/benchmarks/embed_{cpu,cuda}.*
+    Embed(lm::BenchEmbedArgs),
 }
 
 /// Input file options.
@@ -381,21 +390,22 @@ fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
         }
     };
     let n = x.n_rows;
-    let k =
-        if a.cells == "all" {
-            n
-        } else {
-            match a.cells.parse::<usize>() {
-                Ok(k) if k > 0 => k,
-                _ => return Err(Error::param(
+    let k = if a.cells == "all" {
+        n
+    } else {
+        match a.cells.parse::<usize>() {
+            Ok(k) if k > 0 => k,
+            _ => {
+                return Err(Error::param(
                     "cells",
                     format!(
                         "`{}` is not a positive number of cells or `all`; use e.g. --cells 1024",
                         a.cells
                     ),
-                )),
+                ))
             }
-        };
+        }
+    };
     let cells = reconstruct::sample_cells(n, k, a.seed);
     let r = reconstruct::reconstruct(&x, &cells, a.model, 42)?;
     let js = serde_json::json!({"r2": r.r2, "pearson": r.pearson, "spearman": r.spearman, "n_cells": r.n_cells, "n_entries": r.n_entries});
@@ -580,6 +590,9 @@ pub fn main() -> i32 {
         Command::Run(a) => cmd_run(a, cli.quiet),
         Command::Reproduce(a) => cmd_reproduce(a, cli.quiet),
         Command::Env => cmd_env(),
+        Command::Embed(a) => lm::cmd_embed(a),
+        Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
+        Command::Bench(BenchCmd::Embed(a)) => lm::cmd_bench_embed(a),
         Command::Bench(BenchCmd::Preprocess {
             input,
             python,

@@ -1,0 +1,506 @@
+//! `embed`, `train-lm` and `bench embed`: the language-model stage from the command line.
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{hvg_params, prepare, print_out, DataDirArgs, InputArgs, PrepArgs};
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::lm::{self, EmbedOptions, PromptStyle, TrainConfig};
+use crate::npy::Matrix;
+use crate::pipeline;
+use crate::report::write_atomic;
+use crate::sentence::{GeneSet, SentenceParams};
+
+/// Where the cells come from and how their sentences are built.
+#[derive(Debug, Args)]
+pub struct SentenceSource {
+    /// Genes that enter the sentences.
+    #[arg(long, value_enum, default_value = "all")]
+    pub genes: GeneSet,
+    /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
+    #[arg(long, default_value_t = 42)]
+    pub tie_seed: u32,
+    /// Read `layers/NAME` instead of X.
+    #[arg(long, conflicts_with = "raw")]
+    pub layer: Option<String>,
+    /// Read `raw/X` instead of X.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+    #[command(flatten)]
+    pub prep: PrepArgs,
+}
+
+/// `embed` options.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Cells to embed: an .h5ad, 10x directory or dataset id (preprocessed as `sentences` does).
+    #[arg(
+        long,
+        short,
+        required_unless_present = "prompts",
+        conflicts_with = "prompts"
+    )]
+    pub input: Option<String>,
+    /// Prompts to embed as given: JSON lines with a "text" field.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SentenceSource,
+    /// Genes per prompt (Cell2Sentence: 200). Default: the model's own budget, else 200.
+    #[arg(long)]
+    pub max_genes: Option<usize>,
+    /// Organism written into Cell2Sentence prompts.
+    #[arg(long, default_value = "Homo sapiens")]
+    pub organism: String,
+    /// JSON list of prompt templates (e.g. Cell2Sentence's prompt file); one is drawn per cell.
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
+    /// Seed of the per-cell template draw (Python `random`, Cell2Sentence: 42).
+    #[arg(long, default_value_t = 42)]
+    pub template_seed: u32,
+    /// Write the sentence's real gene count as {num_genes} (Cell2Sentence always writes the budget).
+    #[arg(long)]
+    pub num_genes_actual: bool,
+    /// Output .npy (cells × hidden, float32); cell names go to <out>.cells.txt.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunDevice,
+    /// Embedding cache folder.
+    #[arg(long, default_value = ".cache/stages")]
+    pub cache: PathBuf,
+    /// Recompute even when cached.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Device, precision and batching.
+#[derive(Debug, Args)]
+pub struct RunDevice {
+    /// Run on the first CUDA device.
+    #[arg(long)]
+    pub cuda: bool,
+    /// Parameter precision: f32, or bf16/f16 on CUDA.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Most tokens (batch × padded length) per forward pass.
+    #[arg(long, default_value_t = 8192)]
+    pub batch_tokens: usize,
+}
+
+/// `train-lm` options.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Cells whose sentences train the model.
+    #[arg(long, short)]
+    pub input: String,
+    #[command(flatten)]
+    pub source: SentenceSource,
+    /// Output model directory (Hugging Face layout; replaced atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training settings as JSON (keys of TrainConfig), e.g. '{"steps": 200, "hidden": 128}'.
+    #[arg(long, default_value = "{}")]
+    pub config: String,
+    /// Fine-tune this Hugging Face GPT-NeoX directory (e.g. Pythia-410M; GPU recommended) instead of
+    /// training a small model from scratch.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Train on the first CUDA device.
+    #[arg(long)]
+    pub cuda: bool,
+}
+
+/// `bench embed` options.
+#[derive(Debug, Args)]
+pub struct BenchEmbedArgs {
+    /// Model directory (default: a random-weight Pythia-410M made by scripts/bench-embed.sh).
+    #[arg(long, default_value = ".cache/bench/pythia-410m-random")]
+    pub model: PathBuf,
+    /// Python with torch + transformers (scripts/lm-ref-env.sh creates .venv-lm).
+    #[arg(long, default_value = ".venv-lm/bin/python")]
+    pub python: PathBuf,
+    /// Dataset whose first cells give the prompts.
+    #[arg(long, default_value = "baron_human")]
+    pub input: String,
+    /// Number of prompts.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Transformers attention implementations to time.
+    #[arg(long, value_delimiter = ',', default_value = "eager,sdpa")]
+    pub attn: Vec<String>,
+    /// Batch size of the transformers runs (Cell2Sentence: 8).
+    #[arg(long, default_value_t = 8)]
+    pub hf_batch: usize,
+    #[command(flatten)]
+    pub run: RunDevice,
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+    /// Output folder.
+    #[arg(long, default_value = "results/benchmarks")]
+    pub out: PathBuf,
+}
+
+/// Cell names and sentence words (most expressed first, truncated to `max_genes`).
+pub fn sentence_words(
+    input: &str,
+    s: &SentenceSource,
+    max_genes: Option<usize>,
+) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let args = InputArgs {
+        input: input.to_string(),
+        layer: s.layer.clone(),
+        raw: s.raw,
+        dirs: s.dirs.clone(),
+    };
+    let p = prepare(&args, &s.prep)?;
+    let h = match s.genes {
+        GeneSet::Hvg => Some(pipeline::select_hvg(
+            &p,
+            &hvg_params(&s.prep),
+            s.prep.on,
+            s.prep.batch_key.as_deref(),
+        )?),
+        GeneSet::All => None,
+    };
+    let sents = pipeline::sentences(
+        &p,
+        s.genes,
+        h.as_ref(),
+        &SentenceParams {
+            seed: s.tie_seed,
+            max_genes,
+        },
+    )?;
+    let words = sents
+        .iter()
+        .map(|l| {
+            l.split(' ')
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    Ok((p.data.cells.clone(), words))
+}
+
+/// Reads `{"text": ...}` lines.
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::format(
+                path,
+                format!("line {}: not JSON: {e}", i + 1),
+                "write one {\"text\": \"...\"} object per line",
+            )
+        })?;
+        match v.get("text").and_then(|t| t.as_str()) {
+            Some(t) => out.push(t.to_string()),
+            None => {
+                return Err(Error::missing(
+                    path,
+                    format!("line {}: text", i + 1),
+                    "write one {\"text\": \"...\"} object per line",
+                ))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Empty {
+            path: path.into(),
+            what: "no prompts".into(),
+            fix: "write one {\"text\": \"...\"} object per line".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn style_for(a: &EmbedArgs) -> Result<PromptStyle> {
+    let own = lm::prompt_style(&a.model)?;
+    Ok(match own {
+        PromptStyle::Sentence => PromptStyle::Sentence,
+        PromptStyle::C2s { .. } => PromptStyle::C2s {
+            templates: match &a.templates {
+                Some(p) => PromptStyle::templates_from_file(p)?,
+                None => vec![lm::prompt::C2S_CELL_TYPE.to_string()],
+            },
+            organism: a.organism.clone(),
+            actual_count: a.num_genes_actual,
+            template_seed: a.template_seed,
+        },
+    })
+}
+
+/// The gene budget a model directory was trained with (`cellsentence.json`), if any.
+fn model_budget(dir: &Path) -> Option<usize> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(lm::train::META)).ok()?).ok()?;
+    v.get("max_genes")?.as_u64().map(|n| n as usize)
+}
+
+/// Embeds texts with caching by (model digest, texts digest, precision).
+pub fn embed_cached(
+    cache: &Cache,
+    model: &Path,
+    texts: &[String],
+    run: &RunDevice,
+    label: &str,
+) -> Result<Matrix> {
+    let (device, kind) = lm::device_and_kind(run.cuda, &run.dtype)?;
+    let model_digest = cache.file_digest(model)?;
+    let texts_digest = crate::cache::sha256_hex(texts.join("\u{1e}").as_bytes());
+    let inputs = (&model_digest, &texts_digest, &run.dtype, run.cuda);
+    let (m, _) = cache.npy("embeddings", label, &inputs, || {
+        let ck = lm::load(model, device, kind)?;
+        let opts = EmbedOptions {
+            batch_tokens: run.batch_tokens,
+            ..EmbedOptions::default()
+        };
+        lm::embed_texts(&ck, texts, &opts)
+    })?;
+    Ok(m)
+}
+
+/// `cellsentence embed`.
+pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
+    let start = std::time::Instant::now();
+    let (cells, texts) = match (&a.input, &a.prompts) {
+        (_, Some(p)) => {
+            let t = read_prompts(p)?;
+            ((0..t.len()).map(|i| i.to_string()).collect::<Vec<_>>(), t)
+        }
+        (Some(input), None) => {
+            let budget = a
+                .max_genes
+                .or_else(|| model_budget(&a.model))
+                .unwrap_or(200);
+            let (cells, words) = sentence_words(input, &a.source, Some(budget))?;
+            let style = style_for(a)?;
+            let refs: Vec<Vec<&str>> = words
+                .iter()
+                .map(|w| w.iter().map(String::as_str).collect())
+                .collect();
+            (cells, style.render(&refs, budget))
+        }
+        (None, None) => return Err(Error::param("input", "give --input or --prompts")),
+    };
+    let cache = Cache::new(&a.cache, a.force);
+    let m = embed_cached(
+        &cache,
+        &a.model,
+        &texts,
+        &a.run,
+        &a.out.display().to_string(),
+    )?;
+    crate::npy::write(&a.out, &m)?;
+    let names = a.out.with_extension("cells.txt");
+    write_atomic(&names, (cells.join("\n") + "\n").as_bytes())?;
+    eprintln!(
+        "[embed] {} cells × {} dims → {} (+ {}) in {:.1} s",
+        m.rows,
+        m.cols,
+        a.out.display(),
+        names.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `cellsentence train-lm`.
+pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
+    let cfg: TrainConfig = serde_json::from_str(&a.config)
+        .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
+    let (_, words) = sentence_words(&a.input, &a.source, Some(cfg.max_genes))?;
+    let (device, _) = lm::device_and_kind(a.cuda, "f32")?;
+    let r = lm::train(&words, &cfg, a.base.as_deref(), &a.out, device, !quiet)?;
+    let fig = loss_figure(&r, &format!("{} ({:?} sentences)", a.input, a.source.genes));
+    crate::figure::write(&fig, &a.out, "training_loss", "training loss")?;
+    print_out(&format!(
+        "{}\n",
+        serde_json::json!({
+            "model": r.dir, "parameters": r.parameters, "vocab": r.vocab, "n_train": r.n_train,
+            "n_val": r.n_val, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s,
+            "final_train_loss": r.log.last().map(|l| l.train_loss),
+            "final_val_loss": r.log.last().and_then(|l| l.val_loss),
+        })
+    ))
+}
+
+/// The loss-curve figure of a training run.
+pub fn loss_figure(r: &lm::TrainReport, what: &str) -> plotly::Plot {
+    let steps: Vec<f64> = r.log.iter().map(|l| l.step as f64).collect();
+    let train: Vec<f64> = r.log.iter().map(|l| l.train_loss).collect();
+    let val: Vec<(f64, f64)> = r
+        .log
+        .iter()
+        .filter_map(|l| l.val_loss.map(|v| (l.step as f64, v)))
+        .collect();
+    crate::figure::loss_curve(
+        &format!("Cell-sentence LM training: {what}"),
+        &steps,
+        &train,
+        &val,
+    )
+}
+
+/// `cellsentence bench embed`: ours vs transformers on the same prompts, same machine, same run.
+pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
+    if !a.model.join("config.json").is_file() {
+        return Err(Error::NotFound {
+            path: a.model.join("config.json"),
+            hint: " (create the random Pythia-410M checkpoint with scripts/bench-embed.sh)".into(),
+        });
+    }
+    let src = SentenceSource {
+        genes: GeneSet::All,
+        tie_seed: 42,
+        layer: None,
+        raw: false,
+        dirs: a.dirs.clone(),
+        prep: PrepArgs {
+            no_preprocess: false,
+            flavor: crate::hvg::Flavor::SeuratV3,
+            n_top: 2000,
+            on: pipeline::HvgInput::Log,
+            batch_key: None,
+        },
+    };
+    let (_, words) = sentence_words(&a.input, &src, Some(200))?;
+    let refs: Vec<Vec<&str>> = words
+        .iter()
+        .take(a.n)
+        .map(|w| w.iter().map(String::as_str).collect())
+        .collect();
+    let texts = PromptStyle::c2s_default().render(&refs, 200);
+    let work = PathBuf::from(".cache/bench");
+    let prompts = work.join("embed_prompts.jsonl");
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    write_atomic(&prompts, (lines.join("\n") + "\n").as_bytes())?;
+
+    let (device, kind) = lm::device_and_kind(a.run.cuda, &a.run.dtype)?;
+    let threads = tch::get_num_threads();
+    let ck = lm::load(&a.model, device, kind)?;
+    let ids = ck.tokenizer.encode_batch(&texts)?;
+    let tokens: usize = ids.iter().map(Vec::len).sum();
+    let opts = EmbedOptions {
+        batch_tokens: a.run.batch_tokens,
+        progress: false,
+        ..EmbedOptions::default()
+    };
+    // warm-up on a few prompts, then the timed run
+    lm::embed_ids(&ck.model, &ids[..ids.len().min(2)], &opts)?;
+    if a.run.cuda {
+        tch::Cuda::synchronize(0);
+    }
+    let t0 = std::time::Instant::now();
+    let ours = lm::embed_ids(&ck.model, &ids, &opts)?;
+    if a.run.cuda {
+        tch::Cuda::synchronize(0);
+    }
+    let ours_s = t0.elapsed().as_secs_f64();
+    drop(ck);
+    let mut rows = vec![serde_json::json!({
+        "tool": "cellsentence (tch, sdpa, length-sorted packing, masked mean)",
+        "seconds": ours_s, "tokens": tokens, "tokens_per_s": tokens as f64 / ours_s,
+    })];
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench_embed.py");
+    for attn in &a.attn {
+        let out = std::process::Command::new(&a.python)
+            .arg(&script)
+            .args(["--model"])
+            .arg(&a.model)
+            .args(["--prompts"])
+            .arg(&prompts)
+            .args(["--attn", attn, "--batch", &a.hf_batch.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .args(if a.run.cuda {
+                vec!["--cuda", "--dtype", a.run.dtype.as_str()]
+            } else {
+                vec![]
+            })
+            .output()
+            .map_err(|e| Error::io(&a.python, e))?;
+        if !out.status.success() {
+            return Err(Error::param(
+                "bench",
+                format!(
+                    "{} {} failed: {}",
+                    a.python.display(),
+                    script.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::param("bench", format!("transformers run printed no JSON: {e}")))?;
+        rows.push(v);
+    }
+    let device_s = if a.run.cuda {
+        format!("CUDA ({})", a.run.dtype)
+    } else {
+        format!("CPU, {threads} threads")
+    };
+    let mut md = format!(
+        "# Embedding throughput: cellsentence vs transformers\n\nModel: random-weight checkpoint of the \
+         Pythia-410M config ({}), {} Cell2Sentence cell-type prompts (template 0, top-200 genes of {}), {} tokens; \
+         {device_s}. transformers runs as Cell2Sentence does (batches of {}, left padding, \
+         `output_hidden_states`, logits computed); cellsentence sorts prompts by length, packs batches under \
+         {} tokens and skips the LM head.\n\n| tool | seconds | tokens/s | speed-up vs this row |\n|---|---|---|---|\n",
+        a.model.display(),
+        texts.len(),
+        a.input,
+        tokens,
+        a.hf_batch,
+        a.run.batch_tokens
+    );
+    let mut csv = String::from("tool,seconds,tokens,tokens_per_s,ours_speedup\n");
+    for r in &rows {
+        let s = r["seconds"].as_f64().unwrap_or(f64::NAN);
+        let tool = r["tool"].as_str().unwrap_or("?");
+        let ratio = s / ours_s;
+        md.push_str(&format!(
+            "| {tool} | {s:.2} | {:.0} | {ratio:.2}× |\n",
+            tokens as f64 / s
+        ));
+        csv.push_str(&format!(
+            "\"{tool}\",{s:.3},{tokens},{:.1},{ratio:.3}\n",
+            tokens as f64 / s
+        ));
+    }
+    if a.run.cuda {
+        // forward FLOPs: 2 × non-embedding parameters per token + attention (4·T·h per layer-token)
+        md.push_str(&format!(
+            "\nAchieved throughput (ours): {:.1} TFLOP/s (forward, 2·N_params·tokens + attention).\n",
+            rows[0]["tokens_per_s"].as_f64().unwrap_or(0.0) * 2.0 * 302e6 / 1e12
+        ));
+    }
+    let _ = &ours;
+    let stem = if a.run.cuda {
+        "embed_cuda"
+    } else {
+        "embed_cpu"
+    };
+    write_atomic(a.out.join(format!("{stem}.md")), md.as_bytes())?;
+    write_atomic(a.out.join(format!("{stem}.csv")), csv.as_bytes())?;
+    write_atomic(
+        a.out.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&rows)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    print_out(&md)
+}

@@ -1,0 +1,92 @@
+//! The language-model stage: GPT-NeoX (Pythia / C2S-Pythia) in libtorch, loaded from Hugging Face
+//! model directories, C2S prompts, batched cell embeddings, and small cell-sentence models trained
+//! by the harness.
+pub mod config;
+pub mod embed;
+pub mod load;
+pub mod model;
+pub mod prompt;
+pub mod tokenizer;
+pub mod train;
+
+pub use config::NeoxConfig;
+pub use embed::{embed_ids, EmbedOptions};
+pub use load::{load, Checkpoint};
+pub use model::GptNeox;
+pub use prompt::PromptStyle;
+pub use train::{train, TrainConfig, TrainReport};
+
+use crate::npy::Matrix;
+use crate::{Error, Result};
+use std::path::Path;
+use tch::{Device, Kind};
+
+/// The prompt style a model directory asks for: `cellsentence.json`'s `prompt` for the harness's own
+/// models, Cell2Sentence's cell-type prompt otherwise.
+pub fn prompt_style(dir: &Path) -> Result<PromptStyle> {
+    let meta = dir.join(train::META);
+    if !meta.is_file() {
+        return Ok(PromptStyle::c2s_default());
+    }
+    let text = std::fs::read_to_string(&meta).map_err(|e| Error::io(&meta, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(&meta, format!("not JSON: {e}"), "delete it or re-train"))?;
+    serde_json::from_value(v.get("prompt").cloned().unwrap_or_default())
+        .map_err(|e| Error::format(&meta, format!("bad `prompt`: {e}"), "delete it or re-train"))
+}
+
+/// Picks the device: `cuda` if asked and available, else CPU; `dtype` names the parameter precision.
+pub fn device_and_kind(cuda: bool, dtype: &str) -> Result<(Device, Kind)> {
+    let device = if cuda {
+        if !tch::Cuda::is_available() {
+            return Err(Error::param(
+                "device",
+                "CUDA requested but libtorch sees no GPU",
+            ));
+        }
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
+    let kind = match dtype {
+        "f32" | "float32" => Kind::Float,
+        "bf16" | "bfloat16" => Kind::BFloat16,
+        "f16" | "float16" => Kind::Half,
+        other => {
+            return Err(Error::param(
+                "dtype",
+                format!("`{other}`: use f32, bf16 or f16"),
+            ))
+        }
+    };
+    if kind != Kind::Float && device == Device::Cpu {
+        return Err(Error::param(
+            "dtype",
+            "reduced precision is for CUDA; use f32 on CPU",
+        ));
+    }
+    Ok((device, kind))
+}
+
+/// Embeds cell sentences (gene words, most expressed first) with a checkpoint: each is truncated to
+/// `max_genes`, rendered with `style`, tokenized and mean-pooled.
+pub fn embed_sentences(
+    ck: &Checkpoint,
+    sentences: &[Vec<String>],
+    style: &PromptStyle,
+    max_genes: usize,
+    opts: &EmbedOptions,
+) -> Result<Matrix> {
+    let words: Vec<Vec<&str>> = sentences
+        .iter()
+        .map(|s| s.iter().take(max_genes).map(String::as_str).collect())
+        .collect();
+    let texts = style.render(&words, max_genes);
+    embed_texts(ck, &texts, opts)
+}
+
+/// Embeds prompt texts as given.
+pub fn embed_texts(ck: &Checkpoint, texts: &[String], opts: &EmbedOptions) -> Result<Matrix> {
+    let ids = ck.tokenizer.encode_batch(texts)?;
+    embed_ids(&ck.model, &ids, opts)
+}

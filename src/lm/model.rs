@@ -1,0 +1,222 @@
+//! GPT-NeoX (Pythia) forward pass in libtorch, computed as Hugging Face `transformers` does.
+//!
+//! Parameter names follow the HF state dict (`gpt_neox.layers.N.attention.query_key_value.weight`, ...),
+//! so a `VarStore` of this model loads and saves HF `model.safetensors` files directly.
+use super::config::NeoxConfig;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// One transformer block.
+#[derive(Debug)]
+struct Layer {
+    ln1: nn::LayerNorm,
+    ln2: nn::LayerNorm,
+    qkv: nn::Linear,
+    dense: nn::Linear,
+    fc_in: nn::Linear,
+    fc_out: nn::Linear,
+}
+
+/// A GPT-NeoX causal language model (`GPTNeoXForCausalLM`).
+#[derive(Debug)]
+pub struct GptNeox {
+    /// The hyper-parameters it was built with.
+    pub cfg: NeoxConfig,
+    embed_in: nn::Embedding,
+    layers: Vec<Layer>,
+    final_ln: nn::LayerNorm,
+    /// `None` when the output projection is tied to `embed_in`.
+    embed_out: Option<nn::Linear>,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Initialisation that mirrors transformers' `_init_weights` for GPT-NeoX: N(0, 0.02) weights, zero
+/// biases, LayerNorm 1/0.
+fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
+    let c = nn::LinearConfig {
+        ws_init: nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias,
+    };
+    nn::linear(p, i, o, c)
+}
+
+fn layer_norm(p: nn::Path, n: i64, eps: f64) -> nn::LayerNorm {
+    nn::layer_norm(
+        p,
+        vec![n],
+        nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
+}
+
+/// `rotate_half` of the NeoX rotary form: cat(-x2, x1) over the last dimension.
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[x.dim() - 1] / 2;
+    let x1 = x.narrow(-1, 0, half);
+    let x2 = x.narrow(-1, half, half);
+    Tensor::cat(&[x2.neg(), x1], -1)
+}
+
+impl GptNeox {
+    /// Creates the model's variables under `root` (randomly initialised; load weights into the
+    /// `VarStore` afterwards). Rotary tables are computed in float32 on `root`'s device.
+    pub fn new(root: &nn::Path, cfg: &NeoxConfig) -> Self {
+        let h = cfg.hidden_size;
+        let base = root / "gpt_neox";
+        let embed_in = nn::embedding(
+            &base / "embed_in",
+            cfg.vocab_size,
+            h,
+            nn::EmbeddingConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+                ..Default::default()
+            },
+        );
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let p = &base / "layers" / i;
+                Layer {
+                    ln1: layer_norm(&p / "input_layernorm", h, cfg.layer_norm_eps),
+                    ln2: layer_norm(&p / "post_attention_layernorm", h, cfg.layer_norm_eps),
+                    qkv: linear(
+                        &p / "attention" / "query_key_value",
+                        h,
+                        3 * h,
+                        cfg.attention_bias,
+                    ),
+                    dense: linear(&p / "attention" / "dense", h, h, cfg.attention_bias),
+                    fc_in: linear(&p / "mlp" / "dense_h_to_4h", h, cfg.intermediate_size, true),
+                    fc_out: linear(&p / "mlp" / "dense_4h_to_h", cfg.intermediate_size, h, true),
+                }
+            })
+            .collect();
+        let final_ln = layer_norm(&base / "final_layer_norm", h, cfg.layer_norm_eps);
+        let embed_out = (!cfg.tie_word_embeddings)
+            .then(|| linear(root / "embed_out", h, cfg.vocab_size, false));
+        let (cos, sin) = rope_tables(cfg, root.device());
+        GptNeox {
+            cfg: cfg.clone(),
+            embed_in,
+            layers,
+            final_ln,
+            embed_out,
+            cos,
+            sin,
+        }
+    }
+
+    fn attention(&self, l: &Layer, x: &Tensor) -> Tensor {
+        let (b, t, h) = x.size3().expect("hidden states are [batch, time, hidden]");
+        let nh = self.cfg.num_attention_heads;
+        let hs = self.cfg.head_size();
+        // per head [q | k | v]
+        let qkv = l.qkv.forward(x).view([b, t, nh, 3 * hs]).transpose(1, 2);
+        let mut q = qkv.narrow(3, 0, hs);
+        let mut k = qkv.narrow(3, hs, hs);
+        let v = qkv.narrow(3, 2 * hs, hs);
+        let rot = self.cfg.rotary_ndims();
+        if rot > 0 {
+            let cos = self.cos.narrow(0, 0, t).to_kind(x.kind());
+            let sin = self.sin.narrow(0, 0, t).to_kind(x.kind());
+            let apply = |y: &Tensor| {
+                let yr = y.narrow(3, 0, rot);
+                let rotated = &yr * &cos + rotate_half(&yr) * &sin;
+                if rot == hs {
+                    rotated
+                } else {
+                    Tensor::cat(&[rotated, y.narrow(3, rot, hs - rot)], 3)
+                }
+            };
+            q = apply(&q);
+            k = apply(&k);
+        }
+        let a = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            true,
+            None,
+            false,
+        );
+        l.dense
+            .forward(&a.transpose(1, 2).contiguous().view([b, t, h]))
+    }
+
+    fn mlp(&self, l: &Layer, x: &Tensor) -> Tensor {
+        l.fc_out.forward(&l.fc_in.forward(x).gelu("none"))
+    }
+
+    fn block(&self, l: &Layer, x: &Tensor) -> Tensor {
+        if self.cfg.use_parallel_residual {
+            let a = self.attention(l, &l.ln1.forward(x));
+            let m = self.mlp(l, &l.ln2.forward(x));
+            m + a + x
+        } else {
+            let a = self.attention(l, &l.ln1.forward(x)) + x;
+            self.mlp(l, &l.ln2.forward(&a)) + a
+        }
+    }
+
+    /// Hidden states for right-padded token ids `[batch, time]` (positions 0.. for every row; real
+    /// tokens never see the pads behind them, so no padding mask is needed). Returns the final
+    /// layer-normed states, and when `all` is set every entry of transformers' `hidden_states`
+    /// (embeddings, the input of each later layer, then the final layer-normed output).
+    pub fn hidden(&self, ids: &Tensor, all: bool) -> (Tensor, Vec<Tensor>) {
+        let mut x = self.embed_in.forward(ids);
+        let mut states = Vec::new();
+        for l in &self.layers {
+            if all {
+                states.push(x.shallow_clone());
+            }
+            x = self.block(l, &x);
+        }
+        let out = self.final_ln.forward(&x);
+        if all {
+            states.push(out.shallow_clone());
+        }
+        (out, states)
+    }
+
+    /// The device the model's tables (and so its parameters) live on.
+    pub fn device(&self) -> Device {
+        self.cos.device()
+    }
+
+    /// Next-token logits from final hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        match &self.embed_out {
+            Some(l) => l.forward(hidden),
+            None => hidden.matmul(&self.embed_in.ws.tr()),
+        }
+    }
+}
+
+/// cos/sin tables `[max_positions, rotary_ndims]` in float32, as transformers' default rope.
+fn rope_tables(cfg: &NeoxConfig, device: Device) -> (Tensor, Tensor) {
+    let rot = cfg.rotary_ndims();
+    let n = cfg.max_position_embeddings;
+    if rot == 0 {
+        let z = Tensor::zeros([n, 0], (Kind::Float, device));
+        return (z.shallow_clone(), z);
+    }
+    let idx = Tensor::arange_start_step(0, rot, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float);
+    let inv_freq = Tensor::scalar_tensor(cfg.rotary_emb_base, (Kind::Float, Device::Cpu))
+        .pow(&(idx / rot as f64))
+        .reciprocal();
+    let t = Tensor::arange(n, (Kind::Float, Device::Cpu));
+    let freqs = t.unsqueeze(1).matmul(&inv_freq.unsqueeze(0));
+    let emb = Tensor::cat(&[&freqs, &freqs], -1);
+    (emb.cos().to_device(device), emb.sin().to_device(device))
+}

@@ -1,0 +1,412 @@
+//! A small GPT-NeoX-shaped cell-sentence language model trained by the harness itself: gene-level
+//! WordLevel tokenizer, causal-LM loss, AdamW with linear warm-up and cosine decay, seeded; saved in
+//! Hugging Face layout so [`super::load`] (and transformers) read it back.
+use super::config::NeoxConfig;
+use super::model::GptNeox;
+use super::prompt::PromptStyle;
+use super::tokenizer::{gene_tokenizer, Tok};
+use crate::progress::Progress;
+use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::nn::OptimizerConfig;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Model shape and optimisation settings of the small LM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub layers: i64,
+    pub hidden: i64,
+    pub heads: i64,
+    pub intermediate: i64,
+    /// Genes per training sentence (the model's gene budget).
+    pub max_genes: usize,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sentences per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Fraction of steps of linear warm-up.
+    pub warmup: f64,
+    /// Final learning rate as a fraction of the peak (cosine decay).
+    pub min_lr: f64,
+    pub weight_decay: f64,
+    /// Gradient-norm clip.
+    pub grad_clip: f64,
+    /// Fraction of sentences held out for the validation loss.
+    pub val_fraction: f64,
+    /// Steps between validation losses.
+    pub eval_every: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            layers: 4,
+            hidden: 256,
+            heads: 4,
+            intermediate: 1024,
+            max_genes: 200,
+            steps: 120,
+            batch_size: 16,
+            lr: 1e-3,
+            warmup: 0.05,
+            min_lr: 0.1,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            val_fraction: 0.05,
+            eval_every: 50,
+            seed: 0,
+        }
+    }
+}
+
+/// One logged step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub step: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    /// Validation loss, at evaluation steps.
+    pub val_loss: Option<f64>,
+}
+
+/// What training produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub dir: PathBuf,
+    pub log: Vec<LogRow>,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub vocab: usize,
+    pub parameters: i64,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+}
+
+/// Metadata file the harness writes next to its models (`cellsentence.json`).
+pub const META: &str = "cellsentence.json";
+
+/// Learning rate at `step` (0-based) of `n`: linear warm-up then cosine to `min_lr`·peak.
+pub fn lr_at(c: &TrainConfig, step: usize, n: usize) -> f64 {
+    let warm = ((c.warmup * n as f64).ceil() as usize).max(1);
+    if step < warm {
+        return c.lr * (step + 1) as f64 / warm as f64;
+    }
+    let p = (step - warm) as f64 / (n - warm).max(1) as f64;
+    let cos = 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos());
+    c.lr * (c.min_lr + (1.0 - c.min_lr) * cos)
+}
+
+fn check(c: &TrainConfig) -> Result<()> {
+    let bad = |what: &str| Err(Error::param("training", what.to_string()));
+    if c.layers < 1 || c.hidden < 1 || c.heads < 1 || c.intermediate < 1 {
+        return bad("layers, hidden, heads and intermediate must be positive");
+    }
+    if c.hidden % c.heads != 0 || (c.hidden / c.heads) % 8 != 0 {
+        return bad("hidden must be a multiple of heads, with head size a multiple of 8");
+    }
+    if c.steps == 0 || c.batch_size == 0 || c.max_genes == 0 {
+        return bad("steps, batch_size and max_genes must be positive");
+    }
+    if c.lr.is_nan()
+        || c.lr <= 0.0
+        || !(0.0..1.0).contains(&c.val_fraction)
+        || !(0.0..=1.0).contains(&c.warmup)
+    {
+        return bad("lr must be positive; val_fraction and warmup in [0, 1)");
+    }
+    Ok(())
+}
+
+/// Pads id sequences on the right into `[batch, time]` ids and `[batch, time-1]` next-token targets
+/// (-100 where there is no next token).
+fn lm_batch(seqs: &[&Vec<i64>], device: Device) -> (Tensor, Tensor) {
+    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
+    let b = seqs.len();
+    let mut ids = vec![1i64; b * t];
+    let mut tgt = vec![-100i64; b * (t - 1).max(1)];
+    let tt = (t - 1).max(1);
+    for (r, s) in seqs.iter().enumerate() {
+        ids[r * t..r * t + s.len()].copy_from_slice(s);
+        for j in 1..s.len() {
+            tgt[r * tt + j - 1] = s[j];
+        }
+    }
+    (
+        Tensor::from_slice(&ids)
+            .view([b as i64, t as i64])
+            .to_device(device),
+        Tensor::from_slice(&tgt)
+            .view([b as i64, tt as i64])
+            .to_device(device),
+    )
+}
+
+fn loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor) -> Tensor {
+    let t = ids.size()[1];
+    let (h, _) = model.hidden(ids, false);
+    let logits = model.logits(&h.narrow(1, 0, t - 1));
+    let v = logits.size()[2];
+    logits
+        .view([-1, v])
+        .to_kind(Kind::Float)
+        .cross_entropy_loss::<Tensor>(&tgt.view([-1]), None, tch::Reduction::Mean, -100, 0.0)
+}
+
+/// Trains a small LM on `sentences` (gene words, most expressed first; truncated to `max_genes`)
+/// and saves it in Hugging Face layout to `out` (replaced atomically). With `base` (a Hugging Face
+/// GPT-NeoX directory, e.g. Pythia or C2S-Pythia) that model and its tokenizer are fine-tuned
+/// instead (the shape settings of `c` are then unused).
+pub fn train(
+    sentences: &[Vec<String>],
+    c: &TrainConfig,
+    base: Option<&Path>,
+    out: &Path,
+    device: Device,
+    progress: bool,
+) -> Result<TrainReport> {
+    check(c)?;
+    let sents: Vec<&[String]> = sentences
+        .iter()
+        .map(|s| &s[..s.len().min(c.max_genes)])
+        .filter(|s| !s.is_empty())
+        .collect();
+    if sents.len() < 4 {
+        return Err(Error::param(
+            "training",
+            format!("{} non-empty sentences; need at least 4", sents.len()),
+        ));
+    }
+    let base_ck = match base {
+        Some(dir) => Some(super::load(dir, device, Kind::Float)?),
+        None => None,
+    };
+    let tok = match &base_ck {
+        Some(ck) => Tok {
+            path: out.join("tokenizer.json"),
+            inner: ck.tokenizer.inner.clone(),
+        },
+        None => {
+            // vocabulary: genes by decreasing count, then name
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for s in &sents {
+                for w in s.iter() {
+                    *counts.entry(w.as_str()).or_default() += 1;
+                }
+            }
+            let mut words: Vec<(&str, usize)> = counts.into_iter().collect();
+            words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let words: Vec<String> = words.into_iter().map(|(w, _)| w.to_string()).collect();
+            Tok {
+                path: out.join("tokenizer.json"),
+                inner: gene_tokenizer(&words)?,
+            }
+        }
+    };
+    let texts: Vec<String> = sents.iter().map(|s| s.join(" ")).collect();
+    let ids = tok.encode_batch(&texts)?;
+
+    // split train / validation, seeded
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.shuffle(&mut rng);
+    let n_val = ((ids.len() as f64 * c.val_fraction).round() as usize).min(ids.len() / 2);
+    let (val_idx, train_idx) = order.split_at(n_val);
+    let val: Vec<&Vec<i64>> = val_idx.iter().take(256).map(|&i| &ids[i]).collect();
+    let train_idx = train_idx.to_vec();
+
+    let vocab = tok.vocab_size() as i64;
+    tch::manual_seed(c.seed as i64);
+    let (vs, model, cfg) = match base_ck {
+        Some(ck) => {
+            let cfg = ck.model.cfg.clone();
+            (ck.vs, ck.model, cfg)
+        }
+        None => {
+            let cfg = NeoxConfig {
+                vocab_size: (vocab as usize).div_ceil(64) as i64 * 64,
+                hidden_size: c.hidden,
+                num_hidden_layers: c.layers,
+                num_attention_heads: c.heads,
+                intermediate_size: c.intermediate,
+                rotary_pct: 0.25,
+                rotary_emb_base: 10000.0,
+                max_position_embeddings: (c.max_genes + 1).next_power_of_two() as i64,
+                layer_norm_eps: 1e-5,
+                use_parallel_residual: true,
+                tie_word_embeddings: false,
+                attention_bias: true,
+                bos_token_id: Some(0),
+                eos_token_id: Some(0),
+            };
+            let vs = nn::VarStore::new(device);
+            let model = GptNeox::new(&vs.root(), &cfg);
+            (vs, model, cfg)
+        }
+    };
+    if let Some(long) = ids
+        .iter()
+        .find(|s| s.len() as i64 > cfg.max_position_embeddings)
+    {
+        return Err(Error::param(
+            "training",
+            format!(
+                "a sentence has {} tokens, more than max_position_embeddings {}; lower max_genes",
+                long.len(),
+                cfg.max_position_embeddings
+            ),
+        ));
+    }
+    let parameters: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    let mut opt = nn::AdamW {
+        beta1: 0.9,
+        beta2: 0.95,
+        wd: c.weight_decay,
+        eps: 1e-8,
+        amsgrad: false,
+    }
+    .build(&vs, c.lr)
+    .map_err(|e| Error::param("optimizer", e.to_string()))?;
+
+    let start = std::time::Instant::now();
+    let bar = Progress::bar(progress, c.steps as u64, "train LM (steps)");
+    let mut log = Vec::with_capacity(c.steps);
+    let mut queue: Vec<usize> = Vec::new();
+    let mut tokens = 0usize;
+    for step in 0..c.steps {
+        let mut batch = Vec::with_capacity(c.batch_size);
+        while batch.len() < c.batch_size {
+            if queue.is_empty() {
+                queue = train_idx.clone();
+                queue.shuffle(&mut rng);
+            }
+            batch.push(queue.pop().expect("refilled"));
+        }
+        let seqs: Vec<&Vec<i64>> = batch.iter().map(|&i| &ids[i]).collect();
+        tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
+        let (x, y) = lm_batch(&seqs, device);
+        let lr = lr_at(c, step, c.steps);
+        opt.set_lr(lr);
+        let l = loss(&model, &x, &y);
+        opt.zero_grad();
+        l.backward();
+        opt.clip_grad_norm(c.grad_clip);
+        opt.step();
+        let train_loss = l.double_value(&[]);
+        if !train_loss.is_finite() {
+            return Err(Error::param(
+                "training",
+                format!("loss became {train_loss} at step {step}; lower lr"),
+            ));
+        }
+        let last = step + 1 == c.steps;
+        let val_loss =
+            (!val.is_empty() && (last || (step + 1) % c.eval_every.max(1) == 0)).then(|| {
+                tch::no_grad(|| {
+                    let mut sum = 0.0;
+                    for chunk in val.chunks(c.batch_size) {
+                        let (x, y) = lm_batch(chunk, device);
+                        sum += loss(&model, &x, &y).double_value(&[]) * chunk.len() as f64;
+                    }
+                    sum / val.len() as f64
+                })
+            });
+        log.push(LogRow {
+            step: step + 1,
+            lr,
+            train_loss,
+            val_loss,
+        });
+        bar.inc(1);
+    }
+    bar.finish();
+    let seconds = start.elapsed().as_secs_f64();
+    save(out, &vs, &cfg, &tok, c, &log)?;
+    Ok(TrainReport {
+        dir: out.into(),
+        log,
+        n_train: train_idx.len(),
+        n_val: val.len(),
+        vocab: vocab as usize,
+        parameters,
+        seconds,
+        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+    })
+}
+
+/// Writes config.json, model.safetensors, tokenizer.json, cellsentence.json and training_log.csv
+/// into a temporary sibling directory, then renames it to `out`.
+fn save(
+    out: &Path,
+    vs: &nn::VarStore,
+    cfg: &NeoxConfig,
+    tok: &Tok,
+    c: &TrainConfig,
+    log: &[LogRow],
+) -> Result<()> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(crate::report::TMP_PREFIX)
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
+    let d = tmp.path();
+    let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("json") + "\n";
+    std::fs::write(d.join("config.json"), json(&cfg.to_hf_json()))
+        .map_err(|e| Error::io(d.join("config.json"), e))?;
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named: Vec<(String, Tensor)> = named
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_safetensors(&named, d.join("model.safetensors")).map_err(|e| {
+        Error::format(
+            d.join("model.safetensors"),
+            e.to_string(),
+            "check disk space",
+        )
+    })?;
+    tok.inner
+        .save(d.join("tokenizer.json"), false)
+        .map_err(|e| Error::format(d.join("tokenizer.json"), e.to_string(), "check disk space"))?;
+    let meta = serde_json::json!({
+        "prompt": PromptStyle::Sentence,
+        "max_genes": c.max_genes,
+        "trained_by": format!("cellsentence {}", env!("CARGO_PKG_VERSION")),
+        "training": c,
+    });
+    std::fs::write(d.join(META), json(&meta)).map_err(|e| Error::io(d.join(META), e))?;
+    let mut csv = String::from("step,lr,train_loss,val_loss\n");
+    for r in log {
+        csv.push_str(&format!(
+            "{},{:.6e},{:.6},{}\n",
+            r.step,
+            r.lr,
+            r.train_loss,
+            r.val_loss.map(|v| format!("{v:.6}")).unwrap_or_default()
+        ));
+    }
+    std::fs::write(d.join("training_log.csv"), csv)
+        .map_err(|e| Error::io(d.join("training_log.csv"), e))?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    let kept = tmp.keep();
+    std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
+    Ok(())
+}

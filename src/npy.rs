@@ -1,0 +1,145 @@
+//! 2-D `.npy` matrices (NumPy format 1.0, little-endian, C order): f32 written atomically,
+//! f32/f64 read with errors that name the file.
+use crate::{Error, Result};
+use std::path::Path;
+
+/// A dense row-major matrix of f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+}
+
+/// The bytes of an f32 `.npy` file.
+pub fn to_bytes(m: &Matrix) -> Vec<u8> {
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        m.rows, m.cols
+    );
+    // magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * m.data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in &m.data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes `m` to `path` atomically.
+pub fn write(path: &Path, m: &Matrix) -> Result<()> {
+    crate::report::write_atomic(path, &to_bytes(m))
+}
+
+/// Reads a 2-D f32 or f64 `.npy` file (f64 is converted to f32).
+pub fn read(path: &Path) -> Result<Matrix> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |what: &str| {
+        Error::format(
+            path,
+            what.to_string(),
+            "save a 2-D float32/float64 array with numpy.save (cells × dimensions)",
+        )
+    };
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file"));
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Err(bad("unsupported .npy version")),
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("truncated header"))?;
+    let field = |key: &str| -> Option<&str> {
+        let i = header.find(&format!("'{key}'"))? + key.len() + 2;
+        let rest = header[i..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("descr").ok_or_else(|| bad("header lacks descr"))?;
+    let size = if descr.starts_with("'<f4'") {
+        4
+    } else if descr.starts_with("'<f8'") {
+        8
+    } else {
+        return Err(bad(&format!(
+            "dtype {} is not little-endian float32/float64",
+            descr.split(',').next().unwrap_or("")
+        )));
+    };
+    if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
+        return Err(bad("Fortran-ordered arrays are not supported"));
+    }
+    let shape = field("shape").ok_or_else(|| bad("header lacks shape"))?;
+    let inner = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("bad shape"))?;
+    let dims: Vec<usize> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad("bad shape"))?;
+    if dims.len() != 2 {
+        return Err(bad(&format!("array has {} dimensions, need 2", dims.len())));
+    }
+    let (rows, cols) = (dims[0], dims[1]);
+    let body = &bytes[start + hlen..];
+    if body.len() != rows * cols * size {
+        return Err(bad(&format!(
+            "data has {} bytes, shape ({rows}, {cols}) needs {}",
+            body.len(),
+            rows * cols * size
+        )));
+    }
+    let data = if size == 4 {
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect()
+    };
+    Ok(Matrix { rows, cols, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Matrix {
+            rows: 2,
+            cols: 3,
+            data: vec![1.0, -2.5, 3.0, 0.0, 1e-8, f32::MAX],
+        };
+        let p = dir.path().join("m.npy");
+        write(&p, &m).unwrap();
+        assert_eq!(read(&p).unwrap(), m);
+        let b = std::fs::read(&p).unwrap();
+        assert_eq!((b.len() - 24) % 64, 0);
+    }
+}

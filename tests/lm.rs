@@ -1,0 +1,410 @@
+//! Language-model stage against Hugging Face references (tests/fixtures/make_lm_fixtures.py):
+//! transformers hidden states and logits of tiny GPT-NeoX checkpoints, Python `tokenizers` ids of the
+//! Pythia tokenizer, loader errors, batch-invariant embeddings, and seeded training.
+use cellsentence::lm::{self, load, EmbedOptions, TrainConfig};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/lm").join(name)
+}
+fn shared_tokenizer() -> PathBuf {
+    root().join("../shared/tokenizers/gpt-neox-20b")
+}
+
+fn reference(dir: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("reference.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+#[test]
+fn forward_matches_transformers_every_layer_and_logits() {
+    for name in [
+        "neox_par25",
+        "neox_seq100",
+        "neox_par100",
+        "neox_seq25",
+        "neox_legacy",
+        "neox_sharded",
+    ] {
+        let dir = fixture(name);
+        let (model, _vs) = load::load_model(&dir, Device::Cpu).unwrap();
+        let r = reference(&dir);
+        let ids = &r["input_ids"];
+        let mask = &r["attention_mask"];
+        let lengths: Vec<i64> =
+            Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).unwrap();
+        let (last, states) = tch::no_grad(|| model.hidden(ids, true));
+        let logits = tch::no_grad(|| model.logits(&last));
+        assert_eq!(states.len() as i64, model.cfg.num_hidden_layers + 1);
+        let mut worst = 0f64;
+        for (row, &n) in lengths.iter().enumerate() {
+            let real = |t: &Tensor| t.get(row as i64).narrow(0, 0, n);
+            for (i, s) in states.iter().enumerate() {
+                let e = max_abs(&real(s), &real(&r[&format!("hidden.{i}")]));
+                assert!(e <= 1e-4, "{name} row {row} hidden {i}: max abs error {e}");
+                worst = worst.max(e);
+            }
+            let e = max_abs(&real(&logits), &real(&r["logits"]));
+            assert!(e <= 1e-4, "{name} row {row} logits: max abs error {e}");
+            worst = worst.max(e);
+            // unbatched (no padding) equals batched
+            let alone = ids.get(row as i64).narrow(0, 0, n).unsqueeze(0);
+            let (l1, _) = tch::no_grad(|| model.hidden(&alone, false));
+            let e = max_abs(&l1.get(0), &real(&last));
+            assert!(
+                e <= 1e-5,
+                "{name} row {row}: unbatched differs from batched by {e}"
+            );
+        }
+        let off = max_abs(&states[1], &r["hidden.2"]);
+        assert!(off > 1e-3, "{name}: layers are indistinguishable ({off})");
+        eprintln!("{name}: max abs error vs transformers {worst:.2e} (adjacent layers differ by {off:.2})");
+    }
+}
+
+#[test]
+fn embeddings_are_masked_means_and_batch_invariant() {
+    let dir = fixture("neox_par25");
+    let (model, _vs) = load::load_model(&dir, Device::Cpu).unwrap();
+    let r = reference(&dir);
+    let mask = &r["attention_mask"];
+    let lengths: Vec<i64> =
+        Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).unwrap();
+    let seqs: Vec<Vec<i64>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Vec::<i64>::try_from(r["input_ids"].get(i as i64).narrow(0, 0, n)).unwrap())
+        .collect();
+    let one = EmbedOptions {
+        batch_tokens: 1,
+        max_batch: 1,
+        progress: false,
+    };
+    let packed = EmbedOptions {
+        batch_tokens: 1 << 16,
+        max_batch: 64,
+        progress: false,
+    };
+    let a = lm::embed_ids(&model, &seqs, &one).unwrap();
+    let b = lm::embed_ids(&model, &seqs, &packed).unwrap();
+    assert_eq!((a.rows, a.cols), (4, 32));
+    let last = &r[&format!("hidden.{}", model.cfg.num_hidden_layers)];
+    for (i, &n) in lengths.iter().enumerate() {
+        let want: Vec<f32> = Vec::<f32>::try_from(last.get(i as i64).narrow(0, 0, n).mean_dim(
+            0,
+            false,
+            Kind::Float,
+        ))
+        .unwrap();
+        for (j, w) in want.iter().enumerate() {
+            assert!(
+                (a.row(i)[j] - w).abs() <= 1e-4,
+                "cell {i} dim {j}: {} vs transformers mean {w}",
+                a.row(i)[j]
+            );
+            assert!(
+                (a.row(i)[j] - b.row(i)[j]).abs() <= 1e-5,
+                "cell {i} dim {j}: batch changes the embedding"
+            );
+        }
+    }
+    let plan = lm::embed::plan_batches(
+        &[5, 9, 1, 9, 3],
+        &EmbedOptions {
+            batch_tokens: 20,
+            max_batch: 8,
+            progress: false,
+        },
+    );
+    assert_eq!(plan, vec![vec![1, 3], vec![0, 4, 2]]);
+}
+
+#[test]
+fn pythia_tokenizer_matches_python_tokenizers() {
+    let dir = shared_tokenizer();
+    let path = dir.join("tokenizer.json");
+    assert!(
+        path.is_file(),
+        "{} not found: the Pythia tokenizer comes from ../shared (see its README)",
+        path.display()
+    );
+    let tok = lm::tokenizer::Tok::load(&path).unwrap();
+    assert_eq!(tok.vocab_size(), 50277);
+    let refs: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference-encodings.json")).unwrap(),
+    )
+    .unwrap();
+    for case in refs["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap().to_string();
+        let want: Vec<i64> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            tok.encode_batch(std::slice::from_ref(&text)).unwrap()[0],
+            want,
+            "{text:?}"
+        );
+    }
+    let mut gz = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(fixture("tokenizer_prompts.json.gz")).unwrap(),
+    )
+    .read_to_string(&mut gz)
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&gz).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1000);
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    let got = tok.encode_batch(&texts).unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        let want: Vec<i64> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(got[i], want, "prompt {i}");
+    }
+    // the protocol's test vector: template 0, five genes, 77 ids
+    let style = lm::PromptStyle::c2s_default();
+    let text = style.render(
+        &[vec!["RPLP1", "ACTB", "EEF1A1", "HSP90AA1", "TMSB4X"]],
+        200,
+    );
+    let ids = tok.encode_batch(&text).unwrap();
+    assert_eq!(ids[0].len(), 77);
+    assert_eq!(&ids[0][..4], &[510, 1563, 310, 247]);
+    assert_eq!(&ids[0][73..], &[841, 3608, 310, 27]);
+}
+
+/// A copy of a fixture checkpoint in a temp dir, with the Pythia tokenizer or none.
+fn scratch(name: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, t.path().join(p.file_name().unwrap())).unwrap();
+    }
+    t
+}
+
+fn load_err(dir: &Path) -> String {
+    match load(dir, Device::Cpu, Kind::Float) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn loader_errors_name_file_tensor_and_fix() {
+    let gene_tok = lm::tokenizer::gene_tokenizer(&["A".into(), "B".into()]).unwrap();
+    // missing directory / file
+    let e = load_err(Path::new("/nonexistent/model"));
+    assert!(
+        e.contains("/nonexistent/model") && e.contains("not found"),
+        "{e}"
+    );
+    let t = scratch("neox_par25");
+    gene_tok
+        .save(t.path().join("tokenizer.json"), false)
+        .unwrap();
+    std::fs::remove_file(t.path().join("model.safetensors")).unwrap();
+    let e = load_err(t.path());
+    assert!(
+        e.contains("model.safetensors") && e.contains("not found"),
+        "{e}"
+    );
+
+    // unsupported architecture
+    let t = scratch("neox_par25");
+    gene_tok
+        .save(t.path().join("tokenizer.json"), false)
+        .unwrap();
+    let cfg = std::fs::read_to_string(t.path().join("config.json"))
+        .unwrap()
+        .replace("\"gpt_neox\"", "\"llama\"")
+        .replace("GPTNeoXForCausalLM", "LlamaForCausalLM");
+    std::fs::write(t.path().join("config.json"), cfg).unwrap();
+    let e = load_err(t.path());
+    assert!(
+        e.contains("config.json") && e.contains("unsupported architecture `llama`"),
+        "{e}"
+    );
+
+    // misshaped tensor: config says a wider MLP than the weights have
+    let t = scratch("neox_par25");
+    gene_tok
+        .save(t.path().join("tokenizer.json"), false)
+        .unwrap();
+    let cfg = std::fs::read_to_string(t.path().join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 80", "\"intermediate_size\": 96");
+    std::fs::write(t.path().join("config.json"), cfg).unwrap();
+    let e = load_err(t.path());
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("mlp.dense_4h_to_h.weight")
+            && e.contains("shape [32, 80], expected [32, 96]"),
+        "{e}"
+    );
+
+    // missing tensor
+    let t = scratch("neox_par25");
+    gene_tok
+        .save(t.path().join("tokenizer.json"), false)
+        .unwrap();
+    let kept: Vec<(String, Tensor)> = Tensor::read_safetensors(t.path().join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n != "embed_out.weight")
+        .collect();
+    Tensor::write_safetensors(&kept, t.path().join("model.safetensors")).unwrap();
+    let e = load_err(t.path());
+    assert!(
+        e.contains("embed_out.weight") && e.contains("lacks this tensor"),
+        "{e}"
+    );
+
+    // a tokenizer bigger than the embedding (the Pythia tokenizer on a 97-row model)
+    let t = scratch("neox_par25");
+    std::fs::copy(
+        shared_tokenizer().join("tokenizer.json"),
+        t.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let e = load_err(t.path());
+    assert!(
+        e.contains("tokenizer.json") && e.contains("50277 tokens do not fit") && e.contains("97"),
+        "{e}"
+    );
+
+    // missing shard named by the index
+    let t = scratch("neox_sharded");
+    gene_tok
+        .save(t.path().join("tokenizer.json"), false)
+        .unwrap();
+    std::fs::remove_file(t.path().join("model-00003-of-00011.safetensors")).unwrap();
+    let e = load_err(t.path());
+    assert!(
+        e.contains("model-00003-of-00011.safetensors") && e.contains("index"),
+        "{e}"
+    );
+}
+
+fn toy_sentences() -> Vec<Vec<String>> {
+    // deterministic pseudo-cells: three "types" with different leading genes
+    let genes: Vec<String> = (0..60).map(|i| format!("G{i}")).collect();
+    (0..48)
+        .map(|c| {
+            let t = c % 3;
+            (0..20)
+                .map(|k| genes[(t * 20 + (k * 7 + c) % 20) % 60].clone())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn small_lm_training_is_seeded_and_round_trips() {
+    let cfg = TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 4,
+        intermediate: 64,
+        max_genes: 20,
+        steps: 12,
+        batch_size: 8,
+        eval_every: 4,
+        ..TrainConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let s = toy_sentences();
+    let ra = lm::train(&s, &cfg, None, &a, Device::Cpu, false).unwrap();
+    lm::train(&s, &cfg, None, &b, Device::Cpu, false).unwrap();
+    lm::train(
+        &s,
+        &TrainConfig {
+            seed: 1,
+            ..cfg.clone()
+        },
+        None,
+        &c,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let bytes = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(
+        bytes(&a, "model.safetensors"),
+        bytes(&b, "model.safetensors"),
+        "same seed, different weights"
+    );
+    assert_eq!(bytes(&a, "tokenizer.json"), bytes(&b, "tokenizer.json"));
+    assert_ne!(
+        bytes(&a, "model.safetensors"),
+        bytes(&c, "model.safetensors")
+    );
+    let first = ra.log.first().unwrap().train_loss;
+    let last = ra.log.last().unwrap().train_loss;
+    assert!(last < first, "loss did not fall: {first} -> {last}");
+    assert!(ra.log.last().unwrap().val_loss.is_some());
+
+    // read back through the HF loader; embeddings identical across loads
+    let ck = load(&a, Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(lm::prompt_style(&a).unwrap(), lm::PromptStyle::Sentence);
+    let ids = ck
+        .tokenizer
+        .encode_batch(&["G0 G1 G2".to_string()])
+        .unwrap();
+    assert_eq!(ids[0][0], 0, "sentences start with <|endoftext|>");
+    assert_eq!(ids[0].len(), 4);
+    let opts = EmbedOptions {
+        progress: false,
+        ..Default::default()
+    };
+    let e1 = lm::embed_sentences(&ck, &s, &lm::PromptStyle::Sentence, 20, &opts).unwrap();
+    let ck2 = load(&b, Device::Cpu, Kind::Float).unwrap();
+    let e2 = lm::embed_sentences(&ck2, &s, &lm::PromptStyle::Sentence, 20, &opts).unwrap();
+    assert_eq!(e1, e2);
+    assert_eq!((e1.rows, e1.cols), (48, 32));
+
+    // fine-tuning an existing checkpoint keeps its tokenizer and shape
+    let d = dir.path().join("d");
+    let short = TrainConfig {
+        steps: 2,
+        ..cfg.clone()
+    };
+    let rd = lm::train(&s, &short, Some(&a), &d, Device::Cpu, false).unwrap();
+    assert_eq!(bytes(&a, "tokenizer.json"), bytes(&d, "tokenizer.json"));
+    assert_eq!(rd.parameters, ra.parameters);
+    assert!(
+        rd.log[0].train_loss < first,
+        "fine-tuning starts from the trained weights"
+    );
+    load(&d, Device::Cpu, Kind::Float).unwrap();
+}
