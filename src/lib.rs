@@ -6,6 +6,7 @@
 //! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
 pub mod bench;
 pub mod cache;
+pub mod classify;
 pub mod cli;
 pub mod csr;
 pub mod data;

@@ -1,4 +1,5 @@
 //! The `cellsentence` command line.
+mod annotate;
 mod lm;
 
 use std::io::Write;
@@ -47,6 +48,8 @@ pub enum Command {
     Embed(lm::EmbedArgs),
     /// Train a small cell-sentence language model on a dataset's sentences (Hugging Face layout).
     TrainLm(lm::TrainArgs),
+    /// Cell-type annotation from an embedding matrix: k-fold or leave-one-batch-out, MLP or SVM.
+    Annotate(annotate::AnnotateArgs),
     /// Report the libtorch build this binary uses (CPU threads, CUDA).
     Env,
     /// Benchmarks against the reference tools.
@@ -591,6 +594,7 @@ pub fn main() -> i32 {
         Command::Reproduce(a) => cmd_reproduce(a, cli.quiet),
         Command::Env => cmd_env(),
         Command::Embed(a) => lm::cmd_embed(a),
+        Command::Annotate(a) => annotate::cmd_annotate(a),
         Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
         Command::Bench(BenchCmd::Embed(a)) => lm::cmd_bench_embed(a),
         Command::Bench(BenchCmd::Preprocess {

@@ -1,0 +1,199 @@
+//! Cell-type annotation: splits, the paper's MLP head, a linear-SVM baseline, PCA features, and
+//! scikit-learn-compatible metrics, wired by [`evaluate`].
+pub mod metrics;
+pub mod mlp;
+pub mod splits;
+pub mod svm;
+
+pub use mlp::MlpConfig;
+pub use splits::{leave_one_batch_out, stratified_kfold, Fold};
+pub use svm::SvmConfig;
+
+use crate::npy::Matrix;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// Which classifier reads the features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Classifier {
+    Mlp(MlpConfig),
+    Svm(SvmConfig),
+}
+
+impl Classifier {
+    /// Short name (`mlp`, `svm`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Classifier::Mlp(_) => "mlp",
+            Classifier::Svm(_) => "svm",
+        }
+    }
+}
+
+/// One test cell's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub cell: usize,
+    pub fold: String,
+    pub truth: String,
+    pub pred: String,
+}
+
+/// Metrics of one fold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldMetrics {
+    pub fold: String,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub n_test: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub unseen_labels: Vec<String>,
+    /// MLP epochs run (0 for the SVM).
+    pub epochs: usize,
+    pub seconds: f64,
+}
+
+/// All folds of one classifier on one feature matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub classifier: String,
+    pub folds: Vec<FoldMetrics>,
+    pub predictions: Vec<Prediction>,
+    pub accuracy_mean: f64,
+    pub accuracy_sd: f64,
+    pub macro_f1_mean: f64,
+    pub macro_f1_sd: f64,
+    /// Per-class scores over all test predictions pooled.
+    pub per_class: Vec<metrics::ClassScore>,
+}
+
+/// Checks that features fit the labels: same number of rows, all finite.
+pub fn check_features(x: &Matrix, labels: &[String], what: &str) -> Result<()> {
+    if x.rows != labels.len() {
+        return Err(Error::param(
+            what,
+            format!(
+                "{} feature rows for {} cells; the rows must be the dataset's cells, in order",
+                x.rows,
+                labels.len()
+            ),
+        ));
+    }
+    if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::param(
+            what,
+            format!(
+                "non-finite value at row {}, column {}; fix or drop that cell",
+                i / x.cols.max(1),
+                i % x.cols.max(1)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `classifier` over `folds` and scores the test predictions.
+pub fn evaluate(
+    x: &Matrix,
+    labels: &[String],
+    folds: &[Fold],
+    classifier: &Classifier,
+    device: Device,
+) -> Result<Evaluation> {
+    check_features(x, labels, "features")?;
+    let mut names: Vec<String> = labels.to_vec();
+    names.sort();
+    names.dedup();
+    let y: Vec<usize> = labels
+        .iter()
+        .map(|l| names.binary_search(l).expect("label in its own list"))
+        .collect();
+    let mut out_folds = Vec::new();
+    let mut predictions = Vec::new();
+    for f in folds {
+        let start = std::time::Instant::now();
+        let (pred, epochs) = match classifier {
+            Classifier::Mlp(c) => {
+                let (p, run) = mlp::train_predict(x, &y, names.len(), f, c, device);
+                (p, run.epochs)
+            }
+            Classifier::Svm(c) => {
+                // the SVM has no early stopping: it trains on train + validation
+                let fit_idx: Vec<usize> = f.train.iter().chain(&f.val).copied().collect();
+                let xs: Vec<&[f32]> = fit_idx.iter().map(|&i| x.row(i)).collect();
+                let ys: Vec<usize> = fit_idx.iter().map(|&i| y[i]).collect();
+                let model = svm::LinearSvm::fit(&xs, &ys, c);
+                let xt: Vec<&[f32]> = f.test.iter().map(|&i| x.row(i)).collect();
+                (model.predict(&xt), 0)
+            }
+        };
+        let truth: Vec<String> = f.test.iter().map(|&i| labels[i].clone()).collect();
+        let pred: Vec<String> = pred.iter().map(|&k| names[k].clone()).collect();
+        out_folds.push(FoldMetrics {
+            fold: f.name.clone(),
+            n_train: f.train.len(),
+            n_val: f.val.len(),
+            n_test: f.test.len(),
+            accuracy: metrics::accuracy(&truth, &pred),
+            macro_f1: metrics::macro_f1(&truth, &pred),
+            unseen_labels: f.unseen_labels.clone(),
+            epochs,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        for ((&cell, t), p) in f.test.iter().zip(truth).zip(pred) {
+            predictions.push(Prediction {
+                cell,
+                fold: f.name.clone(),
+                truth: t,
+                pred: p,
+            });
+        }
+    }
+    let acc: Vec<f64> = out_folds.iter().map(|f| f.accuracy).collect();
+    let f1: Vec<f64> = out_folds.iter().map(|f| f.macro_f1).collect();
+    let (accuracy_mean, accuracy_sd) = metrics::mean_sd(&acc);
+    let (macro_f1_mean, macro_f1_sd) = metrics::mean_sd(&f1);
+    let all_t: Vec<String> = predictions.iter().map(|p| p.truth.clone()).collect();
+    let all_p: Vec<String> = predictions.iter().map(|p| p.pred.clone()).collect();
+    Ok(Evaluation {
+        classifier: classifier.name().into(),
+        folds: out_folds,
+        per_class: metrics::per_class(&all_t, &all_p),
+        predictions,
+        accuracy_mean,
+        accuracy_sd,
+        macro_f1_mean,
+        macro_f1_sd,
+    })
+}
+
+/// PCA to `k` components fitted on the `fit` rows (centred, exact SVD), applied to every row.
+/// Component signs follow scikit-learn's `svd_flip` (largest |loading| positive).
+pub fn pca(x: &Matrix, fit: &[usize], k: usize) -> Matrix {
+    let d = x.cols as i64;
+    let all = Tensor::from_slice(&x.data)
+        .view([x.rows as i64, d])
+        .to_kind(Kind::Double);
+    let idx = Tensor::from_slice(&fit.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    let xf = all.index_select(0, &idx);
+    let mean = xf.mean_dim(0, true, Kind::Double);
+    let (_, _, v) = (xf - &mean).svd(true, true);
+    let vt = v.tr();
+    let k = (k as i64).min(vt.size()[0]);
+    let mut comps = vt.narrow(0, 0, k);
+    let amax = comps.abs().argmax(1, true);
+    let signs = comps.gather(1, &amax, false).sign();
+    comps *= signs;
+    let z = (all - mean)
+        .matmul(&comps.tr())
+        .to_kind(Kind::Float)
+        .contiguous();
+    Matrix {
+        rows: x.rows,
+        cols: k as usize,
+        data: Vec::<f32>::try_from(z.view([-1])).expect("pca output"),
+    }
+}

@@ -1,0 +1,469 @@
+//! Annotation stage: scikit-learn metric parity, split properties, the MLP against PyTorch on the same
+//! features and folds, the SVM, and the `annotate` command with its errors.
+use assert_cmd::Command;
+use cellsentence::classify::{self, metrics, Classifier, MlpConfig, SvmConfig};
+use cellsentence::npy::{self, Matrix};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn metrics_match_scikit_learn() {
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/reference/annotation_metrics.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for (k, c) in doc["cases"].as_array().unwrap().iter().enumerate() {
+        let (t, p) = (strings(&c["truth"]), strings(&c["pred"]));
+        let acc = metrics::accuracy(&t, &p);
+        let f1 = metrics::macro_f1(&t, &p);
+        assert!(
+            (acc - c["accuracy"].as_f64().unwrap()).abs() <= 1e-12,
+            "case {k} accuracy"
+        );
+        assert!(
+            (f1 - c["macro_f1"].as_f64().unwrap()).abs() <= 1e-12,
+            "case {k} macro-F1 {f1}"
+        );
+        let per = metrics::per_class(&t, &p);
+        assert_eq!(
+            per.iter().map(|s| s.label.clone()).collect::<Vec<_>>(),
+            strings(&c["labels"])
+        );
+        for (i, s) in per.iter().enumerate() {
+            assert!(
+                (s.f1 - c["f1"][i].as_f64().unwrap()).abs() <= 1e-12,
+                "case {k} class {}",
+                s.label
+            );
+            assert!((s.precision - c["precision"][i].as_f64().unwrap()).abs() <= 1e-12);
+            assert!((s.recall - c["recall"][i].as_f64().unwrap()).abs() <= 1e-12);
+            assert_eq!(s.support as i64, c["support"][i].as_i64().unwrap());
+        }
+    }
+}
+
+fn toy_labels() -> (Vec<String>, Vec<String>) {
+    // 4 classes of unequal sizes over 3 batches; class "rare" only in batch b3
+    let mut labels = Vec::new();
+    let mut batches = Vec::new();
+    for i in 0..233 {
+        let l = match i % 10 {
+            0..=4 => "big",
+            5..=7 => "mid",
+            8 => "small",
+            _ => "tiny",
+        };
+        labels.push(l.to_string());
+        batches.push(format!("b{}", i % 3 + 1));
+    }
+    for _ in 0..5 {
+        labels.push("rare".into());
+        batches.push("b3".into());
+    }
+    (labels, batches)
+}
+
+#[test]
+fn stratified_folds_partition_cells_with_ideal_proportions() {
+    let (labels, _) = toy_labels();
+    let folds = classify::stratified_kfold(&labels, 5, 0.1, 7).unwrap();
+    assert_eq!(folds.len(), 5);
+    let mut seen = vec![0usize; labels.len()];
+    for f in &folds {
+        for &i in &f.test {
+            seen[i] += 1;
+        }
+        // train, val and test are disjoint and cover every cell
+        let mut all: Vec<usize> = f
+            .train
+            .iter()
+            .chain(&f.val)
+            .chain(&f.test)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..labels.len()).collect::<Vec<_>>(), "{}", f.name);
+        // per class, within one cell of the ideal share
+        let mut by: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (i, l) in labels.iter().enumerate() {
+            by.entry(l).or_default().0 += 1;
+            if f.test.contains(&i) {
+                by.entry(l).or_default().1 += 1;
+            }
+        }
+        for (l, (n, k)) in by {
+            let ideal = n as f64 / 5.0;
+            assert!(
+                (k as f64 - ideal).abs() < 1.0 + 1e-9,
+                "{}: class {l} has {k} test cells, ideal {ideal}",
+                f.name
+            );
+        }
+        // validation is ~10 % of the training part, stratified
+        let rest = f.train.len() + f.val.len();
+        assert!(
+            (f.val.len() as f64 - 0.1 * rest as f64).abs() <= 4.0,
+            "{}: {} val of {rest}",
+            f.name,
+            f.val.len()
+        );
+    }
+    assert!(
+        seen.iter().all(|&s| s == 1),
+        "every cell is in exactly one test fold"
+    );
+    assert_eq!(
+        classify::stratified_kfold(&labels, 5, 0.1, 7).unwrap(),
+        folds,
+        "seeded"
+    );
+    assert_ne!(
+        classify::stratified_kfold(&labels, 5, 0.1, 8).unwrap(),
+        folds
+    );
+}
+
+#[test]
+fn leave_one_batch_out_tests_each_batch() {
+    let (labels, batches) = toy_labels();
+    let folds = classify::leave_one_batch_out(&labels, &batches, 0.1, 0).unwrap();
+    assert_eq!(
+        folds.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["b1", "b2", "b3"]
+    );
+    for f in &folds {
+        let want: Vec<usize> = (0..labels.len())
+            .filter(|&i| batches[i] == f.name)
+            .collect();
+        assert_eq!(f.test, want, "test set of {} is the batch", f.name);
+        assert!(f.train.iter().chain(&f.val).all(|&i| batches[i] != f.name));
+    }
+    assert_eq!(
+        folds[2].unseen_labels,
+        vec!["rare".to_string()],
+        "test-only class is reported"
+    );
+    assert!(folds[0].unseen_labels.is_empty());
+    // errors: one class, one batch
+    let one = vec!["a".to_string(); 10];
+    let e = classify::stratified_kfold(&one, 5, 0.1, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("1 distinct label") && e.contains("at least 2"),
+        "{e}"
+    );
+    let e = classify::leave_one_batch_out(&labels, &vec!["x".to_string(); labels.len()], 0.1, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 batch") && e.contains("at least 2"), "{e}");
+}
+
+/// Features and folds of the PyTorch comparison (tests/fixtures/annotation/, made by
+/// `make_mlp_fixture` below and read by make_annotation_fixtures.py --mlp).
+fn mlp_fixture() -> (Matrix, Vec<String>, Vec<classify::Fold>) {
+    let dir = root().join("tests/fixtures/annotation");
+    let x = npy::read(&dir.join("features.npy")).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("folds.json")).unwrap()).unwrap();
+    let labels = strings(&meta["labels"]);
+    let idx = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as usize)
+            .collect::<Vec<_>>()
+    };
+    let folds = meta["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(k, f)| classify::Fold {
+            name: format!("fold{}", k + 1),
+            train: idx(&f["train"]),
+            val: idx(&f["val"]),
+            test: idx(&f["test"]),
+            unseen_labels: vec![],
+        })
+        .collect();
+    (x, labels, folds)
+}
+
+#[test]
+#[ignore = "regenerates tests/fixtures/annotation (then run make_annotation_fixtures.py --mlp)"]
+fn make_mlp_fixture() {
+    use cellsentence::data::{self, ReadOptions};
+    use cellsentence::hvg::HvgParams;
+    use cellsentence::pipeline;
+    use cellsentence::preprocess::PreprocessParams;
+    let e = data::resolve("baron_human", &data::default_data_dirs(None)).unwrap();
+    let ds = data::read(&e.path, &ReadOptions::default()).unwrap();
+    let p = pipeline::prepare(ds, Some(&PreprocessParams::default()), false).unwrap();
+    let h = pipeline::select_hvg(&p, &HvgParams::default(), pipeline::HvgInput::Log, None).unwrap();
+    let idx = h.indices();
+    let n = p.data.n_cells();
+    let mut dense = vec![0f32; n * idx.len()];
+    let pos: BTreeMap<usize, usize> = idx.iter().enumerate().map(|(k, &j)| (j, k)).collect();
+    for i in 0..n {
+        let (cols, vals) = p.data.x.row(i);
+        for (&j, &v) in cols.iter().zip(vals) {
+            if let Some(&k) = pos.get(&(j as usize)) {
+                dense[i * idx.len() + k] = v;
+            }
+        }
+    }
+    let x = Matrix {
+        rows: n,
+        cols: idx.len(),
+        data: dense,
+    };
+    let z = classify::pca(&x, &(0..n).collect::<Vec<_>>(), 50);
+    let labels = p.data.obs_column("cell_type1").unwrap();
+    let folds = classify::stratified_kfold(&labels, 5, 0.1, 0).unwrap();
+    let dir = root().join("tests/fixtures/annotation");
+    npy::write(&dir.join("features.npy"), &z).unwrap();
+    let folds_js: Vec<_> = folds
+        .iter()
+        .map(|f| serde_json::json!({"train": f.train, "val": f.val, "test": f.test}))
+        .collect();
+    std::fs::write(
+        dir.join("folds.json"),
+        serde_json::to_string(&serde_json::json!({"dataset": "baron_human", "features": "PCA(50) of log10-normalized seurat_v3 HVG expression", "labels": labels, "folds": folds_js})).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn mlp_matches_pytorch_within_one_percent() {
+    let (x, labels, folds) = mlp_fixture();
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/reference/annotation_mlp.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let ev = classify::evaluate(
+        &x,
+        &labels,
+        &folds,
+        &Classifier::Mlp(MlpConfig::default()),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let want = reference["accuracy_mean"].as_f64().unwrap();
+    eprintln!(
+        "MLP mean accuracy: ours {:.4}, PyTorch {want:.4}; macro-F1 {:.4}; epochs {:?}",
+        ev.accuracy_mean,
+        ev.macro_f1_mean,
+        ev.folds.iter().map(|f| f.epochs).collect::<Vec<_>>()
+    );
+    assert!(
+        (ev.accuracy_mean - want).abs() <= 0.01,
+        "ours {} vs PyTorch {want}",
+        ev.accuracy_mean
+    );
+    // seeded: identical predictions on a rerun
+    let again = classify::evaluate(
+        &x,
+        &labels,
+        &folds[..1],
+        &Classifier::Mlp(MlpConfig::default()),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let strip = |f: &classify::FoldMetrics| classify::FoldMetrics {
+        seconds: 0.0,
+        ..f.clone()
+    };
+    assert_eq!(strip(&again.folds[0]), strip(&ev.folds[0]));
+    assert_eq!(
+        again.predictions[..],
+        ev.predictions[..again.predictions.len()]
+    );
+    // the SVM baseline is sane on the same features
+    let svm = classify::evaluate(
+        &x,
+        &labels,
+        &folds,
+        &Classifier::Svm(SvmConfig::default()),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    eprintln!(
+        "SVM mean accuracy {:.4}, macro-F1 {:.4}",
+        svm.accuracy_mean, svm.macro_f1_mean
+    );
+    assert!(svm.accuracy_mean > 0.85, "{}", svm.accuracy_mean);
+}
+
+fn bin() -> Command {
+    Command::cargo_bin("cellsentence").unwrap()
+}
+
+#[test]
+fn annotate_command_writes_outputs_and_rejects_bad_inputs() {
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    let info = bin().args(["info", "--input"]).arg(&fx).output().unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    let n: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shape: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // features: the cell type one-hot plus noise, so the classifier has something to learn
+    let ds = cellsentence::data::read(&fx, &Default::default()).unwrap();
+    let types = ds.obs_column("cell_type").unwrap();
+    let mut names = types.clone();
+    names.sort();
+    names.dedup();
+    let mut data = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        for (k, nme) in names.iter().enumerate() {
+            data.push(if nme == t { 1.0 } else { 0.0 } + ((i * 31 + k * 17) % 13) as f32 * 0.05);
+        }
+    }
+    let e = dir.path().join("E.npy");
+    npy::write(
+        &e,
+        &Matrix {
+            rows: n,
+            cols: names.len(),
+            data: data.clone(),
+        },
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = bin()
+        .args(["--quiet", "annotate", "--embeddings"])
+        .arg(&e)
+        .arg("--input")
+        .arg(&fx)
+        .args(["--label-key", "cell_type", "--batch-key", "batch", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["classifier"], "mlp");
+    assert_eq!(s["n_folds"], 3);
+    assert!(s["accuracy_mean"].as_f64().unwrap() > 0.9, "{s}");
+    let preds = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    assert!(preds.starts_with("cell,fold,truth,pred\n"));
+    assert_eq!(preds.lines().count(), n + 1);
+    assert!(
+        std::fs::read_to_string(out.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            == 4
+    );
+
+    let svm_out = dir.path().join("svm");
+    let run = bin()
+        .args(["--quiet", "annotate", "--embeddings"])
+        .arg(&e)
+        .arg("--input")
+        .arg(&fx)
+        .args([
+            "--label-key",
+            "cell_type",
+            "--folds",
+            "5",
+            "--classifier",
+            "svm",
+            "--out",
+        ])
+        .arg(&svm_out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(std::fs::read_to_string(svm_out.join("summary.json"))
+        .unwrap()
+        .contains("\"svm\""));
+
+    // bad inputs
+    let fail = |args: &[&str], emb: &std::path::Path, needles: &[&str]| {
+        let r = bin()
+            .args(["--quiet", "annotate", "--embeddings"])
+            .arg(emb)
+            .arg("--input")
+            .arg(&fx)
+            .args(args)
+            .arg("--out")
+            .arg(dir.path().join("x"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        assert!(!r.status.success(), "{args:?} succeeded");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: `{n}` not in {err}");
+        }
+    };
+    fail(&["--label-key", "nope"], &e, &["nope"]);
+    let short = dir.path().join("short.npy");
+    npy::write(
+        &short,
+        &Matrix {
+            rows: n - 1,
+            cols: names.len(),
+            data: data[..(n - 1) * names.len()].to_vec(),
+        },
+    )
+    .unwrap();
+    fail(
+        &["--label-key", "cell_type"],
+        &short,
+        &[
+            "short.npy",
+            &format!("{} rows", n - 1),
+            &format!("{n} cells"),
+        ],
+    );
+    let mut bad = data.clone();
+    bad[7] = f32::NAN;
+    let nan = dir.path().join("nan.npy");
+    npy::write(
+        &nan,
+        &Matrix {
+            rows: n,
+            cols: names.len(),
+            data: bad,
+        },
+    )
+    .unwrap();
+    fail(
+        &["--label-key", "cell_type"],
+        &nan,
+        &["nan.npy", "non-finite", "row 1"],
+    );
+    fail(
+        &["--label-key", "cell_type", "--batch-key", "nobatch"],
+        &e,
+        &["nobatch"],
+    );
+    assert!(!dir.path().join("x").exists(), "no partial output on error");
+}
