@@ -152,6 +152,25 @@ pub fn loss_curve(title: &str, steps: &[f64], train: &[f64], val: &[(f64, f64)])
     plot
 }
 
+/// A confusion-matrix heat map: rows are true labels, columns predictions (counts).
+pub fn confusion(title: &str, labels: &[String], counts: &[Vec<usize>]) -> Plot {
+    let z: Vec<Vec<f64>> = counts
+        .iter()
+        .map(|r| r.iter().map(|&c| c as f64).collect())
+        .collect();
+    let mut plot = Plot::new();
+    plot.add_trace(plotly::HeatMap::new(labels.to_vec(), labels.to_vec(), z).name("cells"));
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text("predicted")))
+            .y_axis(Axis::new().title(Title::with_text("true")))
+            .width(760)
+            .height(700),
+    );
+    plot
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -467,3 +467,74 @@ fn annotate_command_writes_outputs_and_rejects_bad_inputs() {
     );
     assert!(!dir.path().join("x").exists(), "no partial output on error");
 }
+
+#[test]
+fn annotation_experiment_runs_from_cache_and_is_deterministic() {
+    let text = std::fs::read_to_string(root().join("experiments/annotation_intra.yaml"))
+        .unwrap()
+        .replace("datasets: [baron_human, pbmc68k_reduced]", "datasets: [pbmc68k_reduced]")
+        .replace(
+            "lm: {layers: 4, hidden: 256, heads: 4, intermediate: 1024, max_genes: 200, steps: 120,",
+            "lm: {layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 4,",
+        )
+        .replace("max_epochs: 150", "max_epochs: 8");
+    let dir = tempfile::tempdir().unwrap();
+    let file = root().join("experiments").join(".test-annotation.yaml");
+    let file = dir.path().join(file.file_name().unwrap());
+    std::fs::write(&file, text).unwrap();
+    let run = |out: &str, cache: &str| {
+        let r = bin()
+            .args(["--quiet", "run"])
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg("--cache")
+            .arg(dir.path().join(cache))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stderr).to_string()
+    };
+    let log = run("a", "c1");
+    assert!(log.contains("0 stage(s) from cache"), "{log}");
+    let name = "annotation_intra";
+    let a = dir.path().join("a").join(name);
+    for f in [
+        "annotation.csv",
+        "annotation.md",
+        "reported.csv",
+        "per_class_pbmc68k_reduced.csv",
+        "figures/annotation_pbmc68k_reduced.html",
+        "figures/confusion_pbmc68k_reduced.html",
+        "figures/lm_loss_pbmc68k_reduced_full.html",
+        "index.md",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    let table = std::fs::read_to_string(a.join("annotation.csv")).unwrap();
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(table.contains("LM full sentences + MLP") && table.contains("SVM (HVG expression)"));
+    let reported = std::fs::read_to_string(a.join("reported.csv")).unwrap();
+    assert!(
+        reported.contains("C2S Pythia-410M,0.9810,0.8980,reported"),
+        "{reported}"
+    );
+    // warm rerun: everything from the cache, same bytes
+    let log = run("b", "c1");
+    assert!(log.contains(" 0 computed"), "{log}");
+    // fresh cache, same seed: same tables
+    run("c", "c2");
+    for f in ["annotation.csv", "per_class_pbmc68k_reduced.csv"] {
+        let x = std::fs::read(a.join(f)).unwrap();
+        assert_eq!(
+            x,
+            std::fs::read(dir.path().join("b").join(name).join(f)).unwrap(),
+            "{f} (cached)"
+        );
+        assert_eq!(
+            x,
+            std::fs::read(dir.path().join("c").join(name).join(f)).unwrap(),
+            "{f} (recomputed)"
+        );
+    }
+}

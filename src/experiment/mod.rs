@@ -4,6 +4,7 @@
 //! task settings. Unknown keys and wrong types are errors with the key and line. The runner
 //! resolves the datasets, runs every stage through the content-hash [`Cache`], and writes the
 //! tables and figures to `results/<name>/` atomically.
+pub mod annotation;
 pub mod reconstruction;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ use crate::sentence::GeneSet;
 pub enum Task {
     /// Expression reconstruction from log-rank (Table I, Figures II–VII).
     Reconstruction,
+    /// Cell-type annotation (Figure IX intra-dataset, Figures X–XI inter-dataset).
+    Annotation,
 }
 
 /// HVG selection settings (scanpy `highly_variable_genes`).
@@ -201,6 +204,9 @@ pub struct Experiment {
     /// Reconstruction settings (task `reconstruction`).
     #[serde(default)]
     pub reconstruction: ReconstructionSection,
+    /// Annotation settings (task `annotation`).
+    #[serde(default)]
+    pub annotation: annotation::AnnotationSection,
     /// Source file (not part of the YAML).
     #[serde(skip)]
     pub file: PathBuf,
@@ -502,6 +508,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         Task::Reconstruction => {
             reconstruction::run(e, &datasets, &reported, &cache, &out, opts.quiet)?
         }
+        Task::Annotation => annotation::run(e, &datasets, &reported, &cache, &out, opts.quiet)?,
     };
     summary.out = out;
     Ok(summary)
