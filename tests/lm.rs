@@ -408,3 +408,87 @@ fn small_lm_training_is_seeded_and_round_trips() {
     );
     load(&d, Device::Cpu, Kind::Float).unwrap();
 }
+
+#[test]
+fn train_embed_cli_round_trip() {
+    use assert_cmd::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    let model = dir.path().join("m");
+    let cfg = r#"{"layers": 1, "hidden": 32, "heads": 4, "intermediate": 64, "steps": 3, "batch_size": 8, "max_genes": 50}"#;
+    let out = Command::cargo_bin("cellsentence")
+        .unwrap()
+        .args(["--quiet", "train-lm", "--input"])
+        .arg(&fx)
+        .args(["--genes", "hvg", "--config", cfg, "--out"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let js: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(js["parameters"].as_i64().unwrap() > 0);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "cellsentence.json",
+        "training_log.csv",
+        "training_loss.html",
+    ] {
+        assert!(model.join(f).is_file(), "{f} missing");
+    }
+    let e = dir.path().join("E.npy");
+    let cache = dir.path().join("cache");
+    let embed = |extra: &[&str], out: &std::path::Path| {
+        let r = Command::cargo_bin("cellsentence")
+            .unwrap()
+            .args(["--quiet", "embed", "--model"])
+            .arg(&model)
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .arg("--cache")
+            .arg(&cache)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    embed(&["--input", fx.to_str().unwrap(), "--genes", "hvg"], &e);
+    let m = cellsentence::npy::read(&e).unwrap();
+    let cells = std::fs::read_to_string(dir.path().join("E.cells.txt")).unwrap();
+    assert_eq!(cells.lines().count(), m.rows);
+    assert_eq!(m.cols, 32);
+    assert!(m.rows > 300 && m.rows < 420, "QC-kept cells: {}", m.rows);
+    // cached: same bytes again
+    let e2 = dir.path().join("E2.npy");
+    embed(&["--input", fx.to_str().unwrap(), "--genes", "hvg"], &e2);
+    assert_eq!(std::fs::read(&e).unwrap(), std::fs::read(&e2).unwrap());
+    // prompts as given
+    let p = dir.path().join("p.jsonl");
+    std::fs::write(&p, "{\"text\": \"G1 G2\"}\n{\"text\": \"MT-CO1\"}\n").unwrap();
+    let e3 = dir.path().join("E3.npy");
+    embed(&["--prompts", p.to_str().unwrap()], &e3);
+    assert_eq!(cellsentence::npy::read(&e3).unwrap().rows, 2);
+    // a bad prompts file names the line
+    std::fs::write(&p, "{\"text\": \"G1\"}\nnot json\n").unwrap();
+    let r = Command::cargo_bin("cellsentence")
+        .unwrap()
+        .args(["--quiet", "embed", "--model"])
+        .arg(&model)
+        .arg("--prompts")
+        .arg(&p)
+        .arg("--out")
+        .arg(dir.path().join("E4.npy"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("p.jsonl") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(!dir.path().join("E4.npy").exists());
+}
