@@ -38,14 +38,29 @@ pub struct LinearSvm {
     pub b: Vec<f64>,
 }
 
+/// A row's non-zero (column, value) pairs: expression rows are sparse, so dot products and
+/// updates touch only these (as liblinear's sparse rows).
+type SparseRow = Vec<(u32, f64)>;
+
+fn sparse(x: &[&[f32]]) -> Vec<SparseRow> {
+    x.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .filter(|(_, &v)| v != 0.0)
+                .map(|(j, &v)| (j as u32, v as f64))
+                .collect()
+        })
+        .collect()
+}
+
 /// Dual coordinate descent for one binary problem (y ∈ {−1, +1}); returns (w, b).
-fn binary(x: &[&[f32]], y: &[f64], c: &SvmConfig) -> (Vec<f64>, f64) {
-    let d = x[0].len();
+fn binary(x: &[SparseRow], d: usize, y: &[f64], c: &SvmConfig) -> (Vec<f64>, f64) {
     let n = x.len();
     let diag = 0.5 / c.c; // squared hinge: D_ii = 1/(2C), no upper bound
     let qd: Vec<f64> = x
         .iter()
-        .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1.0 + diag)
+        .map(|r| r.iter().map(|&(_, v)| v * v).sum::<f64>() + 1.0 + diag)
         .collect();
     let mut w = vec![0f64; d];
     let mut b = 0f64;
@@ -56,8 +71,8 @@ fn binary(x: &[&[f32]], y: &[f64], c: &SvmConfig) -> (Vec<f64>, f64) {
         order.shuffle(&mut rng);
         let (mut pg_max, mut pg_min) = (f64::NEG_INFINITY, f64::INFINITY);
         for &i in &order {
-            let xi = x[i];
-            let dot: f64 = xi.iter().zip(&w).map(|(&a, &b)| a as f64 * b).sum::<f64>() + b;
+            let xi = &x[i];
+            let dot: f64 = xi.iter().map(|&(j, v)| v * w[j as usize]).sum::<f64>() + b;
             let g = y[i] * dot - 1.0 + diag * alpha[i];
             let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
             pg_max = pg_max.max(pg);
@@ -66,8 +81,8 @@ fn binary(x: &[&[f32]], y: &[f64], c: &SvmConfig) -> (Vec<f64>, f64) {
                 let old = alpha[i];
                 alpha[i] = (old - g / qd[i]).max(0.0);
                 let step = (alpha[i] - old) * y[i];
-                for (wj, &v) in w.iter_mut().zip(xi) {
-                    *wj += step * v as f64;
+                for &(j, v) in xi {
+                    w[j as usize] += step * v;
                 }
                 b += step;
             }
@@ -82,6 +97,8 @@ fn binary(x: &[&[f32]], y: &[f64], c: &SvmConfig) -> (Vec<f64>, f64) {
 impl LinearSvm {
     /// Fits one binary problem per class present in `train` (classes in parallel).
     pub fn fit(x: &[&[f32]], y: &[usize], c: &SvmConfig) -> Self {
+        let d = x.first().map_or(0, |r| r.len());
+        let xs = sparse(x);
         let mut classes: Vec<usize> = y.to_vec();
         classes.sort_unstable();
         classes.dedup();
@@ -91,14 +108,14 @@ impl LinearSvm {
                 .iter()
                 .map(|&v| if v == classes[1] { 1.0 } else { -1.0 })
                 .collect();
-            let (w, b) = binary(x, &yy, c);
+            let (w, b) = binary(&xs, d, &yy, c);
             vec![(w.iter().map(|v| -v).collect(), -b), (w, b)]
         } else {
             classes
                 .par_iter()
                 .map(|&k| {
                     let yy: Vec<f64> = y.iter().map(|&v| if v == k { 1.0 } else { -1.0 }).collect();
-                    binary(x, &yy, c)
+                    binary(&xs, d, &yy, c)
                 })
                 .collect()
         };

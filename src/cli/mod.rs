@@ -95,6 +95,9 @@ pub enum BenchCmd {
     /// GPT-NeoX embedding throughput vs transformers (eager, sdpa) on the same prompts;
     /// writes results/benchmarks/embed_{cpu,cuda}.*
     Embed(lm::BenchEmbedArgs),
+    /// MLP epoch time vs PyTorch and linear-SVM fit time vs scikit-learn on the same data;
+    /// writes results/benchmarks/annotation.*
+    Annotate(annotate::BenchAnnotateArgs),
 }
 
 /// Input file options.
@@ -597,6 +600,7 @@ pub fn main() -> i32 {
         Command::Annotate(a) => annotate::cmd_annotate(a),
         Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
         Command::Bench(BenchCmd::Embed(a)) => lm::cmd_bench_embed(a),
+        Command::Bench(BenchCmd::Annotate(a)) => annotate::cmd_bench_annotate(a),
         Command::Bench(BenchCmd::Preprocess {
             input,
             python,

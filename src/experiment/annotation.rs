@@ -125,7 +125,7 @@ fn paper_row(m: Method, mode: Option<GeneSet>) -> Option<&'static str> {
 }
 
 /// Dense HVG expression rows.
-fn hvg_dense(p: &Prepared, hvg: &[usize]) -> Matrix {
+pub fn hvg_dense(p: &Prepared, hvg: &[usize]) -> Matrix {
     let pos: BTreeMap<usize, usize> = hvg.iter().enumerate().map(|(k, &j)| (j, k)).collect();
     let n = p.data.n_cells();
     let mut data = vec![0f32; n * hvg.len()];
