@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{hvg_params, prepare, print_out, DataDirArgs, InputArgs, PrepArgs};
+use super::{prepared_sentences, print_out, DataDirArgs, InputArgs, PrepArgs};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::lm::{self, EmbedOptions, PromptStyle, TrainConfig};
@@ -159,20 +159,10 @@ pub fn sentence_words(
         raw: s.raw,
         dirs: s.dirs.clone(),
     };
-    let p = prepare(&args, &s.prep)?;
-    let h = match s.genes {
-        GeneSet::Hvg => Some(pipeline::select_hvg(
-            &p,
-            &hvg_params(&s.prep),
-            s.prep.on,
-            s.prep.batch_key.as_deref(),
-        )?),
-        GeneSet::All => None,
-    };
-    let sents = pipeline::sentences(
-        &p,
+    let (p, sents) = prepared_sentences(
+        &args,
+        &s.prep,
         s.genes,
-        h.as_ref(),
         &SentenceParams {
             seed: s.tie_seed,
             max_genes,

@@ -351,21 +351,33 @@ fn cmd_hvg(a: &HvgArgs) -> Result<()> {
     print_out(&out)
 }
 
-fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
-    let p = prepare(&a.input, &a.prep)?;
-    let h = match a.genes {
+/// Prepares an input and builds its sentences (HVG-only when `genes` says so): the data and one
+/// sentence per kept cell.
+fn prepared_sentences(
+    input: &InputArgs,
+    prep: &PrepArgs,
+    genes: GeneSet,
+    params: &SentenceParams,
+) -> Result<(Prepared, Vec<String>)> {
+    let p = prepare(input, prep)?;
+    let h = match genes {
         GeneSet::Hvg => Some(pipeline::select_hvg(
             &p,
-            &hvg_params(&a.prep),
-            a.prep.on,
-            a.prep.batch_key.as_deref(),
+            &hvg_params(prep),
+            prep.on,
+            prep.batch_key.as_deref(),
         )?),
         GeneSet::All => None,
     };
-    let s = pipeline::sentences(
-        &p,
+    let s = pipeline::sentences(&p, genes, h.as_ref(), params)?;
+    Ok((p, s))
+}
+
+fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
+    let (_, s) = prepared_sentences(
+        &a.input,
+        &a.prep,
         a.genes,
-        h.as_ref(),
         &SentenceParams {
             seed: a.seed,
             max_genes: a.max_genes,
