@@ -512,7 +512,7 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
         assert!(a.join(f).is_file(), "{f} missing");
     }
     let table = std::fs::read_to_string(a.join("annotation.csv")).unwrap();
-    assert_eq!(table.lines().count(), 5, "{table}");
+    assert_eq!(table.lines().count(), 6, "{table}");
     assert!(table.contains("LM full sentences + MLP") && table.contains("SVM (HVG expression)"));
     let reported = std::fs::read_to_string(a.join("reported.csv")).unwrap();
     assert!(
@@ -536,5 +536,126 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
             std::fs::read(dir.path().join("c").join(name).join(f)).unwrap(),
             "{f} (recomputed)"
         );
+    }
+}
+
+/// Rows and columns of a CSV whose values do not pass through libtorch (the SVM and scmap rows),
+/// for snapshots that hold on any x86-64 machine; the torch rows are covered by the byte-identical
+/// rerun checks on one machine.
+fn torch_free(csv: &str, key_col: &str) -> String {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let torch = |name: &str| name.contains("MLP");
+    let out_cols: Vec<usize> = (0..header.len()).filter(|&j| !torch(header[j])).collect();
+    let key = header.iter().position(|h| *h == key_col);
+    let mut out = vec![out_cols
+        .iter()
+        .map(|&j| header[j])
+        .collect::<Vec<_>>()
+        .join(",")];
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        if key.is_some_and(|k| torch(f[k])) {
+            continue;
+        }
+        out.push(out_cols.iter().map(|&j| f[j]).collect::<Vec<_>>().join(","));
+    }
+    out.join("\n")
+}
+
+/// Leave one batch out (Figures X–XI) on the generated counts (3 donors): every output, the folds
+/// equal the batches, reruns with a fresh cache are byte-identical, snapshots of the torch-free rows.
+#[test]
+fn annotation_inter_on_generated_counts_with_three_batches() {
+    let text = std::fs::read_to_string(root().join("experiments/annotation_inter.yaml"))
+        .unwrap()
+        .replace("datasets: [baron_human]", "datasets: [synthetic]")
+        .replace(
+            "lm: {layers: 4, hidden: 256, heads: 4, intermediate: 1024, max_genes: 200, steps: 120,",
+            "lm: {layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 4,",
+        )
+        .replace("max_epochs: 150", "max_epochs: 8");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inter.yaml");
+    std::fs::write(&file, text).unwrap();
+    let run = |out: &str, cache: &str| {
+        let r = bin()
+            .args(["--quiet", "run"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(root().join("tests/fixtures"))
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg("--cache")
+            .arg(dir.path().join(cache))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    run("a", "c1");
+    run("b", "c2");
+    let (a, b) = (
+        dir.path().join("a/annotation_inter"),
+        dir.path().join("b/annotation_inter"),
+    );
+    for f in [
+        "annotation.csv",
+        "annotation.md",
+        "reported.csv",
+        "per_class_synthetic.csv",
+        "figures/annotation_synthetic.html",
+        "figures/confusion_synthetic.html",
+        "index.md",
+    ] {
+        let x = std::fs::read(a.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(x, std::fs::read(b.join(f)).unwrap(), "{f} differs on rerun");
+    }
+    let table = std::fs::read_to_string(a.join("annotation.csv")).unwrap();
+    // 2 LM rows + SVM + PCA-MLP + scmap, each over the 3 held-out donors
+    assert_eq!(table.lines().count(), 6, "{table}");
+    for l in table.lines().skip(1) {
+        assert!(l.contains(",3,"), "3 folds expected: {l}");
+    }
+    insta::assert_snapshot!("inter_synthetic_annotation", torch_free(&table, "method"));
+    let per_class = std::fs::read_to_string(a.join("per_class_synthetic.csv")).unwrap();
+    insta::assert_snapshot!("inter_synthetic_per_class", torch_free(&per_class, "label"));
+}
+
+/// Snapshots of every table and figure spec of both annotation experiments on the bundled Baron
+/// pancreas, with the torch-free methods (linear SVM, scmap-cluster) so they hold across machines.
+#[test]
+fn annotation_snapshots_on_baron() {
+    if !root().join("data/baron_human.h5ad").is_file() {
+        eprintln!("skipped: bundled data missing (run scripts/fetch-data.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["annotation_intra", "annotation_inter"] {
+        let text = std::fs::read_to_string(root().join(format!("experiments/{name}.yaml")))
+            .unwrap()
+            .replace(
+                "methods: [lm, hvg_svm, pca, scmap]",
+                "methods: [hvg_svm, scmap]",
+            );
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        let e = cellsentence::experiment::Experiment::load(&file).unwrap();
+        let opts = cellsentence::experiment::RunOptions {
+            out: dir.path().join("results"),
+            cache: dir.path().join("cache"),
+            datasets: Some(vec!["baron_human".into()]),
+            quiet: true,
+            ..Default::default()
+        };
+        let s = cellsentence::experiment::run(&e, &opts).unwrap();
+        let out = dir.path().join("results").join(name);
+        for t in ["annotation", "per_class_baron_human", "reported"] {
+            let csv = std::fs::read_to_string(out.join(format!("{t}.csv"))).unwrap();
+            insta::assert_snapshot!(format!("{name}_{t}"), csv);
+        }
+        assert_eq!(s.specs.len(), 2, "bar chart and confusion matrix");
+        for (fig, spec) in &s.specs {
+            insta::assert_json_snapshot!(format!("{name}_figure_{fig}"), spec);
+        }
     }
 }

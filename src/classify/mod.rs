@@ -2,10 +2,12 @@
 //! scikit-learn-compatible metrics, wired by [`evaluate`].
 pub mod metrics;
 pub mod mlp;
+pub mod scmap;
 pub mod splits;
 pub mod svm;
 
 pub use mlp::MlpConfig;
+pub use scmap::{ScmapConfig, UNASSIGNED};
 pub use splits::{leave_one_batch_out, stratified_kfold, Fold};
 pub use svm::SvmConfig;
 
@@ -20,14 +22,18 @@ use tch::{Device, Kind, Tensor};
 pub enum Classifier {
     Mlp(MlpConfig),
     Svm(SvmConfig),
+    /// scmap-cluster; its `unassigned` cells count as wrong, and `unassigned` is no class of the
+    /// macro-F1 (it enters as a miss of each cell's true class).
+    Scmap(ScmapConfig),
 }
 
 impl Classifier {
-    /// Short name (`mlp`, `svm`).
+    /// Short name (`mlp`, `svm`, `scmap`).
     pub fn name(&self) -> &'static str {
         match self {
             Classifier::Mlp(_) => "mlp",
             Classifier::Svm(_) => "svm",
+            Classifier::Scmap(_) => "scmap",
         }
     }
 }
@@ -115,30 +121,40 @@ pub fn evaluate(
     let mut predictions = Vec::new();
     for f in folds {
         let start = std::time::Instant::now();
-        let (pred, epochs) = match classifier {
+        let name = |k: usize| names[k].clone();
+        // the SVM and scmap have no early stopping: they fit on train + validation
+        let fit_idx: Vec<usize> = f.train.iter().chain(&f.val).copied().collect();
+        let xt: Vec<&[f32]> = f.test.iter().map(|&i| x.row(i)).collect();
+        let (pred, epochs): (Vec<String>, usize) = match classifier {
             Classifier::Mlp(c) => {
                 let (p, run) = mlp::train_predict(x, &y, names.len(), f, c, device);
-                (p, run.epochs)
+                (p.into_iter().map(name).collect(), run.epochs)
             }
             Classifier::Svm(c) => {
-                // the SVM has no early stopping: it trains on train + validation
-                let fit_idx: Vec<usize> = f.train.iter().chain(&f.val).copied().collect();
                 let xs: Vec<&[f32]> = fit_idx.iter().map(|&i| x.row(i)).collect();
                 let ys: Vec<usize> = fit_idx.iter().map(|&i| y[i]).collect();
                 let model = svm::LinearSvm::fit(&xs, &ys, c);
-                let xt: Vec<&[f32]> = f.test.iter().map(|&i| x.row(i)).collect();
-                (model.predict(&xt), 0)
+                (model.predict(&xt).into_iter().map(name).collect(), 0)
+            }
+            Classifier::Scmap(c) => {
+                let xs: Vec<&[f32]> = fit_idx.iter().map(|&i| x.row(i)).collect();
+                let ys: Vec<usize> = fit_idx.iter().map(|&i| y[i]).collect();
+                let index = scmap::ScmapIndex::fit(&xs, &ys, c);
+                let p = index.predict(&xt, c);
+                let p = p
+                    .into_iter()
+                    .map(|(k, _)| k.map_or_else(|| UNASSIGNED.to_string(), name));
+                (p.collect(), 0)
             }
         };
         let truth: Vec<String> = f.test.iter().map(|&i| labels[i].clone()).collect();
-        let pred: Vec<String> = pred.iter().map(|&k| names[k].clone()).collect();
         out_folds.push(FoldMetrics {
             fold: f.name.clone(),
             n_train: f.train.len(),
             n_val: f.val.len(),
             n_test: f.test.len(),
             accuracy: metrics::accuracy(&truth, &pred),
-            macro_f1: metrics::macro_f1(&truth, &pred),
+            macro_f1: macro_f1(classifier, &truth, &pred),
             unseen_labels: f.unseen_labels.clone(),
             epochs,
             seconds: start.elapsed().as_secs_f64(),
@@ -161,13 +177,30 @@ pub fn evaluate(
     Ok(Evaluation {
         classifier: classifier.name().into(),
         folds: out_folds,
-        per_class: metrics::per_class(&all_t, &all_p),
+        per_class: per_class(classifier, &all_t, &all_p),
         predictions,
         accuracy_mean,
         accuracy_sd,
         macro_f1_mean,
         macro_f1_sd,
     })
+}
+
+/// Per-class scores; scmap's `unassigned` pseudo-label (never a true label) is no class.
+fn per_class(c: &Classifier, truth: &[String], pred: &[String]) -> Vec<metrics::ClassScore> {
+    let mut s = metrics::per_class(truth, pred);
+    if matches!(c, Classifier::Scmap(_)) {
+        s.retain(|k| !(k.label == UNASSIGNED && k.support == 0));
+    }
+    s
+}
+
+fn macro_f1(c: &Classifier, truth: &[String], pred: &[String]) -> f64 {
+    let s = per_class(c, truth, pred);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.iter().map(|k| k.f1).sum::<f64>() / s.len() as f64
 }
 
 /// PCA to `k` components fitted on the `fit` rows (centred, exact SVD), applied to every row.

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{mode_label, Experiment, RunDataset, RunSummary};
 use crate::cache::{Cache, Outcome};
-use crate::classify::{self, metrics, Classifier, Evaluation, Fold, MlpConfig, SvmConfig};
+use crate::classify::{
+    self, metrics, Classifier, Evaluation, Fold, MlpConfig, ScmapConfig, SvmConfig,
+};
 use crate::error::{Error, Result};
 use crate::figure;
 use crate::lm::{self, EmbedOptions, TrainConfig};
@@ -45,6 +47,8 @@ pub enum Method {
     Pca,
     /// MLP on log-normalized HVG expression.
     HvgMlp,
+    /// scmap-cluster on log-normalized expression of all genes (its own 500-gene selection).
+    Scmap,
 }
 
 /// Annotation settings.
@@ -70,6 +74,7 @@ pub struct AnnotationSection {
     pub lm: TrainConfig,
     pub mlp: MlpConfig,
     pub svm: SvmConfig,
+    pub scmap: ScmapConfig,
     pub pca_components: usize,
 }
 
@@ -81,12 +86,13 @@ impl Default for AnnotationSection {
             val_fraction: 0.1,
             label_key: None,
             batch_key: None,
-            methods: vec![Method::Lm, Method::HvgSvm, Method::Pca],
+            methods: vec![Method::Lm, Method::HvgSvm, Method::Pca, Method::Scmap],
             model: None,
             max_genes: 200,
             lm: TrainConfig::default(),
             mlp: MlpConfig::default(),
             svm: SvmConfig::default(),
+            scmap: ScmapConfig::default(),
             pca_components: 50,
         }
     }
@@ -111,6 +117,7 @@ fn method_label(m: Method, mode: Option<GeneSet>) -> String {
         (Method::HvgSvm, _) => "SVM (HVG expression)".into(),
         (Method::Pca, _) => "MLP (PCA of HVG)".into(),
         (Method::HvgMlp, _) => "MLP (HVG expression)".into(),
+        (Method::Scmap, _) => "scmap-cluster".into(),
     }
 }
 
@@ -120,6 +127,7 @@ fn paper_row(m: Method, mode: Option<GeneSet>) -> Option<&'static str> {
         (Method::Lm, Some(GeneSet::All)) => Some("C2S Pythia-410M"),
         (Method::Lm, Some(GeneSet::Hvg)) => Some("HVG C2S Pythia-410M"),
         (Method::HvgSvm, _) => Some("SVM"),
+        (Method::Scmap, _) => Some("scmap"),
         _ => None,
     }
 }
@@ -140,6 +148,23 @@ pub fn hvg_dense(p: &Prepared, hvg: &[usize]) -> Matrix {
     Matrix {
         rows: n,
         cols: hvg.len(),
+        data,
+    }
+}
+
+/// Dense expression rows of every gene.
+pub fn all_dense(p: &Prepared) -> Matrix {
+    let (n, d) = (p.data.n_cells(), p.data.genes.len());
+    let mut data = vec![0f32; n * d];
+    for i in 0..n {
+        let (cols, vals) = p.data.x.row(i);
+        for (&j, &v) in cols.iter().zip(vals) {
+            data[i * d + j as usize] = v;
+        }
+    }
+    Matrix {
+        rows: n,
+        cols: d,
         data,
     }
 }
@@ -348,6 +373,7 @@ fn dataset_rows(
     for (m, mode) in units {
         let classifier = match m {
             Method::HvgSvm => Classifier::Svm(a.svm.clone()),
+            Method::Scmap => Classifier::Scmap(a.scmap.clone()),
             _ => Classifier::Mlp(a.mlp.clone()),
         };
         let lm_part = (m == Method::Lm).then_some((&a.lm, &a.model, a.max_genes));
@@ -378,6 +404,7 @@ fn dataset_rows(
                     let (p, h) = cx.prepared()?;
                     hvg_dense(p, h)
                 }
+                Method::Scmap => all_dense(&cx.prepared()?.0),
                 Method::Pca => {
                     let (p, h) = cx.prepared()?;
                     let x = hvg_dense(p, h);
@@ -587,8 +614,8 @@ pub fn run(
         None => format!("embeddings of a small cell-sentence LM trained here per dataset and mode ({} layers, hidden {}, {} steps), standing in for C2S-Pythia-410M", a.lm.layers, a.lm.hidden, a.lm.steps),
     };
     report::write_frame(&df, out, "annotation", &format!(
-        "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP (512-BN-GELU-Drop0.1, 256, Adam 1e-3, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
-        e.name, a.max_genes, a.mlp.max_epochs, a.mlp.patience, a.svm.c
+        "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP (512-BN-GELU-Drop0.1, 256, Adam 1e-3, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
+        e.name, a.max_genes, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
     ))?;
     files.extend(["annotation.csv".to_string(), "annotation.md".to_string()]);
 

@@ -6,6 +6,7 @@
 //! tables and figures to `results/<name>/` atomically.
 pub mod annotation;
 pub mod reconstruction;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +33,8 @@ pub enum Task {
     Reconstruction,
     /// Cell-type annotation (Figure IX intra-dataset, Figures X–XI inter-dataset).
     Annotation,
+    /// HVG count × flavor sweep: reconstruction and annotation against sentence length.
+    HvgSweep,
 }
 
 /// HVG selection settings (scanpy `highly_variable_genes`).
@@ -207,6 +210,9 @@ pub struct Experiment {
     /// Annotation settings (task `annotation`).
     #[serde(default)]
     pub annotation: annotation::AnnotationSection,
+    /// Sweep settings (task `hvg_sweep`).
+    #[serde(default)]
+    pub sweep: sweep::SweepSection,
     /// Source file (not part of the YAML).
     #[serde(skip)]
     pub file: PathBuf,
@@ -509,6 +515,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             reconstruction::run(e, &datasets, &reported, &cache, &out, opts.quiet)?
         }
         Task::Annotation => annotation::run(e, &datasets, &reported, &cache, &out, opts.quiet)?,
+        Task::HvgSweep => sweep::run(e, &datasets, &cache, &out, opts.quiet)?,
     };
     summary.out = out;
     Ok(summary)

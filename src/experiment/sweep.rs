@@ -1,0 +1,390 @@
+//! The HVG sweep (beyond the paper): how the number of highly variable genes and the HVG flavor
+//! trade sentence length against what the sentence keeps.
+//!
+//! Per dataset, flavor and `n_top`: the HVG sentences' mean length (genes per cell), the
+//! reconstruction of expression from log-rank (Cell2Sentence's global line, on the experiment's
+//! sampled cells), and the annotation macro-F1 of a linear SVM whose only input is the sentence:
+//! each gene's feature is the expression the same line reconstructs from its rank (0 when the gene
+//! is not in the sentence). The full sentence (all expressed genes) is the reference point.
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CellCount, Experiment, RunDataset, RunSummary};
+use crate::cache::{Cache, Outcome};
+use crate::classify::{self, Classifier, SvmConfig};
+use crate::csr::Csr;
+use crate::error::{Error, Result};
+use crate::figure;
+use crate::hvg::{Flavor, HvgParams};
+use crate::npy::Matrix;
+use crate::pipeline::{self, Prepared};
+use crate::reconstruct::{self, RecModel};
+use crate::report::{self, Col};
+use crate::sentence;
+
+/// Sweep settings (task `hvg_sweep`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepSection {
+    /// Numbers of highly variable genes.
+    pub n_top: Vec<usize>,
+    /// HVG flavors (each on the log data, as the paper ran `seurat_v3`).
+    pub flavors: Vec<Flavor>,
+    /// Cells sampled for the reconstruction (the paper: 1,024).
+    pub cells: CellCount,
+    /// Stratified folds of the annotation score.
+    pub folds: usize,
+    /// The linear SVM reading the sentence features.
+    pub svm: SvmConfig,
+}
+
+impl Default for SweepSection {
+    fn default() -> Self {
+        Self {
+            n_top: vec![500, 1000, 2000, 3000, 5000],
+            flavors: vec![Flavor::Seurat, Flavor::SeuratV3, Flavor::CellRanger],
+            cells: CellCount::N(1024),
+            folds: 5,
+            svm: SvmConfig::default(),
+        }
+    }
+}
+
+/// One point of the sweep (cached).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    pub dataset: String,
+    /// HVG flavor, or `all genes` for the full-sentence reference.
+    pub flavor: String,
+    /// Requested HVG count (0 for the full sentence).
+    pub n_top: usize,
+    /// Genes the sentences draw from.
+    pub n_genes: usize,
+    /// Mean genes per sentence.
+    pub mean_length: f64,
+    pub r2: f64,
+    pub pearson: f64,
+    pub spearman: f64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub macro_f1_sd: f64,
+}
+
+fn flavor_name(f: Flavor) -> &'static str {
+    match f {
+        Flavor::Seurat => "seurat",
+        Flavor::SeuratV3 => "seurat_v3",
+        Flavor::CellRanger => "cell_ranger",
+    }
+}
+
+/// Sentence features: each cell's genes get `intercept + slope·log10(1 + rank)` (floored at 0).
+pub fn sentence_features(x: &Csr, tie_seed: u32, slope: f64, intercept: f64) -> Matrix {
+    let (n, d) = (x.n_rows, x.n_cols);
+    let mut data = vec![0f32; n * d];
+    sentence::for_each_ranked(x, tie_seed, |i, ranked| {
+        for (r, &g) in ranked.iter().enumerate() {
+            let v = intercept + slope * ((1 + r) as f64).log10();
+            data[i * d + g as usize] = v.max(0.0) as f32;
+        }
+    });
+    Matrix {
+        rows: n,
+        cols: d,
+        data,
+    }
+}
+
+/// Scores the sentences built from the columns `cols` (all when `None`).
+fn score(
+    p: &Prepared,
+    cols: Option<&[usize]>,
+    labels: &[String],
+    folds: &[classify::Fold],
+    e: &Experiment,
+    s: &SweepSection,
+) -> Result<(usize, f64, reconstruct::RecResult, classify::Evaluation)> {
+    let rows: Vec<usize> = (0..p.data.n_cells()).collect();
+    let x = match cols {
+        Some(c) => p.data.x.select(&rows, Some(c)),
+        None => p.data.x.clone(),
+    };
+    let mean_length = x.nnz() as f64 / x.n_rows.max(1) as f64;
+    let cells = reconstruct::sample_cells(x.n_rows, s.cells.of(x.n_rows), e.seed);
+    let rec = reconstruct::reconstruct(&x, &cells, RecModel::C2s, e.sentences.tie_seed)?;
+    let feats = sentence_features(&x, e.sentences.tie_seed, rec.slope, rec.intercept);
+    let ev = classify::evaluate(
+        &feats,
+        labels,
+        folds,
+        &Classifier::Svm(s.svm.clone()),
+        tch::Device::Cpu,
+    )?;
+    Ok((x.n_cols, mean_length, rec, ev))
+}
+
+fn dataset_points(
+    e: &Experiment,
+    d: &RunDataset,
+    cache: &Cache,
+    quiet: bool,
+    counts: &mut (usize, usize),
+) -> Result<Vec<SweepPoint>> {
+    let s = &e.sweep;
+    let digest = cache.file_digest(&d.entry.path)?;
+    let mut prepared: Option<(Prepared, Vec<String>, Vec<classify::Fold>)> = None;
+    let get = |prepared: &mut Option<_>| -> Result<()> {
+        if prepared.is_none() {
+            if !quiet {
+                eprintln!("[run] reading {}", d.entry.path.display());
+            }
+            let ds = d.entry.load(!quiet)?;
+            let p = pipeline::prepare(ds, d.entry.counts.then_some(&e.preprocess), false)?;
+            let key = d
+                .entry
+                .label_key
+                .clone()
+                .unwrap_or_else(|| "cell_type".into());
+            let labels = p.data.obs_column(&key)?;
+            let folds = classify::stratified_kfold(&labels, s.folds, 0.0, e.seed)?;
+            *prepared = Some((p, labels, folds));
+        }
+        Ok(())
+    };
+    let mut units: Vec<Option<(Flavor, usize)>> = vec![None];
+    for &f in &s.flavors {
+        units.extend(s.n_top.iter().map(|&k| Some((f, k))));
+    }
+    let mut out = Vec::new();
+    for u in units {
+        let (flavor, n_top) = u.map_or(("all genes".to_string(), 0), |(f, k)| {
+            (flavor_name(f).to_string(), k)
+        });
+        let hvg_params = u.map(|(f, k)| HvgParams {
+            flavor: f,
+            n_top_genes: k,
+            ..e.hvg.params()
+        });
+        let inputs = (
+            &digest,
+            e.preprocess.clone(),
+            &hvg_params,
+            e.sentences.tie_seed,
+            e.seed,
+            s.cells,
+            s.folds,
+            &s.svm,
+        );
+        let label = format!("{} {flavor} {n_top}", d.entry.id);
+        let (pt, o) = cache.json("sweep", &label, &inputs, || {
+            get(&mut prepared)?;
+            let (p, labels, folds) = prepared.as_ref().expect("prepared above");
+            let cols = match &hvg_params {
+                Some(hp) => {
+                    Some(pipeline::select_hvg(p, hp, pipeline::HvgInput::Log, None)?.indices())
+                }
+                None => None,
+            };
+            let (n_genes, mean_length, rec, ev) = score(p, cols.as_deref(), labels, folds, e, s)?;
+            Ok(SweepPoint {
+                dataset: d.entry.id.clone(),
+                flavor: flavor.clone(),
+                n_top,
+                n_genes,
+                mean_length,
+                r2: rec.r2,
+                pearson: rec.pearson,
+                spearman: rec.spearman,
+                accuracy: ev.accuracy_mean,
+                macro_f1: ev.macro_f1_mean,
+                macro_f1_sd: ev.macro_f1_sd,
+            })
+        })?;
+        match o {
+            Outcome::Hit => counts.0 += 1,
+            Outcome::Computed => counts.1 += 1,
+        }
+        out.push(pt);
+    }
+    Ok(out)
+}
+
+/// The sweep figure: reconstruction R² and annotation macro-F1 against mean sentence length, one
+/// line per flavor, the full sentence as a separate marker; two panels side by side.
+fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
+    use plotly::common::{Anchor, Marker, MarkerSymbol, Mode, Title};
+    use plotly::layout::{Annotation, Axis, GridPattern, LayoutGrid};
+    use plotly::{Layout, Plot, Scatter};
+    let mut plot = Plot::new();
+    let mut flavors: Vec<&str> = Vec::new();
+    for p in pts {
+        if !flavors.contains(&p.flavor.as_str()) {
+            flavors.push(&p.flavor);
+        }
+    }
+    for f in flavors {
+        let sel: Vec<&SweepPoint> = pts.iter().filter(|p| p.flavor == f).collect();
+        let x: Vec<f64> = sel.iter().map(|p| figure::r4(p.mean_length)).collect();
+        let text: Vec<String> = sel
+            .iter()
+            .map(|p| {
+                if p.n_top == 0 {
+                    "all genes".into()
+                } else {
+                    format!("n_top {}", p.n_top)
+                }
+            })
+            .collect();
+        let mode = if sel.len() > 1 {
+            Mode::LinesMarkers
+        } else {
+            Mode::Markers
+        };
+        let marker = if f == "all genes" {
+            Marker::new().size(12).symbol(MarkerSymbol::Star)
+        } else {
+            Marker::new().size(7)
+        };
+        for (k, (yaxis, show)) in [("y", true), ("y2", false)].into_iter().enumerate() {
+            let y: Vec<f64> = sel
+                .iter()
+                .map(|p| figure::r4(if k == 0 { p.r2 } else { p.macro_f1 }))
+                .collect();
+            plot.add_trace(
+                Scatter::new(x.clone(), y)
+                    .mode(mode.clone())
+                    .name(f)
+                    .legend_group(f)
+                    .show_legend(show)
+                    .text_array(text.clone())
+                    .marker(marker.clone())
+                    .x_axis(if k == 0 { "x" } else { "x2" })
+                    .y_axis(yaxis),
+            );
+        }
+    }
+    let panel = |text: &str, x: f64| {
+        Annotation::new()
+            .text(text)
+            .x(x)
+            .y(1.06)
+            .x_ref("paper")
+            .y_ref("paper")
+            .x_anchor(Anchor::Center)
+            .show_arrow(false)
+    };
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .grid(
+                LayoutGrid::new()
+                    .rows(1)
+                    .columns(2)
+                    .pattern(GridPattern::Independent),
+            )
+            .x_axis(Axis::new().title(Title::with_text("mean genes per sentence")))
+            .x_axis2(Axis::new().title(Title::with_text("mean genes per sentence")))
+            .y_axis(Axis::new().title(Title::with_text("reconstruction R² (C2S line)")))
+            .y_axis2(Axis::new().title(Title::with_text("annotation macro-F1 (SVM on sentence)")))
+            .annotations(vec![
+                panel("Reconstruction", 0.22),
+                panel("Annotation", 0.78),
+            ])
+            .width(1100)
+            .height(520),
+    );
+    plot
+}
+
+/// Runs the sweep and writes its table and figure to `out`.
+pub fn run(
+    e: &Experiment,
+    datasets: &[RunDataset],
+    cache: &Cache,
+    out: &Path,
+    quiet: bool,
+) -> Result<RunSummary> {
+    if e.sweep.n_top.is_empty() || e.sweep.flavors.is_empty() {
+        return Err(e.err(
+            "sweep",
+            "sweep",
+            "the sweep needs at least one n_top and one flavor",
+            "list them under `sweep:` (see experiments/README.md)",
+        ));
+    }
+    if e.sweep.n_top.contains(&0) {
+        return Err(Error::param("sweep.n_top", "n_top values must be positive"));
+    }
+    let mut counts = (0, 0);
+    let mut pts: Vec<SweepPoint> = Vec::new();
+    for d in datasets {
+        pts.extend(
+            dataset_points(e, d, cache, quiet, &mut counts).map_err(|err| Error::InExperiment {
+                file: e.file.clone(),
+                dataset: d.entry.id.clone(),
+                source: Box::new(err),
+            })?,
+        );
+    }
+    let f = |g: fn(&SweepPoint) -> f64| Col::F64(pts.iter().map(|p| Some(g(p))).collect());
+    let df = report::frame(vec![
+        (
+            "dataset",
+            Col::Str(pts.iter().map(|p| Some(p.dataset.clone())).collect()),
+        ),
+        (
+            "flavor",
+            Col::Str(pts.iter().map(|p| Some(p.flavor.clone())).collect()),
+        ),
+        (
+            "n_top",
+            Col::I64(pts.iter().map(|p| p.n_top as i64).collect()),
+        ),
+        (
+            "n_genes",
+            Col::I64(pts.iter().map(|p| p.n_genes as i64).collect()),
+        ),
+        ("mean_length", f(|p| p.mean_length)),
+        ("r2", f(|p| p.r2)),
+        ("pearson", f(|p| p.pearson)),
+        ("spearman", f(|p| p.spearman)),
+        ("accuracy", f(|p| p.accuracy)),
+        ("macro_f1", f(|p| p.macro_f1)),
+        ("macro_f1_sd", f(|p| p.macro_f1_sd)),
+    ])?;
+    let s = &e.sweep;
+    report::write_frame(&df, out, "sweep", &format!(
+        "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data), sentences of those genes; `all genes` = the full sentence. Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.",
+        match s.cells { CellCount::N(k) => k.to_string(), CellCount::All => "all".into() }, e.seed, s.svm.c, s.folds
+    ))?;
+    let mut files = vec!["sweep.csv".to_string(), "sweep.md".to_string()];
+    let mut specs = std::collections::BTreeMap::new();
+    let mut ids: Vec<String> = pts.iter().map(|p| p.dataset.clone()).collect();
+    ids.dedup();
+    let mut index = format!("# {}\n\n{}\n\n- [table](sweep.md)\n", e.name, e.description);
+    for id in &ids {
+        let sel: Vec<SweepPoint> = pts.iter().filter(|p| &p.dataset == id).cloned().collect();
+        let stem = format!("sweep_{id}");
+        let plot = sweep_figure(
+            &format!("HVG sweep — {id}: reconstruction and annotation against sentence length"),
+            &sel,
+        );
+        specs.insert(
+            stem.clone(),
+            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
+        );
+        files.push(format!("figures/{stem}.html"));
+        index.push_str(&format!("- [{id} figure](figures/{stem}.html)\n"));
+    }
+    report::write_atomic(out.join("index.md"), index.as_bytes())?;
+    files.push("index.md".into());
+    Ok(RunSummary {
+        out: out.into(),
+        files,
+        hits: counts.0,
+        computed: counts.1,
+        skipped: vec![],
+        specs,
+    })
+}
