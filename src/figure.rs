@@ -96,6 +96,36 @@ pub fn scatter_true_vs_pred(title: &str, truth: &[f64], pred: &[f64]) -> Plot {
     plot
 }
 
+/// A scatter plot with one marker trace per named group (e.g. HVG vs other genes, or cell types).
+pub fn scatter_groups(
+    title: &str,
+    x_title: &str,
+    y_title: &str,
+    groups: &[(String, Vec<f64>, Vec<f64>)],
+) -> Plot {
+    let mut plot = Plot::new();
+    for (name, x, y) in groups {
+        plot.add_trace(
+            Scatter::new(
+                x.iter().map(|&v| r4(v)).collect(),
+                y.iter().map(|&v| r4(v)).collect(),
+            )
+            .mode(Mode::Markers)
+            .name(name)
+            .marker(Marker::new().size(4).opacity(0.6)),
+        );
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text(x_title)))
+            .y_axis(Axis::new().title(Title::with_text(y_title)))
+            .width(760)
+            .height(560),
+    );
+    plot
+}
+
 /// A grouped bar chart: one trace per series, `categories` on x.
 pub fn grouped_bars(
     title: &str,

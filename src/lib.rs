@@ -2,7 +2,9 @@
 //!
 //! Stages are plain functions over typed values, wired by the CLI and usable from notebooks:
 //! [`data`] → [`preprocess`] → [`hvg`] → [`sentence`] → [`reconstruct`]; [`experiment`] runs
-//! experiment files through the [`cache`] and writes [`report`] tables and [`figure`]s. Reference behaviour is scanpy's
+//! experiment files through the [`cache`] and writes [`report`] tables and [`figure`]s; [`lm`] and
+//! [`classify`] hold the language model and the annotation heads; [`reproduce`] runs everything and
+//! writes `results/REPORT.md`. Reference behaviour is scanpy's
 //! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
 pub mod bench;
 pub mod cache;
@@ -16,6 +18,7 @@ pub mod figure;
 pub mod hvg;
 pub mod lm;
 pub mod loess;
+pub mod notebook;
 pub mod npy;
 pub mod paper;
 pub mod pipeline;
@@ -23,6 +26,7 @@ pub mod preprocess;
 pub mod progress;
 pub mod reconstruct;
 pub mod report;
+pub mod reproduce;
 pub mod sentence;
 
 pub use error::{Error, Result};

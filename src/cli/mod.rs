@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::hvg::{Flavor, HvgParams};
 use crate::pipeline::{self, HvgInput, Prepared};
 use crate::preprocess::PreprocessParams;
-use crate::report::{self, Table};
+use crate::report::Table;
 use crate::sentence::{GeneSet, SentenceParams};
 
 /// Cell sentences: scanpy-exact preprocessing and HVG, Cell2Sentence sentences, and the
@@ -224,10 +224,15 @@ pub struct ReproduceArgs {
     /// Output folder.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    /// Dataset ids to run (default: the bundled baron_human and pbmc68k_reduced).
+    /// Datasets of the sentence-length and compute tables (default: the bundled baron_human and
+    /// pbmc68k_reduced); the experiments use their own files' lists.
     #[arg(long, value_delimiter = ',')]
     pub datasets: Option<Vec<String>>,
-    /// Experiment files to run after the sentence-length table (default: experiments/*.yaml).
+    /// A GPT-NeoX checkpoint directory (C2S-Pythia-410M) for the annotation experiments and the
+    /// compute table, instead of the small LM trained here (GPU recommended).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Experiment files to run (default: experiments/*.yaml), in dependency order.
     #[arg(long)]
     pub experiments: Option<Vec<PathBuf>>,
     /// Stage cache folder.
@@ -475,107 +480,28 @@ fn cmd_datasets(a: &DataDirArgs) -> Result<()> {
 
 /// The foundation part of the default run: QC, HVG and sentence lengths per dataset.
 fn cmd_reproduce(a: &ReproduceArgs, quiet: bool) -> Result<()> {
-    let dirs = data::default_data_dirs(a.dirs.data_dir.as_deref());
-    let ids = a
-        .datasets
-        .clone()
-        .unwrap_or_else(|| vec!["baron_human".into(), "pbmc68k_reduced".into()]);
-    let mut t = Table::new([
-        "dataset",
-        "cells_in",
-        "cells_kept",
-        "genes_kept",
-        "hvg",
-        "mean_genes_all",
-        "mean_genes_hvg",
-        "hvg_to_all_ratio",
-        "mean_genes_all_top200",
-        "mean_genes_hvg_top200",
-    ]);
-    for id in &ids {
-        let entry = data::resolve(id, &dirs)?;
-        eprintln!("[reproduce] {id}: {}", entry.path.display());
-        let ds = entry.load(true)?;
-        let cells_in = ds.n_cells();
-        let pp = PreprocessParams::default();
-        let p = pipeline::prepare(ds, entry.counts.then_some(&pp), false)?;
-        let h = pipeline::select_hvg(&p, &HvgParams::default(), HvgInput::Log, None)?;
-        let mut lens = Vec::new();
-        for genes in [GeneSet::All, GeneSet::Hvg] {
-            for max in [None, Some(200)] {
-                let s = pipeline::sentences(
-                    &p,
-                    genes,
-                    Some(&h),
-                    &SentenceParams {
-                        seed: 42,
-                        max_genes: max,
-                    },
-                )?;
-                let mean = s
-                    .iter()
-                    .map(|x| x.split(' ').filter(|w| !w.is_empty()).count())
-                    .sum::<usize>() as f64
-                    / s.len().max(1) as f64;
-                lens.push(mean);
-            }
-        }
-        t.push([
-            id.clone(),
-            cells_in.to_string(),
-            p.data.n_cells().to_string(),
-            p.data.n_genes().to_string(),
-            h.indices().len().to_string(),
-            report::f4(lens[0]),
-            report::f4(lens[2]),
-            report::f4(lens[2] / lens[0]),
-            report::f4(lens[1]),
-            report::f4(lens[3]),
-        ]);
-    }
-    let dir = a.out.join("sentences");
-    report::write_atomic(dir.join("sentence_lengths.csv"), t.to_csv().as_bytes())?;
-    let md = format!(
-        "# Sentence length, all genes vs HVG (seurat_v3 on log10 data, n_top 2000)\n\nMean number of genes per cell sentence; the paper reports HVG sentences at about a third of the full length.\n\n{}",
-        t.to_markdown()
-    );
-    report::write_atomic(dir.join("sentence_lengths.md"), md.as_bytes())?;
-    print_out(&t.to_markdown())?;
-    eprintln!("[reproduce] wrote {}", dir.display());
-    let files = match &a.experiments {
-        Some(f) => f.clone(),
-        None => {
-            let d = PathBuf::from("experiments");
-            let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
-                .map_err(|e| Error::io(&d, e))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                .collect();
-            v.sort();
-            v
-        }
+    let t0 = std::time::Instant::now();
+    let mut o = crate::reproduce::ReproduceOptions {
+        out: a.out.clone(),
+        cache: a.cache.clone(),
+        force: a.force,
+        data_dir: a.dirs.data_dir.clone(),
+        experiments: a.experiments.clone(),
+        model: a.model.clone(),
+        quiet,
+        ..Default::default()
     };
-    for f in files {
-        let t0 = std::time::Instant::now();
-        let opts = crate::experiment::RunOptions {
-            out: a.out.clone(),
-            cache: a.cache.clone(),
-            force: a.force,
-            data_dir: a.dirs.data_dir.clone(),
-            quiet,
-            ..Default::default()
-        };
-        let s = crate::experiment::run_file(&f, &opts)?;
-        eprintln!(
-            "[reproduce] {}: {} stage(s) from cache, {} computed, {:.1} s → {}",
-            f.display(),
-            s.hits,
-            s.computed,
-            t0.elapsed().as_secs_f64(),
-            s.out.display()
-        );
+    if let Some(d) = &a.datasets {
+        o.datasets = d.clone();
     }
+    let s = crate::reproduce::reproduce(&o)?;
+    eprintln!(
+        "[reproduce] {} stage(s) from cache, {} computed, {:.1} s; report: {}",
+        s.hits,
+        s.computed,
+        t0.elapsed().as_secs_f64(),
+        s.report.display()
+    );
     Ok(())
 }
 

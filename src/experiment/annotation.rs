@@ -76,6 +76,40 @@ pub struct AnnotationSection {
     pub svm: SvmConfig,
     pub scmap: ScmapConfig,
     pub pca_components: usize,
+    /// Where the LM and the MLP run: `auto` (CUDA when libtorch sees a GPU), `cpu` or `cuda`.
+    /// Byte-identical reruns are promised on CPU.
+    #[serde(skip_serializing_if = "DeviceChoice::is_auto")]
+    pub device: DeviceChoice,
+}
+
+/// Device setting of the annotation experiments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    fn is_auto(&self) -> bool {
+        *self == DeviceChoice::Auto
+    }
+
+    /// The libtorch device; `cuda` without a visible GPU is an error.
+    pub fn resolve(self) -> Result<tch::Device> {
+        match self {
+            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(Error::param(
+                "annotation.device",
+                "cuda was asked for but libtorch sees no GPU (`cellsentence env`); use auto or cpu",
+            )),
+        }
+    }
 }
 
 impl Default for AnnotationSection {
@@ -94,6 +128,7 @@ impl Default for AnnotationSection {
             svm: SvmConfig::default(),
             scmap: ScmapConfig::default(),
             pca_components: 50,
+            device: DeviceChoice::Auto,
         }
     }
 }
@@ -236,33 +271,33 @@ impl Ctx<'_> {
         Ok((labels, folds))
     }
 
+    /// The model behind the LM rows: the file's checkpoint, or the small LM of this dataset and mode
+    /// (a cached stage, trained when missing).
+    fn lm_model(&mut self, mode: GeneSet) -> Result<PathBuf> {
+        let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
+        if let Some(m) = &a.model {
+            return Ok(m.clone());
+        }
+        let digest = self.cache.file_digest(&self.d.entry.path)?;
+        let (dir, o) = self.cache.dir_artifact(
+            "lm",
+            &format!("{id} {}", mode_label(mode)),
+            &(&lm_inputs(&digest, e, mode), &a.lm),
+            |out| {
+                let words = self.sentences(mode, a.lm.max_genes)?;
+                lm::train(&words, &a.lm, None, out, a.device.resolve()?, !self.quiet)?;
+                Ok(())
+            },
+        )?;
+        self.tally(o);
+        Ok(dir)
+    }
+
     fn lm_features(&mut self, mode: GeneSet) -> Result<Matrix> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         let digest = self.cache.file_digest(&self.d.entry.path)?;
-        let base = (
-            &digest,
-            e.preprocess.clone(),
-            &e.hvg,
-            e.sentences.tie_seed,
-            mode,
-        );
-        let model = match &a.model {
-            Some(m) => m.clone(),
-            None => {
-                let (dir, o) = self.cache.dir_artifact(
-                    "lm",
-                    &format!("{id} {}", mode_label(mode)),
-                    &(&base, &a.lm),
-                    |out| {
-                        let words = self.sentences(mode, a.lm.max_genes)?;
-                        lm::train(&words, &a.lm, None, out, tch::Device::Cpu, !self.quiet)?;
-                        Ok(())
-                    },
-                )?;
-                self.tally(o);
-                dir
-            }
-        };
+        let base = lm_inputs(&digest, e, mode);
+        let model = self.lm_model(mode)?;
         let style = lm::prompt_style(&model)?;
         let model_digest = self.cache.file_digest(&model)?;
         let (m, o) = self.cache.npy(
@@ -271,7 +306,7 @@ impl Ctx<'_> {
             &(&base, &model_digest, &style, a.max_genes),
             || {
                 let words = self.sentences(mode, a.max_genes)?;
-                let ck = lm::load(&model, tch::Device::Cpu, tch::Kind::Float)?;
+                let ck = lm::load(&model, a.device.resolve()?, tch::Kind::Float)?;
                 lm::embed_sentences(
                     &ck,
                     &words,
@@ -395,6 +430,15 @@ fn dataset_rows(
             a.pca_components,
         );
         let label = format!("{} {}", d.entry.id, method_label(m, mode));
+        // the small LM is a stage of its own (its training log feeds the loss figure): deleting it
+        // retrains it, and only it
+        let lm_dir = match (m, mode, &a.model) {
+            (Method::Lm, Some(g), None) => Some(cx.lm_model(g)?),
+            _ => None,
+        };
+        let pre = std::mem::take(&mut cx.counts);
+        counts.0 += pre.0;
+        counts.1 += pre.1;
         let mut inner = (0, 0);
         let (ev, o) = cache.json("annotation", &label, &inputs, || {
             let (labels, folds) = cx.folds()?;
@@ -413,7 +457,7 @@ fn dataset_rows(
                 }
             };
             inner = std::mem::take(&mut cx.counts);
-            classify::evaluate(&x, &labels, &folds, &classifier, tch::Device::Cpu)
+            classify::evaluate(&x, &labels, &folds, &classifier, a.device.resolve()?)
         })?;
         counts.0 += inner.0;
         counts.1 += inner.1;
@@ -421,13 +465,6 @@ fn dataset_rows(
             Outcome::Hit => counts.0 += 1,
             Outcome::Computed => counts.1 += 1,
         }
-        let lm_dir = match (m, mode, &a.model) {
-            (Method::Lm, Some(g), None) => {
-                let key = Cache::key("lm", &(&lm_inputs(&digest, e, g), &a.lm));
-                Some(cache.dir().join("lm").join(key))
-            }
-            _ => None,
-        };
         rows.push(Row {
             dataset: d.entry.id.clone(),
             paper: d.paper.clone(),
