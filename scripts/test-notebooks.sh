@@ -9,9 +9,11 @@ cd "$ROOT"
 source scripts/env.sh
 EVCXR_VERSION="0.22.0"
 EVCXR="$ROOT/.tools/bin/evcxr_jupyter"
-if ! "$EVCXR" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
+if ! [ -x "$EVCXR" ] || ! grep -qs "evcxr_jupyter $EVCXR_VERSION" "$ROOT/.tools/.crates.toml"; then
   echo "[notebooks] installing evcxr_jupyter $EVCXR_VERSION into .tools (one-time, ~6 min)" >&2
-  cargo install --quiet evcxr_jupyter --version "$EVCXR_VERSION" --locked --root "$ROOT/.tools"
+  # evcxr only drives cargo: a quick-to-build profile is enough
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_LTO=false \
+    cargo install --quiet evcxr_jupyter --version "$EVCXR_VERSION" --locked --root "$ROOT/.tools"
 fi
 if ! python -c "import nbconvert, nbclient" 2>/dev/null; then
   pip install -q -r notebooks/requirements.txt
