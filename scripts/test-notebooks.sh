@@ -10,7 +10,7 @@ source scripts/env.sh
 EVCXR_VERSION="0.22.0"
 EVCXR="$ROOT/.tools/bin/evcxr_jupyter"
 if ! [ -x "$EVCXR" ] || ! grep -qs "evcxr_jupyter $EVCXR_VERSION" "$ROOT/.tools/.crates.toml"; then
-  echo "[notebooks] installing evcxr_jupyter $EVCXR_VERSION into .tools (one-time, ~6 min)" >&2
+  echo "[notebooks] installing evcxr_jupyter $EVCXR_VERSION into .tools (one-time, 10–20 min on 2 cores)" >&2
   # evcxr only drives cargo: a quick-to-build profile is enough
   CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_LTO=false \
     cargo install --quiet evcxr_jupyter --version "$EVCXR_VERSION" --locked --root "$ROOT/.tools"
@@ -18,6 +18,7 @@ fi
 if ! python -c "import nbconvert, nbclient" 2>/dev/null; then
   pip install -q -r notebooks/requirements.txt
 fi
+[ "${1:-}" != "--install-only" ] || exit 0
 export JUPYTER_PATH="$ROOT/.tools/jupyter"
 mkdir -p "$JUPYTER_PATH/kernels/rust"
 cat > "$JUPYTER_PATH/kernels/rust/kernel.json" <<JSON

@@ -148,10 +148,10 @@ fn timing_model(vocab: i64, lm: &lm::TrainConfig) -> (GptNeox, tch::nn::VarStore
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let cfg = NeoxConfig {
         vocab_size: vocab,
-        hidden_size: lm.hidden as i64,
-        num_hidden_layers: lm.layers as i64,
-        num_attention_heads: lm.heads as i64,
-        intermediate_size: lm.intermediate as i64,
+        hidden_size: lm.hidden,
+        num_hidden_layers: lm.layers,
+        num_attention_heads: lm.heads,
+        intermediate_size: lm.intermediate,
         rotary_pct: 0.25,
         rotary_emb_base: 10000.0,
         max_position_embeddings: 16384,
