@@ -37,7 +37,7 @@ for nb in "${notebooks[@]}"; do
   start=$(date +%s)
   echo "[notebooks] executing $nb" >&2
   jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=rust \
-    --ExecutePreprocessor.timeout=2400 --ExecutePreprocessor.startup_timeout=120 \
+    --ExecutePreprocessor.timeout=7200 --ExecutePreprocessor.startup_timeout=120 \
     --output-dir "$OUT" "$nb" >&2
   echo "[notebooks] $nb: ok ($(( $(date +%s) - start )) s)" >&2
 done
