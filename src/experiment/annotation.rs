@@ -212,6 +212,8 @@ struct Ctx<'a> {
     quiet: bool,
     prepared: Option<(Prepared, Vec<usize>)>,
     counts: (usize, usize),
+    /// Small-LM directories already resolved in this run (each stage is counted once).
+    lm_dirs: Vec<(GeneSet, PathBuf)>,
 }
 
 impl Ctx<'_> {
@@ -278,6 +280,9 @@ impl Ctx<'_> {
         if let Some(m) = &a.model {
             return Ok(m.clone());
         }
+        if let Some((_, dir)) = self.lm_dirs.iter().find(|(g, _)| *g == mode) {
+            return Ok(dir.clone());
+        }
         let digest = self.cache.file_digest(&self.d.entry.path)?;
         let (dir, o) = self.cache.dir_artifact(
             "lm",
@@ -290,6 +295,7 @@ impl Ctx<'_> {
             },
         )?;
         self.tally(o);
+        self.lm_dirs.push((mode, dir.clone()));
         Ok(dir)
     }
 
@@ -394,6 +400,7 @@ fn dataset_rows(
         quiet,
         prepared: None,
         counts: (0, 0),
+        lm_dirs: Vec::new(),
     };
     let digest = cache.file_digest(&d.entry.path)?;
     let mut rows = Vec::new();
