@@ -10,7 +10,7 @@ use crate::data;
 use crate::error::{Error, Result};
 use crate::experiment::{self, Experiment, RunOptions, RunSummary, Task};
 use crate::hvg::HvgParams;
-use crate::lm::{self, EmbedOptions, GptNeox, NeoxConfig, PromptStyle};
+use crate::lm::{self, EmbedOptions, GptNeox, PromptStyle};
 use crate::paper::{self, Reported};
 use crate::pipeline::{self, HvgInput};
 use crate::preprocess::PreprocessParams;
@@ -146,22 +146,7 @@ pub fn default_experiments(dir: &Path) -> Result<Vec<PathBuf>> {
 fn timing_model(vocab: i64, lm: &lm::TrainConfig) -> (GptNeox, tch::nn::VarStore) {
     tch::manual_seed(0);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let cfg = NeoxConfig {
-        vocab_size: vocab,
-        hidden_size: lm.hidden,
-        num_hidden_layers: lm.layers,
-        num_attention_heads: lm.heads,
-        intermediate_size: lm.intermediate,
-        rotary_pct: 0.25,
-        rotary_emb_base: 10000.0,
-        max_position_embeddings: 16384,
-        layer_norm_eps: 1e-5,
-        use_parallel_residual: true,
-        tie_word_embeddings: false,
-        attention_bias: true,
-        bos_token_id: None,
-        eos_token_id: None,
-    };
+    let cfg = lm.neox_config(vocab, 16384);
     let m = GptNeox::new(&vs.root(), &cfg);
     (m, vs)
 }
@@ -772,6 +757,9 @@ fn write_report(
                 v.join(", ")
             }
         ));
+        for s in r.summary.specs.keys() {
+            md.push_str(&format!("![{s}]({link}/figures/{s}.svg)\n\n"));
+        }
     }
     md.push_str("## Beyond the paper — compute of full vs HVG sentences\n\n");
     md.push_str(&md_columns(

@@ -2,7 +2,8 @@
 //! byte-identical on rerun, and every table and figure of the reconstruction experiment on the
 //! bundled data is snapshot-tested.
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+
+mod common;
 
 use assert_cmd::Command;
 
@@ -202,22 +203,18 @@ fn kill_9_leaves_no_partial_result_and_rerun_completes() {
     let cache = dir.path().join("cache");
     // kill at several points of the run; whatever exists afterwards must be whole
     for delay_ms in [50u64, 300, 800] {
-        let mut child = std::process::Command::new(&bin)
-            .arg("run")
-            .arg(&f)
-            .arg("--out")
-            .arg(&out)
-            .arg("--cache")
-            .arg(&cache)
-            .arg("--force")
-            .arg("--quiet")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
+        common::kill_after(
+            std::process::Command::new(&bin)
+                .arg("run")
+                .arg(&f)
+                .arg("--out")
+                .arg(&out)
+                .arg("--cache")
+                .arg(&cache)
+                .arg("--force")
+                .arg("--quiet"),
+            delay_ms,
+        );
         for dir in [out.join("t"), cache.join("reconstruction")] {
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 continue;

@@ -103,6 +103,11 @@ fn embeddings_are_masked_means_and_batch_invariant() {
     let a = lm::embed_ids(&model, &seqs, &one).unwrap();
     let b = lm::embed_ids(&model, &seqs, &packed).unwrap();
     assert_eq!((a.rows, a.cols), (4, 32));
+    // a token id outside the vocabulary is an error naming the fix, not a libtorch panic
+    let e = lm::embed_ids(&model, &[vec![0, model.cfg.vocab_size]], &one)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside the model's vocabulary"), "{e}");
     let last = &r[&format!("hidden.{}", model.cfg.num_hidden_layers)];
     for (i, &n) in lengths.iter().enumerate() {
         let want: Vec<f32> = Vec::<f32>::try_from(last.get(i as i64).narrow(0, 0, n).mean_dim(

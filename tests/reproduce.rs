@@ -2,7 +2,8 @@
 //! byte-identical reruns, recomputing only what a deleted stage feeds, and kill -9 safety.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+
+mod common;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -161,12 +162,14 @@ fn default_reproduce_snapshot_guard() {
             "REPORT.md links a missing {target}"
         );
     }
-    // insta snapshots of every table (CSV) and figure (spec embedded in the HTML)
+    // insta snapshots of every table (CSV) and figure (spec embedded in the HTML; static SVG)
     for (name, bytes) in &first {
         let text = String::from_utf8_lossy(bytes);
         let snap = name.replace(['/', '.'], "_");
         if name.ends_with(".csv") {
             insta::assert_snapshot!(format!("default_{snap}"), redact_csv(name, &text));
+        } else if name.ends_with(".svg") {
+            insta::assert_snapshot!(format!("default_{snap}"), text);
         } else if name.ends_with(".html") {
             let json = text
                 .split("Plotly.newPlot(\"figure\", ")
@@ -252,21 +255,17 @@ fn reproduce_survives_kill_9_and_reruns_identically() {
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     for delay_ms in [300u64, 1500, 4000] {
-        let mut child = std::process::Command::new(bin())
-            .current_dir(root())
-            .arg("reproduce")
-            .arg("--out")
-            .arg(&out)
-            .arg("--cache")
-            .arg(&cache)
-            .args(&argv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
+        common::kill_after(
+            std::process::Command::new(bin())
+                .current_dir(root())
+                .arg("reproduce")
+                .arg("--out")
+                .arg(&out)
+                .arg("--cache")
+                .arg(&cache)
+                .args(&argv),
+            delay_ms,
+        );
         if out.is_dir() {
             for (name, bytes) in tree(&out) {
                 if Path::new(&name)

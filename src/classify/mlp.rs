@@ -43,7 +43,9 @@ pub struct MlpRun {
     pub epochs: usize,
     pub best_epoch: usize,
     pub best_val_loss: Option<f64>,
-    pub seconds_per_epoch: f64,
+    /// Wall-clock seconds of each epoch: the mini-batch updates plus the validation loss (the
+    /// best-weights snapshot is not counted, as in the PyTorch reference script).
+    pub epoch_seconds: Vec<f64>,
 }
 
 /// PyTorch's `nn.Linear` initialisation: U(±1/√fan_in) for weight and bias.
@@ -167,9 +169,10 @@ pub fn train_predict(
     let mut best: Option<(f64, usize, Snapshot)> = None;
     let mut wait = 0usize;
     let mut epochs = 0usize;
-    let start = std::time::Instant::now();
+    let mut epoch_seconds = Vec::new();
     for epoch in 1..=c.max_epochs {
         epochs = epoch;
+        let start = std::time::Instant::now();
         order.shuffle(&mut rng);
         for chunk in order.chunks(c.batch_size) {
             if chunk.len() < 2 {
@@ -181,6 +184,7 @@ pub fn train_predict(
             opt.backward_step(&loss);
         }
         if val.is_empty() {
+            epoch_seconds.push(start.elapsed().as_secs_f64());
             continue;
         }
         let vl = tch::no_grad(|| {
@@ -188,6 +192,7 @@ pub fn train_predict(
                 .cross_entropy_for_logits(&yv)
                 .double_value(&[])
         });
+        epoch_seconds.push(start.elapsed().as_secs_f64());
         if best.as_ref().is_none_or(|b| vl < b.0) {
             let snap = vs
                 .variables()
@@ -203,7 +208,6 @@ pub fn train_predict(
             }
         }
     }
-    let seconds_per_epoch = start.elapsed().as_secs_f64() / epochs.max(1) as f64;
     let (best_val_loss, best_epoch) = match &best {
         Some((l, e, snap)) => {
             let vars = vs.variables();
@@ -234,7 +238,7 @@ pub fn train_predict(
             epochs,
             best_epoch,
             best_val_loss,
-            seconds_per_epoch,
+            epoch_seconds,
         },
     )
 }

@@ -297,6 +297,94 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
     plot
 }
 
+/// The same two panels as a static SVG (for the README and Markdown viewers): log-scaled sentence
+/// length, one line per flavor, the full sentence as a larger marker.
+fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
+    use plotters::prelude::*;
+    const PALETTE: [RGBColor; 4] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+    ];
+    let err = |e: &dyn std::fmt::Display| Error::param("hvg_sweep", format!("SVG figure: {e}"));
+    let mut flavors: Vec<&str> = Vec::new();
+    for p in pts {
+        if !flavors.contains(&p.flavor.as_str()) {
+            flavors.push(&p.flavor);
+        }
+    }
+    let lo = pts
+        .iter()
+        .map(|p| p.mean_length)
+        .fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().map(|p| p.mean_length).fold(0.0, f64::max);
+    let x_range = (lo.max(1.0) / 1.5)..(hi.max(2.0) * 1.5);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let root = root
+            .titled(title, ("sans-serif", 26))
+            .map_err(|e| err(&e))?;
+        let panels = root.split_evenly((1, 2));
+        type Metric = (&'static str, fn(&SweepPoint) -> f64);
+        let metrics: [Metric; 2] = [
+            ("reconstruction R² (C2S line)", |p| p.r2),
+            ("annotation macro-F1 (SVM on sentence)", |p| p.macro_f1),
+        ];
+        for (area, (label, value)) in panels.iter().zip(metrics) {
+            let y_lo = pts.iter().map(value).fold(1.0, f64::min);
+            let y_range = (y_lo - 0.05).clamp(0.0, 0.9)..1.0;
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x_range.clone().log_scale(), y_range)
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc("mean genes per sentence")
+                .y_desc(label)
+                .label_style(("sans-serif", 15))
+                .axis_desc_style(("sans-serif", 17))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.2}"))
+                .draw()
+                .map_err(|e| err(&e))?;
+            for (k, f) in flavors.iter().enumerate() {
+                let color = PALETTE[k % PALETTE.len()];
+                let sel: Vec<(f64, f64)> = pts
+                    .iter()
+                    .filter(|p| p.flavor == *f)
+                    .map(|p| (figure::r4(p.mean_length), figure::r4(value(p))))
+                    .collect();
+                let size = if sel.len() == 1 { 7 } else { 4 };
+                if sel.len() > 1 {
+                    chart
+                        .draw_series(LineSeries::new(sel.clone(), color.stroke_width(2)))
+                        .map_err(|e| err(&e))?;
+                }
+                chart
+                    .draw_series(sel.iter().map(|&p| Circle::new(p, size, color.filled())))
+                    .map_err(|e| err(&e))?
+                    .label(*f)
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .label_font(("sans-serif", 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
 /// Runs the sweep and writes its table and figure to `out`.
 pub fn run(
     e: &Experiment,
@@ -374,8 +462,13 @@ pub fn run(
             stem.clone(),
             figure::write(&plot, &out.join("figures"), &stem, &stem)?,
         );
+        let svg = sweep_svg(&format!("HVG sweep — {id}"), &sel)?;
+        report::write_atomic(out.join(format!("figures/{stem}.svg")), svg.as_bytes())?;
         files.push(format!("figures/{stem}.html"));
-        index.push_str(&format!("- [{id} figure](figures/{stem}.html)\n"));
+        files.push(format!("figures/{stem}.svg"));
+        index.push_str(&format!(
+            "- [{id} figure](figures/{stem}.html) ([static SVG](figures/{stem}.svg))\n"
+        ));
     }
     report::write_atomic(out.join("index.md"), index.as_bytes())?;
     files.push("index.md".into());

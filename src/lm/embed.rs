@@ -67,6 +67,15 @@ pub fn embed_ids(model: &GptNeox, seqs: &[Vec<i64>], opts: &EmbedOptions) -> Res
                 ),
             ));
         }
+        let vocab = model.cfg.vocab_size;
+        if let Some(&bad) = s.iter().find(|&&t| t < 0 || t >= vocab) {
+            return Err(Error::param(
+                "prompts",
+                format!(
+                    "prompt {i} has token id {bad}, outside the model's vocabulary (vocab_size {vocab}); use the tokenizer saved with this checkpoint"
+                ),
+            ));
+        }
     }
     let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
     let mut out = vec![0f32; seqs.len() * h];

@@ -19,7 +19,8 @@ pub use train::{train, TrainConfig, TrainReport};
 use crate::npy::Matrix;
 use crate::{Error, Result};
 use std::path::Path;
-use tch::{Device, Kind};
+/// libtorch's device and dtype, re-exported so notebooks and callers can name them without `tch`.
+pub use tch::{Device, Kind};
 
 /// The prompt style a model directory asks for: `cellsentence.json`'s `prompt` for the harness's own
 /// models, Cell2Sentence's cell-type prompt otherwise.

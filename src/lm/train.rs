@@ -67,6 +67,29 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// The GPT-NeoX shape these settings describe (Pythia's choices elsewhere: rotary on a quarter
+    /// of each head, parallel residual, untied embeddings), no BOS/EOS token.
+    pub fn neox_config(&self, vocab_size: i64, max_position_embeddings: i64) -> NeoxConfig {
+        NeoxConfig {
+            vocab_size,
+            hidden_size: self.hidden,
+            num_hidden_layers: self.layers,
+            num_attention_heads: self.heads,
+            intermediate_size: self.intermediate,
+            rotary_pct: 0.25,
+            rotary_emb_base: 10000.0,
+            max_position_embeddings,
+            layer_norm_eps: 1e-5,
+            use_parallel_residual: true,
+            tie_word_embeddings: false,
+            attention_bias: true,
+            bos_token_id: None,
+            eos_token_id: None,
+        }
+    }
+}
+
 /// One logged step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRow {
@@ -231,20 +254,12 @@ pub fn train(
         }
         None => {
             let cfg = NeoxConfig {
-                vocab_size: (vocab as usize).div_ceil(64) as i64 * 64,
-                hidden_size: c.hidden,
-                num_hidden_layers: c.layers,
-                num_attention_heads: c.heads,
-                intermediate_size: c.intermediate,
-                rotary_pct: 0.25,
-                rotary_emb_base: 10000.0,
-                max_position_embeddings: (c.max_genes + 1).next_power_of_two() as i64,
-                layer_norm_eps: 1e-5,
-                use_parallel_residual: true,
-                tie_word_embeddings: false,
-                attention_bias: true,
                 bos_token_id: Some(0),
                 eos_token_id: Some(0),
+                ..c.neox_config(
+                    (vocab as usize).div_ceil(64) as i64 * 64,
+                    (c.max_genes + 1).next_power_of_two() as i64,
+                )
             };
             let vs = nn::VarStore::new(device);
             let model = GptNeox::new(&vs.root(), &cfg);
