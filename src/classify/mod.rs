@@ -47,6 +47,19 @@ pub struct Prediction {
     pub pred: String,
 }
 
+/// Sorted label encoding (the paper's code sorts its classes): the distinct names and each cell's
+/// index into them.
+pub fn encode_labels(labels: &[String]) -> (Vec<String>, Vec<usize>) {
+    let mut names: Vec<String> = labels.to_vec();
+    names.sort();
+    names.dedup();
+    let y = labels
+        .iter()
+        .map(|l| names.binary_search(l).expect("label in its own list"))
+        .collect();
+    (names, y)
+}
+
 /// Metrics of one fold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FoldMetrics {
@@ -110,13 +123,7 @@ pub fn evaluate(
     device: Device,
 ) -> Result<Evaluation> {
     check_features(x, labels, "features")?;
-    let mut names: Vec<String> = labels.to_vec();
-    names.sort();
-    names.dedup();
-    let y: Vec<usize> = labels
-        .iter()
-        .map(|l| names.binary_search(l).expect("label in its own list"))
-        .collect();
+    let (names, y) = encode_labels(labels);
     let mut out_folds = Vec::new();
     let mut predictions = Vec::new();
     for f in folds {

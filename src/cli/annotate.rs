@@ -281,13 +281,7 @@ pub fn cmd_bench_annotate(a: &BenchAnnotateArgs) -> Result<()> {
         })
         .collect();
     // the PyTorch script's measure: every epoch of every fold (updates + validation loss), median
-    let mut names = labels.clone();
-    names.sort();
-    names.dedup();
-    let y: Vec<usize> = labels
-        .iter()
-        .map(|l| names.binary_search(l).unwrap_or(0))
-        .collect();
+    let (names, y) = classify::encode_labels(&labels);
     let mut per_epoch = Vec::new();
     let mut correct = Vec::new();
     for f in &folds {
@@ -342,13 +336,8 @@ pub fn cmd_bench_annotate(a: &BenchAnnotateArgs) -> Result<()> {
     let f0 = &hf[0];
     let fit: Vec<usize> = f0.train.iter().chain(&f0.val).copied().collect();
     let rows: Vec<&[f32]> = fit.iter().map(|&i| hx.row(i)).collect();
-    let mut names = hl.clone();
-    names.sort();
-    names.dedup();
-    let y: Vec<usize> = fit
-        .iter()
-        .map(|&i| names.binary_search(&hl[i]).unwrap_or(0))
-        .collect();
+    let (names, codes) = classify::encode_labels(&hl);
+    let y: Vec<usize> = fit.iter().map(|&i| codes[i]).collect();
     let t0 = std::time::Instant::now();
     let model = classify::svm::LinearSvm::fit(&rows, &y, &SvmConfig::default());
     let ours_svm = t0.elapsed().as_secs_f64();

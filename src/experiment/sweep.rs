@@ -210,6 +210,17 @@ fn dataset_points(
     Ok(out)
 }
 
+/// The flavors of `pts` in first-seen order (one line each in the figures).
+fn flavors(pts: &[SweepPoint]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for p in pts {
+        if !out.contains(&p.flavor.as_str()) {
+            out.push(&p.flavor);
+        }
+    }
+    out
+}
+
 /// The sweep figure: reconstruction R² and annotation macro-F1 against mean sentence length, one
 /// line per flavor, the full sentence as a separate marker; two panels side by side.
 fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
@@ -217,12 +228,7 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
     use plotly::layout::{Annotation, Axis, GridPattern, LayoutGrid};
     use plotly::{Layout, Plot, Scatter};
     let mut plot = Plot::new();
-    let mut flavors: Vec<&str> = Vec::new();
-    for p in pts {
-        if !flavors.contains(&p.flavor.as_str()) {
-            flavors.push(&p.flavor);
-        }
-    }
+    let flavors = flavors(pts);
     for f in flavors {
         let sel: Vec<&SweepPoint> = pts.iter().filter(|p| p.flavor == f).collect();
         let x: Vec<f64> = sel.iter().map(|p| figure::r4(p.mean_length)).collect();
@@ -308,12 +314,7 @@ fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
         RGBColor(214, 39, 40),
     ];
     let err = |e: &dyn std::fmt::Display| Error::param("hvg_sweep", format!("SVG figure: {e}"));
-    let mut flavors: Vec<&str> = Vec::new();
-    for p in pts {
-        if !flavors.contains(&p.flavor.as_str()) {
-            flavors.push(&p.flavor);
-        }
-    }
+    let flavors = flavors(pts);
     let lo = pts
         .iter()
         .map(|p| p.mean_length)
