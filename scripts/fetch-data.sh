@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fetches the default datasets from PyPI wheels (never from a hub) into data/ (git-ignored). Idempotent.
 #   data/baron_human.h5ad     Baron et al. 2016 human pancreas (came==0.1.13, came/sample_data.zip), MIT
+#   data/corpus/baron_mouse.h5ad  Baron et al. 2016 mouse pancreas (same wheel and zip), MIT: only in the
+#                             pretraining corpus (`pretrain-lm`), not in the experiments' `available` list
 #   data/pbmc68k_reduced.h5ad 10x PBMC 68k reduced, log-normalized only (scanpy==1.11.5), BSD-3
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,19 +11,23 @@ PY="${PYTHON:-python3}"
 mkdir -p "$DATA"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-if [ ! -s "$DATA/baron_human.h5ad" ]; then
-  echo "[data] fetching came==0.1.13 wheel for raw-Baron_human.h5ad" >&2
+mkdir -p "$DATA/corpus"
+if [ ! -s "$DATA/baron_human.h5ad" ] || [ ! -s "$DATA/corpus/baron_mouse.h5ad" ]; then
+  echo "[data] fetching came==0.1.13 wheel for raw-Baron_{human,mouse}.h5ad" >&2
   "$PY" -m pip download -q --no-deps -d "$tmp" came==0.1.13
   "$PY" - "$tmp" "$DATA" <<'PY'
 import glob, io, os, sys, zipfile
 tmp, data = sys.argv[1], sys.argv[2]
 whl = zipfile.ZipFile(glob.glob(os.path.join(tmp, "came-0.1.13-*.whl"))[0])
 inner = zipfile.ZipFile(io.BytesIO(whl.read("came/sample_data.zip")))
-name = next(n for n in inner.namelist() if n.endswith("raw-Baron_human.h5ad"))
-part = os.path.join(data, "baron_human.h5ad.part")
-with open(part, "wb") as f:
-    f.write(inner.read(name))
-os.replace(part, os.path.join(data, "baron_human.h5ad"))
+for species, folder in (("human", data), ("mouse", os.path.join(data, "corpus"))):
+    dest = os.path.join(folder, f"baron_{species}.h5ad")
+    if os.path.exists(dest) and os.path.getsize(dest) > 0:
+        continue
+    name = next(n for n in inner.namelist() if n.endswith(f"raw-Baron_{species}.h5ad"))
+    with open(dest + ".part", "wb") as f:
+        f.write(inner.read(name))
+    os.replace(dest + ".part", dest)
 PY
 fi
 if [ ! -s "$DATA/pbmc68k_reduced.h5ad" ]; then

@@ -1051,7 +1051,7 @@ pub struct DatasetEntry {
 /// Known datasets' annotations; others get `cell_type`/`batch` when present.
 fn known(id: &str) -> Option<(&'static str, Option<&'static str>, MatrixSource, bool)> {
     match id {
-        "baron_human" => Some(("cell_type1", Some("donor"), MatrixSource::X, true)),
+        "baron_human" | "baron_mouse" => Some(("cell_type1", Some("donor"), MatrixSource::X, true)),
         "pbmc68k_reduced" => Some(("bulk_labels", None, MatrixSource::Raw, false)),
         _ => None,
     }
@@ -1069,6 +1069,18 @@ pub fn default_data_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     dirs.push(root.join("data"));
     dirs.push(root.join("..").join("shared").join("data"));
+    dirs
+}
+
+/// The data directories plus the project's `data/corpus/` (datasets fetched only for pretraining
+/// corpora, e.g. Baron mouse, kept out of the experiments' `available` list).
+pub fn corpus_data_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = default_data_dirs(explicit);
+    dirs.push(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join("corpus"),
+    );
     dirs
 }
 

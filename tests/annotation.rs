@@ -659,3 +659,115 @@ fn annotation_snapshots_on_baron() {
         }
     }
 }
+
+/// `pretrain-lm` writes a manifest of its corpus; the annotation runner refuses to evaluate a
+/// dataset of that corpus with the model (clear error), unless `allow_seen: true`, which marks the
+/// rows "seen in pretraining".
+#[test]
+fn pretrained_model_refuses_datasets_in_its_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let fixtures = root().join("tests/fixtures");
+    let pretrain = |exclude: &str| {
+        bin()
+            .args(["--quiet", "pretrain-lm", "--datasets", "synthetic"])
+            .args(["--exclude", exclude])
+            .arg("--data-dir")
+            .arg(&fixtures)
+            .arg("--out")
+            .arg(&model)
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .args([
+                "--config",
+                r#"{"layers": 1, "hidden": 32, "heads": 4, "intermediate": 64, "steps": 3}"#,
+            ])
+            .output()
+            .unwrap()
+    };
+    // holding out the only dataset leaves nothing to train on
+    let r = pretrain("synthetic");
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("no dataset left"), "{err}");
+    assert!(!model.exists(), "no model on failure");
+
+    let r = pretrain("baron_human");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let corpus = cellsentence::lm::Corpus::read(&model).unwrap().unwrap();
+    assert_eq!(corpus.datasets.len(), 1);
+    let d = &corpus.datasets[0];
+    assert_eq!(d.id, "synthetic");
+    let bytes = std::fs::read(fixtures.join("synthetic.h5ad")).unwrap();
+    assert_eq!(d.sha256, cellsentence::cache::sha256_hex(&bytes));
+    assert!(d.cells > 0);
+    assert_eq!(corpus.steps, 3);
+    assert!(corpus.tokens_seen > 0 && corpus.command.contains("pretrain-lm"));
+    assert_eq!(
+        corpus.held_out.get("baron_human").map(String::as_str),
+        Some("evaluated with this model")
+    );
+    assert!(
+        corpus.held_out.contains_key("pancreas_cider"),
+        "shares Baron's cells"
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "cellsentence.json",
+    ] {
+        assert!(model.join(f).is_file(), "{f}");
+    }
+
+    let text = std::fs::read_to_string(root().join("experiments/annotation_inter.yaml"))
+        .unwrap()
+        .replace("datasets: [baron_human]", "datasets: [synthetic]")
+        .replace("max_epochs: 150", "max_epochs: 4")
+        .replace(
+            "  pca_components: 50",
+            &format!("  pca_components: 50\n  model: {}", model.display()),
+        );
+    let run = |text: &str, out: &str| {
+        let file = dir.path().join(format!("{out}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        bin()
+            .args(["--quiet", "run"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&fixtures)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let r = run(&text, "refused");
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("`synthetic` is in the pretraining corpus") && err.contains("corpus.json"),
+        "{err}"
+    );
+    assert!(err.contains("allow_seen: true"), "the fix is named: {err}");
+    assert!(!dir.path().join("refused/annotation_inter").exists());
+
+    let allowed = text.replace(
+        "  pca_components: 50\n",
+        "  pca_components: 50\n  allow_seen: true\n",
+    );
+    let r = run(&allowed, "allowed");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let table = std::fs::read_to_string(dir.path().join("allowed/annotation_inter/annotation.csv"))
+        .unwrap();
+    let lm_rows: Vec<&str> = table.lines().filter(|l| l.contains("LM ")).collect();
+    assert_eq!(lm_rows.len(), 2, "{table}");
+    for l in lm_rows {
+        assert!(l.contains("seen in pretraining"), "{l}");
+    }
+    assert!(!table
+        .lines()
+        .filter(|l| l.contains("SVM"))
+        .any(|l| l.contains("seen in pretraining")));
+}

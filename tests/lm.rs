@@ -94,11 +94,13 @@ fn embeddings_are_masked_means_and_batch_invariant() {
         batch_tokens: 1,
         max_batch: 1,
         progress: false,
+        ..Default::default()
     };
     let packed = EmbedOptions {
         batch_tokens: 1 << 16,
         max_batch: 64,
         progress: false,
+        ..Default::default()
     };
     let a = lm::embed_ids(&model, &seqs, &one).unwrap();
     let b = lm::embed_ids(&model, &seqs, &packed).unwrap();
@@ -134,9 +136,69 @@ fn embeddings_are_masked_means_and_batch_invariant() {
             batch_tokens: 20,
             max_batch: 8,
             progress: false,
+            ..Default::default()
         },
     );
     assert_eq!(plan, vec![vec![1, 3], vec![0, 4, 2]]);
+}
+
+/// `embed --layer L --pool P` against transformers' `output_hidden_states`, pooled here over each
+/// prompt's real tokens: every layer (positive and negative index), every pooling, packed batches.
+#[test]
+fn every_layer_and_pooling_matches_transformers_hidden_states() {
+    for name in ["neox_par25", "neox_seq100"] {
+        let dir = fixture(name);
+        let (model, _vs) = load::load_model(&dir, Device::Cpu).unwrap();
+        let r = reference(&dir);
+        let lengths: Vec<i64> =
+            Vec::<i64>::try_from(r["attention_mask"].sum_dim_intlist(1, false, Kind::Int64))
+                .unwrap();
+        let seqs: Vec<Vec<i64>> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                Vec::<i64>::try_from(r["input_ids"].get(i as i64).narrow(0, 0, n)).unwrap()
+            })
+            .collect();
+        let n_states = model.cfg.num_hidden_layers + 1;
+        let mut worst = 0f64;
+        for layer in 0..n_states {
+            let h = &r[&format!("hidden.{layer}")];
+            for pool in [lm::Pool::Mean, lm::Pool::Last, lm::Pool::Max] {
+                for index in [layer, layer - n_states] {
+                    let opts = EmbedOptions {
+                        layer: index,
+                        pool,
+                        progress: false,
+                        ..Default::default()
+                    };
+                    let e = lm::embed_ids(&model, &seqs, &opts).unwrap();
+                    for (i, &n) in lengths.iter().enumerate() {
+                        let real = h.get(i as i64).narrow(0, 0, n);
+                        let want = match pool {
+                            lm::Pool::Mean => real.mean_dim(0, false, Kind::Float),
+                            lm::Pool::Last => real.get(n - 1),
+                            lm::Pool::Max => real.amax(0, false),
+                        };
+                        let got = Tensor::from_slice(e.row(i));
+                        let err = max_abs(&got, &want);
+                        assert!(
+                            err <= 1e-4,
+                            "{name} layer {index} pool {pool} prompt {i}: max abs error {err}"
+                        );
+                        worst = worst.max(err);
+                    }
+                }
+            }
+        }
+        eprintln!("{name}: every layer × pooling within {worst:.2e} of transformers");
+        let opts = EmbedOptions {
+            layer: n_states,
+            ..Default::default()
+        };
+        let err = lm::embed_ids(&model, &seqs, &opts).unwrap_err().to_string();
+        assert!(err.contains("outside the model's"), "{err}");
+    }
 }
 
 #[test]

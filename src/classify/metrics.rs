@@ -99,3 +99,92 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
     (m, var.sqrt())
 }
+
+/// Share of the embedding's total variance that lies between the labels' centroids (η², the
+/// R² of a one-way ANOVA pooled over dimensions): 1 when cells of a type coincide, 0 when the
+/// types share one centroid.
+pub fn label_variance_share(x: &crate::npy::Matrix, labels: &[String]) -> f64 {
+    assert_eq!(x.rows, labels.len(), "one label per row");
+    let d = x.cols;
+    let mut groups: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
+    let mut mean = vec![0f64; d];
+    for (i, l) in labels.iter().enumerate() {
+        let g = groups
+            .entry(l.as_str())
+            .or_insert_with(|| (0, vec![0.0; d]));
+        g.0 += 1;
+        for (j, &v) in x.row(i).iter().enumerate() {
+            g.1[j] += f64::from(v);
+            mean[j] += f64::from(v);
+        }
+    }
+    let n = x.rows as f64;
+    mean.iter_mut().for_each(|m| *m /= n);
+    let total: f64 = (0..x.rows)
+        .map(|i| {
+            x.row(i)
+                .iter()
+                .zip(&mean)
+                .map(|(&v, m)| (f64::from(v) - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    let between: f64 = groups
+        .values()
+        .map(|(k, s)| {
+            let k = *k as f64;
+            s.iter()
+                .zip(&mean)
+                .map(|(s, m)| k * (s / k - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    if total > 0.0 {
+        between / total
+    } else {
+        f64::NAN
+    }
+}
+
+/// Mean cosine similarity over all ordered pairs of distinct rows (anisotropy: near 1 when every
+/// cell's vector points the same way).
+pub fn mean_cosine(x: &crate::npy::Matrix) -> f64 {
+    let n = x.rows;
+    if n < 2 {
+        return f64::NAN;
+    }
+    let mut sum = vec![0f64; x.cols];
+    for i in 0..n {
+        let r = x.row(i);
+        let norm = r.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            for (s, &v) in sum.iter_mut().zip(r) {
+                *s += f64::from(v) / norm;
+            }
+        }
+    }
+    // |Σ u_i|² = n (the i = j terms, for unit rows) + Σ_{i≠j} cos(i, j)
+    let sq: f64 = sum.iter().map(|s| s * s).sum();
+    (sq - n as f64) / (n as f64 * (n as f64 - 1.0))
+}
+
+#[cfg(test)]
+mod quality_tests {
+    use super::*;
+    use crate::npy::Matrix;
+
+    #[test]
+    fn variance_share_and_cosine_on_small_cases() {
+        let x = Matrix {
+            rows: 4,
+            cols: 2,
+            data: vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0],
+        };
+        let l: Vec<String> = ["a", "a", "b", "b"].iter().map(|s| s.to_string()).collect();
+        assert!((label_variance_share(&x, &l) - 1.0).abs() < 1e-12);
+        let mixed: Vec<String> = ["a", "b", "a", "b"].iter().map(|s| s.to_string()).collect();
+        assert!(label_variance_share(&x, &mixed).abs() < 1e-12);
+        // pairs: (0,1)=1, (2,3)=1, the four cross pairs 0 → 2·2 / 12
+        assert!((mean_cosine(&x) - 4.0 / 12.0).abs() < 1e-12);
+    }
+}

@@ -21,9 +21,9 @@ pub struct SentenceSource {
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
     #[arg(long, default_value_t = 42)]
     pub tie_seed: u32,
-    /// Read `layers/NAME` instead of X.
+    /// Read the AnnData layer `layers/NAME` instead of X (`--layer` is the model's hidden state).
     #[arg(long, conflicts_with = "raw")]
-    pub layer: Option<String>,
+    pub adata_layer: Option<String>,
     /// Read `raw/X` instead of X.
     #[arg(long)]
     pub raw: bool,
@@ -70,6 +70,13 @@ pub struct EmbedArgs {
     /// Output .npy (cells × hidden, float32); cell names go to <out>.cells.txt.
     #[arg(long)]
     pub out: PathBuf,
+    /// Hidden state to pool, as transformers' `hidden_states[L]`: 0 the token embeddings, i the
+    /// output of block i; negative counts from the end (-1, the default: the final output, the paper's).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub layer: i64,
+    /// Pooling over the prompt's tokens (mean: the paper's).
+    #[arg(long, value_enum, default_value_t = lm::Pool::Mean)]
+    pub pool: lm::Pool,
     #[command(flatten)]
     pub run: RunDevice,
     /// Embedding cache folder.
@@ -117,6 +124,34 @@ pub struct TrainArgs {
     pub cuda: bool,
 }
 
+/// `pretrain-lm` options.
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// Datasets to hold out (those you will evaluate); files sharing their cells are held out too.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Datasets to pretrain on (default: every one found in the data directories).
+    #[arg(long, value_delimiter = ',')]
+    pub datasets: Option<Vec<String>>,
+    /// Output model directory (Hugging Face layout + corpus.json; replaced atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training settings as JSON (keys of TrainConfig), e.g. '{"steps": 2000}'.
+    #[arg(long, default_value = "{}")]
+    pub config: String,
+    /// Seed of the sentences' tie-breaking shuffle (Cell2Sentence: 42).
+    #[arg(long, default_value_t = 42)]
+    pub tie_seed: u32,
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+    /// Train on the first CUDA device.
+    #[arg(long)]
+    pub cuda: bool,
+    /// Cache folder (file digests).
+    #[arg(long, default_value = ".cache/stages")]
+    pub cache: PathBuf,
+}
+
 /// `bench embed` options.
 #[derive(Debug, Args)]
 pub struct BenchEmbedArgs {
@@ -155,7 +190,7 @@ pub fn sentence_words(
 ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     let args = InputArgs {
         input: input.to_string(),
-        layer: s.layer.clone(),
+        layer: s.adata_layer.clone(),
         raw: s.raw,
         dirs: s.dirs.clone(),
     };
@@ -234,9 +269,7 @@ fn style_for(a: &EmbedArgs) -> Result<PromptStyle> {
 
 /// The gene budget a model directory was trained with (`cellsentence.json`), if any.
 fn model_budget(dir: &Path) -> Option<usize> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(lm::train::META)).ok()?).ok()?;
-    v.get("max_genes")?.as_u64().map(|n| n as usize)
+    lm::ModelMeta::read(dir).ok().flatten().map(|m| m.max_genes)
 }
 
 /// Embeds texts with caching by (model digest, texts digest, precision).
@@ -245,15 +278,25 @@ pub fn embed_cached(
     model: &Path,
     texts: &[String],
     run: &RunDevice,
+    (layer, pool): (i64, lm::Pool),
     label: &str,
 ) -> Result<Matrix> {
     let (device, kind) = lm::device_and_kind(run.cuda, &run.dtype)?;
     let model_digest = cache.file_digest(model)?;
     let texts_digest = crate::cache::sha256_hex(texts.join("\u{1e}").as_bytes());
-    let inputs = (&model_digest, &texts_digest, &run.dtype, run.cuda);
+    let inputs = (
+        &model_digest,
+        &texts_digest,
+        &run.dtype,
+        run.cuda,
+        layer,
+        pool,
+    );
     let (m, _) = cache.npy("embeddings", label, &inputs, || {
         let ck = lm::load(model, device, kind)?;
         let opts = EmbedOptions {
+            layer,
+            pool,
             batch_tokens: run.batch_tokens,
             ..EmbedOptions::default()
         };
@@ -275,7 +318,12 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
                 .max_genes
                 .or_else(|| model_budget(&a.model))
                 .unwrap_or(200);
-            let (cells, words) = sentence_words(input, &a.source, Some(budget))?;
+            let (cells, mut words) = sentence_words(input, &a.source, Some(budget))?;
+            if lm::ModelMeta::read(&a.model)?.is_some_and(|m| m.upper_case_genes) {
+                for w in words.iter_mut().flatten() {
+                    *w = w.to_uppercase();
+                }
+            }
             let style = style_for(a)?;
             let refs: Vec<Vec<&str>> = words
                 .iter()
@@ -291,6 +339,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         &a.model,
         &texts,
         &a.run,
+        (a.layer, a.pool),
         &a.out.display().to_string(),
     )?;
     crate::npy::write(&a.out, &m)?;
@@ -327,6 +376,36 @@ pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
     ))
 }
 
+/// `cellsentence pretrain-lm`.
+pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
+    let cfg: TrainConfig = serde_json::from_str(&a.config)
+        .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
+    let spec = crate::experiment::pretrain::CorpusSpec {
+        datasets: a.datasets.clone(),
+        exclude: a.exclude.clone(),
+        tie_seed: a.tie_seed,
+        ..Default::default()
+    };
+    let dirs = crate::data::corpus_data_dirs(a.dirs.data_dir.as_deref());
+    let (device, _) = lm::device_and_kind(a.cuda, "f32")?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let cache = Cache::new(&a.cache, false).quiet(true);
+    let (r, corpus) = crate::experiment::pretrain::pretrain(
+        &spec, &cfg, &dirs, &cache, &command, &a.out, device, !quiet,
+    )?;
+    print_out(&format!(
+        "{}\n",
+        serde_json::json!({
+            "model": r.dir, "parameters": r.parameters, "vocab": r.vocab, "n_train": r.n_train,
+            "n_val": r.n_val, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s,
+            "datasets": corpus.datasets.iter().map(|d| (&d.id, d.cells)).collect::<Vec<_>>(),
+            "held_out": corpus.held_out,
+            "final_train_loss": r.log.last().map(|l| l.train_loss),
+            "final_val_loss": r.log.last().and_then(|l| l.val_loss),
+        })
+    ))
+}
+
 /// The loss-curve figure of a training run.
 pub fn loss_figure(r: &lm::TrainReport, what: &str) -> plotly::Plot {
     let steps: Vec<f64> = r.log.iter().map(|l| l.step as f64).collect();
@@ -355,7 +434,7 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
     let src = SentenceSource {
         genes: GeneSet::All,
         tie_seed: 42,
-        layer: None,
+        adata_layer: None,
         raw: false,
         dirs: a.dirs.clone(),
         prep: PrepArgs {

@@ -1,6 +1,7 @@
 //! The `cellsentence` command line.
 mod annotate;
 mod lm;
+mod probe;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +49,12 @@ pub enum Command {
     Embed(lm::EmbedArgs),
     /// Train a small cell-sentence language model on a dataset's sentences (Hugging Face layout).
     TrainLm(lm::TrainArgs),
+    /// Pretrain one cell-sentence LM on every reachable dataset except the held-out ones; writes
+    /// corpus.json beside the Hugging Face files.
+    PretrainLm(lm::PretrainArgs),
+    /// Embed every hidden state of one or more models and score each for cell identity (classifier
+    /// probe, between-type variance share, anisotropy).
+    LmProbe(probe::ProbeArgs),
     /// Cell-type annotation from an embedding matrix: k-fold or leave-one-batch-out, MLP or SVM.
     Annotate(annotate::AnnotateArgs),
     /// Report the libtorch build this binary uses (CPU threads, CUDA).
@@ -537,6 +544,8 @@ pub fn main() -> i32 {
         Command::Embed(a) => lm::cmd_embed(a),
         Command::Annotate(a) => annotate::cmd_annotate(a),
         Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
+        Command::PretrainLm(a) => lm::cmd_pretrain(a, cli.quiet),
+        Command::LmProbe(a) => probe::cmd_probe(a),
         Command::Bench(BenchCmd::Embed(a)) => lm::cmd_bench_embed(a),
         Command::Bench(BenchCmd::Annotate(a)) => annotate::cmd_bench_annotate(a),
         Command::Bench(BenchCmd::Preprocess {

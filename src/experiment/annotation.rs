@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::lm_protocol::{self, LmProtocol, LmSource, PretrainSection};
 use super::{mode_label, Experiment, RunDataset, RunSummary};
 use crate::cache::{Cache, Outcome};
 use crate::classify::{
@@ -76,6 +77,17 @@ pub struct AnnotationSection {
     pub svm: SvmConfig,
     pub scmap: ScmapConfig,
     pub pca_components: usize,
+    /// Evaluate datasets that are in the pretraining corpus (`corpus.json`) of `model`; their rows
+    /// are marked "seen in pretraining". Default: such a dataset is an error.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_seen: bool,
+    /// Where the LM rows' models come from when `model` is not given: `per_mode` (a small LM per
+    /// dataset and mode, trained on the evaluated cells) or `pretrained` (the paper's protocol).
+    #[serde(skip_serializing_if = "LmProtocol::is_default")]
+    pub lm_protocol: LmProtocol,
+    /// The `pretrained` protocol's corpus, model, fine-tunes and control.
+    #[serde(skip_serializing_if = "PretrainSection::is_default")]
+    pub pretrain: PretrainSection,
     /// Where the LM and the MLP run: `auto` (CUDA when libtorch sees a GPU), `cpu` or `cuda`.
     /// Byte-identical reruns are promised on CPU.
     #[serde(skip_serializing_if = "DeviceChoice::is_auto")]
@@ -128,6 +140,9 @@ impl Default for AnnotationSection {
             svm: SvmConfig::default(),
             scmap: ScmapConfig::default(),
             pca_components: 50,
+            allow_seen: false,
+            lm_protocol: LmProtocol::PerMode,
+            pretrain: PretrainSection::default(),
             device: DeviceChoice::Auto,
         }
     }
@@ -140,15 +155,19 @@ struct Row {
     paper: Option<String>,
     method: Method,
     mode: Option<GeneSet>,
+    /// The model behind an LM row.
+    source: LmSource,
     eval: Evaluation,
     /// The small LM behind an LM row (its training log feeds the loss figure).
     lm_dir: Option<PathBuf>,
+    /// The dataset is in the pretraining corpus of the row's model (`allow_seen`).
+    seen: bool,
 }
 
-fn method_label(m: Method, mode: Option<GeneSet>) -> String {
+fn method_label(m: Method, mode: Option<GeneSet>, source: LmSource) -> String {
     match (m, mode) {
-        (Method::Lm, Some(g)) => format!("LM {} sentences + MLP", mode_label(g)),
-        (Method::Lm, None) => "LM + MLP".into(),
+        (Method::Lm, Some(g)) => format!("{} {} sentences + MLP", source.prefix(), mode_label(g)),
+        (Method::Lm, None) => format!("{} + MLP", source.prefix()),
         (Method::HvgSvm, _) => "SVM (HVG expression)".into(),
         (Method::Pca, _) => "MLP (PCA of HVG)".into(),
         (Method::HvgMlp, _) => "MLP (HVG expression)".into(),
@@ -157,10 +176,12 @@ fn method_label(m: Method, mode: Option<GeneSet>) -> String {
 }
 
 /// The paper's row this one reproduces.
-fn paper_row(m: Method, mode: Option<GeneSet>) -> Option<&'static str> {
+fn paper_row(m: Method, mode: Option<GeneSet>, source: LmSource) -> Option<&'static str> {
+    let paper_protocol = matches!(source, LmSource::Own | LmSource::Pretrained);
     match (m, mode) {
-        (Method::Lm, Some(GeneSet::All)) => Some("C2S Pythia-410M"),
-        (Method::Lm, Some(GeneSet::Hvg)) => Some("HVG C2S Pythia-410M"),
+        (Method::Lm, Some(GeneSet::All)) if paper_protocol => Some("C2S Pythia-410M"),
+        (Method::Lm, Some(GeneSet::Hvg)) if paper_protocol => Some("HVG C2S Pythia-410M"),
+        (Method::Lm, _) => None,
         (Method::HvgSvm, _) => Some("SVM"),
         (Method::Scmap, _) => Some("scmap"),
         _ => None,
@@ -212,8 +233,11 @@ struct Ctx<'a> {
     quiet: bool,
     prepared: Option<(Prepared, Vec<usize>)>,
     counts: (usize, usize),
-    /// Small-LM directories already resolved in this run (each stage is counted once).
-    lm_dirs: Vec<(GeneSet, PathBuf)>,
+    /// LM directories already resolved in this run (each stage is counted once).
+    lm_dirs: Vec<(LmSource, GeneSet, PathBuf)>,
+    /// Every dataset this run evaluates (held out of a pretraining corpus).
+    evaluated: &'a [String],
+    data_dir: Option<&'a Path>,
 }
 
 impl Ctx<'_> {
@@ -273,37 +297,80 @@ impl Ctx<'_> {
         Ok((labels, folds))
     }
 
-    /// The model behind the LM rows: the file's checkpoint, or the small LM of this dataset and mode
-    /// (a cached stage, trained when missing).
-    fn lm_model(&mut self, mode: GeneSet) -> Result<PathBuf> {
+    /// The model behind an LM row: the file's checkpoint, the small LM of this dataset and mode,
+    /// or the pretrained / fine-tuned / untrained model (cached stages, trained when missing).
+    fn lm_model(&mut self, mode: GeneSet, source: LmSource) -> Result<PathBuf> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         if let Some(m) = &a.model {
             return Ok(m.clone());
         }
-        if let Some((_, dir)) = self.lm_dirs.iter().find(|(g, _)| *g == mode) {
+        let key_mode = if matches!(source, LmSource::Pretrained | LmSource::Untrained) {
+            GeneSet::All // one model for both modes
+        } else {
+            mode
+        };
+        if let Some((.., dir)) = self
+            .lm_dirs
+            .iter()
+            .find(|(s, g, _)| *s == source && *g == key_mode)
+        {
             return Ok(dir.clone());
         }
+        let device = a.device.resolve()?;
+        let pretrained = |cx: &Self, untrained: bool| {
+            lm_protocol::pretrained_model(
+                e,
+                &a.pretrain,
+                cx.evaluated,
+                cx.data_dir,
+                cx.cache,
+                untrained,
+                device,
+                cx.quiet,
+            )
+        };
         let digest = self.cache.file_digest(&self.d.entry.path)?;
-        let (dir, o) = self.cache.dir_artifact(
-            "lm",
-            &format!("{id} {}", mode_label(mode)),
-            &(&lm_inputs(&digest, e, mode), &a.lm),
-            |out| {
-                let words = self.sentences(mode, a.lm.max_genes)?;
-                lm::train(&words, &a.lm, None, out, a.device.resolve()?, !self.quiet)?;
-                Ok(())
-            },
-        )?;
+        let (dir, o) = match source {
+            LmSource::Own => self.cache.dir_artifact(
+                "lm",
+                &format!("{id} {}", mode_label(mode)),
+                &(&lm_inputs(&digest, e, mode), &a.lm),
+                |out| {
+                    let words = self.sentences(mode, a.lm.max_genes)?;
+                    lm::train(&words, &a.lm, None, out, device, !self.quiet)?;
+                    Ok(())
+                },
+            )?,
+            LmSource::Pretrained => pretrained(self, false)?,
+            LmSource::Untrained => pretrained(self, true)?,
+            LmSource::FineTuned => {
+                let base = self.lm_model(mode, LmSource::Pretrained)?;
+                let c = a.pretrain.finetune.clone().unwrap_or_default();
+                let label = format!("{id} {} (from the pretrained model)", mode_label(mode));
+                let inputs = lm_inputs(&digest, e, mode);
+                let quiet = self.quiet;
+                lm_protocol::finetuned_model(
+                    &base,
+                    &c,
+                    &inputs,
+                    &label,
+                    self.cache,
+                    || self.sentences(mode, c.max_genes),
+                    device,
+                    quiet,
+                )?
+            }
+        };
         self.tally(o);
-        self.lm_dirs.push((mode, dir.clone()));
+        self.lm_dirs.push((source, key_mode, dir.clone()));
         Ok(dir)
     }
 
-    fn lm_features(&mut self, mode: GeneSet) -> Result<Matrix> {
+    fn lm_features(&mut self, mode: GeneSet, source: LmSource) -> Result<Matrix> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         let digest = self.cache.file_digest(&self.d.entry.path)?;
         let base = lm_inputs(&digest, e, mode);
-        let model = self.lm_model(mode)?;
+        let model = self.lm_model(mode, source)?;
         let style = lm::prompt_style(&model)?;
         let model_digest = self.cache.file_digest(&model)?;
         let (m, o) = self.cache.npy(
@@ -391,6 +458,7 @@ fn dataset_rows(
     cache: &Cache,
     quiet: bool,
     counts: &mut (usize, usize),
+    (evaluated, data_dir): (&[String], Option<&Path>),
 ) -> Result<Vec<Row>> {
     let mut cx = Ctx {
         e,
@@ -401,18 +469,22 @@ fn dataset_rows(
         prepared: None,
         counts: (0, 0),
         lm_dirs: Vec::new(),
+        evaluated,
+        data_dir,
     };
     let digest = cache.file_digest(&d.entry.path)?;
     let mut rows = Vec::new();
-    let mut units: Vec<(Method, Option<GeneSet>)> = Vec::new();
+    let mut units: Vec<(Method, Option<GeneSet>, LmSource)> = Vec::new();
     for &m in &a.methods {
         if m == Method::Lm {
-            units.extend(e.modes.iter().map(|&g| (m, Some(g))));
+            for s in LmSource::all(a.lm_protocol, &a.pretrain, a.model.as_deref()) {
+                units.extend(e.modes.iter().map(|&g| (m, Some(g), s)));
+            }
         } else {
-            units.push((m, None));
+            units.push((m, None, LmSource::Own));
         }
     }
-    for (m, mode) in units {
+    for (m, mode, source) in units {
         let classifier = match m {
             Method::HvgSvm => Classifier::Svm(a.svm.clone()),
             Method::Scmap => Classifier::Scmap(a.scmap.clone()),
@@ -436,21 +508,44 @@ fn dataset_rows(
             lm_part,
             a.pca_components,
         );
-        let label = format!("{} {}", d.entry.id, method_label(m, mode));
-        // the small LM is a stage of its own (its training log feeds the loss figure): deleting it
+        let label = format!("{} {}", d.entry.id, method_label(m, mode, source));
+        // an LM is a stage of its own (its training log feeds the loss figure): deleting it
         // retrains it, and only it
-        let lm_dir = match (m, mode, &a.model) {
-            (Method::Lm, Some(g), None) => Some(cx.lm_model(g)?),
+        let lm_dir = match (m, mode) {
+            (Method::Lm, Some(g)) => Some(cx.lm_model(g, source)?),
             _ => None,
+        };
+        // checked on every run, cached or not: a model's corpus must not hold the dataset (a
+        // fine-tune is checked through its base, the pretrained model)
+        let seen = match (&lm_dir, mode) {
+            (Some(dir), Some(g)) => {
+                let corpus_of = match source {
+                    LmSource::FineTuned => cx.lm_model(g, LmSource::Pretrained)?,
+                    _ => dir.clone(),
+                };
+                lm::check_held_out(&corpus_of, &d.entry.id, &digest, a.allow_seen)?
+            }
+            _ => false,
+        };
+        let model_digest = match (&lm_dir, source) {
+            (Some(dir), LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained) => {
+                Some(cache.file_digest(dir)?)
+            }
+            _ => None,
+        };
+        // rows of the first protocol keep their keys; the others add the model's digest
+        let key = match &model_digest {
+            None => StageKey::Legacy(&inputs),
+            Some(md) => StageKey::Extended(&inputs, (source, md.as_str(), &a.pretrain)),
         };
         let pre = std::mem::take(&mut cx.counts);
         counts.0 += pre.0;
         counts.1 += pre.1;
         let mut inner = (0, 0);
-        let (ev, o) = cache.json("annotation", &label, &inputs, || {
+        let (ev, o) = cache.json("annotation", &label, &key, || {
             let (labels, folds) = cx.folds()?;
             let x = match m {
-                Method::Lm => cx.lm_features(mode.expect("LM rows have a mode"))?,
+                Method::Lm => cx.lm_features(mode.expect("LM rows have a mode"), source)?,
                 Method::HvgSvm | Method::HvgMlp => {
                     let (p, h) = cx.prepared()?;
                     hvg_dense(p, h)
@@ -477,11 +572,21 @@ fn dataset_rows(
             paper: d.paper.clone(),
             method: m,
             mode,
+            source,
             eval: ev,
-            lm_dir,
+            lm_dir: lm_dir.filter(|_| a.model.is_none()),
+            seen,
         });
     }
     Ok(rows)
+}
+
+/// A stage's inputs, optionally extended without changing the keys of the unextended ones.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum StageKey<A: Serialize, B: Serialize> {
+    Legacy(A),
+    Extended(A, B),
 }
 
 /// The paper's (accuracy, macro-F1) for a row.
@@ -530,13 +635,15 @@ pub fn run(
     cache: &Cache,
     out: &Path,
     quiet: bool,
+    data_dir: Option<&Path>,
 ) -> Result<RunSummary> {
     let a = &e.annotation;
     let mut counts = (0, 0);
     let mut rows: Vec<Row> = Vec::new();
     let mut skipped = Vec::new();
+    let evaluated: Vec<String> = datasets.iter().map(|d| d.entry.id.clone()).collect();
     for d in datasets {
-        match dataset_rows(e, a, d, cache, quiet, &mut counts) {
+        match dataset_rows(e, a, d, cache, quiet, &mut counts, (&evaluated, data_dir)) {
             Ok(r) => rows.extend(r),
             Err(err)
                 if e.datasets.iter().any(|x| x == "available")
@@ -563,7 +670,7 @@ pub fn run(
     let pv: Vec<(Option<f64>, Option<f64>)> = rows
         .iter()
         .map(|r| {
-            paper_row(r.method, r.mode).map_or((None, None), |pr| {
+            paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
                 paper_values(reported, a.split, r.paper.as_deref(), pr)
             })
         })
@@ -582,7 +689,7 @@ pub fn run(
             "method",
             Col::Str(
                 rows.iter()
-                    .map(|r| Some(method_label(r.method, r.mode)))
+                    .map(|r| Some(method_label(r.method, r.mode, r.source)))
                     .collect(),
             ),
         ),
@@ -590,7 +697,7 @@ pub fn run(
             "paper_row",
             Col::Str(
                 rows.iter()
-                    .map(|r| paper_row(r.method, r.mode).map(String::from))
+                    .map(|r| paper_row(r.method, r.mode, r.source).map(String::from))
                     .collect(),
             ),
         ),
@@ -644,18 +751,29 @@ pub fn run(
             Col::Str(
                 rows.iter()
                     .map(|r| {
-                        Some(match &r.paper {
+                        let role = match &r.paper {
                             Some(p) => format!("substitute for the paper's {p}"),
                             None => "no counterpart in the paper".to_string(),
+                        };
+                        Some(if r.seen {
+                            format!("{role}; seen in pretraining")
+                        } else {
+                            role
                         })
                     })
                     .collect(),
             ),
         ),
     ])?;
-    let lm_what = match &a.model {
-        Some(m) => format!("embeddings of {}", m.display()),
-        None => format!("embeddings of a small cell-sentence LM trained here per dataset and mode ({} layers, hidden {}, {} steps), standing in for C2S-Pythia-410M", a.lm.layers, a.lm.hidden, a.lm.steps),
+    let lm_what = match (&a.model, a.lm_protocol) {
+        (Some(m), _) => format!("embeddings of {}", m.display()),
+        (None, LmProtocol::Pretrained) => {
+            let p = &a.pretrain;
+            let ft = p.finetune.as_ref().map_or(String::new(), |f| format!("; fine-tuned rows: that model fine-tuned ({} steps, language-model objective) on the dataset's unlabelled sentences of the row's mode, so they saw the evaluated cells (transductive) while the pretrained rows did not", f.steps));
+            let un = if p.untrained_control { "; untrained rows: the same shape and vocabulary at random initialisation (a control)" } else { "" };
+            format!("embeddings of one cell-sentence LM pretrained here ({} layers, hidden {}, {} steps of {} sentences) on every reachable dataset except the evaluated ones and files sharing their cells (held out; listed in the model's corpus.json), reading both sentence modes as the paper's C2S-Pythia-410M did{ft}{un}", p.lm.layers, p.lm.hidden, p.lm.steps, p.lm.batch_size)
+        }
+        (None, LmProtocol::PerMode) => format!("embeddings of a small cell-sentence LM trained here per dataset and mode ({} layers, hidden {}, {} steps), standing in for C2S-Pythia-410M", a.lm.layers, a.lm.hidden, a.lm.steps),
     };
     report::write_frame(&df, out, "annotation", &format!(
         "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP (512-BN-GELU-Drop0.1, 256, Adam 1e-3, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
@@ -763,7 +881,7 @@ pub fn run(
             .collect();
         let col_names: Vec<String> = rs
             .iter()
-            .map(|r| format!("f1 {}", method_label(r.method, r.mode)))
+            .map(|r| format!("f1 {}", method_label(r.method, r.mode, r.source)))
             .collect();
         let mut cols = vec![
             (
@@ -794,7 +912,10 @@ pub fn run(
         report::write_frame(&df, out, &stem, &format!("# Per-class F1 on {id} (all test predictions pooled), by method\n\nThe paper attributes the HVG sentences' lower macro-F1 to minority classes: compare the rows with small support."))?;
         files.extend([format!("{stem}.csv"), format!("{stem}.md")]);
 
-        let cats: Vec<String> = rs.iter().map(|r| method_label(r.method, r.mode)).collect();
+        let cats: Vec<String> = rs
+            .iter()
+            .map(|r| method_label(r.method, r.mode, r.source))
+            .collect();
         let mut series = vec![
             (
                 "accuracy (ours)".to_string(),
@@ -810,7 +931,7 @@ pub fn run(
         let pvals: Vec<(Option<f64>, Option<f64>)> = rs
             .iter()
             .map(|r| {
-                paper_row(r.method, r.mode).map_or((None, None), |pr| {
+                paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
                     paper_values(reported, a.split, r.paper.as_deref(), pr)
                 })
             })
@@ -855,7 +976,10 @@ pub fn run(
         cl.dedup();
         let m = metrics::confusion(&truth, &pred, &cl);
         let plot = figure::confusion(
-            &format!("Confusion — {id}, {}", method_label(r0.method, r0.mode)),
+            &format!(
+                "Confusion — {id}, {}",
+                method_label(r0.method, r0.mode, r0.source)
+            ),
             &cl,
             &m,
         );
@@ -866,36 +990,44 @@ pub fn run(
         );
         files.push(format!("figures/{stem}.html"));
     }
-    // loss curves of the small LMs
+    // loss curves of the LMs trained in this run (each model once)
+    let mut drawn: Vec<&PathBuf> = Vec::new();
     for r in &rows {
         let (Some(dir), Some(mode)) = (&r.lm_dir, r.mode) else {
             continue;
         };
-        let Ok(log) = std::fs::read_to_string(dir.join("training_log.csv")) else {
+        if drawn.contains(&dir) {
+            continue;
+        }
+        drawn.push(dir);
+        let Ok(log) = lm::train::LogRow::read(dir) else {
             continue;
         };
-        let (mut steps, mut train, mut val) = (Vec::new(), Vec::new(), Vec::new());
-        for line in log.lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            let (Some(s), Some(t)) = (
-                f.first().and_then(|v| v.parse::<f64>().ok()),
-                f.get(2).and_then(|v| v.parse::<f64>().ok()),
-            ) else {
-                continue;
-            };
-            steps.push(s);
-            train.push(t);
-            if let Some(v) = f.get(3).and_then(|v| v.parse::<f64>().ok()) {
-                val.push((s, v));
-            }
+        if log.is_empty() {
+            continue;
         }
-        let stem = format!("lm_loss_{}_{}", r.dataset, mode_label(mode));
-        let plot = figure::loss_curve(
-            &format!(
-                "Cell-sentence LM training — {}, {} sentences",
-                r.dataset,
-                mode_label(mode)
+        let steps: Vec<f64> = log.iter().map(|l| l.step as f64).collect();
+        let train: Vec<f64> = log.iter().map(|l| l.train_loss).collect();
+        let val: Vec<(f64, f64)> = log
+            .iter()
+            .filter_map(|l| l.val_loss.map(|v| (l.step as f64, v)))
+            .collect();
+        let (stem, what) = match r.source {
+            LmSource::Own => (
+                format!("lm_loss_{}_{}", r.dataset, mode_label(mode)),
+                format!("{}, {} sentences", r.dataset, mode_label(mode)),
             ),
+            LmSource::FineTuned => (
+                format!("lm_loss_{}_{}_fine_tuned", r.dataset, mode_label(mode)),
+                format!("fine-tune on {}, {} sentences", r.dataset, mode_label(mode)),
+            ),
+            _ => (
+                "lm_loss_pretrained".to_string(),
+                "pretraining corpus (evaluated datasets held out)".to_string(),
+            ),
+        };
+        let plot = figure::loss_curve(
+            &format!("Cell-sentence LM training — {what}"),
             &steps,
             &train,
             &val,

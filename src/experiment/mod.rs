@@ -5,6 +5,8 @@
 //! resolves the datasets, runs every stage through the content-hash [`Cache`], and writes the
 //! tables and figures to `results/<name>/` atomically.
 pub mod annotation;
+pub mod lm_protocol;
+pub mod pretrain;
 pub mod reconstruction;
 pub mod sweep;
 
@@ -514,7 +516,15 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         Task::Reconstruction => {
             reconstruction::run(e, &datasets, &reported, &cache, &out, opts.quiet)?
         }
-        Task::Annotation => annotation::run(e, &datasets, &reported, &cache, &out, opts.quiet)?,
+        Task::Annotation => annotation::run(
+            e,
+            &datasets,
+            &reported,
+            &cache,
+            &out,
+            opts.quiet,
+            opts.data_dir.as_deref(),
+        )?,
         Task::HvgSweep => sweep::run(e, &datasets, &cache, &out, opts.quiet)?,
     };
     summary.out = out;

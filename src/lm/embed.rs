@@ -1,15 +1,79 @@
-//! Cell embeddings: the mean of the last layer's (final layer-normed) hidden states over each prompt's
-//! own tokens. Prompts are sorted by length and packed under a token budget, padded on the right, so
-//! a cell's embedding does not depend on its batch (it equals Cell2Sentence's at batch size 1).
+//! Cell embeddings: a pooling (by default the mean, as Cell2Sentence) of one layer's hidden states (by
+//! default the last, final layer-normed one) over each prompt's own tokens. Prompts are sorted by
+//! length and packed under a token budget, padded on the right, so a cell's embedding does not depend
+//! on its batch (it equals Cell2Sentence's at batch size 1).
 use super::model::GptNeox;
 use crate::npy::Matrix;
 use crate::progress::Progress;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// Batching knobs of [`embed_ids`].
+/// How a prompt's token states become one vector.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// Mean over the prompt's tokens (Cell2Sentence, the paper).
+    #[default]
+    Mean,
+    /// The last token's state (what a causal model has read the whole prompt for).
+    Last,
+    /// Element-wise maximum over the prompt's tokens.
+    Max,
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Mean => "mean",
+            Pool::Last => "last",
+            Pool::Max => "max",
+        })
+    }
+}
+
+impl std::str::FromStr for Pool {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Pool::Mean),
+            "last" => Ok(Pool::Last),
+            "max" => Ok(Pool::Max),
+            other => Err(Error::param(
+                "pool",
+                format!("`{other}`: use mean, last or max"),
+            )),
+        }
+    }
+}
+
+/// Which of transformers' `hidden_states` entries to pool: 0 is the token embeddings, `i` the
+/// output of block `i`, the last (`-1`, the default) the final layer-normed output; negative
+/// values count from the end, as Python indexing does.
+pub fn resolve_layer(layer: i64, num_layers: i64) -> Result<usize> {
+    let n = num_layers + 1;
+    let i = if layer < 0 { n + layer } else { layer };
+    if !(0..n).contains(&i) {
+        return Err(Error::param(
+            "layer",
+            format!(
+                "{layer} is outside the model's {n} hidden states (0 = token embeddings … {} = final output, or -1 … -{n})",
+                n - 1
+            ),
+        ));
+    }
+    Ok(i as usize)
+}
+
+/// Layer, pooling and batching knobs of [`embed_ids`].
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
+    /// Hidden-state index to pool (see [`resolve_layer`]; default -1, the final output).
+    pub layer: i64,
+    /// Pooling over the prompt's tokens (default mean).
+    pub pool: Pool,
     /// Most tokens (batch × padded length) in one forward pass.
     pub batch_tokens: usize,
     /// Most sequences in one forward pass.
@@ -21,6 +85,8 @@ pub struct EmbedOptions {
 impl Default for EmbedOptions {
     fn default() -> Self {
         EmbedOptions {
+            layer: -1,
+            pool: Pool::Mean,
             batch_tokens: 8192,
             max_batch: 64,
             progress: true,
@@ -49,11 +115,51 @@ pub fn plan_batches(lengths: &[usize], opts: &EmbedOptions) -> Vec<Vec<usize>> {
     batches
 }
 
+/// Pools `[batch, time, hidden]` states over each row's real tokens (`mask` `[batch, time, 1]`,
+/// `lens` the real lengths).
+fn pool(x: &Tensor, mask: &Tensor, lens: &[i64], how: Pool) -> Tensor {
+    match how {
+        Pool::Mean => {
+            (x * mask).sum_dim_intlist(1, false, Kind::Float)
+                / mask.sum_dim_intlist(1, false, Kind::Float)
+        }
+        Pool::Max => {
+            let pad = (mask - 1.0) * f64::from(f32::MAX);
+            (x * mask + pad).amax(1, false)
+        }
+        Pool::Last => {
+            let idx = Tensor::from_slice(&lens.iter().map(|n| n - 1).collect::<Vec<_>>())
+                .to_device(x.device())
+                .view([-1, 1, 1])
+                .expand([lens.len() as i64, 1, x.size()[2]], false);
+            x.gather(1, &idx, false).squeeze_dim(1)
+        }
+    }
+}
+
 /// Embeds token-id sequences: returns a cells × hidden f32 matrix in input order.
 pub fn embed_ids(model: &GptNeox, seqs: &[Vec<i64>], opts: &EmbedOptions) -> Result<Matrix> {
+    let mut m = embed_layers(model, seqs, opts, &[opts.layer])?;
+    Ok(m.pop().expect("one layer asked for"))
+}
+
+/// Like [`embed_ids`] for several hidden-state indices at once (one forward pass per batch; `opts.layer`
+/// is ignored): one matrix per entry of `layers`.
+pub fn embed_layers(
+    model: &GptNeox,
+    seqs: &[Vec<i64>],
+    opts: &EmbedOptions,
+    layers: &[i64],
+) -> Result<Vec<Matrix>> {
     let device = model.device();
     let h = model.cfg.hidden_size as usize;
     let max_pos = model.cfg.max_position_embeddings as usize;
+    let n_layers = model.cfg.num_hidden_layers as usize;
+    let layers: Vec<usize> = layers
+        .iter()
+        .map(|&l| resolve_layer(l, model.cfg.num_hidden_layers))
+        .collect::<Result<_>>()?;
+    let only_last = layers.iter().all(|&l| l == n_layers);
     for (i, s) in seqs.iter().enumerate() {
         if s.is_empty() {
             return Err(Error::param("prompts", format!("prompt {i} has no tokens")));
@@ -78,7 +184,7 @@ pub fn embed_ids(model: &GptNeox, seqs: &[Vec<i64>], opts: &EmbedOptions) -> Res
         }
     }
     let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-    let mut out = vec![0f32; seqs.len() * h];
+    let mut out = vec![vec![0f32; seqs.len() * h]; layers.len()];
     let bar = Progress::bar(opts.progress, seqs.len() as u64, "embed (cells)");
     tch::no_grad(|| {
         for batch in plan_batches(&lengths, opts) {
@@ -96,29 +202,39 @@ pub fn embed_ids(model: &GptNeox, seqs: &[Vec<i64>], opts: &EmbedOptions) -> Res
             let mask = Tensor::from_slice(&mask)
                 .view([b, t as i64, 1])
                 .to_device(device);
-            let (last, _) = model.hidden(&ids, false);
-            let pooled = (last.to_kind(Kind::Float) * &mask).sum_dim_intlist(1, false, Kind::Float)
-                / mask.sum_dim_intlist(1, false, Kind::Float);
-            let pooled = pooled.to_device(Device::Cpu).contiguous();
-            let v: Vec<f32> = Vec::<f32>::try_from(pooled.view([-1]))
-                .map_err(|e| Error::param("embeddings", e.to_string()))?;
-            for (r, &i) in batch.iter().enumerate() {
-                out[i * h..(i + 1) * h].copy_from_slice(&v[r * h..(r + 1) * h]);
+            let (last, states) = model.hidden(&ids, !only_last);
+            let lens: Vec<i64> = batch.iter().map(|&i| seqs[i].len() as i64).collect();
+            for (k, &layer) in layers.iter().enumerate() {
+                let x = if layer == n_layers {
+                    &last
+                } else {
+                    &states[layer]
+                };
+                let pooled = pool(&x.to_kind(Kind::Float), &mask, &lens, opts.pool);
+                let pooled = pooled.to_device(Device::Cpu).contiguous();
+                let v: Vec<f32> = Vec::<f32>::try_from(pooled.view([-1]))
+                    .map_err(|e| Error::param("embeddings", e.to_string()))?;
+                for (r, &i) in batch.iter().enumerate() {
+                    out[k][i * h..(i + 1) * h].copy_from_slice(&v[r * h..(r + 1) * h]);
+                }
             }
             bar.inc(batch.len() as u64);
         }
         Ok::<(), Error>(())
     })?;
     bar.finish();
-    if out.iter().any(|v| !v.is_finite()) {
+    if out.iter().flatten().any(|v| !v.is_finite()) {
         return Err(Error::param(
             "embeddings",
             "non-finite values (overflow in reduced precision?); use --dtype f32",
         ));
     }
-    Ok(Matrix {
-        rows: seqs.len(),
-        cols: h,
-        data: out,
-    })
+    Ok(out
+        .into_iter()
+        .map(|data| Matrix {
+            rows: seqs.len(),
+            cols: h,
+            data,
+        })
+        .collect())
 }

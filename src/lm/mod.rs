@@ -2,19 +2,22 @@
 //! model directories, C2S prompts, batched cell embeddings, and small cell-sentence models trained
 //! by the harness.
 pub mod config;
+pub mod corpus;
 pub mod embed;
 pub mod load;
 pub mod model;
+pub mod probe;
 pub mod prompt;
 pub mod tokenizer;
 pub mod train;
 
 pub use config::NeoxConfig;
-pub use embed::{embed_ids, EmbedOptions};
+pub use corpus::{check_held_out, pretrain, Corpus, CorpusDataset, CorpusPart};
+pub use embed::{embed_ids, resolve_layer, EmbedOptions, Pool};
 pub use load::{load, Checkpoint};
 pub use model::GptNeox;
 pub use prompt::PromptStyle;
-pub use train::{train, TrainConfig, TrainReport};
+pub use train::{train, ModelMeta, TrainConfig, TrainReport};
 
 use crate::npy::Matrix;
 use crate::{Error, Result};
@@ -25,15 +28,7 @@ pub use tch::{Device, Kind};
 /// The prompt style a model directory asks for: `cellsentence.json`'s `prompt` for the harness's own
 /// models, Cell2Sentence's cell-type prompt otherwise.
 pub fn prompt_style(dir: &Path) -> Result<PromptStyle> {
-    let meta = dir.join(train::META);
-    if !meta.is_file() {
-        return Ok(PromptStyle::c2s_default());
-    }
-    let text = std::fs::read_to_string(&meta).map_err(|e| Error::io(&meta, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::format(&meta, format!("not JSON: {e}"), "delete it or re-train"))?;
-    serde_json::from_value(v.get("prompt").cloned().unwrap_or_default())
-        .map_err(|e| Error::format(&meta, format!("bad `prompt`: {e}"), "delete it or re-train"))
+    Ok(ModelMeta::read(dir)?.map_or_else(PromptStyle::c2s_default, |m| m.prompt))
 }
 
 /// Picks the device: `cuda` if asked and available, else CPU; `dtype` names the parameter precision.
@@ -70,7 +65,8 @@ pub fn device_and_kind(cuda: bool, dtype: &str) -> Result<(Device, Kind)> {
 }
 
 /// Embeds cell sentences (gene words, most expressed first) with a checkpoint: each is truncated to
-/// `max_genes`, rendered with `style`, tokenized and mean-pooled.
+/// `max_genes` (and upper-cased for a model pretrained on a corpus), rendered with `style`,
+/// tokenized and pooled as `opts` says.
 pub fn embed_sentences(
     ck: &Checkpoint,
     sentences: &[Vec<String>],
@@ -78,9 +74,19 @@ pub fn embed_sentences(
     max_genes: usize,
     opts: &EmbedOptions,
 ) -> Result<Matrix> {
-    let words: Vec<Vec<&str>> = sentences
+    let upper = ModelMeta::read(&ck.dir)?.is_some_and(|m| m.upper_case_genes);
+    let owned: Vec<Vec<String>> = sentences
         .iter()
-        .map(|s| s.iter().take(max_genes).map(String::as_str).collect())
+        .map(|s| {
+            s.iter()
+                .take(max_genes)
+                .map(|w| if upper { w.to_uppercase() } else { w.clone() })
+                .collect()
+        })
+        .collect();
+    let words: Vec<Vec<&str>> = owned
+        .iter()
+        .map(|s| s.iter().map(String::as_str).collect())
         .collect();
     let texts = style.render(&words, max_genes);
     embed_texts(ck, &texts, opts)

@@ -40,6 +40,10 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Fraction of sentences held out for the validation loss.
     pub val_fraction: f64,
+    /// Tie the output projection to the gene embeddings (every step then updates every gene's
+    /// vector through the softmax; halves the parameters of a large vocabulary).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tie_embeddings: bool,
     /// Steps between validation losses.
     pub eval_every: usize,
     pub seed: u64,
@@ -61,6 +65,7 @@ impl Default for TrainConfig {
             weight_decay: 0.01,
             grad_clip: 1.0,
             val_fraction: 0.05,
+            tie_embeddings: false,
             eval_every: 50,
             seed: 0,
         }
@@ -69,7 +74,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// The GPT-NeoX shape these settings describe (Pythia's choices elsewhere: rotary on a quarter
-    /// of each head, parallel residual, untied embeddings), no BOS/EOS token.
+    /// of each head, parallel residual), no BOS/EOS token.
     pub fn neox_config(&self, vocab_size: i64, max_position_embeddings: i64) -> NeoxConfig {
         NeoxConfig {
             vocab_size,
@@ -82,7 +87,7 @@ impl TrainConfig {
             max_position_embeddings,
             layer_norm_eps: 1e-5,
             use_parallel_residual: true,
-            tie_word_embeddings: false,
+            tie_word_embeddings: self.tie_embeddings,
             attention_bias: true,
             bos_token_id: None,
             eos_token_id: None,
@@ -100,6 +105,54 @@ pub struct LogRow {
     pub val_loss: Option<f64>,
 }
 
+impl LogRow {
+    /// `training_log.csv`'s text.
+    pub fn to_csv(log: &[LogRow]) -> String {
+        let mut csv = String::from("step,lr,train_loss,val_loss\n");
+        for r in log {
+            csv.push_str(&format!(
+                "{},{:.6e},{:.6},{}\n",
+                r.step,
+                r.lr,
+                r.train_loss,
+                r.val_loss.map(|v| format!("{v:.6}")).unwrap_or_default()
+            ));
+        }
+        csv
+    }
+
+    /// Reads a model directory's `training_log.csv`.
+    pub fn read(dir: &Path) -> Result<Vec<LogRow>> {
+        let p = dir.join(TRAINING_LOG);
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        let bad = |i: usize| {
+            Error::format(
+                &p,
+                format!("line {}: not step,lr,train_loss,val_loss", i + 1),
+                "re-train the model",
+            )
+        };
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() != 4 {
+                return Err(bad(i));
+            }
+            out.push(LogRow {
+                step: f[0].parse().map_err(|_| bad(i))?,
+                lr: f[1].parse().map_err(|_| bad(i))?,
+                train_loss: f[2].parse().map_err(|_| bad(i))?,
+                val_loss: if f[3].is_empty() {
+                    None
+                } else {
+                    Some(f[3].parse().map_err(|_| bad(i))?)
+                },
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// What training produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
@@ -115,6 +168,52 @@ pub struct TrainReport {
 
 /// Metadata file the harness writes next to its models (`cellsentence.json`).
 pub const META: &str = "cellsentence.json";
+/// Per-step loss log the harness writes next to its models.
+pub const TRAINING_LOG: &str = "training_log.csv";
+
+/// `cellsentence.json`: how a harness-trained model reads cells.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Its gene budget.
+    pub max_genes: usize,
+    /// How sentences become its input text.
+    pub prompt: PromptStyle,
+    pub trained_by: String,
+    pub training: TrainConfig,
+    /// Its vocabulary holds upper-case gene symbols (a multi-dataset corpus): sentences are
+    /// upper-cased before tokenizing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upper_case_genes: bool,
+}
+
+impl ModelMeta {
+    /// The metadata of a model trained here with `c`.
+    pub fn new(c: &TrainConfig, upper_case_genes: bool) -> Self {
+        ModelMeta {
+            max_genes: c.max_genes,
+            prompt: PromptStyle::Sentence,
+            trained_by: format!("cellsentence {}", env!("CARGO_PKG_VERSION")),
+            training: c.clone(),
+            upper_case_genes,
+        }
+    }
+
+    /// Reads `dir/cellsentence.json`; `None` for models not trained by the harness.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let p = dir.join(META);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::format(
+                &p,
+                format!("not model metadata: {e}"),
+                "delete it or re-train",
+            )
+        })
+    }
+}
 
 /// Learning rate at `step` (0-based) of `n`: linear warm-up then cosine to `min_lr`·peak.
 pub fn lr_at(c: &TrainConfig, step: usize, n: usize) -> f64 {
@@ -135,8 +234,10 @@ fn check(c: &TrainConfig) -> Result<()> {
     if c.hidden % c.heads != 0 || (c.hidden / c.heads) % 8 != 0 {
         return bad("hidden must be a multiple of heads, with head size a multiple of 8");
     }
-    if c.steps == 0 || c.batch_size == 0 || c.max_genes == 0 {
-        return bad("steps, batch_size and max_genes must be positive");
+    if c.batch_size == 0 || c.max_genes == 0 {
+        return bad(
+            "batch_size and max_genes must be positive (steps: 0 saves the untrained model)",
+        );
     }
     if c.lr.is_nan()
         || c.lr <= 0.0
@@ -183,6 +284,32 @@ fn loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor) -> Tensor {
         .cross_entropy_loss::<Tensor>(&tgt.view([-1]), None, tch::Reduction::Mean, -100, 0.0)
 }
 
+/// How a training run starts.
+#[derive(Clone, Copy)]
+pub enum Init<'a> {
+    /// A new small model; its WordLevel vocabulary is `vocab` when given (e.g. a pretraining
+    /// corpus's union of gene symbols), else the training sentences' genes by decreasing count.
+    Scratch { vocab: Option<&'a [String]> },
+    /// Fine-tune a Hugging Face GPT-NeoX directory with its own tokenizer.
+    Base(&'a Path),
+}
+
+/// A trained model before it is saved.
+pub struct Fitted {
+    vs: nn::VarStore,
+    cfg: NeoxConfig,
+    tok: Tok,
+    /// Per-step log.
+    pub log: Vec<LogRow>,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub vocab: usize,
+    pub parameters: i64,
+    pub seconds: f64,
+    /// Tokens of every training batch (padding excluded).
+    pub tokens: usize,
+}
+
 /// Trains a small LM on `sentences` (gene words, most expressed first; truncated to `max_genes`)
 /// and saves it in Hugging Face layout to `out` (replaced atomically). With `base` (a Hugging Face
 /// GPT-NeoX directory, e.g. Pythia or C2S-Pythia) that model and its tokenizer are fine-tuned
@@ -195,6 +322,65 @@ pub fn train(
     device: Device,
     progress: bool,
 ) -> Result<TrainReport> {
+    let init = match base {
+        Some(b) => Init::Base(b),
+        None => Init::Scratch { vocab: None },
+    };
+    // a base pretrained on a corpus reads upper-case symbols, and so does its fine-tune
+    let upper = match base {
+        Some(b) => ModelMeta::read(b)?.is_some_and(|m| m.upper_case_genes),
+        None => false,
+    };
+    let f = if upper {
+        let up: Vec<Vec<String>> = sentences
+            .iter()
+            .map(|s| s.iter().map(|w| w.to_uppercase()).collect())
+            .collect();
+        fit(&up, c, init, device, progress)?
+    } else {
+        fit(sentences, c, init, device, progress)?
+    };
+    save(out, &f, &ModelMeta::new(c, upper), &[])?;
+    Ok(f.report(out))
+}
+
+impl Fitted {
+    /// The summary of this run, for a model saved at `dir`.
+    pub fn report(self, dir: &Path) -> TrainReport {
+        TrainReport {
+            dir: dir.into(),
+            n_train: self.n_train,
+            n_val: self.n_val,
+            vocab: self.vocab,
+            parameters: self.parameters,
+            seconds: self.seconds,
+            tokens_per_s: self.tokens as f64 / self.seconds.max(1e-9),
+            log: self.log,
+        }
+    }
+}
+
+fn vocabulary(sents: &[&[String]]) -> Vec<String> {
+    // genes by decreasing count, then name
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for s in sents {
+        for w in s.iter() {
+            *counts.entry(w.as_str()).or_default() += 1;
+        }
+    }
+    let mut words: Vec<(&str, usize)> = counts.into_iter().collect();
+    words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    words.into_iter().map(|(w, _)| w.to_string()).collect()
+}
+
+/// Trains (without saving): see [`train`].
+pub fn fit(
+    sentences: &[Vec<String>],
+    c: &TrainConfig,
+    init: Init<'_>,
+    device: Device,
+    progress: bool,
+) -> Result<Fitted> {
     check(c)?;
     let sents: Vec<&[String]> = sentences
         .iter()
@@ -207,31 +393,20 @@ pub fn train(
             format!("{} non-empty sentences; need at least 4", sents.len()),
         ));
     }
-    let base_ck = match base {
-        Some(dir) => Some(super::load(dir, device, Kind::Float)?),
-        None => None,
+    let base_ck = match init {
+        Init::Base(dir) => Some(super::load(dir, device, Kind::Float)?),
+        Init::Scratch { .. } => None,
     };
-    let tok = match &base_ck {
-        Some(ck) => Tok {
-            path: out.join("tokenizer.json"),
+    let tok = match (&base_ck, init) {
+        (Some(ck), _) => Tok {
+            path: "tokenizer.json".into(),
             inner: ck.tokenizer.inner.clone(),
         },
-        None => {
-            // vocabulary: genes by decreasing count, then name
-            let mut counts: HashMap<&str, usize> = HashMap::new();
-            for s in &sents {
-                for w in s.iter() {
-                    *counts.entry(w.as_str()).or_default() += 1;
-                }
-            }
-            let mut words: Vec<(&str, usize)> = counts.into_iter().collect();
-            words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            let words: Vec<String> = words.into_iter().map(|(w, _)| w.to_string()).collect();
-            Tok {
-                path: out.join("tokenizer.json"),
-                inner: gene_tokenizer(&words)?,
-            }
-        }
+        (None, Init::Scratch { vocab }) => Tok {
+            path: "tokenizer.json".into(),
+            inner: gene_tokenizer(&vocab.map_or_else(|| vocabulary(&sents), <[String]>::to_vec))?,
+        },
+        (None, Init::Base(_)) => unreachable!("a base checkpoint was loaded above"),
     };
     let texts: Vec<String> = sents.iter().map(|s| s.join(" ")).collect();
     let ids = tok.encode_batch(&texts)?;
@@ -346,30 +521,24 @@ pub fn train(
         bar.inc(1);
     }
     bar.finish();
-    let seconds = start.elapsed().as_secs_f64();
-    save(out, &vs, &cfg, &tok, c, &log)?;
-    Ok(TrainReport {
-        dir: out.into(),
-        log,
+    Ok(Fitted {
         n_train: train_idx.len(),
         n_val: val.len(),
         vocab: vocab as usize,
         parameters,
-        seconds,
-        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        seconds: start.elapsed().as_secs_f64(),
+        tokens,
+        log,
+        vs,
+        cfg,
+        tok,
     })
 }
 
-/// Writes config.json, model.safetensors, tokenizer.json, cellsentence.json and training_log.csv
-/// into a temporary sibling directory, then renames it to `out`.
-fn save(
-    out: &Path,
-    vs: &nn::VarStore,
-    cfg: &NeoxConfig,
-    tok: &Tok,
-    c: &TrainConfig,
-    log: &[LogRow],
-) -> Result<()> {
+/// Writes config.json, model.safetensors, tokenizer.json, cellsentence.json, training_log.csv and
+/// the `extra` (name, bytes) files into a temporary sibling directory, then renames it to `out`.
+pub fn save(out: &Path, f: &Fitted, meta: &ModelMeta, extra: &[(&str, Vec<u8>)]) -> Result<()> {
+    let (vs, cfg, tok, log) = (&f.vs, &f.cfg, &f.tok, &f.log);
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -399,24 +568,12 @@ fn save(
     tok.inner
         .save(d.join("tokenizer.json"), false)
         .map_err(|e| Error::format(d.join("tokenizer.json"), e.to_string(), "check disk space"))?;
-    let meta = serde_json::json!({
-        "prompt": PromptStyle::Sentence,
-        "max_genes": c.max_genes,
-        "trained_by": format!("cellsentence {}", env!("CARGO_PKG_VERSION")),
-        "training": c,
-    });
+    let meta = serde_json::to_value(meta).expect("model metadata serializes");
     std::fs::write(d.join(META), json(&meta)).map_err(|e| Error::io(d.join(META), e))?;
-    let mut csv = String::from("step,lr,train_loss,val_loss\n");
-    for r in log {
-        csv.push_str(&format!(
-            "{},{:.6e},{:.6},{}\n",
-            r.step,
-            r.lr,
-            r.train_loss,
-            r.val_loss.map(|v| format!("{v:.6}")).unwrap_or_default()
-        ));
+    for (name, bytes) in extra {
+        std::fs::write(d.join(name), bytes).map_err(|e| Error::io(d.join(name), e))?;
     }
-    std::fs::write(d.join("training_log.csv"), csv)
+    std::fs::write(d.join(TRAINING_LOG), LogRow::to_csv(log))
         .map_err(|e| Error::io(d.join("training_log.csv"), e))?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;

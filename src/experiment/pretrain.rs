@@ -1,0 +1,146 @@
+//! The pretraining stage: one cell-sentence model trained on the full sentences of every reachable
+//! dataset except those to be evaluated (and the files that share their cells), with a manifest.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::data::{self, DatasetEntry};
+use crate::error::{Error, Result};
+use crate::lm::{self, CorpusDataset, CorpusPart, TrainConfig};
+use crate::pipeline;
+use crate::preprocess::PreprocessParams;
+use crate::sentence::{GeneSet, SentenceParams};
+
+/// Files that hold cells of another file (the same study's cells, re-distributed): holding one
+/// out of a corpus holds out its relatives too.
+pub fn shares_cells(id: &str) -> &'static [&'static str] {
+    match id {
+        // pancreas_cider = Baron 2016 human + mouse; pancreas_2studies = Baron (inDrop) + Segerstolpe
+        "baron_human" => &["pancreas_cider", "pancreas_2studies"],
+        "baron_mouse" => &["pancreas_cider"],
+        "pancreas_cider" => &["baron_human", "baron_mouse", "pancreas_2studies"],
+        "pancreas_2studies" => &["baron_human", "pancreas_cider"],
+        // symphony's 3' v1 PBMCs and 10x's PBMC 3k are both 10x v1 PBMC releases
+        "pbmc3k" => &["pbmc_3tech"],
+        "pbmc_3tech" => &["pbmc3k"],
+        _ => &[],
+    }
+}
+
+/// How the corpus is assembled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorpusSpec {
+    /// Datasets to use (default: every one found in the data directories).
+    pub datasets: Option<Vec<String>>,
+    /// Datasets to hold out (the evaluated ones); files that share their cells are held out too.
+    pub exclude: Vec<String>,
+    /// QC and normalization of raw-count datasets.
+    pub preprocess: PreprocessParams,
+    /// Tie-breaking shuffle seed of the sentences (Cell2Sentence: 42).
+    pub tie_seed: u32,
+}
+
+impl Default for CorpusSpec {
+    fn default() -> Self {
+        CorpusSpec {
+            datasets: None,
+            exclude: Vec::new(),
+            preprocess: PreprocessParams::default(),
+            tie_seed: 42,
+        }
+    }
+}
+
+/// Datasets of the corpus and the held-out ones with their reasons.
+pub fn plan(spec: &CorpusSpec, dirs: &[PathBuf]) -> (Vec<DatasetEntry>, BTreeMap<String, String>) {
+    let mut held = BTreeMap::new();
+    for x in &spec.exclude {
+        held.insert(x.clone(), "evaluated with this model".to_string());
+        for r in shares_cells(x) {
+            held.entry(r.to_string())
+                .or_insert_with(|| format!("shares cells with {x}"));
+        }
+    }
+    let entries = data::catalog(dirs)
+        .into_iter()
+        .filter(|e| spec.datasets.as_ref().is_none_or(|d| d.contains(&e.id)))
+        .filter(|e| !held.contains_key(&e.id))
+        .collect();
+    (entries, held)
+}
+
+/// One dataset's corpus part: QC'd (for counts), full sentences of `max_genes` genes.
+pub fn part(
+    e: &DatasetEntry,
+    spec: &CorpusSpec,
+    max_genes: usize,
+    cache: &Cache,
+    progress: bool,
+) -> Result<CorpusPart> {
+    let ds = e.load(progress)?;
+    let p = pipeline::prepare(ds, e.counts.then_some(&spec.preprocess), false)?;
+    let params = SentenceParams {
+        seed: spec.tie_seed,
+        max_genes: Some(max_genes),
+    };
+    let sentences = pipeline::sentences(&p, GeneSet::All, None, &params)?
+        .iter()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    Ok(CorpusPart {
+        dataset: CorpusDataset {
+            id: e.id.clone(),
+            file: e
+                .path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().to_string()),
+            sha256: cache.file_digest(&e.path)?,
+            cells: p.data.n_cells(),
+        },
+        genes: p.data.genes.clone(),
+        sentences,
+    })
+}
+
+/// Builds the corpus and pretrains one model into `out` (with `corpus.json`). A dataset that cannot
+/// be read or prepared is left out with a warning and recorded among the held-out ones.
+#[allow(clippy::too_many_arguments)]
+pub fn pretrain(
+    spec: &CorpusSpec,
+    c: &TrainConfig,
+    dirs: &[PathBuf],
+    cache: &Cache,
+    command: &str,
+    out: &Path,
+    device: tch::Device,
+    progress: bool,
+) -> Result<(lm::TrainReport, lm::Corpus)> {
+    let (entries, mut held) = plan(spec, dirs);
+    let mut parts = Vec::new();
+    for e in &entries {
+        if progress {
+            eprintln!("[pretrain] corpus: {} ({})", e.id, e.path.display());
+        }
+        match part(e, spec, c.max_genes, cache, progress) {
+            Ok(p) => parts.push(p),
+            Err(err) => {
+                eprintln!("[pretrain] leaving out {}: {err}", e.id);
+                held.insert(e.id.clone(), format!("unusable: {err}"));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(Error::param(
+            "corpus",
+            format!(
+                "no dataset left to pretrain on in {} (held out: {}); add data with --data-dir or exclude fewer",
+                dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+                held.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    lm::pretrain(&parts, held, c, command, out, device, progress)
+}

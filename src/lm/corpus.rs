@@ -1,0 +1,170 @@
+//! Pretraining on a corpus of datasets, with a manifest (`corpus.json`) of what the model saw, so
+//! that a dataset evaluated with the model can be proven held out.
+use super::train::{self, Fitted, Init, ModelMeta, TrainConfig, TrainReport};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tch::Device;
+
+/// The manifest file in a pretrained model's directory.
+pub const CORPUS: &str = "corpus.json";
+
+/// One dataset of a pretraining corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorpusDataset {
+    /// Dataset id.
+    pub id: String,
+    /// The input file's name, as given.
+    pub file: String,
+    /// SHA-256 of the input file's bytes (the identity the hold-out check compares).
+    pub sha256: String,
+    /// Cells whose sentences entered the corpus (after QC).
+    pub cells: usize,
+}
+
+/// `corpus.json`: what a pretrained model was trained on and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Corpus {
+    pub datasets: Vec<CorpusDataset>,
+    /// Datasets left out on purpose (the ones to evaluate, and files that share their cells),
+    /// each with the reason.
+    pub held_out: BTreeMap<String, String>,
+    pub seed: u64,
+    pub steps: usize,
+    /// Tokens of every training batch (padding excluded).
+    pub tokens_seen: usize,
+    pub wall_seconds: f64,
+    /// The command that made it.
+    pub command: String,
+    /// Gene vocabulary size (upper-case symbols, plus the special tokens).
+    pub vocab_size: usize,
+}
+
+impl Corpus {
+    /// Reads `dir/corpus.json`; `None` when the model has no manifest (not pretrained here).
+    pub fn read(dir: &Path) -> Result<Option<Corpus>> {
+        let p = dir.join(CORPUS);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::format(
+                &p,
+                format!("not a corpus manifest: {e}"),
+                "re-run `cellsentence pretrain-lm`",
+            )
+        })
+    }
+
+    /// The corpus dataset whose file has this SHA-256, if any.
+    pub fn find(&self, sha256: &str) -> Option<&CorpusDataset> {
+        self.datasets.iter().find(|d| d.sha256 == sha256)
+    }
+}
+
+/// Whether the model in `model_dir` saw the dataset `id` (file digest `sha256`) in pretraining.
+/// A seen dataset is an error naming the dataset, the manifest and the fix, unless `allow_seen`.
+pub fn check_held_out(model_dir: &Path, id: &str, sha256: &str, allow_seen: bool) -> Result<bool> {
+    let Some(c) = Corpus::read(model_dir)? else {
+        return Ok(false);
+    };
+    match c.find(sha256) {
+        None => Ok(false),
+        Some(_) if allow_seen => Ok(true),
+        Some(d) => Err(Error::param(
+            "annotation.model",
+            format!(
+                "dataset `{id}` is in the pretraining corpus of {} (as `{}`, {} cells, listed in {}): its scores would not be held out; pretrain without it (`pretrain-lm --exclude {id}`) or set `allow_seen: true` to report it marked \"seen in pretraining\"",
+                model_dir.display(),
+                d.id,
+                d.cells,
+                model_dir.join(CORPUS).display()
+            ),
+        )),
+    }
+}
+
+/// One dataset's share of a corpus: its manifest entry, gene symbols and sentences.
+pub struct CorpusPart {
+    pub dataset: CorpusDataset,
+    /// The dataset's gene symbols (any case).
+    pub genes: Vec<String>,
+    /// Cell sentences (gene words, most expressed first).
+    pub sentences: Vec<Vec<String>>,
+}
+
+/// Upper-case gene vocabulary of a corpus: every dataset's symbols, most frequent in the
+/// sentences first, then by name.
+fn vocabulary(parts: &[CorpusPart]) -> Vec<String> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for p in parts {
+        for g in &p.genes {
+            counts.entry(g.to_uppercase()).or_default();
+        }
+        for s in &p.sentences {
+            for w in s {
+                *counts.entry(w.to_uppercase()).or_default() += 1;
+            }
+        }
+    }
+    let mut words: Vec<(String, usize)> = counts.into_iter().collect();
+    words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    words.into_iter().map(|(w, _)| w).collect()
+}
+
+/// Pretrains one small cell-sentence model on every part's sentences (upper-cased, pooled) and
+/// saves it to `out` in Hugging Face layout with `corpus.json` (all files committed as a unit).
+pub fn pretrain(
+    parts: &[CorpusPart],
+    held_out: BTreeMap<String, String>,
+    c: &TrainConfig,
+    command: &str,
+    out: &Path,
+    device: Device,
+    progress: bool,
+) -> Result<(TrainReport, Corpus)> {
+    if parts.is_empty() {
+        return Err(Error::param(
+            "corpus",
+            "no datasets left to pretrain on; add data (--data-dir) or exclude fewer",
+        ));
+    }
+    let vocab = vocabulary(parts);
+    let sentences: Vec<Vec<String>> = parts
+        .iter()
+        .flat_map(|p| {
+            p.sentences
+                .iter()
+                .map(|s| s.iter().map(|w| w.to_uppercase()).collect())
+        })
+        .collect();
+    let f: Fitted = train::fit(
+        &sentences,
+        c,
+        Init::Scratch {
+            vocab: Some(&vocab),
+        },
+        device,
+        progress,
+    )?;
+    let corpus = Corpus {
+        datasets: parts.iter().map(|p| p.dataset.clone()).collect(),
+        held_out,
+        seed: c.seed,
+        steps: c.steps,
+        tokens_seen: f.tokens,
+        wall_seconds: (f.seconds * 1000.0).round() / 1000.0,
+        command: command.to_string(),
+        vocab_size: f.vocab,
+    };
+    let json = serde_json::to_string_pretty(&corpus).expect("corpus serializes") + "\n";
+    train::save(
+        out,
+        &f,
+        &ModelMeta::new(c, true),
+        &[(CORPUS, json.into_bytes())],
+    )?;
+    Ok((f.report(out), corpus))
+}
