@@ -201,6 +201,29 @@ pub fn confusion(title: &str, labels: &[String], counts: &[Vec<usize>]) -> Plot 
     plot
 }
 
+/// A heat map of `z[row][col]` with named columns (x) and rows (y).
+pub fn heatmap(
+    title: &str,
+    cols: &[String],
+    rows: &[String],
+    z: &[Vec<f64>],
+    x_title: &str,
+    y_title: &str,
+) -> Plot {
+    let z: Vec<Vec<f64>> = z.iter().map(|r| r.iter().map(|&v| r4(v)).collect()).collect();
+    let mut plot = Plot::new();
+    plot.add_trace(plotly::HeatMap::new(cols.to_vec(), rows.to_vec(), z).name("score"));
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text(x_title)))
+            .y_axis(Axis::new().title(Title::with_text(y_title)))
+            .width(1100)
+            .height(560),
+    );
+    plot
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

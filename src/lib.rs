@@ -6,6 +6,7 @@
 //! [`classify`] hold the language model and the annotation heads; [`reproduce`] runs everything and
 //! writes `results/REPORT.md`. Reference behaviour is scanpy's
 //! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
+pub mod attribution;
 pub mod bench;
 pub mod cache;
 pub mod classify;

@@ -90,6 +90,11 @@ fn build(vs: &nn::Path, d_in: i64, n_classes: i64, c: &MlpConfig) -> nn::Sequent
 
 /// Standardises columns with the mean and (population) sd of `train` rows; sd 0 → 1.
 pub fn standardize(x: &Matrix, train: &[usize]) -> Matrix {
+    standardize_with_stats(x, train).0
+}
+
+/// [`standardize`], also returning the column means and sds it used.
+fn standardize_with_stats(x: &Matrix, train: &[usize]) -> (Matrix, Vec<f32>, Vec<f32>) {
     let d = x.cols;
     let n = train.len().max(1) as f64;
     let mut mean = vec![0f64; d];
@@ -125,11 +130,15 @@ pub fn standardize(x: &Matrix, train: &[usize]) -> Matrix {
                 .map(|(j, &v)| ((v as f64 - mean[j]) / sd[j]) as f32)
         })
         .collect();
-    Matrix {
-        rows: x.rows,
-        cols: d,
-        data,
-    }
+    (
+        Matrix {
+            rows: x.rows,
+            cols: d,
+            data,
+        },
+        mean.iter().map(|&m| m as f32).collect(),
+        sd.iter().map(|&v| v as f32).collect(),
+    )
 }
 
 fn rows(x: &Tensor, idx: &[usize], device: Device) -> Tensor {
@@ -139,6 +148,27 @@ fn rows(x: &Tensor, idx: &[usize], device: Device) -> Tensor {
 
 /// A copy of every variable (parameters and BatchNorm statistics).
 type Snapshot = Vec<(String, Tensor)>;
+
+/// A trained MLP with the standardisation of its training cells.
+pub struct TrainedMlp {
+    /// Holds the network's variables.
+    pub vs: nn::VarStore,
+    net: nn::SequentialT,
+    /// Column means and sds of the training cells (features are standardised with them).
+    pub mean: Vec<f32>,
+    pub sd: Vec<f32>,
+    pub run: MlpRun,
+}
+
+impl TrainedMlp {
+    /// Class logits of raw (unstandardised) feature rows `[n, d]`, differentiable in `x`.
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        let dev = x.device();
+        let mean = Tensor::from_slice(&self.mean).to_device(dev).to_kind(x.kind());
+        let sd = Tensor::from_slice(&self.sd).to_device(dev).to_kind(x.kind());
+        self.net.forward_t(&((x - mean) / sd), false)
+    }
+}
 
 /// Trains on the fold's `train` cells (early stopping on `val`) and predicts its `test` cells:
 /// returns class indices.
@@ -151,8 +181,32 @@ pub fn train_predict(
     c: &MlpConfig,
     device: Device,
 ) -> (Vec<usize>, MlpRun) {
-    let (train, val, test) = (&fold.train, &fold.val, &fold.test);
-    let xs = standardize(x, train);
+    let (m, xt) = fit(x, y, n_classes, fold, c, device);
+    let pred = tch::no_grad(|| {
+        let logits = m.net.forward_t(&rows(&xt, &fold.test, device), false);
+        Vec::<i64>::try_from(
+            logits
+                .argmax(1, false)
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Int64),
+        )
+        .expect("predictions")
+    });
+    (pred.into_iter().map(|v| v as usize).collect(), m.run)
+}
+
+/// Trains on the fold's `train` cells with early stopping on `val` (best weights restored);
+/// returns the model and the standardised features of every row.
+pub fn fit(
+    x: &Matrix,
+    y: &[usize],
+    n_classes: usize,
+    fold: &super::Fold,
+    c: &MlpConfig,
+    device: Device,
+) -> (TrainedMlp, Tensor) {
+    let (train, val) = (&fold.train, &fold.val);
+    let (xs, mean, sd) = standardize_with_stats(x, train);
     let xt = Tensor::from_slice(&xs.data)
         .view([xs.rows as i64, xs.cols as i64])
         .to_device(device);
@@ -222,23 +276,19 @@ pub fn train_predict(
         }
         None => (None, epochs),
     };
-    let pred = tch::no_grad(|| {
-        let logits = net.forward_t(&rows(&xt, test, device), false);
-        Vec::<i64>::try_from(
-            logits
-                .argmax(1, false)
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Int64),
-        )
-        .expect("predictions")
-    });
     (
-        pred.into_iter().map(|v| v as usize).collect(),
-        MlpRun {
-            epochs,
-            best_epoch,
-            best_val_loss,
-            epoch_seconds,
+        TrainedMlp {
+            vs,
+            net,
+            mean,
+            sd,
+            run: MlpRun {
+                epochs,
+                best_epoch,
+                best_val_loss,
+                epoch_seconds,
+            },
         },
+        xt,
     )
 }

@@ -55,6 +55,9 @@ pub enum Command {
     /// Embed every hidden state of one or more models and score each for cell identity (classifier
     /// probe, between-type variance share, anisotropy).
     LmProbe(probe::ProbeArgs),
+    /// Gene-token attribution: which genes of a cell's sentence drive the MLP's predicted cell type
+    /// (gradient × input or integrated gradients through the LM); top genes per type.
+    Attribute(probe::AttributeArgs),
     /// Cell-type annotation from an embedding matrix: k-fold or leave-one-batch-out, MLP or SVM.
     Annotate(annotate::AnnotateArgs),
     /// Report the libtorch build this binary uses (CPU threads, CUDA).
@@ -546,6 +549,7 @@ pub fn main() -> i32 {
         Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
         Command::PretrainLm(a) => lm::cmd_pretrain(a, cli.quiet),
         Command::LmProbe(a) => probe::cmd_probe(a),
+        Command::Attribute(a) => probe::cmd_attribute(a),
         Command::Bench(BenchCmd::Embed(a)) => lm::cmd_bench_embed(a),
         Command::Bench(BenchCmd::Annotate(a)) => annotate::cmd_bench_annotate(a),
         Command::Bench(BenchCmd::Preprocess {

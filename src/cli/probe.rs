@@ -190,3 +190,182 @@ pub fn cmd_probe(a: &ProbeArgs) -> Result<()> {
     write_atomic(a.out.with_extension("md"), t.to_markdown().as_bytes())?;
     print_out(&t.to_markdown())
 }
+
+/// `attribute` options.
+#[derive(Debug, Args)]
+pub struct AttributeArgs {
+    /// A gene-level model directory trained by the harness (`train-lm`, `pretrain-lm`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labelled cells (an .h5ad or dataset id), preprocessed as `sentences` does.
+    #[arg(long, short)]
+    pub input: String,
+    #[command(flatten)]
+    pub source: SentenceSource,
+    /// obs column with the cell types (default: the dataset's known one, else `cell_type`).
+    #[arg(long)]
+    pub label_key: Option<String>,
+    #[arg(long, value_enum, default_value = "grad-input")]
+    pub method: crate::attribution::Method,
+    /// Steps of integrated gradients.
+    #[arg(long, default_value_t = 16)]
+    pub ig_steps: usize,
+    /// Hidden state the embedding pools (as `embed --layer`).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub layer: i64,
+    /// Genes kept per cell type.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Stratified folds (each cell is attributed with the MLP of the fold that tests it).
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Known markers, CSV `cell_type,gene` (lines starting with # are comments): flagged in the
+    /// Markdown table.
+    #[arg(long)]
+    pub markers: Option<PathBuf>,
+    /// Output folder: top_genes.csv, top_genes.md, figures/attribution_heatmap.html.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Reads `cell_type,gene` lines.
+fn read_markers(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line == "cell_type,gene" {
+            continue;
+        }
+        let Some((t, g)) = line.split_once(',') else {
+            return Err(Error::format(
+                path,
+                format!("line {}: expected cell_type,gene", i + 1),
+                "write one cell_type,gene pair per line",
+            ));
+        };
+        out.push((t.trim().to_string(), g.trim().to_uppercase()));
+    }
+    Ok(out)
+}
+
+/// `cellsentence attribute`.
+pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
+    let meta = ModelMeta::read(&a.model)?.ok_or_else(|| {
+        Error::param(
+            "model",
+            format!(
+                "{} has no cellsentence.json: attribution needs a gene-level model trained here (one token per gene); use train-lm or pretrain-lm",
+                a.model.display()
+            ),
+        )
+    })?;
+    let input = InputArgs {
+        input: a.input.clone(),
+        layer: a.source.adata_layer.clone(),
+        raw: a.source.raw,
+        dirs: a.source.dirs.clone(),
+    };
+    let dirs = crate::data::default_data_dirs(a.source.dirs.data_dir.as_deref());
+    let entry = crate::data::resolve(&a.input, &dirs)?;
+    let key = a
+        .label_key
+        .clone()
+        .or(entry.label_key.clone())
+        .unwrap_or_else(|| "cell_type".into());
+    let (p, sents) = prepared_sentences(
+        &input,
+        &a.source.prep,
+        a.source.genes,
+        &SentenceParams {
+            seed: a.source.tie_seed,
+            max_genes: Some(meta.max_genes),
+        },
+    )?;
+    let labels = p.data.obs_column(&key)?;
+    let texts: Vec<String> = sents
+        .iter()
+        .map(|s| if meta.upper_case_genes { s.to_uppercase() } else { s.clone() })
+        .collect();
+    let ck = lm::load(&a.model, tch::Device::Cpu, tch::Kind::Float)?;
+    let ids = ck.tokenizer.encode_batch(&texts)?;
+    let o = crate::attribution::AttributionOptions {
+        method: a.method,
+        steps: a.ig_steps,
+        layer: a.layer,
+        folds: a.folds,
+        top: a.top,
+        ..Default::default()
+    };
+    let r = crate::attribution::attribute_cells(&ck.model, &ck.tokenizer, &ids, &labels, &o)?;
+    let markers = a.markers.as_deref().map(read_markers).transpose()?.unwrap_or_default();
+    let is_marker = |t: &str, g: &str| markers.iter().any(|(mt, mg)| mt == t && mg == g);
+    let mut csv = Table::new(["dataset", "cell_type", "rank", "gene", "score"]);
+    let mut md = Table::new(["cell_type", "rank", "gene", "score", "known marker"]);
+    for g in &r.top {
+        let score = format!("{:.6}", g.score);
+        csv.push([entry.id.clone(), g.cell_type.clone(), g.rank.to_string(), g.gene.clone(), score.clone()]);
+        let known = if is_marker(&g.cell_type, &g.gene) { "yes" } else { "" };
+        md.push([g.cell_type.clone(), g.rank.to_string(), g.gene.clone(), score, known.to_string()]);
+    }
+    let mut summary = Table::new(["cell_type", "attributed cells", "cells", "known markers in top", "markers listed"]);
+    for (t, (ok, all)) in &r.cells {
+        let listed = markers.iter().filter(|(mt, _)| mt == t).count();
+        let found: Vec<&str> = r
+            .top
+            .iter()
+            .filter(|g| &g.cell_type == t && is_marker(t, &g.gene))
+            .map(|g| g.gene.as_str())
+            .collect();
+        summary.push([t.clone(), ok.to_string(), all.to_string(), found.join(" "), listed.to_string()]);
+    }
+    let heading = format!(
+        "# Gene-token attribution — {} ({} sentences), model {}\n\n{} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
+        entry.id,
+        crate::experiment::mode_label(a.source.genes),
+        a.model.display(),
+        match a.method {
+            crate::attribution::Method::GradInput => "Gradient × input".to_string(),
+            crate::attribution::Method::IntegratedGradients => format!("Integrated gradients ({} steps, zero baseline)", a.ig_steps),
+        },
+        a.layer,
+        a.folds,
+        a.markers.as_ref().map_or(String::new(), |m| format!(" Known markers from {}.", m.display()))
+    );
+    let types: Vec<String> = r.cells.keys().cloned().collect();
+    let mut genes: Vec<String> = Vec::new();
+    for g in r.top.iter().filter(|g| g.rank <= 5) {
+        if !genes.contains(&g.gene) {
+            genes.push(g.gene.clone());
+        }
+    }
+    let z: Vec<Vec<f64>> = types
+        .iter()
+        .map(|t| {
+            genes
+                .iter()
+                .map(|g| {
+                    r.top
+                        .iter()
+                        .find(|x| &x.cell_type == t && &x.gene == g)
+                        .map_or(0.0, |x| x.score)
+                })
+                .collect()
+        })
+        .collect();
+    let fig = crate::figure::heatmap(
+        &format!("Gene-token attribution — {} (top 5 genes per type)", entry.id),
+        &genes,
+        &types,
+        &z,
+        "gene",
+        "cell type",
+    );
+    write_atomic(a.out.join("top_genes.csv"), csv.to_csv().as_bytes())?;
+    write_atomic(
+        a.out.join("top_genes.md"),
+        format!("{heading}{}\n{}", summary.to_markdown(), md.to_markdown()).as_bytes(),
+    )?;
+    crate::figure::write(&fig, &a.out.join("figures"), "attribution_heatmap", "attribution")?;
+    print_out(&summary.to_markdown())
+}

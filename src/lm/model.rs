@@ -174,7 +174,18 @@ impl GptNeox {
     /// layer-normed states, and when `all` is set every entry of transformers' `hidden_states`
     /// (embeddings, the input of each later layer, then the final layer-normed output).
     pub fn hidden(&self, ids: &Tensor, all: bool) -> (Tensor, Vec<Tensor>) {
-        let mut x = self.embed_in.forward(ids);
+        self.hidden_from_embeds(&self.embed(ids), all)
+    }
+
+    /// The token embeddings of `ids` (`hidden_states[0]`).
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        self.embed_in.forward(ids)
+    }
+
+    /// [`GptNeox::hidden`] from token embeddings `[batch, time, hidden]` (e.g. scaled or
+    /// perturbed ones, for attribution).
+    pub fn hidden_from_embeds(&self, embeds: &Tensor, all: bool) -> (Tensor, Vec<Tensor>) {
+        let mut x = embeds.shallow_clone();
         let mut states = Vec::new();
         for l in &self.layers {
             if all {
