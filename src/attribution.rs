@@ -223,7 +223,15 @@ pub fn attribute_cells(
             .collect();
         let seqs: Vec<Vec<i64>> = correct.iter().map(|&i| ids[i].clone()).collect();
         let targets: Vec<usize> = correct.iter().map(|&i| y[i]).collect();
-        let scores = token_scores(model, &m, &seqs, &targets, (o.method, o.steps), o.layer, o.batch)?;
+        let scores = token_scores(
+            model,
+            &m,
+            &seqs,
+            &targets,
+            (o.method, o.steps),
+            o.layer,
+            o.batch,
+        )?;
         for ((&i, s), sc) in correct.iter().zip(&seqs).zip(&scores) {
             cells.get_mut(&labels[i]).expect("counted").0 += 1;
             let per = sums.entry(labels[i].as_str()).or_default();
@@ -249,7 +257,10 @@ pub fn attribute_cells(
             .iter()
             .filter(|(id, _)| !special.contains(id))
             .map(|(&id, &s)| {
-                let g = tok.inner.id_to_token(id as u32).unwrap_or_else(|| id.to_string());
+                let g = tok
+                    .inner
+                    .id_to_token(id as u32)
+                    .unwrap_or_else(|| id.to_string());
                 (g, s / n)
             })
             .collect();

@@ -182,6 +182,32 @@ pub fn loss_curve(title: &str, steps: &[f64], train: &[f64], val: &[(f64, f64)])
     plot
 }
 
+/// Lines with markers, one per `(name, x, y)` series.
+pub fn lines(
+    title: &str,
+    x_title: &str,
+    y_title: &str,
+    series: &[(String, Vec<f64>, Vec<f64>)],
+) -> Plot {
+    let mut plot = Plot::new();
+    for (name, x, y) in series {
+        plot.add_trace(
+            Scatter::new(x.clone(), y.iter().map(|&v| r4(v)).collect())
+                .mode(Mode::LinesMarkers)
+                .name(name),
+        );
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text(x_title)))
+            .y_axis(Axis::new().title(Title::with_text(y_title)))
+            .width(760)
+            .height(480),
+    );
+    plot
+}
+
 /// A confusion-matrix heat map: rows are true labels, columns predictions (counts).
 pub fn confusion(title: &str, labels: &[String], counts: &[Vec<usize>]) -> Plot {
     let z: Vec<Vec<f64>> = counts
@@ -210,7 +236,10 @@ pub fn heatmap(
     x_title: &str,
     y_title: &str,
 ) -> Plot {
-    let z: Vec<Vec<f64>> = z.iter().map(|r| r.iter().map(|&v| r4(v)).collect()).collect();
+    let z: Vec<Vec<f64>> = z
+        .iter()
+        .map(|r| r.iter().map(|&v| r4(v)).collect())
+        .collect();
     let mut plot = Plot::new();
     plot.add_trace(plotly::HeatMap::new(cols.to_vec(), rows.to_vec(), z).name("score"));
     plot.set_layout(

@@ -124,6 +124,7 @@ pub fn ordered_experiments(files: &[PathBuf]) -> Result<Vec<(PathBuf, Experiment
         Task::Annotation if e.annotation.split == experiment::annotation::SplitKind::Kfold => 1,
         Task::Annotation => 2,
         Task::HvgSweep => 3,
+        Task::LmScaling => 4,
     };
     v.sort_by(|a, b| (rank(&a.1), &a.1.name).cmp(&(rank(&b.1), &b.1.name)));
     Ok(v)

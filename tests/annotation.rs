@@ -771,3 +771,106 @@ fn pretrained_model_refuses_datasets_in_its_corpus() {
         .filter(|l| l.contains("SVM"))
         .any(|l| l.contains("seen in pretraining")));
 }
+
+/// The paper's one-model protocol on the generated counts: a model pretrained on another dataset
+/// (pbmc68k_reduced, bundled) reads both sentence modes, beside its per-mode fine-tunes and the
+/// untrained control; then the scaling sweep over two budgets with its layer sweep.
+#[test]
+fn pretrained_protocol_and_scaling_sweep_on_generated_counts() {
+    if !root().join("data/pbmc68k_reduced.h5ad").is_file() {
+        eprintln!("skipped: bundled data missing (run scripts/fetch-data.sh)");
+        return;
+    }
+    let tiny = "{layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 3, batch_size: 8, lr: 0.001, seed: 0}";
+    let text = std::fs::read_to_string(root().join("experiments/extra/annotation_pretrained.yaml"))
+        .unwrap();
+    let lm_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("lm: {"))
+        .unwrap()
+        .to_string();
+    let ft_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("finetune:"))
+        .unwrap()
+        .to_string();
+    let text = text
+        .replace("datasets: [baron_human]", "datasets: [synthetic]")
+        .replace(
+            &lm_line,
+            &format!("    lm: {tiny}\n    datasets: [pbmc68k_reduced]"),
+        )
+        .replace(
+            &ft_line,
+            "    finetune: {max_genes: 200, steps: 2, batch_size: 8, lr: 0.0003, seed: 0}",
+        )
+        .replace("max_epochs: 150", "max_epochs: 4");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str, name: &str| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        let r = bin()
+            .args(["--quiet", "run"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(root().join("tests/fixtures"))
+            .arg("--out")
+            .arg(dir.path().join("results"))
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    run(&text, "protocol");
+    let table = std::fs::read_to_string(
+        dir.path()
+            .join("results/annotation_pretrained/annotation.csv"),
+    )
+    .unwrap();
+    for m in [
+        "pretrained LM full sentences + MLP",
+        "pretrained LM hvg sentences + MLP",
+        "fine-tuned LM full sentences + MLP",
+        "fine-tuned LM hvg sentences + MLP",
+        "untrained LM full sentences + MLP",
+        "untrained LM hvg sentences + MLP",
+    ] {
+        assert!(table.contains(m), "{m} missing:\n{table}");
+    }
+    let md = std::fs::read_to_string(
+        dir.path()
+            .join("results/annotation_pretrained/annotation.md"),
+    )
+    .unwrap();
+    assert!(md.contains("transductive"), "{md}");
+    // the pretrained model's manifest: the evaluated dataset held out, the corpus as asked
+    let pre: Vec<_> = std::fs::read_dir(dir.path().join("cache/pretrain"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(pre.len(), 2, "pretrained and untrained");
+    for p in &pre {
+        let c = cellsentence::lm::Corpus::read(p).unwrap().unwrap();
+        assert_eq!(c.datasets.len(), 1);
+        assert_eq!(c.datasets[0].id, "pbmc68k_reduced");
+        assert!(c.held_out.contains_key("synthetic"));
+    }
+
+    let scaling = text
+        .replace("task: annotation", "task: lm_scaling")
+        .replace("name: annotation_pretrained", "name: lm_scaling")
+        + "lm_scaling: {budgets: [0, 3], layer_sweep: true}\n";
+    run(&scaling, "scaling");
+    let out = dir.path().join("results/lm_scaling");
+    let s = std::fs::read_to_string(out.join("scaling.csv")).unwrap();
+    assert_eq!(s.lines().count(), 5, "2 budgets × 2 modes:\n{s}");
+    assert!(s.lines().nth(1).unwrap().starts_with("0,"), "{s}");
+    let l = std::fs::read_to_string(out.join("layers.csv")).unwrap();
+    assert_eq!(
+        l.lines().count(),
+        3,
+        "token embeddings + 1 block output:\n{l}"
+    );
+    assert!(out.join("figures/scaling_synthetic.html").is_file());
+}

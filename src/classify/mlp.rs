@@ -164,8 +164,12 @@ impl TrainedMlp {
     /// Class logits of raw (unstandardised) feature rows `[n, d]`, differentiable in `x`.
     pub fn logits(&self, x: &Tensor) -> Tensor {
         let dev = x.device();
-        let mean = Tensor::from_slice(&self.mean).to_device(dev).to_kind(x.kind());
-        let sd = Tensor::from_slice(&self.sd).to_device(dev).to_kind(x.kind());
+        let mean = Tensor::from_slice(&self.mean)
+            .to_device(dev)
+            .to_kind(x.kind());
+        let sd = Tensor::from_slice(&self.sd)
+            .to_device(dev)
+            .to_kind(x.kind());
         self.net.forward_t(&((x - mean) / sd), false)
     }
 }

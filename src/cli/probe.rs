@@ -285,7 +285,13 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     let labels = p.data.obs_column(&key)?;
     let texts: Vec<String> = sents
         .iter()
-        .map(|s| if meta.upper_case_genes { s.to_uppercase() } else { s.clone() })
+        .map(|s| {
+            if meta.upper_case_genes {
+                s.to_uppercase()
+            } else {
+                s.clone()
+            }
+        })
         .collect();
     let ck = lm::load(&a.model, tch::Device::Cpu, tch::Kind::Float)?;
     let ids = ck.tokenizer.encode_batch(&texts)?;
@@ -298,17 +304,44 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         ..Default::default()
     };
     let r = crate::attribution::attribute_cells(&ck.model, &ck.tokenizer, &ids, &labels, &o)?;
-    let markers = a.markers.as_deref().map(read_markers).transpose()?.unwrap_or_default();
+    let markers = a
+        .markers
+        .as_deref()
+        .map(read_markers)
+        .transpose()?
+        .unwrap_or_default();
     let is_marker = |t: &str, g: &str| markers.iter().any(|(mt, mg)| mt == t && mg == g);
     let mut csv = Table::new(["dataset", "cell_type", "rank", "gene", "score"]);
     let mut md = Table::new(["cell_type", "rank", "gene", "score", "known marker"]);
     for g in &r.top {
         let score = format!("{:.6}", g.score);
-        csv.push([entry.id.clone(), g.cell_type.clone(), g.rank.to_string(), g.gene.clone(), score.clone()]);
-        let known = if is_marker(&g.cell_type, &g.gene) { "yes" } else { "" };
-        md.push([g.cell_type.clone(), g.rank.to_string(), g.gene.clone(), score, known.to_string()]);
+        csv.push([
+            entry.id.clone(),
+            g.cell_type.clone(),
+            g.rank.to_string(),
+            g.gene.clone(),
+            score.clone(),
+        ]);
+        let known = if is_marker(&g.cell_type, &g.gene) {
+            "yes"
+        } else {
+            ""
+        };
+        md.push([
+            g.cell_type.clone(),
+            g.rank.to_string(),
+            g.gene.clone(),
+            score,
+            known.to_string(),
+        ]);
     }
-    let mut summary = Table::new(["cell_type", "attributed cells", "cells", "known markers in top", "markers listed"]);
+    let mut summary = Table::new([
+        "cell_type",
+        "attributed cells",
+        "cells",
+        "known markers in top",
+        "markers listed",
+    ]);
     for (t, (ok, all)) in &r.cells {
         let listed = markers.iter().filter(|(mt, _)| mt == t).count();
         let found: Vec<&str> = r
@@ -317,7 +350,13 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
             .filter(|g| &g.cell_type == t && is_marker(t, &g.gene))
             .map(|g| g.gene.as_str())
             .collect();
-        summary.push([t.clone(), ok.to_string(), all.to_string(), found.join(" "), listed.to_string()]);
+        summary.push([
+            t.clone(),
+            ok.to_string(),
+            all.to_string(),
+            found.join(" "),
+            listed.to_string(),
+        ]);
     }
     let heading = format!(
         "# Gene-token attribution — {} ({} sentences), model {}\n\n{} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
@@ -354,7 +393,10 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         })
         .collect();
     let fig = crate::figure::heatmap(
-        &format!("Gene-token attribution — {} (top 5 genes per type)", entry.id),
+        &format!(
+            "Gene-token attribution — {} (top 5 genes per type)",
+            entry.id
+        ),
         &genes,
         &types,
         &z,
@@ -366,6 +408,11 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         a.out.join("top_genes.md"),
         format!("{heading}{}\n{}", summary.to_markdown(), md.to_markdown()).as_bytes(),
     )?;
-    crate::figure::write(&fig, &a.out.join("figures"), "attribution_heatmap", "attribution")?;
+    crate::figure::write(
+        &fig,
+        &a.out.join("figures"),
+        "attribution_heatmap",
+        "attribution",
+    )?;
     print_out(&summary.to_markdown())
 }

@@ -581,6 +581,106 @@ fn dataset_rows(
     Ok(rows)
 }
 
+/// One LM row of a dataset, typed, for other runners (the scaling sweep).
+pub struct LmEvaluation {
+    pub mode: GeneSet,
+    pub source: LmSource,
+    pub eval: Evaluation,
+    /// The model behind the row.
+    pub model: Option<PathBuf>,
+}
+
+/// The LM rows of one dataset under `e.annotation` (cached stages, as `run` computes them).
+pub fn lm_evaluations(
+    e: &Experiment,
+    d: &RunDataset,
+    cache: &Cache,
+    quiet: bool,
+    evaluated: &[String],
+    data_dir: Option<&Path>,
+) -> Result<Vec<LmEvaluation>> {
+    let mut counts = (0, 0);
+    let a = AnnotationSection {
+        methods: vec![Method::Lm],
+        ..e.annotation.clone()
+    };
+    let rows = dataset_rows(e, &a, d, cache, quiet, &mut counts, (evaluated, data_dir))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(LmEvaluation {
+                mode: r.mode?,
+                source: r.source,
+                model: r.lm_dir,
+                eval: r.eval,
+            })
+        })
+        .collect())
+}
+
+/// Every hidden state (0 = token embeddings … last = final output) of `model` on the dataset's
+/// `mode` sentences, each scored with the experiment's split and MLP (one cached stage).
+pub fn layer_evaluations(
+    e: &Experiment,
+    d: &RunDataset,
+    cache: &Cache,
+    model: &Path,
+    mode: GeneSet,
+    quiet: bool,
+) -> Result<Vec<Evaluation>> {
+    let a = &e.annotation;
+    let mut cx = Ctx {
+        e,
+        a,
+        d,
+        cache,
+        quiet,
+        prepared: None,
+        counts: (0, 0),
+        lm_dirs: Vec::new(),
+        evaluated: &[],
+        data_dir: None,
+    };
+    let digest = cache.file_digest(&d.entry.path)?;
+    let model_digest = cache.file_digest(model)?;
+    let inputs = (
+        lm_inputs(&digest, e, mode),
+        &model_digest,
+        a.max_genes,
+        (
+            e.seed,
+            a.split,
+            a.folds,
+            a.val_fraction,
+            cx.label_key(),
+            &a.mlp,
+        ),
+    );
+    let label = format!("{} {} sentences, every layer", d.entry.id, mode_label(mode));
+    let (evs, _) = cache.json("layer_sweep", &label, &inputs, || {
+        let (labels, folds) = cx.folds()?;
+        let words = cx.sentences(mode, a.max_genes)?;
+        let device = a.device.resolve()?;
+        let ck = lm::load(model, device, tch::Kind::Float)?;
+        let style = lm::prompt_style(model)?;
+        let ids =
+            ck.tokenizer
+                .encode_batch(&lm::sentence_texts(&ck, &words, &style, a.max_genes)?)?;
+        let layers: Vec<i64> = (0..=ck.model.cfg.num_hidden_layers).collect();
+        let opts = EmbedOptions {
+            progress: !quiet,
+            ..Default::default()
+        };
+        lm::embed::embed_layers(&ck.model, &ids, &opts, &layers)?
+            .iter()
+            .map(|x| {
+                classify::evaluate(x, &labels, &folds, &Classifier::Mlp(a.mlp.clone()), device)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(evs)
+}
+
 /// A stage's inputs, optionally extended without changing the keys of the unextended ones.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -996,7 +1096,7 @@ pub fn run(
         let (Some(dir), Some(mode)) = (&r.lm_dir, r.mode) else {
             continue;
         };
-        if drawn.contains(&dir) {
+        if r.source == LmSource::Untrained || drawn.contains(&dir) {
             continue;
         }
         drawn.push(dir);

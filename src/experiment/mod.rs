@@ -6,6 +6,7 @@
 //! tables and figures to `results/<name>/` atomically.
 pub mod annotation;
 pub mod lm_protocol;
+pub mod lm_scaling;
 pub mod pretrain;
 pub mod reconstruction;
 pub mod sweep;
@@ -37,6 +38,8 @@ pub enum Task {
     Annotation,
     /// HVG count × flavor sweep: reconstruction and annotation against sentence length.
     HvgSweep,
+    /// Pretrained-LM training budgets: validation loss and annotation by budget, layer sweep.
+    LmScaling,
 }
 
 /// HVG selection settings (scanpy `highly_variable_genes`).
@@ -215,6 +218,9 @@ pub struct Experiment {
     /// Sweep settings (task `hvg_sweep`).
     #[serde(default)]
     pub sweep: sweep::SweepSection,
+    /// Task `lm_scaling` settings.
+    #[serde(default)]
+    pub lm_scaling: lm_scaling::LmScalingSection,
     /// Source file (not part of the YAML).
     #[serde(skip)]
     pub file: PathBuf,
@@ -526,6 +532,14 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             opts.data_dir.as_deref(),
         )?,
         Task::HvgSweep => sweep::run(e, &datasets, &cache, &out, opts.quiet)?,
+        Task::LmScaling => lm_scaling::run(
+            e,
+            &datasets,
+            &cache,
+            &out,
+            opts.quiet,
+            opts.data_dir.as_deref(),
+        )?,
     };
     summary.out = out;
     Ok(summary)

@@ -64,9 +64,8 @@ pub fn device_and_kind(cuda: bool, dtype: &str) -> Result<(Device, Kind)> {
     Ok((device, kind))
 }
 
-/// Embeds cell sentences (gene words, most expressed first) with a checkpoint: each is truncated to
-/// `max_genes` (and upper-cased for a model pretrained on a corpus), rendered with `style`,
-/// tokenized and pooled as `opts` says.
+/// Embeds cell sentences (gene words, most expressed first) with a checkpoint: see
+/// [`sentence_texts`]; tokenized and pooled as `opts` says.
 pub fn embed_sentences(
     ck: &Checkpoint,
     sentences: &[Vec<String>],
@@ -74,6 +73,17 @@ pub fn embed_sentences(
     max_genes: usize,
     opts: &EmbedOptions,
 ) -> Result<Matrix> {
+    embed_texts(ck, &sentence_texts(ck, sentences, style, max_genes)?, opts)
+}
+
+/// The texts a checkpoint reads for cell sentences: each truncated to `max_genes`, upper-cased for
+/// a model pretrained on a corpus (`upper_case_genes`), rendered with `style`.
+pub fn sentence_texts(
+    ck: &Checkpoint,
+    sentences: &[Vec<String>],
+    style: &PromptStyle,
+    max_genes: usize,
+) -> Result<Vec<String>> {
     let upper = ModelMeta::read(&ck.dir)?.is_some_and(|m| m.upper_case_genes);
     let owned: Vec<Vec<String>> = sentences
         .iter()
@@ -88,8 +98,7 @@ pub fn embed_sentences(
         .iter()
         .map(|s| s.iter().map(String::as_str).collect())
         .collect();
-    let texts = style.render(&words, max_genes);
-    embed_texts(ck, &texts, opts)
+    Ok(style.render(&words, max_genes))
 }
 
 /// Embeds prompt texts as given.

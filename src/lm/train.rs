@@ -373,6 +373,18 @@ fn vocabulary(sents: &[&[String]]) -> Vec<String> {
     words.into_iter().map(|(w, _)| w.to_string()).collect()
 }
 
+/// Mean next-token loss over validation sequences.
+fn val_loss(model: &GptNeox, val: &[&Vec<i64>], batch: usize, device: Device) -> f64 {
+    tch::no_grad(|| {
+        let mut sum = 0.0;
+        for chunk in val.chunks(batch) {
+            let (x, y) = lm_batch(chunk, device);
+            sum += loss(model, &x, &y).double_value(&[]) * chunk.len() as f64;
+        }
+        sum / val.len() as f64
+    })
+}
+
 /// Trains (without saving): see [`train`].
 pub fn fit(
     sentences: &[Vec<String>],
@@ -501,17 +513,8 @@ pub fn fit(
             ));
         }
         let last = step + 1 == c.steps;
-        let val_loss =
-            (!val.is_empty() && (last || (step + 1) % c.eval_every.max(1) == 0)).then(|| {
-                tch::no_grad(|| {
-                    let mut sum = 0.0;
-                    for chunk in val.chunks(c.batch_size) {
-                        let (x, y) = lm_batch(chunk, device);
-                        sum += loss(&model, &x, &y).double_value(&[]) * chunk.len() as f64;
-                    }
-                    sum / val.len() as f64
-                })
-            });
+        let val_loss = (!val.is_empty() && (last || (step + 1) % c.eval_every.max(1) == 0))
+            .then(|| val_loss(&model, &val, c.batch_size, device));
         log.push(LogRow {
             step: step + 1,
             lr,
@@ -521,6 +524,15 @@ pub fn fit(
         bar.inc(1);
     }
     bar.finish();
+    if c.steps == 0 && !val.is_empty() {
+        // the untrained model: its validation loss as step 0
+        log.push(LogRow {
+            step: 0,
+            lr: 0.0,
+            train_loss: f64::NAN,
+            val_loss: Some(val_loss(&model, &val, c.batch_size, device)),
+        });
+    }
     Ok(Fitted {
         n_train: train_idx.len(),
         n_val: val.len(),
