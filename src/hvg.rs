@@ -20,6 +20,7 @@ pub enum Flavor {
     /// Seurat (v1/v2) dispersion, 20 equal-width mean bins; expects log data.
     Seurat,
     /// Cell Ranger dispersion, percentile bins, median/MAD; expects log data.
+    #[value(alias = "cell_ranger")]
     CellRanger,
     /// Seurat v3 normalized variance with LOESS (span 0.3); expects counts.
     #[serde(rename = "seurat_v3")]

@@ -173,8 +173,8 @@ pub fn gene_words(genes: &[String]) -> Result<Vec<String>> {
                 format!("gene names `{}` and `{}` are the same word after upper-casing ({w}); rename one of them (e.g. with a suffix)", genes[prev], genes[j]),
             ));
         }
-        if w.contains(' ') || w.is_empty() {
-            return Err(Error::param("genes", format!("gene name `{}` is empty or contains a space; cell sentences need one word per gene", genes[j])));
+        if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::param("genes", format!("gene name {:?} (gene {} of {}) is empty or contains whitespace or a control character; cell sentences need one word per gene: rename it in var", genes[j], j + 1, genes.len())));
         }
     }
     Ok(words)

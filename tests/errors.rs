@@ -228,3 +228,60 @@ fn zero_n_top() {
 fn a_directory_that_is_not_10x() {
     expect_error(&["info", "--input", &bad("")], &["matrix.mtx"]);
 }
+
+/// scanpy's spelling `cell_ranger` is accepted beside `cell-ranger`.
+#[test]
+fn hvg_accepts_scanpys_cell_ranger_spelling() {
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic.h5ad");
+    let fx = fx.display().to_string();
+    let (a, out_a, err_a) = run(&[
+        "hvg",
+        "--input",
+        &fx,
+        "--flavor",
+        "cell_ranger",
+        "--n-top",
+        "50",
+    ]);
+    let (b, out_b, _) = run(&[
+        "hvg",
+        "--input",
+        &fx,
+        "--flavor",
+        "cell-ranger",
+        "--n-top",
+        "50",
+    ]);
+    assert_eq!((a, b), (0, 0), "{err_a}");
+    assert_eq!(out_a, out_b);
+}
+
+/// A gene name with a tab or newline would split sentences into extra words or lines: refused,
+/// naming the gene and its position. A feature matrix without columns is an error, not a panic.
+#[test]
+fn control_characters_in_gene_names_and_empty_features_are_errors() {
+    use cellsentence::csr::Csr;
+    use cellsentence::sentence::{cell_sentences, SentenceParams};
+    let genes: Vec<String> = ["ACTB", "CD3\tE", "MS4A1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let x = Csr::from_dense(1, 3, &[1.0, 2.0, 3.0]);
+    let err = cell_sentences(&x, &genes, &SentenceParams::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gene 2 of 3") && err.contains("control character"),
+        "{err}"
+    );
+    let m = cellsentence::npy::Matrix {
+        rows: 3,
+        cols: 0,
+        data: vec![],
+    };
+    let labels: Vec<String> = ["a", "b", "a"].iter().map(|s| s.to_string()).collect();
+    let err = cellsentence::classify::check_features(&m, &labels, "embeddings")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no columns"), "{err}");
+}

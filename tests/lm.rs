@@ -656,3 +656,27 @@ fn attribution_matches_finite_differences() {
     }
     eprintln!("gradient × input within {worst:.1e} of central differences");
 }
+
+/// `train-lm --out` never deletes an unrelated folder: refused before training, left untouched.
+#[test]
+fn train_refuses_to_replace_a_folder_that_is_not_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("notes");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("thesis.txt"), b"precious").unwrap();
+    let cfg = TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 4,
+        intermediate: 64,
+        steps: 2,
+        batch_size: 4,
+        max_genes: 20,
+        ..Default::default()
+    };
+    let err = lm::train(&toy_sentences(), &cfg, None, &out, Device::Cpu, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a model directory"), "{err}");
+    assert_eq!(std::fs::read(out.join("thesis.txt")).unwrap(), b"precious");
+}

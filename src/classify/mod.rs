@@ -101,6 +101,12 @@ pub fn check_features(x: &Matrix, labels: &[String], what: &str) -> Result<()> {
             ),
         ));
     }
+    if x.cols == 0 {
+        return Err(Error::param(
+            what,
+            "the matrix has no columns (no features); embed or select features first",
+        ));
+    }
     if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
         return Err(Error::param(
             what,

@@ -125,6 +125,7 @@ pub fn pretrain(
     device: Device,
     progress: bool,
 ) -> Result<(TrainReport, Corpus)> {
+    train::check_out(out)?;
     if parts.is_empty() {
         return Err(Error::param(
             "corpus",

@@ -322,6 +322,7 @@ pub fn train(
     device: Device,
     progress: bool,
 ) -> Result<TrainReport> {
+    check_out(out)?;
     let init = match base {
         Some(b) => Init::Base(b),
         None => Init::Scratch { vocab: None },
@@ -547,6 +548,28 @@ pub fn fit(
     })
 }
 
+/// Checks that `out` may be replaced by a model: missing, empty, or a model directory (config.json)
+/// — never an unrelated folder someone pointed `--out` at.
+pub fn check_out(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let empty = out
+        .read_dir()
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    if out.is_dir() && (empty || out.join("config.json").is_file()) {
+        return Ok(());
+    }
+    Err(Error::param(
+        "out",
+        format!(
+            "{} exists and is not a model directory (no config.json); it is left untouched: choose a new --out or delete it",
+            out.display()
+        ),
+    ))
+}
+
 /// Writes config.json, model.safetensors, tokenizer.json, cellsentence.json, training_log.csv and
 /// the `extra` (name, bytes) files into a temporary sibling directory, then renames it to `out`.
 pub fn save(out: &Path, f: &Fitted, meta: &ModelMeta, extra: &[(&str, Vec<u8>)]) -> Result<()> {
@@ -588,6 +611,7 @@ pub fn save(out: &Path, f: &Fitted, meta: &ModelMeta, extra: &[(&str, Vec<u8>)])
     std::fs::write(d.join(TRAINING_LOG), LogRow::to_csv(log))
         .map_err(|e| Error::io(d.join("training_log.csv"), e))?;
     if out.exists() {
+        check_out(out)?;
         std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
     }
     let kept = tmp.keep();
