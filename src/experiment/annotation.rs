@@ -536,7 +536,7 @@ fn dataset_rows(
         // rows of the first protocol keep their keys; the others add the model's digest
         let key = match &model_digest {
             None => StageKey::Legacy(&inputs),
-            Some(md) => StageKey::Extended(&inputs, (source, md.as_str(), &a.pretrain)),
+            Some(md) => StageKey::Extended(&inputs, (source, md.as_str())),
         };
         let pre = std::mem::take(&mut cx.counts);
         counts.0 += pre.0;

@@ -110,6 +110,7 @@ impl LmSource {
 
 /// The pretrained model of an experiment (or, with `untrained`, the same shape and vocabulary at
 /// zero steps), a cached stage keyed by the corpus files' digests and the settings.
+#[allow(clippy::too_many_arguments)]
 pub fn pretrained_model(
     e: &Experiment,
     p: &PretrainSection,
@@ -158,6 +159,7 @@ pub fn pretrained_model(
 
 /// The pretrained model `base` fine-tuned on `words` (one dataset's sentences of one mode), cached
 /// by the base's digest, the sentences' inputs and the settings.
+#[allow(clippy::too_many_arguments)]
 pub fn finetuned_model(
     base: &Path,
     c: &TrainConfig,
