@@ -59,24 +59,9 @@ fn probe_model(
         .unwrap_or(200);
     let ck = lm::load(model, tch::Device::Cpu, tch::Kind::Float)?;
     let style = lm::prompt_style(model)?;
-    let texts_for = |w: &[Vec<String>]| {
-        let upper = meta.as_ref().is_some_and(|m| m.upper_case_genes);
-        let owned: Vec<Vec<String>> = w
-            .iter()
-            .map(|s| {
-                s.iter()
-                    .take(budget)
-                    .map(|g| if upper { g.to_uppercase() } else { g.clone() })
-                    .collect()
-            })
-            .collect();
-        let refs: Vec<Vec<&str>> = owned
-            .iter()
-            .map(|s| s.iter().map(String::as_str).collect())
-            .collect();
-        style.render(&refs, budget)
-    };
-    let ids = ck.tokenizer.encode_batch(&texts_for(words))?;
+    let ids = ck
+        .tokenizer
+        .encode_batch(&lm::sentence_texts(&ck, words, &style, budget)?)?;
     let n = ck.model.cfg.num_hidden_layers;
     let opts = EmbedOptions {
         pool: a.pool,
@@ -137,36 +122,47 @@ fn probe_model(
     Ok(())
 }
 
-/// `cellsentence lm-probe`.
-pub fn cmd_probe(a: &ProbeArgs) -> Result<()> {
-    let input = InputArgs {
-        input: a.input.clone(),
-        layer: a.source.adata_layer.clone(),
-        raw: a.source.raw,
-        dirs: a.source.dirs.clone(),
+/// The dataset id, sentence words and labels of a labelled input (preprocessed as `sentences`
+/// does; `max_genes` truncates the sentences).
+fn labelled_words(
+    input: &str,
+    source: &SentenceSource,
+    label_key: Option<&str>,
+    max_genes: Option<usize>,
+) -> Result<(String, Vec<Vec<String>>, Vec<String>)> {
+    let args = InputArgs {
+        input: input.to_string(),
+        layer: source.adata_layer.clone(),
+        raw: source.raw,
+        dirs: source.dirs.clone(),
     };
-    let dirs = crate::data::default_data_dirs(a.source.dirs.data_dir.as_deref());
-    let entry = crate::data::resolve(&a.input, &dirs)?;
-    let key = a
-        .label_key
-        .clone()
+    let dirs = crate::data::default_data_dirs(source.dirs.data_dir.as_deref());
+    let entry = crate::data::resolve(input, &dirs)?;
+    let key = label_key
+        .map(String::from)
         .or(entry.label_key)
         .unwrap_or_else(|| "cell_type".into());
-    let budget = a.max_genes.unwrap_or(usize::MAX);
     let (p, sents) = prepared_sentences(
-        &input,
-        &a.source.prep,
-        a.source.genes,
+        &args,
+        &source.prep,
+        source.genes,
         &SentenceParams {
-            seed: a.source.tie_seed,
-            max_genes: (budget != usize::MAX).then_some(budget),
+            seed: source.tie_seed,
+            max_genes,
         },
     )?;
     let labels = p.data.obs_column(&key)?;
-    let words: Vec<Vec<String>> = sents
+    let words = sents
         .iter()
         .map(|l| l.split_whitespace().map(String::from).collect())
         .collect();
+    Ok((entry.id, words, labels))
+}
+
+/// `cellsentence lm-probe`.
+pub fn cmd_probe(a: &ProbeArgs) -> Result<()> {
+    let (_, words, labels) =
+        labelled_words(&a.input, &a.source, a.label_key.as_deref(), a.max_genes)?;
     if words.is_empty() {
         return Err(Error::param("input", "no cells left after preprocessing"));
     }
@@ -260,41 +256,17 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
             ),
         )
     })?;
-    let input = InputArgs {
-        input: a.input.clone(),
-        layer: a.source.adata_layer.clone(),
-        raw: a.source.raw,
-        dirs: a.source.dirs.clone(),
-    };
-    let dirs = crate::data::default_data_dirs(a.source.dirs.data_dir.as_deref());
-    let entry = crate::data::resolve(&a.input, &dirs)?;
-    let key = a
-        .label_key
-        .clone()
-        .or(entry.label_key.clone())
-        .unwrap_or_else(|| "cell_type".into());
-    let (p, sents) = prepared_sentences(
-        &input,
-        &a.source.prep,
-        a.source.genes,
-        &SentenceParams {
-            seed: a.source.tie_seed,
-            max_genes: Some(meta.max_genes),
-        },
+    let (id, words, labels) = labelled_words(
+        &a.input,
+        &a.source,
+        a.label_key.as_deref(),
+        Some(meta.max_genes),
     )?;
-    let labels = p.data.obs_column(&key)?;
-    let texts: Vec<String> = sents
-        .iter()
-        .map(|s| {
-            if meta.upper_case_genes {
-                s.to_uppercase()
-            } else {
-                s.clone()
-            }
-        })
-        .collect();
     let ck = lm::load(&a.model, tch::Device::Cpu, tch::Kind::Float)?;
-    let ids = ck.tokenizer.encode_batch(&texts)?;
+    let style = lm::prompt_style(&a.model)?;
+    let ids =
+        ck.tokenizer
+            .encode_batch(&lm::sentence_texts(&ck, &words, &style, meta.max_genes)?)?;
     let o = crate::attribution::AttributionOptions {
         method: a.method,
         steps: a.ig_steps,
@@ -316,7 +288,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     for g in &r.top {
         let score = format!("{:.6}", g.score);
         csv.push([
-            entry.id.clone(),
+            id.clone(),
             g.cell_type.clone(),
             g.rank.to_string(),
             g.gene.clone(),
@@ -360,7 +332,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     }
     let heading = format!(
         "# Gene-token attribution — {} ({} sentences), model {}\n\n{} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
-        entry.id,
+        id,
         crate::experiment::mode_label(a.source.genes),
         a.model.display(),
         match a.method {
@@ -393,10 +365,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         })
         .collect();
     let fig = crate::figure::heatmap(
-        &format!(
-            "Gene-token attribution — {} (top 5 genes per type)",
-            entry.id
-        ),
+        &format!("Gene-token attribution — {} (top 5 genes per type)", id),
         &genes,
         &types,
         &z,

@@ -44,18 +44,11 @@ pub struct Corpus {
 impl Corpus {
     /// Reads `dir/corpus.json`; `None` when the model has no manifest (not pretrained here).
     pub fn read(dir: &Path) -> Result<Option<Corpus>> {
-        let p = dir.join(CORPUS);
-        if !p.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::format(
-                &p,
-                format!("not a corpus manifest: {e}"),
-                "re-run `cellsentence pretrain-lm`",
-            )
-        })
+        train::read_json(
+            &dir.join(CORPUS),
+            "a corpus manifest",
+            "re-run `cellsentence pretrain-lm`",
+        )
     }
 
     /// The corpus dataset whose file has this SHA-256, if any.

@@ -186,6 +186,21 @@ pub struct ModelMeta {
     pub upper_case_genes: bool,
 }
 
+/// Reads a JSON file of a model directory; `None` when it does not exist.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    p: &Path,
+    what: &str,
+    fix: &str,
+) -> Result<Option<T>> {
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(p, format!("not {what}: {e}"), fix))
+}
+
 impl ModelMeta {
     /// The metadata of a model trained here with `c`.
     pub fn new(c: &TrainConfig, upper_case_genes: bool) -> Self {
@@ -200,18 +215,7 @@ impl ModelMeta {
 
     /// Reads `dir/cellsentence.json`; `None` for models not trained by the harness.
     pub fn read(dir: &Path) -> Result<Option<Self>> {
-        let p = dir.join(META);
-        if !p.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::format(
-                &p,
-                format!("not model metadata: {e}"),
-                "delete it or re-train",
-            )
-        })
+        read_json(&dir.join(META), "model metadata", "delete it or re-train")
     }
 }
 
