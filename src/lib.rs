@@ -31,3 +31,14 @@ pub mod reproduce;
 pub mod sentence;
 
 pub use error::{Error, Result};
+
+static TORCH_SEED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` right after seeding libtorch's process-wide generator, with no other seeded section
+/// in between: concurrent callers (threads, parallel tests) wait instead of drawing from each
+/// other's stream.
+pub fn torch_seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    let _guard = TORCH_SEED.lock().unwrap_or_else(|p| p.into_inner());
+    tch::manual_seed(seed as i64);
+    f()
+}

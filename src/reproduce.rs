@@ -43,6 +43,8 @@ pub struct ReproduceOptions {
     pub timed_cells: usize,
     /// No progress bars.
     pub quiet: bool,
+    /// Retrain the committed pretrained LM checkpoint from its command and seed.
+    pub retrain_lm: bool,
 }
 
 impl Default for ReproduceOptions {
@@ -60,6 +62,7 @@ impl Default for ReproduceOptions {
             reported: paper::default_path(),
             timed_cells: 8,
             quiet: false,
+            retrain_lm: false,
         }
     }
 }
@@ -433,6 +436,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
             datasets: None,
             reported: opts.reported.clone(),
             quiet: opts.quiet,
+            retrain_lm: opts.retrain_lm,
         };
         let s = experiment::run(&e, &ro)?;
         eprintln!(
@@ -555,7 +559,7 @@ fn write_report(
             "| C2S-Pythia-410M | `{}` | the model given with `--model` |\n",
             m.display()
         )),
-        None => md.push_str("| C2S-Pythia-410M (cell-type prediction checkpoint) | a small GPT-NeoX cell-sentence LM trained here per dataset and sentence mode (4 layers, hidden 256, 2 min of CPU) | substitute: far weaker embeddings; pass `--model DIR` with the real checkpoint |\n"),
+        None => md.push_str(&lm_substitute(runs)),
     }
     md.push('\n');
 
@@ -681,7 +685,7 @@ fn write_report(
             a.mlp.patience
         ));
     }
-    let ann_cols: [(&str, &str); 9] = [
+    let ann_cols: [(&str, &str); 10] = [
         ("dataset", "dataset"),
         ("method", "ours"),
         ("paper_row", "paper row"),
@@ -691,6 +695,7 @@ fn write_report(
         ("paper_macro_f1", "paper macro-F1"),
         ("diff_accuracy", "diff acc."),
         ("diff_macro_f1", "diff F1"),
+        ("role", "role"),
     ];
     for (split, title) in [
         (
@@ -726,6 +731,10 @@ fn write_report(
             ));
         }
         md.push('\n');
+    }
+
+    if let Some(r) = find(Task::Annotation, None) {
+        md.push_str(&lm_section(&r.experiment)?);
     }
 
     // beyond the paper
@@ -816,4 +825,79 @@ fn write_report(
     let path = out.join("REPORT.md");
     report::write_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+/// The report's line on what stands in for C2S-Pythia-410M, from the annotation experiments' settings.
+fn lm_substitute(runs: &[ExperimentRun]) -> String {
+    use experiment::lm_protocol::LmProtocol;
+    let Some(a) = runs
+        .iter()
+        .find(|r| r.experiment.task == Task::Annotation)
+        .map(|r| &r.experiment.annotation)
+    else {
+        return String::new();
+    };
+    match a.lm_protocol {
+        LmProtocol::Pretrained => {
+            let (p, c) = (&a.pretrain, &a.pretrain.lm);
+            format!(
+                "| C2S-Pythia-410M (cell-type prediction checkpoint) | one GPT-NeoX cell-sentence LM pretrained here ({} layers, hidden {}, {} steps of {} sentences) on every reachable dataset except the evaluated ones{} | substitute: ~30× smaller and trained on ~16k cells; its rows are held out from pretraining; pass `--model DIR` with the real checkpoint |\n",
+                c.layers,
+                c.hidden,
+                c.steps,
+                c.batch_size,
+                p.checkpoint
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" (`{}`, with its `corpus.json`)", d.display()))
+            )
+        }
+        LmProtocol::PerMode => format!(
+            "| C2S-Pythia-410M (cell-type prediction checkpoint) | a small GPT-NeoX cell-sentence LM trained here per dataset and sentence mode ({} layers, hidden {}, {} steps) | substitute: far weaker embeddings; pass `--model DIR` with the real checkpoint |\n",
+            a.lm.layers, a.lm.hidden, a.lm.steps
+        ),
+    }
+}
+
+/// The report's paragraph on the pretrained model: its corpus and held-out sets from its
+/// `corpus.json`, and where the scaling sweep, layer sweep and attribution live.
+fn lm_section(e: &Experiment) -> Result<String> {
+    use experiment::lm_protocol::LmProtocol;
+    let a = &e.annotation;
+    let Some(dir) = a
+        .pretrain
+        .checkpoint
+        .as_ref()
+        .filter(|_| a.lm_protocol == LmProtocol::Pretrained && a.model.is_none())
+    else {
+        return Ok(String::new());
+    };
+    let Some(c) = lm::Corpus::read(dir)? else {
+        return Ok(String::new());
+    };
+    let mut md = String::from("## The language model — pretrained, held out, fine-tuned\n\n");
+    md.push_str(&format!(
+        "The LM rows above come from `{}`: one GPT-NeoX cell-sentence model ({} layers, hidden {}, vocabulary {} upper-case gene symbols) pretrained for {} steps ({} tokens, {:.0} s) on {} cells of {} datasets: {}. Held out: {}. `pretrained` and `untrained` rows never saw the evaluated cells; `fine-tuned` rows did (their unlabelled sentences, {} steps per mode).\n\n",
+        dir.display(),
+        a.pretrain.lm.layers,
+        a.pretrain.lm.hidden,
+        c.vocab_size,
+        c.steps,
+        c.tokens_seen,
+        c.wall_seconds,
+        c.datasets.iter().map(|d| d.cells).sum::<usize>(),
+        c.datasets.len(),
+        c.datasets
+            .iter()
+            .map(|d| format!("`{}` ({})", d.id, d.cells))
+            .collect::<Vec<_>>()
+            .join(", "),
+        c.held_out
+            .iter()
+            .map(|(k, v)| format!("`{k}` ({v})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        a.pretrain.finetune.as_ref().map_or(0, |f| f.steps)
+    ));
+    md.push_str("Beyond the default run (committed, regenerated by their own commands): the scaling sweep over checkpoints of this run and the layer sweep in `results/lm_scaling/` (`cellsentence run experiments/extra/lm_scaling.yaml`), gene-token attribution in `results/attribution/` (`scripts/lm-attribution.sh`), and why a briefly trained model reads cells worse than its initialisation in `results/lm_diagnosis/`.\n\n");
+    Ok(md)
 }

@@ -477,6 +477,7 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
             "lm: {layers: 4, hidden: 256, heads: 4, intermediate: 1024, max_genes: 200, steps: 120,",
             "lm: {layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 4,",
         )
+        .replace("lm_protocol: pretrained", "lm_protocol: per_mode")
         .replace("max_epochs: 150", "max_epochs: 8");
     let dir = tempfile::tempdir().unwrap();
     let file = root().join("experiments").join(".test-annotation.yaml");
@@ -574,6 +575,7 @@ fn annotation_inter_on_generated_counts_with_three_batches() {
             "lm: {layers: 4, hidden: 256, heads: 4, intermediate: 1024, max_genes: 200, steps: 120,",
             "lm: {layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 4,",
         )
+        .replace("lm_protocol: pretrained", "lm_protocol: per_mode")
         .replace("max_epochs: 150", "max_epochs: 8");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("inter.yaml");
@@ -781,9 +783,13 @@ fn pretrained_protocol_and_scaling_sweep_on_generated_counts() {
         eprintln!("skipped: bundled data missing (run scripts/fetch-data.sh)");
         return;
     }
-    let tiny = "{layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 3, batch_size: 8, lr: 0.001, seed: 0}";
+    let tiny = "{layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 3, batch_size: 8, lr: 0.001, snapshots: [0, 2], seed: 0}";
     let text = std::fs::read_to_string(root().join("experiments/extra/annotation_pretrained.yaml"))
-        .unwrap();
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("checkpoint:") && !l.contains("exclude:"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let lm_line = text
         .lines()
         .find(|l| l.trim_start().starts_with("lm: {"))
@@ -849,8 +855,14 @@ fn pretrained_protocol_and_scaling_sweep_on_generated_counts() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(pre.len(), 2, "pretrained and untrained");
-    for p in &pre {
+    assert_eq!(
+        pre.len(),
+        1,
+        "one pretraining run; the untrained control is its step-0 snapshot"
+    );
+    assert!(pre[0].join("step0/config.json").is_file());
+    assert!(pre[0].join("step2/model.safetensors").is_file());
+    for p in [&pre[0], &pre[0].join("step0")] {
         let c = cellsentence::lm::Corpus::read(p).unwrap().unwrap();
         assert_eq!(c.datasets.len(), 1);
         assert_eq!(c.datasets[0].id, "pbmc68k_reduced");
@@ -860,11 +872,15 @@ fn pretrained_protocol_and_scaling_sweep_on_generated_counts() {
     let scaling = text
         .replace("task: annotation", "task: lm_scaling")
         .replace("name: annotation_pretrained", "name: lm_scaling")
-        + "lm_scaling: {budgets: [0, 3], layer_sweep: true}\n";
+        + "\nlm_scaling: {budgets: [0, 2, 3], layer_sweep: true}\n";
     run(&scaling, "scaling");
     let out = dir.path().join("results/lm_scaling");
     let s = std::fs::read_to_string(out.join("scaling.csv")).unwrap();
-    assert_eq!(s.lines().count(), 5, "2 budgets × 2 modes:\n{s}");
+    assert_eq!(
+        s.lines().count(),
+        7,
+        "3 budgets (checkpoints of one run) × 2 modes:\n{s}"
+    );
     assert!(s.lines().nth(1).unwrap().starts_with("0,"), "{s}");
     let l = std::fs::read_to_string(out.join("layers.csv")).unwrap();
     assert_eq!(
@@ -873,4 +889,126 @@ fn pretrained_protocol_and_scaling_sweep_on_generated_counts() {
         "token embeddings + 1 block output:\n{l}"
     );
     assert!(out.join("figures/scaling_synthetic.html").is_file());
+}
+
+/// The committed pretrained model (`models/pretrained`) comes from this code: its corpus is rebuilt
+/// from the same files (digests checked against `corpus.json`), and its first training steps'
+/// losses, as logged in `training_log.csv`, come out the same.
+#[test]
+fn committed_pretrained_model_reproduces_its_first_steps() {
+    use cellsentence::experiment::pretrain::{self, CorpusSpec};
+    use cellsentence::lm::{self, train};
+    let dir = root().join("models/pretrained");
+    let corpus = lm::Corpus::read(&dir)
+        .unwrap()
+        .expect("models/pretrained/corpus.json");
+    let meta = lm::ModelMeta::read(&dir)
+        .unwrap()
+        .expect("cellsentence.json");
+    let e = cellsentence::experiment::Experiment::load(
+        &root().join("experiments/annotation_intra.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        e.annotation.pretrain.lm, meta.training,
+        "the default experiment's settings"
+    );
+    let spec = CorpusSpec {
+        datasets: Some(corpus.datasets.iter().map(|d| d.id.clone()).collect()),
+        exclude: Vec::new(),
+        preprocess: e.preprocess.clone(),
+        tie_seed: e.sentences.tie_seed,
+    };
+    let (entries, _) = pretrain::plan(&spec, &cellsentence::data::corpus_data_dirs(None));
+    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    let want: Vec<&str> = corpus.datasets.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, want, "corpus datasets (run scripts/fetch-data.sh)");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cellsentence::cache::Cache::new(cache_dir.path(), false).quiet(true);
+    let parts: Vec<lm::CorpusPart> = entries
+        .iter()
+        .map(|en| pretrain::part(en, &spec, meta.training.max_genes, &cache, false).unwrap())
+        .collect();
+    for (p, d) in parts.iter().zip(&corpus.datasets) {
+        assert_eq!(
+            p.dataset, *d,
+            "{}: file or cells differ from the manifest",
+            d.id
+        );
+    }
+    let (vocab, sentences) = lm::corpus::training_inputs(&parts);
+    let steps = 3;
+    let f = train::fit(
+        &sentences,
+        &meta.training,
+        train::Init::Scratch {
+            vocab: Some(&vocab),
+        },
+        tch::Device::Cpu,
+        false,
+        None,
+        Some(steps),
+    )
+    .unwrap();
+    assert_eq!(f.vocab, corpus.vocab_size);
+    let ours = train::LogRow::to_csv(&f.log);
+    let committed = train::LogRow::to_csv(&train::LogRow::read(&dir).unwrap());
+    let head = |t: &str| t.lines().take(steps + 2).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        head(&ours),
+        head(&committed),
+        "first steps (step 0 = the initialisation)"
+    );
+}
+
+/// The committed LM results (issue 12) under insta, and tied to the committed model: the scaling
+/// table's validation losses are the ones `models/pretrained` (and its snapshots) logged, and the
+/// attribution table ranks 20 genes per cell type.
+#[test]
+fn committed_lm_results_are_guarded_and_match_the_model() {
+    let read = |p: &str| std::fs::read_to_string(root().join(p)).unwrap();
+    let scaling = read("results/lm_scaling/scaling.csv");
+    insta::assert_snapshot!("committed_lm_scaling", scaling);
+    insta::assert_snapshot!("committed_lm_layers", read("results/lm_scaling/layers.csv"));
+    let top = read("results/attribution/top_genes.csv");
+    insta::assert_snapshot!("committed_attribution_top_genes", top);
+
+    let log = cellsentence::lm::train::LogRow::read(&root().join("models/pretrained")).unwrap();
+    let val_at = |step: usize| {
+        log.iter()
+            .filter(|r| r.step <= step)
+            .filter_map(|r| r.val_loss)
+            .last()
+            .unwrap()
+    };
+    let header: Vec<&str> = scaling.lines().next().unwrap().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    let mut budgets = Vec::new();
+    for l in scaling.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        let b: usize = f[col("budget_steps")].parse().unwrap();
+        let v: f64 = f[col("val_loss")].parse().unwrap();
+        assert!(
+            (v - val_at(b)).abs() < 1e-4,
+            "budget {b}: {v} vs the model's log {}",
+            val_at(b)
+        );
+        budgets.push(b);
+    }
+    budgets.dedup();
+    assert_eq!(budgets, [0, 250, 500, 1000]);
+
+    let header: Vec<&str> = top.lines().next().unwrap().split(',').collect();
+    assert_eq!(
+        &header[..5],
+        ["dataset", "cell_type", "rank", "gene", "score"]
+    );
+    let mut per_type: BTreeMap<String, usize> = BTreeMap::new();
+    for l in top.lines().skip(1) {
+        *per_type
+            .entry(l.split(',').nth(1).unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert!(per_type.len() >= 5, "{per_type:?}");
+    assert!(per_type.values().all(|&n| n <= 20), "{per_type:?}");
 }

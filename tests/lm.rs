@@ -680,3 +680,139 @@ fn train_refuses_to_replace_a_folder_that_is_not_a_model() {
     assert!(err.contains("not a model directory"), "{err}");
     assert_eq!(std::fs::read(out.join("thesis.txt")).unwrap(), b"precious");
 }
+
+#[test]
+fn adamw_matches_libtorch_adamw() {
+    use tch::nn::{self, Module, OptimizerConfig};
+    let make = || {
+        cellsentence::torch_seeded(3, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let l1 = nn::linear(vs.root() / "a", 6, 8, Default::default());
+            let l2 = nn::linear(vs.root() / "b", 8, 3, Default::default());
+            (vs, l1, l2)
+        })
+    };
+    let (vs1, a1, b1) = make();
+    let (vs2, a2, b2) = make();
+    let mut theirs = nn::AdamW {
+        beta1: 0.9,
+        beta2: 0.95,
+        wd: 0.01,
+        eps: 1e-8,
+        amsgrad: false,
+    }
+    .build(&vs1, 1e-2)
+    .unwrap();
+    let mut ours = lm::optim::AdamW::new(&vs2, 0.9, 0.95, 1e-8, 0.01);
+    let (x, y) = cellsentence::torch_seeded(4, || {
+        (
+            Tensor::randn([16, 6], (Kind::Float, Device::Cpu)),
+            Tensor::randn([16, 3], (Kind::Float, Device::Cpu)),
+        )
+    });
+    for step in 0..8 {
+        let lr = 1e-2 * (1.0 - step as f64 / 10.0);
+        let l1 = (b1.forward(&a1.forward(&x).gelu("none")) - &y)
+            .square()
+            .mean(Kind::Float);
+        theirs.set_lr(lr);
+        theirs.zero_grad();
+        l1.backward();
+        theirs.clip_grad_norm(0.5);
+        theirs.step();
+        let l2 = (b2.forward(&a2.forward(&x).gelu("none")) - &y)
+            .square()
+            .mean(Kind::Float);
+        ours.zero_grad();
+        l2.backward();
+        ours.clip_grad_norm(0.5);
+        ours.step(lr);
+    }
+    let (v1, v2) = (vs1.variables(), vs2.variables());
+    for (n, t) in &v1 {
+        let e = max_abs(t, &v2[n]);
+        assert!(e < 1e-6, "{n}: max abs difference {e} after 8 steps");
+    }
+}
+
+#[test]
+fn killed_training_resumes_to_the_same_run_and_keeps_snapshots() {
+    let cfg = TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 4,
+        intermediate: 64,
+        max_genes: 20,
+        steps: 12,
+        batch_size: 8,
+        eval_every: 4,
+        half: true,
+        snapshots: vec![0, 8],
+        ..TrainConfig::default()
+    };
+    let s = toy_sentences();
+    let dir = tempfile::tempdir().unwrap();
+    let fit = |resume: Option<&Path>, stop| {
+        lm::train::fit(
+            &s,
+            &cfg,
+            lm::train::Init::Scratch { vocab: None },
+            Device::Cpu,
+            false,
+            resume,
+            stop,
+        )
+        .unwrap()
+    };
+    let whole = fit(None, None);
+    let partial = dir.path().join("m.partial");
+    // "killed" after 10 steps: the state of step 8 is on disk
+    let first = fit(Some(&partial), Some(10));
+    assert_eq!(first.log.last().unwrap().step, 10);
+    assert!(partial.join("state.json").is_file());
+    assert!(partial.join("state-8.safetensors").is_file());
+    let resumed = fit(Some(&partial), None);
+    // Debug text compares the step-0 row's NaN too, and every float bit for bit
+    assert_eq!(
+        format!("{:?}", resumed.log),
+        format!("{:?}", whole.log),
+        "the resumed run differs"
+    );
+    assert_eq!(resumed.tokens, whole.tokens);
+    assert_eq!(
+        resumed.snapshots.iter().map(|s| s.step).collect::<Vec<_>>(),
+        [0, 8]
+    );
+    let meta = lm::ModelMeta::new(&cfg, false);
+    let (a, b) = (dir.path().join("whole"), dir.path().join("m"));
+    lm::train::save(&a, &whole, &meta, &|_, _| Vec::new()).unwrap();
+    lm::train::save(&b, &resumed, &meta, &|_, _| Vec::new()).unwrap();
+    assert!(
+        !partial.exists(),
+        "the partial state outlived the saved model"
+    );
+    for f in [
+        "model.safetensors",
+        "step0/model.safetensors",
+        "step8/model.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after resuming"
+        );
+    }
+    // float16 storage, read back as float32; the snapshots are complete models
+    let st = Tensor::read_safetensors(b.join("model.safetensors")).unwrap();
+    assert!(st.iter().all(|(_, t)| t.kind() == Kind::Half));
+    for d in [b.clone(), b.join("step0"), b.join("step8")] {
+        load(&d, Device::Cpu, Kind::Float).unwrap();
+    }
+    let log8 = lm::train::LogRow::read(&b.join("step8")).unwrap();
+    assert_eq!(log8.last().unwrap().step, 8);
+    assert_eq!(log8[0].step, 0);
+    assert!(
+        log8[0].val_loss.is_some(),
+        "the initialisation's validation loss"
+    );
+}

@@ -226,6 +226,7 @@ fn tiny_experiments(dir: &Path) -> Vec<PathBuf> {
             "lm: {layers: 4, hidden: 256, heads: 4, intermediate: 1024, max_genes: 200, steps: 120,",
             "lm: {layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 4,",
         )
+        .replace("lm_protocol: pretrained", "lm_protocol: per_mode")
         .replace("max_epochs: 150", "max_epochs: 5");
     let a = dir.join("rec.yaml");
     let b = dir.join("ann.yaml");

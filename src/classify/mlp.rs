@@ -215,10 +215,12 @@ pub fn fit(
         .view([xs.rows as i64, xs.cols as i64])
         .to_device(device);
     let yt = Tensor::from_slice(&y.iter().map(|&v| v as i64).collect::<Vec<_>>()).to_device(device);
-    tch::manual_seed(c.seed as i64);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
-    let vs = nn::VarStore::new(device);
-    let net = build(&vs.root(), xs.cols as i64, n_classes as i64, c);
+    let (vs, net) = crate::torch_seeded(c.seed, || {
+        let vs = nn::VarStore::new(device);
+        let net = build(&vs.root(), xs.cols as i64, n_classes as i64, c);
+        (vs, net)
+    });
     let mut opt = nn::Adam::default()
         .build(&vs, c.lr)
         .expect("Adam over the MLP's variables");

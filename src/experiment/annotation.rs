@@ -855,10 +855,15 @@ pub fn run(
                             Some(p) => format!("substitute for the paper's {p}"),
                             None => "no counterpart in the paper".to_string(),
                         };
-                        Some(if r.seen {
-                            format!("{role}; seen in pretraining")
-                        } else {
-                            role
+                        Some(match (r.source, r.seen) {
+                            (_, true) => format!("{role}; seen in pretraining"),
+                            (LmSource::Pretrained | LmSource::Untrained, false) => {
+                                format!("{role}; held out from pretraining")
+                            }
+                            (LmSource::FineTuned, _) => format!(
+                                "{role}; fine-tuned on this dataset's unlabelled sentences (transductive)"
+                            ),
+                            (LmSource::Own, _) => role,
                         })
                     })
                     .collect(),

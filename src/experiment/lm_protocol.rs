@@ -40,6 +40,15 @@ impl LmProtocol {
 pub struct PretrainSection {
     /// Corpus datasets (default: every one reachable); the evaluated ones are always left out.
     pub datasets: Option<Vec<String>>,
+    /// Datasets held out besides the evaluated ones (so that experiments evaluating different
+    /// datasets share one model).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// A model directory to use (committed with the repository) instead of the stage cache:
+    /// used when its `cellsentence.json` training settings equal `lm` and its `corpus.json`
+    /// digests match the local files; trained into it when missing or with `--retrain-lm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
     /// The pretrained model's shape and optimisation.
     pub lm: TrainConfig,
     /// Mode-specific fine-tunes of the pretrained model on the evaluated dataset's sentences
@@ -47,15 +56,26 @@ pub struct PretrainSection {
     pub finetune: Option<TrainConfig>,
     /// Add the untrained (random-initialisation) model of the same shape as a control row.
     pub untrained_control: bool,
+    /// Use the pretrained run's snapshot at this step instead of its end (set by the scaling
+    /// sweep; the step must be in `lm.snapshots`).
+    #[serde(skip)]
+    pub at_step: Option<usize>,
+    /// Retrain `checkpoint` even when it matches (`--retrain-lm`).
+    #[serde(skip)]
+    pub retrain: bool,
 }
 
 impl Default for PretrainSection {
     fn default() -> Self {
         PretrainSection {
             datasets: None,
+            exclude: Vec::new(),
+            checkpoint: None,
             lm: TrainConfig::default(),
             finetune: None,
             untrained_control: true,
+            at_step: None,
+            retrain: false,
         }
     }
 }
@@ -109,7 +129,8 @@ impl LmSource {
 }
 
 /// The pretrained model of an experiment (or, with `untrained`, the same shape and vocabulary at
-/// zero steps), a cached stage keyed by the corpus files' digests and the settings.
+/// zero steps: the run's `step0` snapshot when it keeps one): `checkpoint` when set, else a cached
+/// stage keyed by the corpus files' digests and the settings.
 #[allow(clippy::too_many_arguments)]
 pub fn pretrained_model(
     e: &Experiment,
@@ -121,9 +142,12 @@ pub fn pretrained_model(
     device: tch::Device,
     quiet: bool,
 ) -> Result<(PathBuf, Outcome)> {
+    let mut exclude: Vec<String> = evaluated.iter().chain(&p.exclude).cloned().collect();
+    exclude.sort();
+    exclude.dedup();
     let spec = CorpusSpec {
         datasets: p.datasets.clone(),
-        exclude: evaluated.to_vec(),
+        exclude,
         preprocess: e.preprocess.clone(),
         tie_seed: e.sentences.tie_seed,
     };
@@ -133,28 +157,139 @@ pub fn pretrained_model(
         .iter()
         .map(|en| Ok((en.id.clone(), cache.file_digest(&en.path)?)))
         .collect::<Result<_>>()?;
+    let at = if untrained { Some(0) } else { p.at_step };
+    let from_snapshot = at.is_some_and(|k| k != p.lm.steps);
+    if from_snapshot && !p.lm.snapshots.contains(&at.unwrap_or(0)) && !untrained {
+        return Err(e.err(
+            "annotation",
+            "pretrain.lm.snapshots",
+            &format!(
+                "step {} is not kept by the pretraining run",
+                at.unwrap_or(0)
+            ),
+            "add it to annotation.pretrain.lm.snapshots",
+        ));
+    }
+    let snapshot_kept = at.is_some_and(|k| p.lm.snapshots.contains(&k));
     let lm = TrainConfig {
-        steps: if untrained { 0 } else { p.lm.steps },
+        steps: if from_snapshot && !snapshot_kept {
+            0
+        } else {
+            p.lm.steps
+        },
         ..p.lm.clone()
     };
-    let label = if untrained {
-        "untrained (corpus vocabulary)".to_string()
-    } else {
-        format!(
-            "corpus of {} datasets, held out: {}",
-            digests.len(),
-            held.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    };
-    cache.dir_artifact("pretrain", &label, &(&digests, &spec, &lm), |out| {
-        let command = format!(
-            "cellsentence run {} (annotation.pretrain{})",
-            e.file.display(),
-            if untrained { ", steps: 0" } else { "" }
-        );
+    let command = format!(
+        "cellsentence run {} (annotation.pretrain{})",
+        e.file.display(),
+        if lm.steps == 0 { ", steps: 0" } else { "" }
+    );
+    let train = |out: &Path| -> Result<()> {
         pretrain::pretrain(&spec, &lm, &dirs, cache, &command, out, device, !quiet)?;
         Ok(())
+    };
+    let (dir, outcome) = match &p.checkpoint {
+        Some(ck) if lm.steps == p.lm.steps => committed(ck, &lm, &digests, p.retrain, train)?,
+        _ => {
+            let label = if lm.steps == 0 {
+                "untrained (corpus vocabulary)".to_string()
+            } else {
+                format!(
+                    "corpus of {} datasets, held out: {}",
+                    digests.len(),
+                    held.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            cache.dir_artifact("pretrain", &label, &(&digests, &spec, &lm), train)?
+        }
+    };
+    let Some(k) = at.filter(|_| snapshot_kept) else {
+        return Ok((dir, outcome));
+    };
+    let snap = dir.join(format!("step{k}"));
+    if snap.join("config.json").is_file() {
+        return Ok((snap, outcome));
+    }
+    if k == 0 {
+        // a committed checkpoint without its snapshots: rebuild the initialisation from its seed
+        let digest = cache.file_digest(&dir)?;
+        return cache.dir_artifact(
+            "pretrain",
+            "untrained (from the checkpoint)",
+            &(&digest, 0),
+            |out| {
+                let corpus = lm::Corpus::read(&dir)?;
+                lm::train::untrained_like(&dir, out, &|_, _| {
+                    corpus
+                        .iter()
+                        .map(|c| {
+                            let c = lm::Corpus {
+                                steps: 0,
+                                tokens_seen: 0,
+                                wall_seconds: 0.0,
+                                ..c.clone()
+                            };
+                            (
+                                lm::corpus::CORPUS,
+                                (serde_json::to_string_pretty(&c).expect("corpus serializes")
+                                    + "\n")
+                                    .into_bytes(),
+                            )
+                        })
+                        .collect()
+                })
+            },
+        );
+    }
+    Err(crate::Error::NotFound {
+        path: snap,
+        hint: format!(
+            " (the pretraining run's step-{k} snapshot; snapshots are not committed: rerun with --retrain-lm)"
+        ),
     })
+}
+
+/// A committed pretrained model: checked against the settings and the local corpus files, trained
+/// into `dir` when missing or when `retrain` is asked.
+fn committed(
+    dir: &Path,
+    lm: &TrainConfig,
+    digests: &[(String, String)],
+    retrain: bool,
+    train: impl FnOnce(&Path) -> Result<()>,
+) -> Result<(PathBuf, Outcome)> {
+    if retrain || !dir.join("config.json").is_file() {
+        train(dir)?;
+        return Ok((dir.to_path_buf(), Outcome::Computed));
+    }
+    let fix = "rerun with --retrain-lm to train it again from these settings and files";
+    let meta = lm::ModelMeta::read(dir)?;
+    if meta.as_ref().map(|m| &m.training) != Some(lm) {
+        return Err(crate::Error::format(
+            dir.join(lm::train::META),
+            "the committed model was trained with other settings than annotation.pretrain.lm",
+            fix,
+        ));
+    }
+    let corpus = lm::Corpus::read(dir)?.ok_or_else(|| {
+        crate::Error::format(
+            dir.join(lm::corpus::CORPUS),
+            "missing: not a pretrained model",
+            fix,
+        )
+    })?;
+    for (id, sha) in digests {
+        if let Some(d) = corpus.datasets.iter().find(|d| &d.id == id) {
+            if &d.sha256 != sha {
+                return Err(crate::Error::format(
+                    dir.join(lm::corpus::CORPUS),
+                    format!("the local {id} differs from the file the model was trained on"),
+                    fix,
+                ));
+            }
+        }
+    }
+    Ok((dir.to_path_buf(), Outcome::Hit))
 }
 
 /// The pretrained model `base` fine-tuned on `words` (one dataset's sentences of one mode), cached

@@ -1,5 +1,5 @@
 //! The language-model scaling sweep (task `lm_scaling`): the pretrained model of the paper's protocol
-//! at several training budgets (0 = the untrained initialisation), each reported as its corpus
+//! at several checkpoints of its one run (0 = the untrained initialisation), each reported as its corpus
 //! validation loss and as the annotation accuracy and macro-F1 of its embeddings (MLP, the
 //! experiment's split) on every evaluated dataset; and the layer sweep of the largest budget.
 use std::path::Path;
@@ -20,7 +20,8 @@ use crate::sentence::GeneSet;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LmScalingSection {
-    /// Optimiser steps of each pretraining run (each with its own schedule); 0 = untrained.
+    /// Checkpoints of the pretraining run, in optimiser steps: `annotation.pretrain.lm.steps` and
+    /// members of its `snapshots`; 0 = untrained.
     pub budgets: Vec<usize>,
     /// Score every hidden state of the largest budget's model (full sentences).
     pub layer_sweep: bool,
@@ -54,7 +55,7 @@ fn at_budget(e: &Experiment, steps: usize) -> Experiment {
     a.methods = vec![Method::Lm];
     a.lm_protocol = LmProtocol::Pretrained;
     a.model = None;
-    a.pretrain.lm.steps = steps;
+    a.pretrain.at_step = Some(steps);
     a.pretrain.finetune = None;
     a.pretrain.untrained_control = false;
     x
@@ -155,8 +156,8 @@ pub fn run(
     ])?;
     let p = &e.annotation.pretrain.lm;
     report::write_frame(&df, out, "scaling", &format!(
-        "# {} — language-model scaling\n\nOne cell-sentence LM ({} layers, hidden {}, heads {}, {} genes per sentence, batch {}, peak lr {}, cosine to {}×) pretrained on every reachable dataset except the evaluated ones, once per budget (each run with its own warm-up and cosine schedule; budget 0 = the untrained initialisation). `val_loss`: next-gene cross-entropy on the corpus's held-out 5 %. Accuracy and macro-F1: the paper's MLP on the mean-pooled last hidden state, {}-fold.",
-        e.name, p.layers, p.hidden, p.heads, p.max_genes, p.batch_size, p.lr, p.min_lr, e.annotation.folds
+        "# {} — language-model scaling\n\nOne cell-sentence LM ({} layers, hidden {}, heads {}, {} genes per sentence, batch {}, peak lr {}, cosine to {}×) pretrained for {} steps on every reachable dataset except the evaluated ones; each budget is a checkpoint of that one run (as Pythia publishes its checkpoints; the learning rate at a budget is the run's schedule there, not a finished cosine; budget 0 = the untrained initialisation). `val_loss`: next-gene cross-entropy on the corpus's held-out 5 %. Accuracy and macro-F1: the paper's MLP on the mean-pooled last hidden state, {}-fold.",
+        e.name, p.layers, p.hidden, p.heads, p.max_genes, p.batch_size, p.lr, p.min_lr, p.steps, e.annotation.folds
     ))?;
     files.extend(["scaling.csv".to_string(), "scaling.md".to_string()]);
     for d in datasets {

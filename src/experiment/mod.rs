@@ -404,6 +404,8 @@ pub struct RunOptions {
     pub reported: PathBuf,
     /// No progress bars or cache log.
     pub quiet: bool,
+    /// Retrain committed pretrained checkpoints (`annotation.pretrain.checkpoint`).
+    pub retrain_lm: bool,
 }
 
 impl Default for RunOptions {
@@ -416,6 +418,7 @@ impl Default for RunOptions {
             datasets: None,
             reported: paper::default_path(),
             quiet: false,
+            retrain_lm: false,
         }
     }
 }
@@ -489,6 +492,9 @@ pub fn resolve_datasets(e: &Experiment, opts: &RunOptions) -> Result<Vec<RunData
 
 /// Runs one experiment file.
 pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+    let mut e = e.clone();
+    e.annotation.pretrain.retrain = opts.retrain_lm;
+    let e = &e;
     let reported = paper::load(&opts.reported)?;
     for (ours, theirs) in &e.paper_datasets {
         if !reported.has_dataset(theirs) {

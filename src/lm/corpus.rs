@@ -107,6 +107,20 @@ fn vocabulary(parts: &[CorpusPart]) -> Vec<String> {
     words.into_iter().map(|(w, _)| w).collect()
 }
 
+/// What [`pretrain`] trains on: the corpus vocabulary and every part's sentences, upper-cased and
+/// pooled in part order.
+pub fn training_inputs(parts: &[CorpusPart]) -> (Vec<String>, Vec<Vec<String>>) {
+    let sentences = parts
+        .iter()
+        .flat_map(|p| {
+            p.sentences
+                .iter()
+                .map(|s| s.iter().map(|w| w.to_uppercase()).collect())
+        })
+        .collect();
+    (vocabulary(parts), sentences)
+}
+
 /// Pretrains one small cell-sentence model on every part's sentences (upper-cased, pooled) and
 /// saves it to `out` in Hugging Face layout with `corpus.json` (all files committed as a unit).
 pub fn pretrain(
@@ -125,15 +139,7 @@ pub fn pretrain(
             "no datasets left to pretrain on; add data (--data-dir) or exclude fewer",
         ));
     }
-    let vocab = vocabulary(parts);
-    let sentences: Vec<Vec<String>> = parts
-        .iter()
-        .flat_map(|p| {
-            p.sentences
-                .iter()
-                .map(|s| s.iter().map(|w| w.to_uppercase()).collect())
-        })
-        .collect();
+    let (vocab, sentences) = training_inputs(parts);
     let f: Fitted = train::fit(
         &sentences,
         c,
@@ -142,23 +148,23 @@ pub fn pretrain(
         },
         device,
         progress,
+        Some(&train::partial_dir(out)),
+        None,
     )?;
-    let corpus = Corpus {
+    let corpus_at = |steps: usize, tokens_seen: usize| Corpus {
         datasets: parts.iter().map(|p| p.dataset.clone()).collect(),
-        held_out,
+        held_out: held_out.clone(),
         seed: c.seed,
-        steps: c.steps,
-        tokens_seen: f.tokens,
+        steps,
+        tokens_seen,
         wall_seconds: (f.seconds * 1000.0).round() / 1000.0,
         command: command.to_string(),
         vocab_size: f.vocab,
     };
-    let json = serde_json::to_string_pretty(&corpus).expect("corpus serializes") + "\n";
-    train::save(
-        out,
-        &f,
-        &ModelMeta::new(c, true),
-        &[(CORPUS, json.into_bytes())],
-    )?;
+    let json = |c: &Corpus| serde_json::to_string_pretty(c).expect("corpus serializes") + "\n";
+    train::save(out, &f, &ModelMeta::new(c, true), &|step, tokens| {
+        vec![(CORPUS, json(&corpus_at(step, tokens)).into_bytes())]
+    })?;
+    let corpus = corpus_at(c.steps, f.tokens);
     Ok((f.report(out), corpus))
 }

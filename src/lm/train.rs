@@ -3,6 +3,7 @@
 //! Hugging Face layout so [`super::load`] (and transformers) read it back.
 use super::config::NeoxConfig;
 use super::model::GptNeox;
+use super::optim::AdamW;
 use super::prompt::PromptStyle;
 use super::tokenizer::{gene_tokenizer, Tok};
 use crate::progress::Progress;
@@ -12,7 +13,6 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Model shape and optimisation settings of the small LM.
@@ -44,6 +44,14 @@ pub struct TrainConfig {
     /// vector through the softmax; halves the parameters of a large vocabulary).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tie_embeddings: bool,
+    /// Store the weights as float16 (halves the checkpoint; computation stays float32).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub half: bool,
+    /// Steps at which a copy of the weights is kept and saved as a complete model directory
+    /// `step<k>/` inside the output (as Pythia publishes checkpoints along one run; 0 = the
+    /// initialisation).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<usize>,
     /// Steps between validation losses.
     pub eval_every: usize,
     pub seed: u64,
@@ -66,6 +74,8 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             val_fraction: 0.05,
             tie_embeddings: false,
+            half: false,
+            snapshots: Vec::new(),
             eval_every: 50,
             seed: 0,
         }
@@ -100,6 +110,8 @@ impl TrainConfig {
 pub struct LogRow {
     pub step: usize,
     pub lr: f64,
+    /// NaN for the untrained model's row (step 0); JSON `null` then.
+    #[serde(with = "nan_as_null")]
     pub train_loss: f64,
     /// Validation loss, at evaluation steps.
     pub val_loss: Option<f64>,
@@ -150,6 +162,20 @@ impl LogRow {
             });
         }
         Ok(out)
+    }
+}
+
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            s.serialize_none()
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
 }
 
@@ -312,6 +338,9 @@ pub struct Fitted {
     pub seconds: f64,
     /// Tokens of every training batch (padding excluded).
     pub tokens: usize,
+    /// Weights kept along the run.
+    pub snapshots: Vec<Snapshot>,
+    half: bool,
 }
 
 /// Trains a small LM on `sentences` (gene words, most expressed first; truncated to `max_genes`)
@@ -341,11 +370,27 @@ pub fn train(
             .iter()
             .map(|s| s.iter().map(|w| w.to_uppercase()).collect())
             .collect();
-        fit(&up, c, init, device, progress)?
+        fit(
+            &up,
+            c,
+            init,
+            device,
+            progress,
+            Some(&partial_dir(out)),
+            None,
+        )?
     } else {
-        fit(sentences, c, init, device, progress)?
+        fit(
+            sentences,
+            c,
+            init,
+            device,
+            progress,
+            Some(&partial_dir(out)),
+            None,
+        )?
     };
-    save(out, &f, &ModelMeta::new(c, upper), &[])?;
+    save(out, &f, &ModelMeta::new(c, upper), &|_, _| Vec::new())?;
     Ok(f.report(out))
 }
 
@@ -391,12 +436,18 @@ fn val_loss(model: &GptNeox, val: &[&Vec<i64>], batch: usize, device: Device) ->
 }
 
 /// Trains (without saving): see [`train`].
+///
+/// With `resume` (a run's [`partial_dir`]) the state is saved there every `eval_every` steps and a
+/// killed run with the same settings and data continues from its last save; `stop_after` ends the
+/// run early (its schedule still that of `c.steps`).
 pub fn fit(
     sentences: &[Vec<String>],
     c: &TrainConfig,
     init: Init<'_>,
     device: Device,
     progress: bool,
+    resume: Option<&Path>,
+    stop_after: Option<usize>,
 ) -> Result<Fitted> {
     check(c)?;
     let sents: Vec<&[String]> = sentences
@@ -438,7 +489,6 @@ pub fn fit(
     let train_idx = train_idx.to_vec();
 
     let vocab = tok.vocab_size() as i64;
-    tch::manual_seed(c.seed as i64);
     let (vs, model, cfg) = match base_ck {
         Some(ck) => {
             let cfg = ck.model.cfg.clone();
@@ -453,8 +503,11 @@ pub fn fit(
                     (c.max_genes + 1).next_power_of_two() as i64,
                 )
             };
-            let vs = nn::VarStore::new(device);
-            let model = GptNeox::new(&vs.root(), &cfg);
+            let (vs, model) = crate::torch_seeded(c.seed, || {
+                let vs = nn::VarStore::new(device);
+                let model = GptNeox::new(&vs.root(), &cfg);
+                (vs, model)
+            });
             (vs, model, cfg)
         }
     };
@@ -476,22 +529,44 @@ pub fn fit(
         .iter()
         .map(|t| t.numel() as i64)
         .sum();
-    let mut opt = nn::AdamW {
-        beta1: 0.9,
-        beta2: 0.95,
-        wd: c.weight_decay,
-        eps: 1e-8,
-        amsgrad: false,
+    let mut opt = AdamW::new(&vs, 0.9, 0.95, 1e-8, c.weight_decay);
+    let data_digest = crate::cache::sha256_hex(texts.join("\n").as_bytes());
+    let mut snapshots: Vec<Snapshot> = Vec::new();
+    let mut log = Vec::with_capacity(c.steps);
+    let mut tokens = 0usize;
+    let mut seconds = 0.0;
+    let done = match resume {
+        Some(dir) => match ResumeState::load(dir, c, &data_digest, &vs, &mut opt)? {
+            Some(st) => {
+                if progress {
+                    eprintln!("[train] resuming {} at step {}", dir.display(), st.step);
+                }
+                log = st.log;
+                snapshots = st.snapshots;
+                seconds = st.seconds;
+                st.step
+            }
+            None => 0,
+        },
+        None => 0,
+    };
+    let stop = stop_after.map_or(c.steps, |s| s.min(c.steps));
+    if done == 0 && c.snapshots.contains(&0) {
+        // the initialisation, with its validation loss as step 0
+        log.push(LogRow {
+            step: 0,
+            lr: 0.0,
+            train_loss: f64::NAN,
+            val_loss: (!val.is_empty()).then(|| val_loss(&model, &val, c.batch_size, device)),
+        });
+        snapshots.push(Snapshot::take(0, 0, &vs));
     }
-    .build(&vs, c.lr)
-    .map_err(|e| Error::param("optimizer", e.to_string()))?;
 
     let start = std::time::Instant::now();
     let bar = Progress::bar(progress, c.steps as u64, "train LM (steps)");
-    let mut log = Vec::with_capacity(c.steps);
+    bar.inc(done as u64);
     let mut queue: Vec<usize> = Vec::new();
-    let mut tokens = 0usize;
-    for step in 0..c.steps {
+    for step in 0..stop {
         let mut batch = Vec::with_capacity(c.batch_size);
         while batch.len() < c.batch_size {
             if queue.is_empty() {
@@ -502,14 +577,16 @@ pub fn fit(
         }
         let seqs: Vec<&Vec<i64>> = batch.iter().map(|&i| &ids[i]).collect();
         tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
+        if step < done {
+            continue; // replaying the data order of the steps a resumed run already took
+        }
         let (x, y) = lm_batch(&seqs, device);
         let lr = lr_at(c, step, c.steps);
-        opt.set_lr(lr);
         let l = loss(&model, &x, &y);
         opt.zero_grad();
         l.backward();
         opt.clip_grad_norm(c.grad_clip);
-        opt.step();
+        opt.step(lr);
         let train_loss = l.double_value(&[]);
         if !train_loss.is_finite() {
             return Err(Error::param(
@@ -518,7 +595,8 @@ pub fn fit(
             ));
         }
         let last = step + 1 == c.steps;
-        let val_loss = (!val.is_empty() && (last || (step + 1) % c.eval_every.max(1) == 0))
+        let at_eval = (step + 1) % c.eval_every.max(1) == 0;
+        let val_loss = (!val.is_empty() && (last || at_eval))
             .then(|| val_loss(&model, &val, c.batch_size, device));
         log.push(LogRow {
             step: step + 1,
@@ -526,10 +604,25 @@ pub fn fit(
             train_loss,
             val_loss,
         });
+        if c.snapshots.contains(&(step + 1)) {
+            snapshots.push(Snapshot::take(step + 1, tokens, &vs));
+        }
         bar.inc(1);
+        if let Some(dir) = resume.filter(|_| at_eval && !last) {
+            let st = ResumeState {
+                step: step + 1,
+                config: c.clone(),
+                data_digest: data_digest.clone(),
+                log: log.clone(),
+                seconds: seconds + start.elapsed().as_secs_f64(),
+                snapshot_tokens: snapshots.iter().map(|s| (s.step, s.tokens)).collect(),
+                snapshots: Vec::new(),
+            };
+            st.save(dir, &vs, &opt, &snapshots)?;
+        }
     }
     bar.finish();
-    if c.steps == 0 && !val.is_empty() {
+    if c.steps == 0 && !val.is_empty() && !c.snapshots.contains(&0) {
         // the untrained model: its validation loss as step 0
         log.push(LogRow {
             step: 0,
@@ -543,13 +636,157 @@ pub fn fit(
         n_val: val.len(),
         vocab: vocab as usize,
         parameters,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: seconds + start.elapsed().as_secs_f64(),
         tokens,
         log,
+        snapshots,
+        half: c.half,
         vs,
         cfg,
         tok,
     })
+}
+
+/// Files a model directory gets besides the model's own, given its step and the tokens it has seen.
+pub type ExtraFiles<'a> = dyn Fn(usize, usize) -> Vec<(&'static str, Vec<u8>)> + 'a;
+
+/// Weights kept at one step (see [`TrainConfig::snapshots`]).
+pub struct Snapshot {
+    pub step: usize,
+    /// Training tokens seen by then.
+    pub tokens: usize,
+    weights: Vec<(String, Tensor)>,
+}
+
+impl Snapshot {
+    fn take(step: usize, tokens: usize, vs: &nn::VarStore) -> Self {
+        Snapshot {
+            step,
+            tokens,
+            weights: named_cpu(vs),
+        }
+    }
+}
+
+/// Every variable of `vs`, by name, copied to the CPU.
+fn named_cpu(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu).copy().contiguous()))
+        .collect()
+}
+
+/// Where a run writing to `out` keeps its resumable state: the sibling `<out>.partial/`.
+pub fn partial_dir(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// The state of an interrupted run, saved every `eval_every` steps into its partial directory:
+/// weights, AdamW moments and snapshots in `state-<step>.safetensors`, the rest in `state.json`.
+#[derive(Serialize, Deserialize)]
+struct ResumeState {
+    step: usize,
+    config: TrainConfig,
+    /// SHA-256 of the training texts: a changed corpus starts afresh.
+    data_digest: String,
+    log: Vec<LogRow>,
+    seconds: f64,
+    /// Tokens seen at each snapshot taken so far.
+    snapshot_tokens: std::collections::BTreeMap<usize, usize>,
+    #[serde(skip)]
+    snapshots: Vec<Snapshot>,
+}
+
+impl ResumeState {
+    fn save(&self, dir: &Path, vs: &nn::VarStore, opt: &AdamW, snaps: &[Snapshot]) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut named: Vec<(String, Tensor)> = named_cpu(vs)
+            .into_iter()
+            .map(|(n, t)| (format!("model.{n}"), t))
+            .collect();
+        named.extend(opt.state());
+        for s in snaps {
+            named.extend(
+                s.weights
+                    .iter()
+                    .map(|(n, t)| (format!("step{}.{n}", s.step), t.shallow_clone())),
+            );
+        }
+        let file = dir.join(format!("state-{}.safetensors", self.step));
+        let tmp = dir.join("state.safetensors.tmp");
+        Tensor::write_safetensors(&named, &tmp)
+            .map_err(|e| Error::format(&tmp, e.to_string(), "check disk space"))?;
+        std::fs::rename(&tmp, &file).map_err(|e| Error::io(&file, e))?;
+        let json = serde_json::to_string(self).expect("resume state serializes");
+        let (tmp, js) = (dir.join("state.json.tmp"), dir.join("state.json"));
+        std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &js).map_err(|e| Error::io(&js, e))?;
+        for e in std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+        {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("state-") && e.path() != file {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// The saved state of the same run (same settings and data), restored into `vs` and `opt`;
+    /// `None` when there is none or it belongs to another run.
+    fn load(
+        dir: &Path,
+        c: &TrainConfig,
+        digest: &str,
+        vs: &nn::VarStore,
+        opt: &mut AdamW,
+    ) -> Result<Option<ResumeState>> {
+        let fix = "delete the .partial directory to start afresh";
+        let Some(mut st) =
+            read_json::<ResumeState>(&dir.join("state.json"), "a resume state", fix)?
+        else {
+            return Ok(None);
+        };
+        if st.config != *c || st.data_digest != digest || st.step >= c.steps {
+            return Ok(None);
+        }
+        let file = dir.join(format!("state-{}.safetensors", st.step));
+        let named = Tensor::read_safetensors(&file)
+            .map_err(|e| Error::format(&file, e.to_string(), fix))?;
+        let find = |k: &str| named.iter().find(|(n, _)| n == k).map(|(_, t)| t);
+        tch::no_grad(|| -> Result<()> {
+            for (n, mut v) in vs.variables() {
+                let src = find(&format!("model.{n}"))
+                    .ok_or_else(|| Error::format(&file, format!("model.{n} is missing"), fix))?;
+                v.copy_(&src.to_kind(v.kind()).to_device(v.device()));
+            }
+            Ok(())
+        })?;
+        opt.load_state(&named, st.step as i64)
+            .map_err(|e| Error::format(&file, e, fix))?;
+        for &k in c.snapshots.iter().filter(|&&k| k <= st.step) {
+            let p = format!("step{k}.");
+            let weights: Vec<(String, Tensor)> = named
+                .iter()
+                .filter_map(|(n, t)| {
+                    n.strip_prefix(&p)
+                        .map(|n| (n.to_string(), t.shallow_clone()))
+                })
+                .collect();
+            let tokens = st.snapshot_tokens.get(&k).copied().unwrap_or(0);
+            st.snapshots.push(Snapshot {
+                step: k,
+                tokens,
+                weights,
+            });
+        }
+        Ok(Some(st))
+    }
 }
 
 /// Checks that `out` may be replaced by a model: missing, empty, or a model directory (config.json)
@@ -575,9 +812,10 @@ pub fn check_out(out: &Path) -> Result<()> {
 }
 
 /// Writes config.json, model.safetensors, tokenizer.json, cellsentence.json, training_log.csv and
-/// the `extra` (name, bytes) files into a temporary sibling directory, then renames it to `out`.
-pub fn save(out: &Path, f: &Fitted, meta: &ModelMeta, extra: &[(&str, Vec<u8>)]) -> Result<()> {
-    let (vs, cfg, tok, log) = (&f.vs, &f.cfg, &f.tok, &f.log);
+/// the `extra(step, tokens seen)` (name, bytes) files, and each snapshot as a complete model in
+/// `step<k>/`, into a temporary sibling directory, then renames it to `out` and removes the run's
+/// partial state.
+pub fn save(out: &Path, f: &Fitted, meta: &ModelMeta, extra: &ExtraFiles<'_>) -> Result<()> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -588,37 +826,109 @@ pub fn save(out: &Path, f: &Fitted, meta: &ModelMeta, extra: &[(&str, Vec<u8>)])
         .tempdir_in(parent)
         .map_err(|e| Error::io(parent, e))?;
     let d = tmp.path();
-    let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("json") + "\n";
-    std::fs::write(d.join("config.json"), json(&cfg.to_hf_json()))
-        .map_err(|e| Error::io(d.join("config.json"), e))?;
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let named: Vec<(String, Tensor)> = named
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous()))
-        .collect();
-    Tensor::write_safetensors(&named, d.join("model.safetensors")).map_err(|e| {
-        Error::format(
-            d.join("model.safetensors"),
-            e.to_string(),
-            "check disk space",
-        )
-    })?;
-    tok.inner
-        .save(d.join("tokenizer.json"), false)
-        .map_err(|e| Error::format(d.join("tokenizer.json"), e.to_string(), "check disk space"))?;
-    let meta = serde_json::to_value(meta).expect("model metadata serializes");
-    std::fs::write(d.join(META), json(&meta)).map_err(|e| Error::io(d.join(META), e))?;
-    for (name, bytes) in extra {
-        std::fs::write(d.join(name), bytes).map_err(|e| Error::io(d.join(name), e))?;
+    let last = f.log.iter().map(|r| r.step).max().unwrap_or(0);
+    f.write_model(d, &named_cpu(&f.vs), &f.log, meta, &extra(last, f.tokens))?;
+    for s in &f.snapshots {
+        let sd = d.join(format!("step{}", s.step));
+        std::fs::create_dir_all(&sd).map_err(|e| Error::io(&sd, e))?;
+        let log: Vec<LogRow> = f.log.iter().filter(|r| r.step <= s.step).cloned().collect();
+        f.write_model(&sd, &s.weights, &log, meta, &extra(s.step, s.tokens))?;
     }
-    std::fs::write(d.join(TRAINING_LOG), LogRow::to_csv(log))
-        .map_err(|e| Error::io(d.join("training_log.csv"), e))?;
     if out.exists() {
         check_out(out)?;
         std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
     }
     let kept = tmp.keep();
     std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
+    let partial = partial_dir(out);
+    if partial.is_dir() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
     Ok(())
+}
+
+impl Fitted {
+    /// One model directory's files: `weights` (float16 when configured) and this run's config,
+    /// tokenizer and metadata.
+    fn write_model(
+        &self,
+        d: &Path,
+        weights: &[(String, Tensor)],
+        log: &[LogRow],
+        meta: &ModelMeta,
+        extra: &[(&'static str, Vec<u8>)],
+    ) -> Result<()> {
+        let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("json") + "\n";
+        std::fs::write(d.join("config.json"), json(&self.cfg.to_hf_json()))
+            .map_err(|e| Error::io(d.join("config.json"), e))?;
+        let kind = if self.half { Kind::Half } else { Kind::Float };
+        let stored: Vec<(String, Tensor)> = weights
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_kind(kind).contiguous()))
+            .collect();
+        let st = d.join("model.safetensors");
+        Tensor::write_safetensors(&stored, &st)
+            .map_err(|e| Error::format(&st, e.to_string(), "check disk space"))?;
+        let tj = d.join("tokenizer.json");
+        self.tok
+            .inner
+            .save(&tj, false)
+            .map_err(|e| Error::format(&tj, e.to_string(), "check disk space"))?;
+        let meta = serde_json::to_value(meta).expect("model metadata serializes");
+        std::fs::write(d.join(META), json(&meta)).map_err(|e| Error::io(d.join(META), e))?;
+        for (name, bytes) in extra {
+            std::fs::write(d.join(name), bytes).map_err(|e| Error::io(d.join(name), e))?;
+        }
+        std::fs::write(d.join(TRAINING_LOG), LogRow::to_csv(log))
+            .map_err(|e| Error::io(d.join(TRAINING_LOG), e))
+    }
+}
+
+/// The untrained initialisation of a model this harness trained from scratch: the same config,
+/// tokenizer and seed at zero steps (what `steps: 0` saves), written to `out` with `extra` files.
+/// Needs no corpus, so a committed checkpoint brings its own control.
+pub fn untrained_like(dir: &Path, out: &Path, extra: &ExtraFiles<'_>) -> Result<()> {
+    let meta = ModelMeta::read(dir)?.ok_or_else(|| {
+        Error::format(
+            dir.join(META),
+            "missing: not a model trained by this harness",
+            "train it with cellsentence train-lm or pretrain-lm",
+        )
+    })?;
+    let cfg = NeoxConfig::load(&dir.join("config.json"))?;
+    let tok = Tok::load(&dir.join("tokenizer.json"))?;
+    let c = TrainConfig {
+        steps: 0,
+        snapshots: Vec::new(),
+        ..meta.training.clone()
+    };
+    let vs = crate::torch_seeded(c.seed, || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = GptNeox::new(&vs.root(), &cfg);
+        vs
+    });
+    let f = Fitted {
+        parameters: vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum(),
+        vocab: tok.vocab_size(),
+        n_train: 0,
+        n_val: 0,
+        seconds: 0.0,
+        tokens: 0,
+        log: Vec::new(),
+        snapshots: Vec::new(),
+        half: c.half,
+        vs,
+        cfg,
+        tok,
+    };
+    let meta = ModelMeta {
+        training: c,
+        ..meta
+    };
+    check_out(out)?;
+    save(out, &f, &meta, extra)
 }
