@@ -808,6 +808,14 @@ fn killed_training_resumes_to_the_same_run_and_keeps_snapshots() {
     for d in [b.clone(), b.join("step0"), b.join("step8")] {
         load(&d, Device::Cpu, Kind::Float).unwrap();
     }
+    // the initialisation rebuilt from the saved model's config, tokenizer and seed
+    let again = dir.path().join("untrained");
+    lm::train::untrained_like(&b, &again, &|_, _| Vec::new()).unwrap();
+    assert_eq!(
+        std::fs::read(again.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("step0/model.safetensors")).unwrap(),
+        "untrained_like differs from the run's step-0 snapshot"
+    );
     let log8 = lm::train::LogRow::read(&b.join("step8")).unwrap();
     assert_eq!(log8.last().unwrap().step, 8);
     assert_eq!(log8[0].step, 0);

@@ -207,7 +207,10 @@ pub fn pretrained_model(
         return Ok((dir, outcome));
     };
     let snap = dir.join(format!("step{k}"));
-    if snap.join("config.json").is_file() {
+    // a committed checkpoint's control is rebuilt from its seed, whether or not `step0/` (not
+    // committed) is present here, so that every clone computes the same rows
+    let rebuild = k == 0 && (untrained && p.checkpoint.is_some() || !snap.is_dir());
+    if !rebuild && snap.join("config.json").is_file() {
         return Ok((snap, outcome));
     }
     if k == 0 {
