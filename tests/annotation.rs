@@ -976,9 +976,9 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
     let log = cellsentence::lm::train::LogRow::read(&root().join("models/pretrained")).unwrap();
     let val_at = |step: usize| {
         log.iter()
+            .rev()
             .filter(|r| r.step <= step)
-            .filter_map(|r| r.val_loss)
-            .last()
+            .find_map(|r| r.val_loss)
             .unwrap()
     };
     let header: Vec<&str> = scaling.lines().next().unwrap().split(',').collect();

@@ -163,7 +163,7 @@ pub fn pretrained_model(
         return Err(e.err(
             "annotation",
             "pretrain.lm.snapshots",
-            &format!(
+            format!(
                 "step {} is not kept by the pretraining run",
                 at.unwrap_or(0)
             ),
