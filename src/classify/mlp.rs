@@ -200,8 +200,21 @@ pub fn train_predict(
 }
 
 /// Trains on the fold's `train` cells with early stopping on `val` (best weights restored);
-/// returns the model and the standardised features of every row.
+/// returns the model and the standardised features of every row. Initialisation and dropout draw
+/// from libtorch's global generator, seeded with `c.seed` and held for the whole fit, so that a
+/// concurrent seeded section (another fit, a thread, a parallel test) cannot interleave draws.
 pub fn fit(
+    x: &Matrix,
+    y: &[usize],
+    n_classes: usize,
+    fold: &super::Fold,
+    c: &MlpConfig,
+    device: Device,
+) -> (TrainedMlp, Tensor) {
+    crate::torch_seeded(c.seed, || fit_seeded(x, y, n_classes, fold, c, device))
+}
+
+fn fit_seeded(
     x: &Matrix,
     y: &[usize],
     n_classes: usize,
@@ -216,11 +229,8 @@ pub fn fit(
         .to_device(device);
     let yt = Tensor::from_slice(&y.iter().map(|&v| v as i64).collect::<Vec<_>>()).to_device(device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
-    let (vs, net) = crate::torch_seeded(c.seed, || {
-        let vs = nn::VarStore::new(device);
-        let net = build(&vs.root(), xs.cols as i64, n_classes as i64, c);
-        (vs, net)
-    });
+    let vs = nn::VarStore::new(device);
+    let net = build(&vs.root(), xs.cols as i64, n_classes as i64, c);
     let mut opt = nn::Adam::default()
         .build(&vs, c.lr)
         .expect("Adam over the MLP's variables");
