@@ -42,3 +42,10 @@ pub fn torch_seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
     tch::manual_seed(seed as i64);
     f()
 }
+
+/// Runs `f`, which draws from libtorch's global generator without needing a seed (e.g. the
+/// throw-away initialisation of a model about to be loaded), outside every seeded section.
+pub fn torch_unseeded<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = TORCH_SEED.lock().unwrap_or_else(|p| p.into_inner());
+    f()
+}

@@ -148,11 +148,12 @@ pub fn default_experiments(dir: &Path) -> Result<Vec<PathBuf>> {
 /// A random-weight GPT-NeoX of the small LM's shape with the tokenizer's vocabulary: the timing
 /// model of the compute table when no checkpoint is given (weights do not change the time).
 fn timing_model(vocab: i64, lm: &lm::TrainConfig) -> (GptNeox, tch::nn::VarStore) {
-    tch::manual_seed(0);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let cfg = lm.neox_config(vocab, 16384);
-    let m = GptNeox::new(&vs.root(), &cfg);
-    (m, vs)
+    crate::torch_seeded(0, || {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let m = GptNeox::new(&vs.root(), &cfg);
+        (m, vs)
+    })
 }
 
 fn time_embedding(model: &GptNeox, ids: &[Vec<i64>]) -> Result<f64> {

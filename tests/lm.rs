@@ -580,9 +580,9 @@ fn attribution_matches_finite_differences() {
         .map(|(i, &n)| Vec::<i64>::try_from(r["input_ids"].get(i as i64).narrow(0, 0, n)).unwrap())
         .collect();
     // an MLP on 32-dim features, 3 classes
-    tch::manual_seed(7);
     let n = 60;
-    let feats = Tensor::randn([n, 32], (Kind::Float, Device::Cpu));
+    let feats =
+        cellsentence::torch_seeded(7, || Tensor::randn([n, 32], (Kind::Float, Device::Cpu)));
     let x = cellsentence::npy::Matrix {
         rows: n as usize,
         cols: 32,

@@ -171,8 +171,11 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Checkpoint> {
         ));
     }
     let files = weight_files(dir)?;
-    let mut vs = nn::VarStore::new(device);
-    let model = GptNeox::new(&vs.root(), &cfg);
+    let (mut vs, model) = crate::torch_unseeded(|| {
+        let vs = nn::VarStore::new(device);
+        let model = GptNeox::new(&vs.root(), &cfg);
+        (vs, model)
+    });
     fill(&mut vs, &files)?;
     if kind != Kind::Float {
         vs.set_kind(kind);
@@ -189,8 +192,11 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Checkpoint> {
 pub fn load_model(dir: &Path, device: Device) -> Result<(GptNeox, nn::VarStore)> {
     let cfg = NeoxConfig::load(&dir.join("config.json"))?;
     let files = weight_files(dir)?;
-    let mut vs = nn::VarStore::new(device);
-    let model = GptNeox::new(&vs.root(), &cfg);
+    let (mut vs, model) = crate::torch_unseeded(|| {
+        let vs = nn::VarStore::new(device);
+        let model = GptNeox::new(&vs.root(), &cfg);
+        (vs, model)
+    });
     fill(&mut vs, &files)?;
     Ok((model, vs))
 }
