@@ -391,9 +391,9 @@ fn toy_sentences() -> Vec<Vec<String>> {
         .collect()
 }
 
-#[test]
-fn small_lm_training_is_seeded_and_round_trips() {
-    let cfg = TrainConfig {
+/// A one-layer model for the toy sentences: 12 steps, validation every 4.
+fn toy_config() -> TrainConfig {
+    TrainConfig {
         layers: 1,
         hidden: 32,
         heads: 4,
@@ -403,7 +403,12 @@ fn small_lm_training_is_seeded_and_round_trips() {
         batch_size: 8,
         eval_every: 4,
         ..TrainConfig::default()
-    };
+    }
+}
+
+#[test]
+fn small_lm_training_is_seeded_and_round_trips() {
+    let cfg = toy_config();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (
         dir.path().join("a"),
@@ -738,17 +743,9 @@ fn adamw_matches_libtorch_adamw() {
 #[test]
 fn killed_training_resumes_to_the_same_run_and_keeps_snapshots() {
     let cfg = TrainConfig {
-        layers: 1,
-        hidden: 32,
-        heads: 4,
-        intermediate: 64,
-        max_genes: 20,
-        steps: 12,
-        batch_size: 8,
-        eval_every: 4,
         half: true,
         snapshots: vec![0, 8],
-        ..TrainConfig::default()
+        ..toy_config()
     };
     let s = toy_sentences();
     let dir = tempfile::tempdir().unwrap();

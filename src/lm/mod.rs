@@ -9,6 +9,7 @@ pub mod model;
 pub mod optim;
 pub mod probe;
 pub mod prompt;
+pub mod resume;
 pub mod tokenizer;
 pub mod train;
 
