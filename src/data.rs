@@ -124,6 +124,49 @@ impl Dataset {
             .collect())
     }
 
+    /// A label or batch column with missing entries (null, NaN, empty text) as `None`.
+    pub fn obs_optional(&self, key: &str) -> Result<Vec<Option<String>>> {
+        let col = self.obs_column(key)?;
+        let nulls = self.obs.column(key).map(|c| c.is_null()).map_err(|e| {
+            Error::bad_value(
+                &self.source,
+                format!("obs/{key}"),
+                e.to_string(),
+                "use a categorical or string column",
+            )
+        })?;
+        Ok(col
+            .into_iter()
+            .zip(nulls.iter())
+            .map(|(v, null)| {
+                let t = v.trim();
+                (!null.unwrap_or(false) && !t.is_empty() && !t.eq_ignore_ascii_case("nan"))
+                    .then_some(v)
+            })
+            .collect())
+    }
+
+    /// A label or batch column in which every cell has a value; a missing one (null, NaN, empty)
+    /// is an error naming how many cells lack it, the first of them, and `fix`.
+    pub fn obs_labels(&self, key: &str, fix: &str) -> Result<Vec<String>> {
+        let vals = self.obs_optional(key)?;
+        let missing: Vec<usize> = (0..vals.len()).filter(|&i| vals[i].is_none()).collect();
+        if let Some(&first) = missing.first() {
+            return Err(Error::bad_value(
+                &self.source,
+                format!("obs/{key}"),
+                format!(
+                    "{} of {} cells have no value (missing/NaN), the first is `{}`; a missing label is not a class",
+                    missing.len(),
+                    vals.len(),
+                    self.cells[first]
+                ),
+                fix,
+            ));
+        }
+        Ok(vals.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     /// Errors if any stored value is NaN or infinite.
     pub fn check_finite(&self) -> Result<()> {
         if let Some(k) = first_where(&self.x.data, |v| !v.is_finite()) {

@@ -21,6 +21,7 @@ pub mod lm;
 pub mod loess;
 pub mod notebook;
 pub mod npy;
+pub mod output;
 pub mod paper;
 pub mod pipeline;
 pub mod preprocess;

@@ -85,9 +85,8 @@ pub fn read(path: &Path) -> Result<Matrix> {
             descr.split(',').next().unwrap_or("")
         )));
     };
-    if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
-        return Err(bad("Fortran-ordered arrays are not supported"));
-    }
+    // numpy.save writes a transposed or PCA-produced array column by column
+    let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
     let shape = field("shape").ok_or_else(|| bad("header lacks shape"))?;
     let inner = shape
         .strip_prefix('(')
@@ -112,7 +111,7 @@ pub fn read(path: &Path) -> Result<Matrix> {
             rows * cols * size
         )));
     }
-    let data = if size == 4 {
+    let data: Vec<f32> = if size == 4 {
         body.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
@@ -120,6 +119,15 @@ pub fn read(path: &Path) -> Result<Matrix> {
         body.chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
             .collect()
+    };
+    let data = if fortran {
+        let mut t = vec![0f32; data.len()];
+        for (k, v) in data.into_iter().enumerate() {
+            t[(k % rows.max(1)) * cols + k / rows.max(1)] = v;
+        }
+        t
+    } else {
+        data
     };
     Ok(Matrix { rows, cols, data })
 }

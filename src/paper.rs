@@ -9,9 +9,21 @@ use crate::error::{Error, Result};
 /// Default location of the transcription, relative to the project root.
 pub const REPORTED: &str = "experiments/paper/reported.yaml";
 
+/// The transcription this binary ships (`experiments/paper/reported.yaml` at build time), so an
+/// installed binary runs experiments from any folder.
+pub const BUILTIN: &str = include_str!("../experiments/paper/reported.yaml");
+
 /// The default transcription file of this checkout.
 pub fn default_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(REPORTED)
+}
+
+/// The transcription in `path`, or the built-in one.
+pub fn load_or_builtin(path: Option<&Path>) -> Result<Reported> {
+    match path {
+        Some(p) => load(p),
+        None => parse(BUILTIN, Path::new(REPORTED)),
+    }
 }
 
 /// R², Pearson and Spearman as printed.
@@ -145,7 +157,12 @@ fn ordered<T: DeserializeOwned>(
 /// Reads and checks a transcription file.
 pub fn load(path: &Path) -> Result<Reported> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let raw: Raw = serde_norway::from_str(&text).map_err(|e| {
+    parse(&text, path)
+}
+
+/// Parses a transcription; `path` names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Reported> {
+    let raw: Raw = serde_norway::from_str(text).map_err(|e| {
         Error::format(
             path,
             format!("not a valid transcription: {e}"),

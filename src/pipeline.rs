@@ -76,7 +76,12 @@ pub fn select_hvg(
     on: HvgInput,
     batch_key: Option<&str>,
 ) -> Result<HvgResult> {
-    let batches = batch_key.map(|k| p.data.obs_column(k)).transpose()?;
+    let batches = batch_key
+        .map(|k| {
+            p.data
+                .obs_labels(k, "give every cell a batch, or leave batch_key unset")
+        })
+        .transpose()?;
     let x = match on {
         HvgInput::Log => &p.data.x,
         HvgInput::Counts => {

@@ -9,8 +9,9 @@ use crate::error::{Error, Result};
 /// Prefix of the temporary files [`write_atomic`] renames into place.
 pub const TMP_PREFIX: &str = ".cellsentence-tmp-";
 
-/// Removes temporary files an interrupted run (kill -9) left in `dir` and its subfolders;
-/// returns how many. Finished results are never temporary files, so this only drops debris.
+/// Removes temporary files an interrupted run (kill -9) left in `dir` and its subfolders (not those
+/// of a live run); returns how many. Finished results are never temporary files, so this only
+/// drops debris.
 pub fn sweep_temporaries(dir: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
@@ -20,7 +21,7 @@ pub fn sweep_temporaries(dir: &Path) -> usize {
         let p = e.path();
         if p.is_dir() {
             n += sweep_temporaries(&p);
-        } else if e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+        } else if crate::output::is_leftover(&e.file_name().to_string_lossy())
             && std::fs::remove_file(&p).is_ok()
         {
             n += 1;
@@ -38,7 +39,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
+        .prefix(&crate::output::tmp_prefix())
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;

@@ -37,8 +37,8 @@ pub struct ReproduceOptions {
     pub model: Option<PathBuf>,
     /// The Pythia tokenizer that counts tokens per cell when no model is given.
     pub tokenizer: PathBuf,
-    /// The paper's numbers.
-    pub reported: PathBuf,
+    /// The paper's numbers (`None`: the transcription built into the binary).
+    pub reported: Option<PathBuf>,
     /// Cells timed per dataset and sentence mode in the compute table.
     pub timed_cells: usize,
     /// No progress bars.
@@ -59,7 +59,7 @@ impl Default for ReproduceOptions {
             experiments: None,
             model: None,
             tokenizer: root.join("../shared/tokenizers/gpt-neox-20b/tokenizer.json"),
-            reported: paper::default_path(),
+            reported: None,
             timed_cells: 8,
             quiet: false,
             retrain_lm: false,
@@ -135,6 +135,17 @@ pub fn ordered_experiments(files: &[PathBuf]) -> Result<Vec<(PathBuf, Experiment
 
 /// `experiments/*.yaml`, sorted.
 pub fn default_experiments(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Err(Error::format(
+            dir,
+            format!(
+                "reproduce reads the paper's experiment files from {} in the current folder ({}), and there is none",
+                dir.display(),
+                std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+            ),
+            "run it from the cellsentence repository root, or pass --experiments FILE (one per experiment; `cellsentence run FILE` runs one from anywhere)",
+        ));
+    }
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .flatten()
@@ -381,11 +392,8 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
     };
     let ordered = ordered_experiments(&files)?;
     // debris of an interrupted run (temporary files of atomic writes) is never a result
-    for d in [
-        opts.out.clone(),
-        opts.out.join("sentences"),
-        opts.out.join("compute"),
-    ] {
+    crate::output::clean_leftovers(&opts.out)?;
+    for d in [opts.out.join("sentences"), opts.out.join("compute")] {
         report::sweep_temporaries(&d);
     }
     let cache = Cache::new(&opts.cache, opts.force).quiet(opts.quiet);
@@ -456,7 +464,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
             summary: s,
         });
     }
-    let reported = paper::load(&opts.reported)?;
+    let reported = paper::load_or_builtin(opts.reported.as_deref())?;
     let report = write_report(opts, &runs, &recs, &reported)?;
     Ok(ReproduceSummary {
         runs,

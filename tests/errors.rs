@@ -285,3 +285,66 @@ fn control_characters_in_gene_names_and_empty_features_are_errors() {
         .to_string();
     assert!(err.contains("no columns"), "{err}");
 }
+
+/// numpy.save writes a transposed or PCA-produced array in Fortran order: read, equal to C order.
+#[test]
+fn fortran_ordered_npy_is_read() {
+    let c = cellsentence::npy::read(std::path::Path::new(&bad("c_order.npy"))).unwrap();
+    let f = cellsentence::npy::read(std::path::Path::new(&bad("fortran_order.npy"))).unwrap();
+    assert_eq!((f.rows, f.cols), (5, 3));
+    assert_eq!(c, f);
+    assert_eq!(&f.data[..4], &[-2.0, -1.5, -1.0, -0.5]);
+}
+
+/// Missing (NaN) labels are not a class: an error naming how many and the fix; with
+/// `--drop-missing` those cells are left out with a warning.
+#[test]
+fn missing_labels_are_refused_or_dropped_with_a_warning() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("ann");
+    let (emb, input, o) = (
+        bad("missing_labels.npy"),
+        bad("missing_labels.h5ad"),
+        o.display().to_string(),
+    );
+    let args = [
+        "annotate",
+        "--embeddings",
+        &emb,
+        "--input",
+        &input,
+        "--label-key",
+        "cell_type",
+        "--classifier",
+        "svm",
+        "--folds",
+        "2",
+        "--out",
+        &o,
+    ];
+    expect_error(
+        &args,
+        &[
+            "missing_labels.h5ad",
+            "obs/cell_type",
+            "3 of 40 cells",
+            "`c4`",
+            "--drop-missing",
+        ],
+    );
+    assert!(
+        !std::path::Path::new(&o).exists(),
+        "output written on error"
+    );
+    let mut with = args.to_vec();
+    with.push("--drop-missing");
+    let (code, _, err) = run(&with);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("3 of 40 cells") && err.contains("warning"),
+        "{err}"
+    );
+    let pred = std::fs::read_to_string(std::path::Path::new(&o).join("predictions.csv")).unwrap();
+    assert_eq!(pred.lines().count(), 1 + 37, "{pred}");
+    assert!(!pred.contains(",NA,") && !pred.contains("c4,"), "{pred}");
+}

@@ -782,8 +782,8 @@ fn killed_training_resumes_to_the_same_run_and_keeps_snapshots() {
     );
     let meta = lm::ModelMeta::new(&cfg, false);
     let (a, b) = (dir.path().join("whole"), dir.path().join("m"));
-    lm::train::save(&a, &whole, &meta, &|_, _| Vec::new()).unwrap();
-    lm::train::save(&b, &resumed, &meta, &|_, _| Vec::new()).unwrap();
+    lm::train::save(&a, &whole, &meta, &|_, _, _| Vec::new()).unwrap();
+    lm::train::save(&b, &resumed, &meta, &|_, _, _| Vec::new()).unwrap();
     assert!(
         !partial.exists(),
         "the partial state outlived the saved model"
@@ -807,7 +807,7 @@ fn killed_training_resumes_to_the_same_run_and_keeps_snapshots() {
     }
     // the initialisation rebuilt from the saved model's config, tokenizer and seed
     let again = dir.path().join("untrained");
-    lm::train::untrained_like(&b, &again, &|_, _| Vec::new()).unwrap();
+    lm::train::untrained_like(&b, &again, &|_, _, _| Vec::new()).unwrap();
     assert_eq!(
         std::fs::read(again.join("model.safetensors")).unwrap(),
         std::fs::read(b.join("step0/model.safetensors")).unwrap(),

@@ -49,6 +49,9 @@ pub struct AnnotateArgs {
     /// Fraction of each training part held out (stratified) for early stopping.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
+    /// Leave out cells whose label (or batch) is missing, with a warning; without it they are an error.
+    #[arg(long)]
+    pub drop_missing: bool,
     /// Train the MLP on the first CUDA device.
     #[arg(long)]
     pub cuda: bool,
@@ -59,6 +62,10 @@ pub struct AnnotateArgs {
 
 /// Cell names, labels and batches of the feature rows.
 struct Rows {
+    /// Rows the embedding must have.
+    total: usize,
+    /// Embedding rows kept (cells with a label and, where asked, a batch).
+    rows: Vec<usize>,
     cells: Vec<String>,
     labels: Vec<String>,
     batches: Option<Vec<String>>,
@@ -72,11 +79,11 @@ fn row_annotations(a: &AnnotateArgs) -> Result<Rows> {
         raw: false,
         dirs: a.dirs.clone(),
     })?;
-    let labels = ds.obs_column(&a.label_key)?;
+    let labels = ds.obs_optional(&a.label_key)?;
     let batches = a
         .batch_key
         .as_deref()
-        .map(|k| ds.obs_column(k))
+        .map(|k| ds.obs_optional(k))
         .transpose()?;
     let listed = a.embeddings.with_extension("cells.txt");
     let rows: Vec<usize> = if listed.is_file() {
@@ -102,24 +109,44 @@ fn row_annotations(a: &AnnotateArgs) -> Result<Rows> {
     } else {
         (0..ds.n_cells()).collect()
     };
-    if let Some(b) = &batches {
-        if let Some(i) = rows
-            .iter()
-            .find(|&&i| b[i].trim().is_empty() || b[i] == "nan")
-        {
+    // rows (embedding row, dataset cell) with a label and, where asked, a batch
+    let unusable = |&(_, i): &(usize, usize)| {
+        labels[i].is_none() || batches.as_ref().is_some_and(|b| b[i].is_none())
+    };
+    let pairs: Vec<(usize, usize)> = rows.into_iter().enumerate().collect();
+    let total = pairs.len();
+    let dropped = pairs.iter().filter(|p| unusable(p)).count();
+    if dropped > 0 {
+        let first = &ds.cells[pairs.iter().find(|p| unusable(p)).map_or(0, |p| p.1)];
+        let what =
+            format!(
+            "{dropped} of {} cells have no value in obs/{}{} (missing/NaN), the first is `{first}`",
+            pairs.len(),
+            a.label_key,
+            a.batch_key.as_deref().map(|b| format!(" or obs/{b}")).unwrap_or_default()
+        );
+        if !a.drop_missing {
             return Err(Error::bad_value(
                 &entry.path,
-                format!("obs/{}", a.batch_key.as_deref().unwrap_or("")),
-                format!("cell `{}` has no batch", ds.cells[*i]),
-                "give every cell a batch, or use --folds",
+                format!("obs/{}", a.label_key),
+                format!("{what}; a missing label is not a class"),
+                "pass --drop-missing to leave those cells out (with a warning), or label them",
             ));
         }
+        eprintln!("[annotate] warning: {what}; --drop-missing leaves them out");
     }
-    let pick = |v: &[String]| rows.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+    let kept: Vec<(usize, usize)> = pairs.into_iter().filter(|p| !unusable(p)).collect();
+    let known = |v: &[Option<String>]| {
+        kept.iter()
+            .map(|&(_, i)| v[i].clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
     Ok(Rows {
-        cells: pick(&ds.cells),
-        labels: pick(&labels),
-        batches: batches.as_ref().map(|b| pick(b)),
+        total,
+        rows: kept.iter().map(|&(r, _)| r).collect(),
+        cells: kept.iter().map(|&(_, i)| ds.cells[i].clone()).collect(),
+        labels: known(&labels),
+        batches: batches.as_ref().map(|b| known(b)),
     })
 }
 
@@ -182,13 +209,18 @@ pub fn write_evaluation(dir: &Path, cells: &[String], ev: &Evaluation) -> Result
 
 /// `cellsentence annotate`.
 pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
+    // an `embed` killed mid-commit is finished first, so the rows and the names belong together
+    let dir = a.embeddings.parent().filter(|d| !d.as_os_str().is_empty());
+    crate::output::recover(dir.unwrap_or(Path::new(".")))?;
     let x = crate::npy::read(&a.embeddings)?;
     let Rows {
+        total,
+        rows,
         cells,
         labels,
         batches,
     } = row_annotations(a)?;
-    if x.rows != labels.len() {
+    if x.rows != total {
         return Err(Error::bad_value(
             &a.embeddings,
             "rows",
@@ -196,11 +228,23 @@ pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
                 "{} rows but {} has {} cells",
                 x.rows,
                 a.input,
-                labels.len()
+                total
             ),
             "embed the same file (rows = its cells in order), or keep the .cells.txt list `embed` writes",
         ));
     }
+    let x = if rows.len() == total {
+        x
+    } else {
+        crate::npy::Matrix {
+            rows: rows.len(),
+            cols: x.cols,
+            data: rows
+                .iter()
+                .flat_map(|&r| x.data[r * x.cols..(r + 1) * x.cols].iter().copied())
+                .collect(),
+        }
+    };
     classify::check_features(&x, &labels, &a.embeddings.display().to_string())?;
     let folds = match &batches {
         Some(b) => classify::leave_one_batch_out(&labels, b, a.val_fraction, a.seed)?,

@@ -342,9 +342,8 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         (a.layer, a.pool),
         &a.out.display().to_string(),
     )?;
-    crate::npy::write(&a.out, &m)?;
     let names = a.out.with_extension("cells.txt");
-    write_atomic(&names, (cells.join("\n") + "\n").as_bytes())?;
+    write_embedding_pair(&a.out, &names, &m, &cells)?;
     eprintln!(
         "[embed] {} cells × {} dims → {} (+ {}) in {:.1} s",
         m.rows,
@@ -356,15 +355,49 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes the embeddings and their cell names as one unit (a kill leaves the old pair or the new
+/// one, never new embeddings beside old names).
+fn write_embedding_pair(
+    out: &Path,
+    names: &Path,
+    m: &crate::npy::Matrix,
+    cells: &[String],
+) -> Result<()> {
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::output::clean_leftovers(dir)?;
+    let t_npy = crate::output::write_temp(dir, &crate::npy::to_bytes(m))?;
+    let t_names = crate::output::write_temp(dir, (cells.join("\n") + "\n").as_bytes())?;
+    crate::output::commit_files(
+        dir,
+        "embed",
+        &[(t_npy, out.to_path_buf()), (t_names, names.to_path_buf())],
+    )
+}
+
 /// `cellsentence train-lm`.
 pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
     let cfg: TrainConfig = serde_json::from_str(&a.config)
         .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
     let (_, words) = sentence_words(&a.input, &a.source, Some(cfg.max_genes))?;
     let (device, _) = lm::device_and_kind(a.cuda, "f32")?;
-    let r = lm::train(&words, &cfg, a.base.as_deref(), &a.out, device, !quiet)?;
-    let fig = loss_figure(&r, &format!("{} ({:?} sentences)", a.input, a.source.genes));
-    crate::figure::write(&fig, &a.out, "training_loss", "training loss")?;
+    let what = format!("{} ({:?} sentences)", a.input, a.source.genes);
+    // the loss figure is committed with the model, as one folder
+    let fig = |_: usize, _: usize, log: &[lm::LogRow]| {
+        let html = crate::figure::html(&loss_figure(log, &what), "training loss");
+        vec![("training_loss.html", html.into_bytes())]
+    };
+    let r = lm::train::train_with(
+        &words,
+        &cfg,
+        a.base.as_deref(),
+        &a.out,
+        device,
+        !quiet,
+        &fig,
+    )?;
     print_out(&format!(
         "{}\n",
         serde_json::json!({
@@ -407,11 +440,10 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
 }
 
 /// The loss-curve figure of a training run.
-pub fn loss_figure(r: &lm::TrainReport, what: &str) -> plotly::Plot {
-    let steps: Vec<f64> = r.log.iter().map(|l| l.step as f64).collect();
-    let train: Vec<f64> = r.log.iter().map(|l| l.train_loss).collect();
-    let val: Vec<(f64, f64)> = r
-        .log
+pub fn loss_figure(log: &[lm::LogRow], what: &str) -> plotly::Plot {
+    let steps: Vec<f64> = log.iter().map(|l| l.step as f64).collect();
+    let train: Vec<f64> = log.iter().map(|l| l.train_loss).collect();
+    let val: Vec<(f64, f64)> = log
         .iter()
         .filter_map(|l| l.val_loss.map(|v| (l.step as f64, v)))
         .collect();

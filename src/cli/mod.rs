@@ -221,9 +221,9 @@ pub struct RunArgs {
     /// Run on these dataset ids instead of the file's list.
     #[arg(long, value_delimiter = ',')]
     pub datasets: Option<Vec<String>>,
-    /// The paper's numbers.
-    #[arg(long, default_value = crate::paper::REPORTED)]
-    pub reported: PathBuf,
+    /// The paper's numbers (default: the transcription built into this binary).
+    #[arg(long)]
+    pub reported: Option<PathBuf>,
     /// Retrain the committed pretrained LM (`annotation.pretrain.checkpoint`) from its settings.
     #[arg(long)]
     pub retrain_lm: bool,

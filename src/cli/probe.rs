@@ -151,7 +151,10 @@ fn labelled_words(
             max_genes,
         },
     )?;
-    let labels = p.data.obs_column(&key)?;
+    let labels = p.data.obs_labels(
+        &key,
+        "remove the unlabelled cells from the file, or choose another label key",
+    )?;
     let words = sents
         .iter()
         .map(|l| l.split_whitespace().map(String::from).collect())

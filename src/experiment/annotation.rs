@@ -280,7 +280,10 @@ impl Ctx<'_> {
             .clone()
             .or_else(|| self.d.entry.batch_key.clone());
         let (p, _) = self.prepared()?;
-        let labels = p.data.obs_column(&lk)?;
+        let labels = p.data.obs_labels(
+            &lk,
+            "remove the unlabelled cells from the file, or choose another annotation.label_key",
+        )?;
         let folds = match split {
             SplitKind::Kfold => classify::stratified_kfold(&labels, k, vf, seed)?,
             SplitKind::Batch => {
@@ -290,7 +293,10 @@ impl Ctx<'_> {
                         "the dataset has no known batch column; set annotation.batch_key",
                     )
                 })?;
-                let batches = p.data.obs_column(&bk)?;
+                let batches = p.data.obs_labels(
+                    &bk,
+                    "give every cell a batch, or use annotation.split: kfold",
+                )?;
                 classify::leave_one_batch_out(&labels, &batches, vf, seed)?
             }
         };

@@ -222,7 +222,7 @@ pub fn pretrained_model(
             &(&digest, 0),
             |out| {
                 let corpus = lm::Corpus::read(&dir)?;
-                lm::train::untrained_like(&dir, out, &|_, _| {
+                lm::train::untrained_like(&dir, out, &|_, _, _| {
                     corpus
                         .iter()
                         .map(|c| {

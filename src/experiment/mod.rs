@@ -400,8 +400,8 @@ pub struct RunOptions {
     pub data_dir: Option<PathBuf>,
     /// Replace the file's dataset list.
     pub datasets: Option<Vec<String>>,
-    /// The paper's numbers.
-    pub reported: PathBuf,
+    /// The paper's numbers (`None`: the transcription built into the binary).
+    pub reported: Option<PathBuf>,
     /// No progress bars or cache log.
     pub quiet: bool,
     /// Retrain committed pretrained checkpoints (`annotation.pretrain.checkpoint`).
@@ -416,7 +416,7 @@ impl Default for RunOptions {
             force: false,
             data_dir: None,
             datasets: None,
-            reported: paper::default_path(),
+            reported: None,
             quiet: false,
             retrain_lm: false,
         }
@@ -495,7 +495,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let mut e = e.clone();
     e.annotation.pretrain.retrain = opts.retrain_lm;
     let e = &e;
-    let reported = paper::load(&opts.reported)?;
+    let reported = paper::load_or_builtin(opts.reported.as_deref())?;
     for (ours, theirs) in &e.paper_datasets {
         if !reported.has_dataset(theirs) {
             return Err(e.err(
@@ -514,16 +514,19 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             ));
         }
     }
-    let out = opts.out.join(&e.name);
-    let swept = report::sweep_temporaries(&out);
+    let final_out = opts.out.join(&e.name);
+    let swept = crate::output::clean_leftovers(&opts.out)? + report::sweep_temporaries(&final_out);
     if swept > 0 && !opts.quiet {
         eprintln!(
-            "[run] removed {swept} temporary file(s) an interrupted run left in {}",
-            out.display()
+            "[run] removed {swept} temporary file(s) or folder(s) an interrupted run left in {}",
+            opts.out.display()
         );
     }
     let datasets = resolve_datasets(e, opts)?;
     let cache = Cache::new(&opts.cache, opts.force).quiet(opts.quiet);
+    // the results folder is written aside and swapped in whole: a kill leaves the old one or the new
+    let staged = crate::output::StagedDir::new(&final_out)?;
+    let out = staged.path().to_path_buf();
     let mut summary = match e.task {
         Task::Reconstruction => {
             reconstruction::run(e, &datasets, &reported, &cache, &out, opts.quiet)?
@@ -547,9 +550,14 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             opts.data_dir.as_deref(),
         )?,
     };
-    summary.out = out;
+    staged.keep_from_old(KEPT_NOTES)?;
+    staged.commit(&format!("results:{}", e.name))?;
+    summary.out = final_out;
     Ok(summary)
 }
+
+/// Hand-written files kept when a results folder is replaced.
+pub const KEPT_NOTES: &[&str] = &["README.md"];
 
 /// Runs an experiment file from its path.
 pub fn run_file(path: &Path, opts: &RunOptions) -> Result<RunSummary> {

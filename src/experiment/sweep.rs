@@ -146,7 +146,9 @@ fn dataset_points(
                 .label_key
                 .clone()
                 .unwrap_or_else(|| "cell_type".into());
-            let labels = p.data.obs_column(&key)?;
+            let labels = p
+                .data
+                .obs_labels(&key, "remove the unlabelled cells from the file")?;
             let folds = classify::stratified_kfold(&labels, s.folds, 0.0, e.seed)?;
             *prepared = Some((p, labels, folds));
         }

@@ -162,7 +162,7 @@ pub fn pretrain(
         vocab_size: f.vocab,
     };
     let json = |c: &Corpus| serde_json::to_string_pretty(c).expect("corpus serializes") + "\n";
-    train::save(out, &f, &ModelMeta::new(c, true), &|step, tokens| {
+    train::save(out, &f, &ModelMeta::new(c, true), &|step, tokens, _| {
         vec![(CORPUS, json(&corpus_at(step, tokens)).into_bytes())]
     })?;
     let corpus = corpus_at(c.steps, f.tokens);

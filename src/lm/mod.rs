@@ -19,7 +19,7 @@ pub use embed::{embed_ids, resolve_layer, EmbedOptions, Pool};
 pub use load::{load, Checkpoint};
 pub use model::GptNeox;
 pub use prompt::PromptStyle;
-pub use train::{train, ModelMeta, TrainConfig, TrainReport};
+pub use train::{train, LogRow, ModelMeta, TrainConfig, TrainReport};
 
 use crate::npy::Matrix;
 use crate::{Error, Result};

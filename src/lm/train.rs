@@ -357,6 +357,21 @@ pub fn train(
     device: Device,
     progress: bool,
 ) -> Result<TrainReport> {
+    train_with(sentences, c, base, out, device, progress, &|_, _, _| {
+        Vec::new()
+    })
+}
+
+/// [`train`], with `extra` files (e.g. a loss figure) committed inside the model directory.
+pub fn train_with(
+    sentences: &[Vec<String>],
+    c: &TrainConfig,
+    base: Option<&Path>,
+    out: &Path,
+    device: Device,
+    progress: bool,
+    extra: &ExtraFiles<'_>,
+) -> Result<TrainReport> {
     check_out(out)?;
     let init = match base {
         Some(b) => Init::Base(b),
@@ -392,7 +407,7 @@ pub fn train(
             None,
         )?
     };
-    save(out, &f, &ModelMeta::new(c, upper), &|_, _| Vec::new())?;
+    save(out, &f, &ModelMeta::new(c, upper), extra)?;
     Ok(f.report(out))
 }
 
@@ -649,8 +664,9 @@ pub fn fit(
     })
 }
 
-/// Files a model directory gets besides the model's own, given its step and the tokens it has seen.
-pub type ExtraFiles<'a> = dyn Fn(usize, usize) -> Vec<(&'static str, Vec<u8>)> + 'a;
+/// Files a model directory gets besides the model's own, given its step, the tokens it has seen and
+/// its training log.
+pub type ExtraFiles<'a> = dyn Fn(usize, usize, &[LogRow]) -> Vec<(&'static str, Vec<u8>)> + 'a;
 
 /// Checks that `out` may be replaced by a model: missing, empty, or a model directory (config.json)
 /// — never an unrelated folder someone pointed `--out` at.
@@ -679,30 +695,32 @@ pub fn check_out(out: &Path) -> Result<()> {
 /// `step<k>/`, into a temporary sibling directory, then renames it to `out` and removes the run's
 /// partial state.
 pub fn save(out: &Path, f: &Fitted, meta: &ModelMeta, extra: &ExtraFiles<'_>) -> Result<()> {
+    if out.exists() {
+        check_out(out)?;
+    }
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(crate::report::TMP_PREFIX)
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
-    let d = tmp.path();
+    crate::output::clean_leftovers(parent)?;
+    let staged = crate::output::StagedDir::new(out)?;
+    let d = staged.path();
     let last = f.log.iter().map(|r| r.step).max().unwrap_or(0);
-    f.write_model(d, &named_cpu(&f.vs), &f.log, meta, &extra(last, f.tokens))?;
+    f.write_model(
+        d,
+        &named_cpu(&f.vs),
+        &f.log,
+        meta,
+        &extra(last, f.tokens, &f.log),
+    )?;
     for s in &f.snapshots {
         let sd = d.join(format!("step{}", s.step));
         std::fs::create_dir_all(&sd).map_err(|e| Error::io(&sd, e))?;
         let log: Vec<LogRow> = f.log.iter().filter(|r| r.step <= s.step).cloned().collect();
-        f.write_model(&sd, &s.weights, &log, meta, &extra(s.step, s.tokens))?;
+        f.write_model(&sd, &s.weights, &log, meta, &extra(s.step, s.tokens, &log))?;
     }
-    if out.exists() {
-        check_out(out)?;
-        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
-    }
-    let kept = tmp.keep();
-    std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
+    // the old model stays in place until the new one replaces it in one step
+    staged.commit("model")?;
     let partial = partial_dir(out);
     if partial.is_dir() {
         let _ = std::fs::remove_dir_all(&partial);
