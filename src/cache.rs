@@ -48,16 +48,12 @@ impl Cache {
     /// A cache in `dir`; `force` recomputes every stage once.
     pub fn new(dir: impl Into<PathBuf>, force: bool) -> Self {
         let dir = dir.into();
-        let digests = std::fs::read(dir.join("file-digests.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
         Self {
             dir,
             force,
             quiet: false,
             done: Mutex::new(HashSet::new()),
-            digests: Mutex::new(digests),
+            digests: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -159,8 +155,9 @@ impl Cache {
         Ok((path, Outcome::Computed))
     }
 
-    /// SHA-256 of a file's contents (a directory: of its files, in name order), remembered
-    /// across runs by (path, size, modification time) so unchanged large files are not re-read.
+    /// SHA-256 of a file's contents (a directory: of its files, in name order). Every run reads
+    /// the contents anew (a file rewritten with the same size and modification time still gets its
+    /// true digest); within one run a file is read once per (path, size, modification time).
     pub fn file_digest(&self, path: &Path) -> Result<String> {
         if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
@@ -201,12 +198,10 @@ impl Cache {
         let mut h = Sha256::new();
         std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
         let d: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        let snapshot = {
-            let mut m = self.digests.lock().unwrap();
-            m.insert(id, (meta.len(), mtime, d.clone()));
-            serde_json::to_vec_pretty(&*m).unwrap_or_default()
-        };
-        write_atomic(self.dir.join("file-digests.json"), &snapshot)?;
+        self.digests
+            .lock()
+            .unwrap()
+            .insert(id, (meta.len(), mtime, d.clone()));
         Ok(d)
     }
 
@@ -248,5 +243,31 @@ mod tests {
         assert_eq!(a, sha256_hex(b"one"));
         std::fs::write(&f, b"two!").unwrap();
         assert_ne!(c.file_digest(&f).unwrap(), a);
+    }
+
+    /// A model file swapped for another of the same size and modification time: the next run
+    /// sees the new contents (no stale cached embeddings).
+    #[test]
+    fn same_size_and_mtime_still_gets_the_true_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("model.safetensors");
+        std::fs::write(&f, b"weights-A").unwrap();
+        let t = std::fs::metadata(&f).unwrap().modified().unwrap();
+        let a = Cache::new(dir.path().join("c"), false)
+            .file_digest(&f)
+            .unwrap();
+        std::fs::write(&f, b"weights-B").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), t);
+        let b = Cache::new(dir.path().join("c"), false)
+            .file_digest(&f)
+            .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(b, sha256_hex(b"weights-B"));
     }
 }

@@ -120,12 +120,7 @@ pub fn highly_variable_genes(
     log_base: Option<f64>,
     batches: Option<&[String]>,
 ) -> Result<HvgResult> {
-    if p.n_top_genes == 0 {
-        return Err(Error::param(
-            "n_top_genes",
-            "must be at least 1; use --n-top N (or n_top_genes in the experiment file) with N >= 1",
-        ));
-    }
+    crate::validate::Validate::validate(p)?;
     if x.n_rows < 2 {
         return Err(Error::param(
             "cells",

@@ -73,6 +73,81 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// What an output path is to hold.
+#[derive(Debug, Clone, Copy)]
+pub enum OutKind {
+    /// One file.
+    File,
+    /// A folder replaced whole; an existing folder must be empty or hold `marker` (an earlier
+    /// output of the same command).
+    Folder {
+        /// A file every such output folder has.
+        marker: &'static str,
+    },
+}
+
+/// Checks an output path before any work is done: never one of `inputs` (nor inside an input
+/// folder), a file output never an existing folder, a folder output never an existing folder that
+/// is not an earlier output (see [`OutKind`]); creates the parent folder or says why it cannot.
+pub fn check_out(option: &str, out: &Path, inputs: &[&Path], kind: OutKind) -> Result<()> {
+    let bad = |what: String, fix: &str| Error::bad_value(out, option, what, fix);
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let out_c = canon(out)
+        .or_else(|| canon(parent_of(out)).map(|d| d.join(out.file_name().unwrap_or_default())));
+    for i in inputs {
+        let (Some(o), Some(ic)) = (&out_c, canon(i)) else {
+            continue;
+        };
+        if *o == ic || (ic.is_dir() && o.starts_with(&ic)) {
+            return Err(bad(
+                format!(
+                    "is the input {} (writing there would destroy it)",
+                    i.display()
+                ),
+                "choose an output path that is not an input",
+            ));
+        }
+    }
+    match kind {
+        OutKind::File if out.is_dir() => {
+            return Err(bad(
+                "is an existing folder, but a file is written here".into(),
+                "give a file name, e.g. <folder>/out.npy",
+            ))
+        }
+        OutKind::Folder { marker } if out.exists() => {
+            let empty = out
+                .read_dir()
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !out.is_dir() || !(empty || out.join(marker).is_file()) {
+                return Err(bad(
+                    format!("exists and is not an earlier output of this command (no {marker}); it is left untouched"),
+                    "choose a new folder, or delete it",
+                ));
+            }
+        }
+        _ => {}
+    }
+    let parent = parent_of(out);
+    std::fs::create_dir_all(parent).map_err(|e| {
+        bad(
+            format!("its folder {} cannot be created ({e})", parent.display()),
+            "choose a writable location",
+        )
+    })?;
+    let probe = tempfile::Builder::new()
+        .prefix(&tmp_prefix())
+        .tempfile_in(parent);
+    if let Err(e) = probe {
+        return Err(bad(
+            format!("its folder {} is not writable ({e})", parent.display()),
+            "choose a writable location",
+        ));
+    }
+    Ok(())
+}
+
 fn parent_of(p: &Path) -> &Path {
     p.parent()
         .filter(|d| !d.as_os_str().is_empty())

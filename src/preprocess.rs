@@ -143,6 +143,7 @@ pub fn qc_owned(mut ds: Dataset, p: &QcParams) -> Result<(Dataset, QcReport)> {
 
 /// Computes what QC keeps without touching the data.
 pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
+    crate::validate::Validate::validate(p)?;
     ds.check_counts("quality control")?;
     let x = &ds.x;
     let all_genes = vec![true; x.n_cols];
@@ -332,6 +333,7 @@ pub fn preprocess_owned(
     p: &PreprocessParams,
     keep_counts: bool,
 ) -> Result<Preprocessed> {
+    crate::validate::Validate::validate(p)?;
     let (mut data, report) = qc_owned(ds, &p.qc)?;
     let counts = keep_counts.then(|| data.x.clone());
     let target_sum = normalize_total(&mut data, p.target_sum);

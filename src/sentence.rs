@@ -194,6 +194,7 @@ pub fn for_each_sentence(
     p: &SentenceParams,
     mut f: impl FnMut(usize, &str),
 ) -> Result<()> {
+    crate::validate::Validate::validate(p)?;
     if genes.len() != x.n_cols {
         return Err(Error::param(
             "genes",

@@ -348,3 +348,138 @@ fn missing_labels_are_refused_or_dropped_with_a_warning() {
     assert_eq!(pred.lines().count(), 1 + 37, "{pred}");
     assert!(!pred.contains(",NA,") && !pred.contains("c4,"), "{pred}");
 }
+
+/// Output paths are checked before any work, by one function for every command: never an input,
+/// never an existing folder that is not an earlier output, a parent that cannot be made is named.
+#[test]
+fn output_paths_never_destroy_inputs_or_foreign_folders() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.h5ad");
+    std::fs::copy(bad("ok_small.h5ad"), &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let inp = input.display().to_string();
+    expect_error(
+        &["embed", "--model", "m", "--input", &inp, "--out", &inp],
+        &["in.h5ad", "--out", "is the input"],
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input changed");
+    let notes = d.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("thesis.txt"), "precious").unwrap();
+    let n = notes.display().to_string();
+    expect_error(
+        &[
+            "annotate",
+            "--embeddings",
+            &bad("missing_labels.npy"),
+            "--input",
+            &bad("missing_labels.h5ad"),
+            "--label-key",
+            "batch",
+            "--classifier",
+            "svm",
+            "--folds",
+            "2",
+            "--out",
+            &n,
+        ],
+        &["notes", "not an earlier output", "summary.json"],
+    );
+    expect_error(
+        &["embed", "--model", "m", "--input", &inp, "--out", &n],
+        &["existing folder", "file name"],
+    );
+    assert_eq!(
+        std::fs::read(notes.join("thesis.txt")).unwrap(),
+        b"precious"
+    );
+    // a parent that is a file: the real cause, not "file not found"
+    let under_file = format!("{inp}/x.npy");
+    expect_error(
+        &[
+            "embed",
+            "--model",
+            "m",
+            "--input",
+            &inp,
+            "--out",
+            &under_file,
+        ],
+        &["cannot be created", "writable location"],
+    );
+}
+
+/// Numeric options outside their domain are refused at the boundary with the option named; the
+/// stages hold their parameter sets to the same domains (experiment files and notebooks too).
+#[test]
+fn numeric_options_outside_their_domain() {
+    let ok = bad("ok_small.h5ad");
+    for (args, must) in [
+        (
+            vec![
+                "annotate",
+                "--embeddings",
+                "e.npy",
+                "--input",
+                &ok,
+                "--label-key",
+                "k",
+                "--out",
+                "o",
+                "--folds",
+                "1",
+            ],
+            "--folds",
+        ),
+        (
+            vec![
+                "annotate",
+                "--embeddings",
+                "e.npy",
+                "--input",
+                &ok,
+                "--label-key",
+                "k",
+                "--out",
+                "o",
+                "--val-fraction",
+                "1.5",
+            ],
+            "--val-fraction",
+        ),
+        (
+            vec!["sentences", "--input", &ok, "--max-genes", "0"],
+            "--max-genes",
+        ),
+        (
+            vec![
+                "annotate",
+                "--embeddings",
+                "e.npy",
+                "--input",
+                &ok,
+                "--label-key",
+                "k",
+                "--out",
+                "o",
+                "--val-fraction",
+                "nan",
+            ],
+            "--val-fraction",
+        ),
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(must) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    use cellsentence::validate::Validate;
+    let p = cellsentence::preprocess::PreprocessParams {
+        target_sum: Some(0.0),
+        ..Default::default()
+    };
+    let e = p.validate().unwrap_err().to_string();
+    assert!(e.contains("target_sum") && !e.contains("LOESS"), "{e}");
+}

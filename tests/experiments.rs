@@ -292,3 +292,47 @@ fn paper_transcription_snapshot() {
     let r = cellsentence::paper::load(&root().join("experiments/paper/reported.yaml")).unwrap();
     insta::assert_json_snapshot!("paper_reported", r);
 }
+
+/// A user's own experiment file runs from their own folder, as an installed tool would: the paper's
+/// numbers ship in the binary, results and the cache go under the current folder.
+#[test]
+fn run_works_from_any_folder() {
+    if !bundled("pbmc68k_reduced") {
+        eprintln!("skipped: data/pbmc68k_reduced.h5ad missing (run scripts/fetch-data.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("my.yaml"),
+        "name: mine\ntask: reconstruction\ndatasets: [pbmc68k_reduced]\npaper_datasets: {pbmc68k_reduced: Pancreas}\nreconstruction: {cells: 64, figure_points: 50}\n",
+    )
+    .unwrap();
+    let out = Command::cargo_bin("cellsentence")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["--quiet", "run", "my.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = std::fs::read_to_string(dir.path().join("results/mine/table_I.csv")).unwrap();
+    // the paper's Table I mean, read from the built-in transcription
+    assert!(t.contains(",0.8030,0.9200,0.8630,"), "{t}");
+    assert!(dir.path().join(".cache/stages").is_dir());
+    // reproduce needs the repository's experiment files: the error says so and names the fix
+    let out = Command::cargo_bin("cellsentence")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["--quiet", "reproduce"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("repository root") && err.contains("--experiments"),
+        "{err}"
+    );
+}

@@ -36,7 +36,7 @@ pub struct AnnotateArgs {
     #[arg(long, conflicts_with = "folds")]
     pub batch_key: Option<String>,
     /// Stratified k-fold (intra-dataset) when no batch key is given.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::domain::folds())]
     pub folds: usize,
     #[arg(long, value_enum, default_value = "mlp")]
     pub classifier: ClassifierArg,
@@ -47,7 +47,7 @@ pub struct AnnotateArgs {
     #[arg(long, default_value_t = 1234)]
     pub mlp_seed: u64,
     /// Fraction of each training part held out (stratified) for early stopping.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::domain::fraction())]
     pub val_fraction: f64,
     /// Leave out cells whose label (or batch) is missing, with a warning; without it they are an error.
     #[arg(long)]
@@ -212,6 +212,14 @@ pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
     // an `embed` killed mid-commit is finished first, so the rows and the names belong together
     let dir = a.embeddings.parent().filter(|d| !d.as_os_str().is_empty());
     crate::output::recover(dir.unwrap_or(Path::new(".")))?;
+    crate::output::check_out(
+        "--out",
+        &a.out,
+        &[a.embeddings.as_path(), Path::new(&a.input)],
+        crate::output::OutKind::Folder {
+            marker: "summary.json",
+        },
+    )?;
     let x = crate::npy::read(&a.embeddings)?;
     let Rows {
         total,
@@ -262,13 +270,11 @@ pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
     };
     let (device, _) = crate::lm::device_and_kind(a.cuda, "f32")?;
     let ev = classify::evaluate(&x, &labels, &folds, &classifier, device)?;
-    write_evaluation(&a.out, &cells, &ev)?;
-    print_out(&format!(
-        "{}\n",
-        std::fs::read_to_string(a.out.join("summary.json"))
-            .unwrap_or_default()
-            .trim()
-    ))
+    let staged = crate::output::StagedDir::new(&a.out)?;
+    write_evaluation(staged.path(), &cells, &ev)?;
+    let summary = std::fs::read_to_string(staged.path().join("summary.json")).unwrap_or_default();
+    staged.commit("annotate")?;
+    print_out(&format!("{}\n", summary.trim()))
 }
 
 /// `bench annotate` options.

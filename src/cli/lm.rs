@@ -8,8 +8,14 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::lm::{self, EmbedOptions, PromptStyle, TrainConfig};
 use crate::npy::Matrix;
+use crate::output::{check_out, OutKind};
 use crate::pipeline;
 use crate::report::write_atomic;
+
+/// A model directory (Hugging Face layout).
+const MODEL: OutKind = OutKind::Folder {
+    marker: "config.json",
+};
 use crate::sentence::{GeneSet, SentenceParams};
 
 /// Where the cells come from and how their sentences are built.
@@ -53,7 +59,7 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub source: SentenceSource,
     /// Genes per prompt (Cell2Sentence: 200). Default: the model's own budget, else 200.
-    #[arg(long)]
+    #[arg(long, value_parser = super::domain::count())]
     pub max_genes: Option<usize>,
     /// Organism written into Cell2Sentence prompts.
     #[arg(long, default_value = "Homo sapiens")]
@@ -97,7 +103,7 @@ pub struct RunDevice {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Most tokens (batch × padded length) per forward pass.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 8192, value_parser = super::domain::count())]
     pub batch_tokens: usize,
 }
 
@@ -165,13 +171,13 @@ pub struct BenchEmbedArgs {
     #[arg(long, default_value = "baron_human")]
     pub input: String,
     /// Number of prompts.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::domain::count())]
     pub n: usize,
     /// Transformers attention implementations to time.
     #[arg(long, value_delimiter = ',', default_value = "eager,sdpa")]
     pub attn: Vec<String>,
     /// Batch size of the transformers runs (Cell2Sentence: 8).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::domain::count())]
     pub hf_batch: usize,
     #[command(flatten)]
     pub run: RunDevice,
@@ -308,6 +314,14 @@ pub fn embed_cached(
 /// `cellsentence embed`.
 pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     let start = std::time::Instant::now();
+    let input = a.input.as_deref().map(Path::new);
+    let inputs: Vec<&Path> = [input, a.prompts.as_deref(), Some(a.model.as_path())]
+        .into_iter()
+        .flatten()
+        .collect();
+    for out in [a.out.clone(), a.out.with_extension("cells.txt")] {
+        check_out("--out", &out, &inputs, OutKind::File)?;
+    }
     let (cells, texts) = match (&a.input, &a.prompts) {
         (_, Some(p)) => {
             let t = read_prompts(p)?;
@@ -379,6 +393,11 @@ fn write_embedding_pair(
 
 /// `cellsentence train-lm`.
 pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
+    let inputs: Vec<&Path> = [Some(Path::new(&a.input)), a.base.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    check_out("--out", &a.out, &inputs, MODEL)?;
     let cfg: TrainConfig = serde_json::from_str(&a.config)
         .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
     let (_, words) = sentence_words(&a.input, &a.source, Some(cfg.max_genes))?;
@@ -411,6 +430,9 @@ pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
 
 /// `cellsentence pretrain-lm`.
 pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
+    let dirs = crate::data::corpus_data_dirs(a.dirs.data_dir.as_deref());
+    let inputs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    check_out("--out", &a.out, &inputs, MODEL)?;
     let cfg: TrainConfig = serde_json::from_str(&a.config)
         .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
     let spec = crate::experiment::pretrain::CorpusSpec {

@@ -174,7 +174,7 @@ pub struct SentenceArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub genes: GeneSet,
     /// Keep only the first N genes of each sentence (the C2S model uses 200).
-    #[arg(long)]
+    #[arg(long, value_parser = self::domain::count())]
     pub max_genes: Option<usize>,
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
     #[arg(long, default_value_t = 42)]
@@ -538,6 +538,51 @@ fn cmd_env() -> Result<()> {
         t.sum(tch::Kind::Float).double_value(&[])
     ));
     print_out(&out)
+}
+
+/// Option parsers that hold values to their domain at the command line (clap names the option).
+pub mod domain {
+    use clap::builder::TypedValueParser;
+
+    /// A whole number ≥ `min`.
+    pub fn at_least(min: usize, what: &'static str) -> impl TypedValueParser<Value = usize> {
+        clap::builder::StringValueParser::new().try_map(move |s| {
+            let v: usize = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a whole number"))?;
+            if v >= min {
+                Ok(v)
+            } else {
+                Err(format!("{what} must be at least {min}"))
+            }
+        })
+    }
+
+    /// A count ≥ 1.
+    pub fn count() -> impl TypedValueParser<Value = usize> {
+        at_least(1, "the value")
+    }
+
+    /// A number of folds ≥ 2.
+    pub fn folds() -> impl TypedValueParser<Value = usize> {
+        at_least(2, "the number of folds")
+    }
+
+    /// A fraction in [0, 1).
+    pub fn fraction() -> impl TypedValueParser<Value = f64> {
+        clap::builder::StringValueParser::new().try_map(|s| {
+            let v: f64 = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a number"))?;
+            if (0.0..1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!("{v} is outside [0, 1)"))
+            }
+        })
+    }
 }
 
 /// Runs the CLI; returns the process exit code.

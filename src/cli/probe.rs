@@ -1,5 +1,5 @@
 //! `cellsentence lm-probe`: what each layer of a cell-sentence model knows about cell identity.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -27,10 +27,10 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub label_key: Option<String>,
     /// Genes per prompt (default: each model's own budget, else 200).
-    #[arg(long)]
+    #[arg(long, value_parser = super::domain::count())]
     pub max_genes: Option<usize>,
     /// Stratified folds of the classifier probe.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::domain::folds())]
     pub folds: usize,
     #[arg(long, value_enum, default_value = "mlp")]
     pub classifier: ClassifierArg,
@@ -164,6 +164,11 @@ fn labelled_words(
 
 /// `cellsentence lm-probe`.
 pub fn cmd_probe(a: &ProbeArgs) -> Result<()> {
+    let mut inputs: Vec<&Path> = a.model.iter().map(PathBuf::as_path).collect();
+    inputs.push(Path::new(&a.input));
+    for out in [a.out.clone(), a.out.with_extension("md")] {
+        crate::output::check_out("--out", &out, &inputs, crate::output::OutKind::File)?;
+    }
     let (_, words, labels) =
         labelled_words(&a.input, &a.source, a.label_key.as_deref(), a.max_genes)?;
     if words.is_empty() {
@@ -207,16 +212,16 @@ pub struct AttributeArgs {
     #[arg(long, value_enum, default_value = "grad-input")]
     pub method: crate::attribution::Method,
     /// Steps of integrated gradients.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::domain::count())]
     pub ig_steps: usize,
     /// Hidden state the embedding pools (as `embed --layer`).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub layer: i64,
     /// Genes kept per cell type.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::domain::count())]
     pub top: usize,
     /// Stratified folds (each cell is attributed with the MLP of the fold that tests it).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::domain::folds())]
     pub folds: usize,
     /// Known markers, CSV `cell_type,gene` (lines starting with # are comments): flagged in the
     /// Markdown table.
@@ -250,6 +255,22 @@ fn read_markers(path: &std::path::Path) -> Result<Vec<(String, String)>> {
 
 /// `cellsentence attribute`.
 pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
+    let inputs: Vec<&Path> = [
+        Some(a.model.as_path()),
+        Some(Path::new(&a.input)),
+        a.markers.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    crate::output::check_out(
+        "--out",
+        &a.out,
+        &inputs,
+        crate::output::OutKind::Folder {
+            marker: "top_genes.csv",
+        },
+    )?;
     let meta = ModelMeta::read(&a.model)?.ok_or_else(|| {
         Error::param(
             "model",
@@ -375,16 +396,21 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         "gene",
         "cell type",
     );
-    write_atomic(a.out.join("top_genes.csv"), csv.to_csv().as_bytes())?;
+    // one folder, committed whole (hand-written notes beside the results are kept)
+    let staged = crate::output::StagedDir::new(&a.out)?;
+    let dir = staged.path();
+    write_atomic(dir.join("top_genes.csv"), csv.to_csv().as_bytes())?;
     write_atomic(
-        a.out.join("top_genes.md"),
+        dir.join("top_genes.md"),
         format!("{heading}{}\n{}", summary.to_markdown(), md.to_markdown()).as_bytes(),
     )?;
     crate::figure::write(
         &fig,
-        &a.out.join("figures"),
+        &dir.join("figures"),
         "attribution_heatmap",
         "attribution",
     )?;
+    staged.keep_from_old(crate::experiment::KEPT_NOTES)?;
+    staged.commit("attribute")?;
     print_out(&summary.to_markdown())
 }

@@ -336,33 +336,19 @@ impl Experiment {
             }
             seen.push(*m);
         }
-        if self.hvg.n_top_genes == 0 {
-            return Err(self.err(
-                "hvg.n_top_genes",
-                "n_top_genes",
-                "must be positive",
-                "the paper uses 2000",
-            ));
-        }
-        if !(self.hvg.span > 0.0 && self.hvg.span <= 1.0) {
-            return Err(self.err(
-                "hvg.span",
-                "span",
-                format!("{} is outside (0, 1]", self.hvg.span),
-                "the scanpy default is 0.3",
-            ));
-        }
-        if self
-            .preprocess
-            .log_base
-            .is_some_and(|b| !(b > 0.0 && b != 1.0))
-        {
-            return Err(self.err(
-                "preprocess.log_base",
-                "log_base",
-                "must be positive and not 1",
-                "the paper uses 10; null means natural log",
-            ));
+        use crate::validate::Validate;
+        for (section, r) in [
+            ("preprocess", self.preprocess.validate()),
+            ("hvg", self.hvg.params().validate()),
+        ] {
+            if let Err(Error::Param { name, what }) = r {
+                return Err(self.err(
+                    &format!("{section}.{name}"),
+                    &name,
+                    what,
+                    "set a value in the range above",
+                ));
+            }
         }
         if self.task == Task::Reconstruction {
             let r = &self.reconstruction;
@@ -522,6 +508,13 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             opts.out.display()
         );
     }
+    // never replace a folder that is not an earlier result of an experiment
+    crate::output::check_out(
+        "--out",
+        &final_out,
+        &[],
+        crate::output::OutKind::Folder { marker: "index.md" },
+    )?;
     let datasets = resolve_datasets(e, opts)?;
     let cache = Cache::new(&opts.cache, opts.force).quiet(opts.quiet);
     // the results folder is written aside and swapped in whole: a kill leaves the old one or the new
