@@ -512,9 +512,20 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
             let mut cats: Vec<&String> = b.iter().collect();
             cats.sort();
             cats.dedup();
-            cats.iter()
+            let groups: Vec<Vec<usize>> = cats
+                .iter()
                 .map(|c| (0..x.n_rows).filter(|&r| &b[r] == *c).collect())
-                .collect()
+                .collect();
+            if let Some((c, g)) = cats.iter().zip(&groups).find(|(_, g)| g.len() < 2) {
+                return Err(Error::param(
+                    "batch_key",
+                    format!(
+                        "batch `{c}` has {} cell(s) after QC; seurat_v3 fits each batch's mean-variance trend and needs at least 2 cells per batch (use another batch key, merge or drop that batch, or leave batch_key unset)",
+                        g.len()
+                    ),
+                ));
+            }
+            groups
         }
     };
     let norm_vars: Vec<Vec<f64>> = groups

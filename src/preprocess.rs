@@ -199,19 +199,36 @@ pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
         removed_max_genes,
         removed_mt,
     };
-    if report.kept_cells.is_empty() || report.kept_genes.is_empty() {
+    if report.kept_genes.is_empty() && !step1.is_empty() {
+        // the gene filter empties every cell, so the cell filters after it are not the cause
         return Err(Error::Empty {
             path: ds.source.clone(),
             what: format!(
-                "0 {} left after QC ({} cells in; removed: {} with < {} genes, {} with >= {:?} genes, {} with >= {:?} % `{}` counts; {} genes in < {} cells)",
-                if report.kept_cells.is_empty() { "cells" } else { "genes" },
+                "0 genes left after QC: no gene is detected in min_cells = {} of the {} cells that pass min_genes = {} ({} cells in)",
+                p.min_cells,
+                step1.len(),
+                p.min_genes,
+                report.cells_in
+            ),
+            fix: format!(
+                "give a file with at least {} cells with >= {} genes, or lower qc.min_cells / qc.min_genes in the experiment file",
+                p.min_cells, p.min_genes
+            ),
+        });
+    }
+    if report.kept_cells.is_empty() || report.kept_genes.is_empty() {
+        let limit = |v: Option<String>| v.unwrap_or_else(|| "no limit".into());
+        return Err(Error::Empty {
+            path: ds.source.clone(),
+            what: format!(
+                "0 cells left after QC ({} cells in; removed: {} with < {} genes, {} with >= {} genes, {} with >= {} % `{}` counts; {} genes in < {} cells)",
                 report.cells_in,
                 report.removed_min_genes,
                 p.min_genes,
                 report.removed_max_genes,
-                p.max_genes,
+                limit(p.max_genes.map(|v| v.to_string())),
                 report.removed_mt,
-                p.max_pct_mt,
+                limit(p.max_pct_mt.map(|v| v.to_string())),
                 p.mt_prefix,
                 report.removed_genes,
                 p.min_cells

@@ -483,3 +483,58 @@ fn numeric_options_outside_their_domain() {
     let e = p.validate().unwrap_err().to_string();
     assert!(e.contains("target_sum") && !e.contains("LOESS"), "{e}");
 }
+
+/// Degenerate inputs get the real cause: two cells (fewer than min_cells) empty every gene, not
+/// "the MT filter"; a one-cell batch is named instead of a LOESS condition number; a cell name
+/// with a newline would shift the cell list `embed` writes.
+#[test]
+fn degenerate_inputs_name_the_real_cause() {
+    expect_error(
+        &["sentences", "--input", &bad("two_cells.h5ad")],
+        &[
+            "two_cells.h5ad",
+            "0 genes left",
+            "min_cells = 3",
+            "of the 2 cells",
+        ],
+    );
+    let (_, _, err) = run(&["sentences", "--input", &bad("two_cells.h5ad")]);
+    assert!(!err.contains("MT-") && !err.contains("Some("), "{err}");
+    expect_error(
+        &[
+            "hvg",
+            "--input",
+            &bad("one_cell_batch.h5ad"),
+            "--batch-key",
+            "batch",
+        ],
+        &[
+            "batch `b2`",
+            "1 cell",
+            "at least 2 cells",
+            "use another batch key",
+        ],
+    );
+    let d = tempfile::tempdir().unwrap();
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm/neox_seq25");
+    let out = d.path().join("e.npy");
+    expect_error(
+        &[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            &bad("cell_name_newline.h5ad"),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[
+            "cell_name_newline.h5ad",
+            "\"c5\\nx\"",
+            "cell 6 of 60",
+            "control character",
+        ],
+    );
+    assert!(!out.exists());
+}

@@ -347,6 +347,25 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         }
         (None, None) => return Err(Error::param("input", "give --input or --prompts")),
     };
+    let names = a.out.with_extension("cells.txt");
+    // one name per line: a control character would shift every later row
+    if let Some((i, c)) = cells
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.is_empty() || c.chars().any(char::is_control))
+    {
+        return Err(Error::bad_value(
+            a.input.as_deref().unwrap_or("prompts"),
+            "obs_names",
+            format!(
+                "cell name {c:?} (cell {} of {}) is empty or contains a control character (newline, tab, …); {} lists one cell per line",
+                i + 1,
+                cells.len(),
+                names.display()
+            ),
+            "rename the cells in obs (e.g. obs_names_make_unique after replacing the characters)",
+        ));
+    }
     let cache = Cache::new(&a.cache, a.force);
     let m = embed_cached(
         &cache,
@@ -356,7 +375,6 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         (a.layer, a.pool),
         &a.out.display().to_string(),
     )?;
-    let names = a.out.with_extension("cells.txt");
     write_embedding_pair(&a.out, &names, &m, &cells)?;
     eprintln!(
         "[embed] {} cells × {} dims → {} (+ {}) in {:.1} s",
