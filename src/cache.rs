@@ -45,9 +45,15 @@ pub enum Outcome {
 }
 
 impl Cache {
-    /// A cache in `dir`; `force` recomputes every stage once.
+    /// A cache in `dir`; `force` recomputes every stage once. Temporaries that killed runs left in
+    /// the stage folders are removed (those of live runs are kept).
     pub fn new(dir: impl Into<PathBuf>, force: bool) -> Self {
         let dir = dir.into();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                let _ = crate::output::clean_leftovers(&e.path());
+            }
+        }
         Self {
             dir,
             force,
