@@ -94,8 +94,7 @@ pub fn run_pipeline(path: &Path) -> Result<RunStats> {
     t.insert("sentences_all".into(), t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     let idx = h.indices();
-    let rows: Vec<usize> = (0..p.data.n_cells()).collect();
-    let xh = p.data.x.select(&rows, Some(&idx));
+    let xh = p.data.x.select_cols(&idx);
     let names: Vec<String> = idx.iter().map(|&j| p.data.genes[j].clone()).collect();
     sentence::for_each_sentence(&xh, &names, &SentenceParams::default(), |_, s| {
         bytes += s.len()

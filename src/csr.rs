@@ -171,6 +171,12 @@ impl Csr {
         }
     }
 
+    /// Every row, only the given columns (increasing).
+    pub fn select_cols(&self, cols: &[usize]) -> Self {
+        let rows: Vec<usize> = (0..self.n_rows).collect();
+        self.select(&rows, Some(cols))
+    }
+
     /// Keeps the given rows (in that order) and, if given, the given columns (which must be increasing).
     pub fn select(&self, rows: &[usize], cols: Option<&[usize]>) -> Self {
         let map: Option<Vec<u32>> = cols.map(|cols| {

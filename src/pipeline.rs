@@ -113,8 +113,7 @@ pub fn sentences(
             let h =
                 hvg.ok_or_else(|| Error::param("genes", "hvg sentences need an HVG selection"))?;
             let idx = h.indices();
-            let rows: Vec<usize> = (0..p.data.n_cells()).collect();
-            let x = p.data.x.select(&rows, Some(&idx));
+            let x = p.data.x.select_cols(&idx);
             let names: Vec<String> = idx.iter().map(|&j| p.data.genes[j].clone()).collect();
             sentence::cell_sentences(&x, &names, params)
         }

@@ -425,8 +425,7 @@ fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
                 a.prep.on,
                 a.prep.batch_key.as_deref(),
             )?;
-            let rows: Vec<usize> = (0..p.data.n_cells()).collect();
-            p.data.x.select(&rows, Some(&h.indices()))
+            p.data.x.select_cols(&h.indices())
         }
     };
     let n = x.n_rows;

@@ -407,10 +407,7 @@ impl Ctx<'_> {
         let (p, hvg) = self.prepared()?;
         let h = (mode == GeneSet::Hvg).then(|| hvg.clone());
         let x = match &h {
-            Some(idx) => p
-                .data
-                .x
-                .select(&(0..p.data.n_cells()).collect::<Vec<_>>(), Some(idx)),
+            Some(idx) => p.data.x.select_cols(idx),
             None => p.data.x.clone(),
         };
         let names: Vec<String> = match &h {

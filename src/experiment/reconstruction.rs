@@ -120,8 +120,7 @@ impl Lazy<'_> {
                         .iter()
                         .map(|g| pos.get(g.as_str()).copied().ok_or_else(|| Error::param("hvg", format!("cached HVG `{g}` is not a gene of the data; rerun with --force"))))
                         .collect::<Result<_>>()?;
-                    let rows: Vec<usize> = (0..p.data.n_cells()).collect();
-                    p.data.x.select(&rows, Some(&idx))
+                    p.data.x.select_cols(&idx)
                 }
             };
             let cells = reconstruct::sample_cells(x.n_rows, k.of(x.n_rows), seed);

@@ -105,9 +105,8 @@ fn score(
     e: &Experiment,
     s: &SweepSection,
 ) -> Result<(usize, f64, reconstruct::RecResult, classify::Evaluation)> {
-    let rows: Vec<usize> = (0..p.data.n_cells()).collect();
     let x = match cols {
-        Some(c) => p.data.x.select(&rows, Some(c)),
+        Some(c) => p.data.x.select_cols(c),
         None => p.data.x.clone(),
     };
     let mean_length = x.nnz() as f64 / x.n_rows.max(1) as f64;
