@@ -33,6 +33,8 @@ pub struct Cache {
     quiet: bool,
     done: Mutex<HashSet<String>>,
     digests: Mutex<BTreeMap<String, (u64, u128, String)>>,
+    /// Stage lookups answered from the cache / computed, over this cache's life.
+    tally: [std::sync::atomic::AtomicUsize; 2],
 }
 
 /// What happened to a stage lookup (for logs and tests).
@@ -60,6 +62,7 @@ impl Cache {
             quiet: false,
             done: Mutex::new(HashSet::new()),
             digests: Mutex::new(BTreeMap::new()),
+            tally: Default::default(),
         }
     }
 
@@ -103,7 +106,7 @@ impl Cache {
                 .and_then(|b| serde_json::from_slice::<T>(&b).ok())
             {
                 self.log(&format!("{stage} {label}: cached ({})", &key[..12]));
-                return Ok((v, Outcome::Hit));
+                return Ok((v, self.count(Outcome::Hit)));
             }
         }
         let v = compute()?;
@@ -112,7 +115,7 @@ impl Cache {
         write_atomic(&path, &bytes)?;
         self.done.lock().unwrap().insert(key.clone());
         self.log(&format!("{stage} {label}: computed ({})", &key[..12]));
-        Ok((v, Outcome::Computed))
+        Ok((v, self.count(Outcome::Computed)))
     }
 
     /// Like [`Cache::json`] for a cells × dimensions matrix, stored as `<stage>/<key>.npy`.
@@ -129,14 +132,14 @@ impl Cache {
         if !forced && path.is_file() {
             if let Ok(m) = crate::npy::read(&path) {
                 self.log(&format!("{stage} {label}: cached ({})", &key[..12]));
-                return Ok((m, Outcome::Hit));
+                return Ok((m, self.count(Outcome::Hit)));
             }
         }
         let m = compute()?;
         crate::npy::write(&path, &m)?;
         self.done.lock().unwrap().insert(key.clone());
         self.log(&format!("{stage} {label}: computed ({})", &key[..12]));
-        Ok((m, Outcome::Computed))
+        Ok((m, self.count(Outcome::Computed)))
     }
 
     /// A cached directory artifact (e.g. a trained model): `<stage>/<key>/`. `compute` must create
@@ -153,12 +156,12 @@ impl Cache {
         let forced = self.force && !self.done.lock().unwrap().contains(&key);
         if !forced && path.is_dir() {
             self.log(&format!("{stage} {label}: cached ({})", &key[..12]));
-            return Ok((path, Outcome::Hit));
+            return Ok((path, self.count(Outcome::Hit)));
         }
         compute(&path)?;
         self.done.lock().unwrap().insert(key.clone());
         self.log(&format!("{stage} {label}: computed ({})", &key[..12]));
-        Ok((path, Outcome::Computed))
+        Ok((path, self.count(Outcome::Computed)))
     }
 
     /// SHA-256 of a file's contents (a directory: of its files, in name order). Every run reads
@@ -209,6 +212,18 @@ impl Cache {
             .unwrap()
             .insert(id, (meta.len(), mtime, d.clone()));
         Ok(d)
+    }
+
+    /// Stage lookups so far: (read from the cache, computed).
+    pub fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.tally[0].load(Relaxed), self.tally[1].load(Relaxed))
+    }
+
+    fn count(&self, o: Outcome) -> Outcome {
+        let i = usize::from(o == Outcome::Computed);
+        self.tally[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        o
     }
 
     fn log(&self, msg: &str) {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lm_protocol::{self, LmProtocol, LmSource, PretrainSection};
 use super::{mode_label, Experiment, RunDataset, RunSummary};
-use crate::cache::{Cache, Outcome};
+use crate::cache::Cache;
 use crate::classify::{
     self, metrics, Classifier, Evaluation, Fold, MlpConfig, ScmapConfig, SvmConfig,
 };
@@ -232,7 +232,6 @@ struct Ctx<'a> {
     cache: &'a Cache,
     quiet: bool,
     prepared: Option<(Prepared, Vec<usize>)>,
-    counts: (usize, usize),
     /// LM directories already resolved in this run (each stage is counted once).
     lm_dirs: Vec<(LmSource, GeneSet, PathBuf)>,
     /// Every dataset this run evaluates (held out of a pretraining corpus).
@@ -253,13 +252,6 @@ impl Ctx<'_> {
             self.prepared = Some((p, h.indices()));
         }
         Ok(self.prepared.as_ref().expect("prepared above"))
-    }
-
-    fn tally(&mut self, o: Outcome) {
-        match o {
-            Outcome::Hit => self.counts.0 += 1,
-            Outcome::Computed => self.counts.1 += 1,
-        }
     }
 
     fn label_key(&self) -> String {
@@ -336,7 +328,7 @@ impl Ctx<'_> {
             )
         };
         let digest = self.cache.file_digest(&self.d.entry.path)?;
-        let (dir, o) = match source {
+        let (dir, _) = match source {
             LmSource::Own => self.cache.dir_artifact(
                 "lm",
                 &format!("{id} {}", mode_label(mode)),
@@ -367,7 +359,6 @@ impl Ctx<'_> {
                 )?
             }
         };
-        self.tally(o);
         self.lm_dirs.push((source, key_mode, dir.clone()));
         Ok(dir)
     }
@@ -379,7 +370,7 @@ impl Ctx<'_> {
         let model = self.lm_model(mode, source)?;
         let style = lm::prompt_style(&model)?;
         let model_digest = self.cache.file_digest(&model)?;
-        let (m, o) = self.cache.npy(
+        let (m, _) = self.cache.npy(
             "embeddings",
             &format!("{id} {}", mode_label(mode)),
             &(&base, &model_digest, &style, a.max_genes),
@@ -398,7 +389,6 @@ impl Ctx<'_> {
                 )
             },
         )?;
-        self.tally(o);
         Ok(m)
     }
 
@@ -460,7 +450,6 @@ fn dataset_rows(
     d: &RunDataset,
     cache: &Cache,
     quiet: bool,
-    counts: &mut (usize, usize),
     (evaluated, data_dir): (&[String], Option<&Path>),
 ) -> Result<Vec<Row>> {
     let mut cx = Ctx {
@@ -470,7 +459,6 @@ fn dataset_rows(
         cache,
         quiet,
         prepared: None,
-        counts: (0, 0),
         lm_dirs: Vec::new(),
         evaluated,
         data_dir,
@@ -541,11 +529,7 @@ fn dataset_rows(
             None => StageKey::Legacy(&inputs),
             Some(md) => StageKey::Extended(&inputs, (source, md.as_str())),
         };
-        let pre = std::mem::take(&mut cx.counts);
-        counts.0 += pre.0;
-        counts.1 += pre.1;
-        let mut inner = (0, 0);
-        let (ev, o) = cache.json("annotation", &label, &key, || {
+        let (ev, _) = cache.json("annotation", &label, &key, || {
             let (labels, folds) = cx.folds()?;
             let x = match m {
                 Method::Lm => cx.lm_features(mode.expect("LM rows have a mode"), source)?,
@@ -561,15 +545,8 @@ fn dataset_rows(
                     classify::pca(&x, &all, a.pca_components)
                 }
             };
-            inner = std::mem::take(&mut cx.counts);
             classify::evaluate(&x, &labels, &folds, &classifier, a.device.resolve()?)
         })?;
-        counts.0 += inner.0;
-        counts.1 += inner.1;
-        match o {
-            Outcome::Hit => counts.0 += 1,
-            Outcome::Computed => counts.1 += 1,
-        }
         rows.push(Row {
             dataset: d.entry.id.clone(),
             paper: d.paper.clone(),
@@ -602,12 +579,11 @@ pub fn lm_evaluations(
     evaluated: &[String],
     data_dir: Option<&Path>,
 ) -> Result<Vec<LmEvaluation>> {
-    let mut counts = (0, 0);
     let a = AnnotationSection {
         methods: vec![Method::Lm],
         ..e.annotation.clone()
     };
-    let rows = dataset_rows(e, &a, d, cache, quiet, &mut counts, (evaluated, data_dir))?;
+    let rows = dataset_rows(e, &a, d, cache, quiet, (evaluated, data_dir))?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {
@@ -639,7 +615,6 @@ pub fn layer_evaluations(
         cache,
         quiet,
         prepared: None,
-        counts: (0, 0),
         lm_dirs: Vec::new(),
         evaluated: &[],
         data_dir: None,
@@ -741,12 +716,11 @@ pub fn run(
     data_dir: Option<&Path>,
 ) -> Result<RunSummary> {
     let a = &e.annotation;
-    let mut counts = (0, 0);
     let mut rows: Vec<Row> = Vec::new();
     let mut skipped = Vec::new();
     let evaluated: Vec<String> = datasets.iter().map(|d| d.entry.id.clone()).collect();
     for d in datasets {
-        match dataset_rows(e, a, d, cache, quiet, &mut counts, (&evaluated, data_dir)) {
+        match dataset_rows(e, a, d, cache, quiet, (&evaluated, data_dir)) {
             Ok(r) => rows.extend(r),
             Err(err)
                 if e.datasets.iter().any(|x| x == "available")
@@ -1161,8 +1135,8 @@ pub fn run(
     Ok(RunSummary {
         out: out.into(),
         files,
-        hits: counts.0,
-        computed: counts.1,
+        hits: 0, // filled in from the cache by `experiment::run`
+        computed: 0,
         skipped,
         specs,
     })

@@ -545,6 +545,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     };
     staged.keep_from_old(KEPT_NOTES)?;
     staged.commit(&format!("results:{}", e.name))?;
+    (summary.hits, summary.computed) = cache.counts();
     summary.out = final_out;
     Ok(summary)
 }

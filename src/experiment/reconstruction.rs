@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::{mode_label, Experiment, RunDataset, RunSummary};
-use crate::cache::{Cache, Outcome};
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::figure;
 use crate::paper::{RecMetrics, Reported};
@@ -153,7 +153,6 @@ fn dataset_records(
     d: &RunDataset,
     cache: &Cache,
     quiet: bool,
-    counts: &mut (usize, usize),
 ) -> Result<(Selection, Vec<RecRecord>)> {
     let digest = cache.file_digest(&d.entry.path)?;
     let sel_inputs = (
@@ -171,11 +170,7 @@ fn dataset_records(
         entries: HashMap::new(),
     };
     let id = d.entry.id.clone();
-    let tally = |o: Outcome, c: &mut (usize, usize)| match o {
-        Outcome::Hit => c.0 += 1,
-        Outcome::Computed => c.1 += 1,
-    };
-    let (sel, o) = cache.json("selection", &id, &sel_inputs, || {
+    let (sel, _) = cache.json("selection", &id, &sel_inputs, || {
         let p = lazy.prepared()?;
         let h = pipeline::select_hvg(p, &e.hvg.params(), e.hvg.on, None)?;
         Ok(Selection {
@@ -189,7 +184,6 @@ fn dataset_records(
                 .collect(),
         })
     })?;
-    tally(o, counts);
     let sel_key = Cache::key("selection", &sel_inputs);
     let r = &e.reconstruction;
     let mut records = Vec::new();
@@ -205,7 +199,7 @@ fn dataset_records(
                 r.figure_points,
             );
             let label = format!("{id} {} {}", mode_label(mode), model_label(model));
-            let (rec, o) = cache.json("reconstruction", &label, &inputs, || {
+            let (rec, _) = cache.json("reconstruction", &label, &inputs, || {
                 let entries = lazy.entries(mode, &sel)?;
                 let res = reconstruct::fit_predict(entries, model, reconstruct::BASE10_THRESHOLD)?;
                 let pick = figure_sample(entries.y.len(), r.figure_points, e.seed);
@@ -228,7 +222,6 @@ fn dataset_records(
                     fig_pred: pick.iter().map(|&k| figure::r4(res.predicted[k])).collect(),
                 })
             })?;
-            tally(o, counts);
             records.push(rec);
         }
     }
@@ -264,16 +257,14 @@ pub fn run(
     out: &Path,
     quiet: bool,
 ) -> Result<RunSummary> {
-    let mut counts = (0, 0);
     let mut all: Vec<(&RunDataset, Selection, Vec<RecRecord>)> = Vec::new();
     let mut skipped = Vec::new();
     for d in datasets {
-        let r =
-            dataset_records(e, d, cache, quiet, &mut counts).map_err(|err| Error::InExperiment {
-                file: e.file.clone(),
-                dataset: d.entry.id.clone(),
-                source: Box::new(err),
-            });
+        let r = dataset_records(e, d, cache, quiet).map_err(|err| Error::InExperiment {
+            file: e.file.clone(),
+            dataset: d.entry.id.clone(),
+            source: Box::new(err),
+        });
         match r {
             Ok((s, r)) => all.push((d, s, r)),
             // a dataset the stage cannot use (e.g. fewer genes than HVG needs) is skipped with the
@@ -595,8 +586,8 @@ pub fn run(
     Ok(RunSummary {
         out: out.to_path_buf(),
         files,
-        hits: counts.0,
-        computed: counts.1,
+        hits: 0, // filled in from the cache by `experiment::run`
+        computed: 0,
         skipped,
         specs,
     })

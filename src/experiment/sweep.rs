@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{CellCount, Experiment, RunDataset, RunSummary};
-use crate::cache::{Cache, Outcome};
+use crate::cache::Cache;
 use crate::classify::{self, Classifier, SvmConfig};
 use crate::csr::Csr;
 use crate::error::{Error, Result};
@@ -128,7 +128,6 @@ fn dataset_points(
     d: &RunDataset,
     cache: &Cache,
     quiet: bool,
-    counts: &mut (usize, usize),
 ) -> Result<Vec<SweepPoint>> {
     let s = &e.sweep;
     let digest = cache.file_digest(&d.entry.path)?;
@@ -178,7 +177,7 @@ fn dataset_points(
             &s.svm,
         );
         let label = format!("{} {flavor} {n_top}", d.entry.id);
-        let (pt, o) = cache.json("sweep", &label, &inputs, || {
+        let (pt, _) = cache.json("sweep", &label, &inputs, || {
             get(&mut prepared)?;
             let (p, labels, folds) = prepared.as_ref().expect("prepared above");
             let cols = match &hvg_params {
@@ -202,10 +201,6 @@ fn dataset_points(
                 macro_f1_sd: ev.macro_f1_sd,
             })
         })?;
-        match o {
-            Outcome::Hit => counts.0 += 1,
-            Outcome::Computed => counts.1 += 1,
-        }
         out.push(pt);
     }
     Ok(out)
@@ -406,11 +401,10 @@ pub fn run(
     if e.sweep.n_top.contains(&0) {
         return Err(Error::param("sweep.n_top", "n_top values must be positive"));
     }
-    let mut counts = (0, 0);
     let mut pts: Vec<SweepPoint> = Vec::new();
     for d in datasets {
         pts.extend(
-            dataset_points(e, d, cache, quiet, &mut counts).map_err(|err| Error::InExperiment {
+            dataset_points(e, d, cache, quiet).map_err(|err| Error::InExperiment {
                 file: e.file.clone(),
                 dataset: d.entry.id.clone(),
                 source: Box::new(err),
@@ -477,8 +471,8 @@ pub fn run(
     Ok(RunSummary {
         out: out.into(),
         files,
-        hits: counts.0,
-        computed: counts.1,
+        hits: 0, // filled in from the cache by `experiment::run`
+        computed: 0,
         skipped: vec![],
         specs,
     })
