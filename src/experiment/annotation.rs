@@ -857,9 +857,16 @@ pub fn run(
         }
         (None, LmProtocol::PerMode) => format!("embeddings of a small cell-sentence LM trained here per dataset and mode ({} layers, hidden {}, {} steps), standing in for C2S-Pythia-410M", a.lm.layers, a.lm.hidden, a.lm.steps),
     };
+    let mlp_shape = a
+        .mlp
+        .hidden
+        .iter()
+        .map(|h| format!("{h}-BN-GELU-Drop{}", a.mlp.dropout))
+        .collect::<Vec<_>>()
+        .join(", ");
     report::write_frame(&df, out, "annotation", &format!(
-        "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP (512-BN-GELU-Drop0.1, 256, Adam 1e-3, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
-        e.name, a.max_genes, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
+        "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP ({mlp_shape}, Adam {:e}, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
+        e.name, a.max_genes, a.mlp.lr, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
     ))?;
     files.extend(["annotation.csv".to_string(), "annotation.md".to_string()]);
 

@@ -228,6 +228,22 @@ fn dataset_records(
     Ok((sel, records))
 }
 
+/// The preprocessing actually configured, in words (the paper's settings are named as such).
+fn preprocess_text(p: &crate::preprocess::PreprocessParams) -> String {
+    let q = &p.qc;
+    let limit = |v: Option<String>, unit: &str| v.map_or(String::new(), |v| format!(", < {v}{unit}"));
+    let paper = if *p == crate::preprocess::PreprocessParams::default() { " as the paper" } else { "" };
+    format!(
+        "QC{paper} (min {} genes, min {} cells{}{}), normalize_total to {}, log1p {}",
+        q.min_genes,
+        q.min_cells,
+        limit(q.max_genes.map(|v| v.to_string()), " genes"),
+        limit(q.max_pct_mt.map(|v| v.to_string()), &format!(" % {}", q.mt_prefix)),
+        p.target_sum.map_or("the median total".into(), |t| t.to_string()),
+        p.log_base.map_or("natural".into(), |b| format!("base {b}")),
+    )
+}
+
 fn paper_metrics(reported: &Reported, paper: Option<&str>, mode: GeneSet) -> Option<RecMetrics> {
     let p = reported.reconstruction_of(paper?)?;
     Some(match mode {
@@ -343,8 +359,8 @@ pub fn run(
         ),
     ])?;
     report::write_frame(&df, out, "datasets", &format!(
-        "# Datasets of `{}`\n\nQC as the paper (min 200 genes, min 3 cells, < 6000 genes, < 50 % MT-), normalize_total, log1p base 10; HVG {} n_top {} on {} data. Sentence length = mean non-zero genes per sampled cell.",
-        e.name, serde_json::to_string(&e.hvg.flavor).unwrap_or_default().trim_matches('"'), e.hvg.n_top_genes, serde_json::to_string(&e.hvg.on).unwrap_or_default().trim_matches('"')
+        "# Datasets of `{}`\n\n{}; HVG {} n_top {} on {} data. Sentence length = mean non-zero genes per sampled cell.",
+        e.name, preprocess_text(&e.preprocess), serde_json::to_string(&e.hvg.flavor).unwrap_or_default().trim_matches('"'), e.hvg.n_top_genes, serde_json::to_string(&e.hvg.on).unwrap_or_default().trim_matches('"')
     ))?;
     files.extend(["datasets.csv".to_string(), "datasets.md".to_string()]);
 
