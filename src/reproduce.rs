@@ -248,7 +248,7 @@ fn dataset_compute(
                 g,
                 Some(&h),
                 &SentenceParams {
-                    seed: 42,
+                    seed: crate::sentence::C2S_TIE_SEED,
                     max_genes: None,
                 },
             )?;

@@ -30,10 +30,13 @@ pub struct SentenceParams {
     pub max_genes: Option<usize>,
 }
 
+/// Cell2Sentence's seed of the tie-breaking shuffle (numpy `RandomState(42)`).
+pub const C2S_TIE_SEED: u32 = 42;
+
 impl Default for SentenceParams {
     fn default() -> Self {
         Self {
-            seed: 42,
+            seed: C2S_TIE_SEED,
             max_genes: None,
         }
     }

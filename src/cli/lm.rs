@@ -25,7 +25,7 @@ pub struct SentenceSource {
     #[arg(long, value_enum, default_value = "all")]
     pub genes: GeneSet,
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
     pub tie_seed: u32,
     /// Read the AnnData layer `layers/NAME` instead of X (`--layer` is the model's hidden state).
     #[arg(long, conflicts_with = "raw")]
@@ -68,7 +68,7 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub templates: Option<PathBuf>,
     /// Seed of the per-cell template draw (Python `random`, Cell2Sentence: 42).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = crate::lm::prompt::C2S_TEMPLATE_SEED)]
     pub template_seed: u32,
     /// Write the sentence's real gene count as {num_genes} (Cell2Sentence always writes the budget).
     #[arg(long)]
@@ -146,7 +146,7 @@ pub struct PretrainArgs {
     #[arg(long, default_value = "{}")]
     pub config: String,
     /// Seed of the sentences' tie-breaking shuffle (Cell2Sentence: 42).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
     pub tie_seed: u32,
     #[command(flatten)]
     pub dirs: DataDirArgs,
@@ -505,7 +505,7 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
     }
     let src = SentenceSource {
         genes: GeneSet::All,
-        tie_seed: 42,
+        tie_seed: crate::sentence::C2S_TIE_SEED,
         adata_layer: None,
         raw: false,
         dirs: a.dirs.clone(),

@@ -177,7 +177,7 @@ pub struct SentenceArgs {
     #[arg(long, value_parser = self::domain::count())]
     pub max_genes: Option<usize>,
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
     pub seed: u32,
 }
 
@@ -446,7 +446,7 @@ fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
         }
     };
     let cells = reconstruct::sample_cells(n, k, a.seed);
-    let r = reconstruct::reconstruct(&x, &cells, a.model, 42)?;
+    let r = reconstruct::reconstruct(&x, &cells, a.model, crate::sentence::C2S_TIE_SEED)?;
     let js = serde_json::json!({"r2": r.r2, "pearson": r.pearson, "spearman": r.spearman, "n_cells": r.n_cells, "n_entries": r.n_entries});
     print_out(&format!("{js}\n"))
 }

@@ -93,7 +93,9 @@ pub struct SentenceSection {
 
 impl Default for SentenceSection {
     fn default() -> Self {
-        Self { tie_seed: 42 }
+        Self {
+            tie_seed: crate::sentence::C2S_TIE_SEED,
+        }
     }
 }
 

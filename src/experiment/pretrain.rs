@@ -49,7 +49,7 @@ impl Default for CorpusSpec {
             datasets: None,
             exclude: Vec::new(),
             preprocess: PreprocessParams::default(),
-            tie_seed: 42,
+            tie_seed: crate::sentence::C2S_TIE_SEED,
         }
     }
 }

@@ -231,15 +231,24 @@ fn dataset_records(
 /// The preprocessing actually configured, in words (the paper's settings are named as such).
 fn preprocess_text(p: &crate::preprocess::PreprocessParams) -> String {
     let q = &p.qc;
-    let limit = |v: Option<String>, unit: &str| v.map_or(String::new(), |v| format!(", < {v}{unit}"));
-    let paper = if *p == crate::preprocess::PreprocessParams::default() { " as the paper" } else { "" };
+    let limit =
+        |v: Option<String>, unit: &str| v.map_or(String::new(), |v| format!(", < {v}{unit}"));
+    let paper = if *p == crate::preprocess::PreprocessParams::default() {
+        " as the paper"
+    } else {
+        ""
+    };
     format!(
         "QC{paper} (min {} genes, min {} cells{}{}), normalize_total to {}, log1p {}",
         q.min_genes,
         q.min_cells,
         limit(q.max_genes.map(|v| v.to_string()), " genes"),
-        limit(q.max_pct_mt.map(|v| v.to_string()), &format!(" % {}", q.mt_prefix)),
-        p.target_sum.map_or("the median total".into(), |t| t.to_string()),
+        limit(
+            q.max_pct_mt.map(|v| v.to_string()),
+            &format!(" % {}", q.mt_prefix)
+        ),
+        p.target_sum
+            .map_or("the median total".into(), |t| t.to_string()),
         p.log_base.map_or("natural".into(), |b| format!("base {b}")),
     )
 }

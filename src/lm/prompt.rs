@@ -25,6 +25,9 @@ pub enum PromptStyle {
     },
 }
 
+/// Cell2Sentence's seed of the per-cell template draw (Python `random.seed(42)`).
+pub const C2S_TEMPLATE_SEED: u32 = 42;
+
 impl PromptStyle {
     /// Cell2Sentence's default: the first template, `Homo sapiens`, budget as `{num_genes}`.
     pub fn c2s_default() -> Self {
@@ -32,7 +35,7 @@ impl PromptStyle {
             templates: vec![C2S_CELL_TYPE.into()],
             organism: "Homo sapiens".into(),
             actual_count: false,
-            template_seed: 42,
+            template_seed: C2S_TEMPLATE_SEED,
         }
     }
 
