@@ -1,0 +1,131 @@
+//! The `annotation:` section of an experiment file.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{MlpConfig, ScmapConfig, SvmConfig};
+use crate::error::{Error, Result};
+use crate::experiment::lm_protocol::{LmProtocol, PretrainSection};
+use crate::lm::TrainConfig;
+
+/// How cells are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitKind {
+    /// Stratified k-fold within the dataset (Figure IX).
+    Kfold,
+    /// Leave one batch out (Figures X, XI).
+    Batch,
+}
+
+/// A row of the annotation table: features + classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Cell-sentence LM embeddings (one per sentence mode) → MLP: the paper's C2S rows.
+    Lm,
+    /// Linear SVM on log-normalized HVG expression: the paper's SVM row.
+    HvgSvm,
+    /// MLP on PCA(50) of HVG expression.
+    Pca,
+    /// MLP on log-normalized HVG expression.
+    HvgMlp,
+    /// scmap-cluster on log-normalized expression of all genes (its own 500-gene selection).
+    Scmap,
+}
+
+/// Annotation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnotationSection {
+    pub split: SplitKind,
+    /// Folds of the k-fold split.
+    pub folds: usize,
+    /// Stratified share of each training part used for early stopping.
+    pub val_fraction: f64,
+    /// obs column with cell types (default: the dataset's known one, else `cell_type`).
+    pub label_key: Option<String>,
+    /// obs column with batches for `split: batch` (default: the dataset's known one).
+    pub batch_key: Option<String>,
+    pub methods: Vec<Method>,
+    /// A Hugging Face GPT-NeoX checkpoint to embed with (e.g. C2S-Pythia-410M) instead of training
+    /// the small LM.
+    pub model: Option<PathBuf>,
+    /// Genes per prompt.
+    pub max_genes: usize,
+    /// The small LM (trained per dataset and sentence mode when `model` is not given).
+    pub lm: TrainConfig,
+    pub mlp: MlpConfig,
+    pub svm: SvmConfig,
+    pub scmap: ScmapConfig,
+    pub pca_components: usize,
+    /// Evaluate datasets that are in the pretraining corpus (`corpus.json`) of `model`; their rows
+    /// are marked "seen in pretraining". Default: such a dataset is an error.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_seen: bool,
+    /// Where the LM rows' models come from when `model` is not given: `per_mode` (a small LM per
+    /// dataset and mode, trained on the evaluated cells) or `pretrained` (the paper's protocol).
+    #[serde(skip_serializing_if = "LmProtocol::is_default")]
+    pub lm_protocol: LmProtocol,
+    /// The `pretrained` protocol's corpus, model, fine-tunes and control.
+    #[serde(skip_serializing_if = "PretrainSection::is_default")]
+    pub pretrain: PretrainSection,
+    /// Where the LM and the MLP run: `auto` (CUDA when libtorch sees a GPU), `cpu` or `cuda`.
+    /// Byte-identical reruns are promised on CPU.
+    #[serde(skip_serializing_if = "DeviceChoice::is_auto")]
+    pub device: DeviceChoice,
+}
+
+/// Device setting of the annotation experiments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    fn is_auto(&self) -> bool {
+        *self == DeviceChoice::Auto
+    }
+
+    /// The libtorch device; `cuda` without a visible GPU is an error.
+    pub fn resolve(self) -> Result<tch::Device> {
+        match self {
+            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(Error::param(
+                "annotation.device",
+                "cuda was asked for but libtorch sees no GPU (`cellsentence env`); use auto or cpu",
+            )),
+        }
+    }
+}
+
+impl Default for AnnotationSection {
+    fn default() -> Self {
+        Self {
+            split: SplitKind::Kfold,
+            folds: 5,
+            val_fraction: 0.1,
+            label_key: None,
+            batch_key: None,
+            methods: vec![Method::Lm, Method::HvgSvm, Method::Pca, Method::Scmap],
+            model: None,
+            max_genes: 200,
+            lm: TrainConfig::default(),
+            mlp: MlpConfig::default(),
+            svm: SvmConfig::default(),
+            scmap: ScmapConfig::default(),
+            pca_components: 50,
+            allow_seen: false,
+            lm_protocol: LmProtocol::PerMode,
+            pretrain: PretrainSection::default(),
+            device: DeviceChoice::Auto,
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The annotation experiments: Figure IX (intra-dataset, stratified k-fold) and Figures X–XI
+//! (inter-dataset, leave one batch out).
+//!
+//! Per dataset: QC + normalize + log + HVG (lazily, only when a stage is not cached), then per method
+//! a cached evaluation (every fold's metrics and test predictions). The language-model rows train a
+//! small cell-sentence LM per sentence mode (cached as a model directory) unless the file names a
+//! checkpoint (e.g. C2S-Pythia-410M), embed the top-`max_genes` prompts (cached .npy) and train the
+//! paper's MLP on the embeddings.
+//!
+//! `config` holds the file's `annotation:` section, `stages` the cached per-dataset evaluations
+//! (features, LM rows, splits), this module the tables and figures.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
+use crate::classify::metrics;
+use crate::error::{Error, Result};
+use crate::experiment::lm_protocol::{LmProtocol, LmSource};
+use crate::experiment::{mode_label, Experiment, RunDataset, RunSummary};
+use crate::figure;
+use crate::lm::{self};
+use crate::paper::Reported;
+use crate::report::{self, Col};
+use crate::sentence::GeneSet;
+
+mod config;
+mod stages;
+
+pub use config::{AnnotationSection, DeviceChoice, Method, SplitKind};
+pub use stages::{all_dense, hvg_dense, layer_evaluations, lm_evaluations, LmEvaluation};
+use stages::{dataset_rows, Row};
+
+pub(super) fn method_label(m: Method, mode: Option<GeneSet>, source: LmSource) -> String {
+    match (m, mode) {
+        (Method::Lm, Some(g)) => format!("{} {} sentences + MLP", source.prefix(), mode_label(g)),
+        (Method::Lm, None) => format!("{} + MLP", source.prefix()),
+        (Method::HvgSvm, _) => "SVM (HVG expression)".into(),
+        (Method::Pca, _) => "MLP (PCA of HVG)".into(),
+        (Method::HvgMlp, _) => "MLP (HVG expression)".into(),
+        (Method::Scmap, _) => "scmap-cluster".into(),
+    }
+}
+
+/// The paper's row this one reproduces.
+fn paper_row(m: Method, mode: Option<GeneSet>, source: LmSource) -> Option<&'static str> {
+    let paper_protocol = matches!(source, LmSource::Own | LmSource::Pretrained);
+    match (m, mode) {
+        (Method::Lm, Some(GeneSet::All)) if paper_protocol => Some("C2S Pythia-410M"),
+        (Method::Lm, Some(GeneSet::Hvg)) if paper_protocol => Some("HVG C2S Pythia-410M"),
+        (Method::Lm, _) => None,
+        (Method::HvgSvm, _) => Some("SVM"),
+        (Method::Scmap, _) => Some("scmap"),
+        _ => None,
+    }
+}
+
+/// The paper's (accuracy, macro-F1) for a row.
+fn paper_values(
+    reported: &Reported,
+    split: SplitKind,
+    paper_ds: Option<&str>,
+    row: &str,
+) -> (Option<f64>, Option<f64>) {
+    let find = |v: &[(String, f64)], k: &str| v.iter().find(|(d, _)| d == k).map(|x| x.1);
+    match split {
+        SplitKind::Kfold => {
+            if paper_ds != Some("Pancreas") {
+                return (None, None);
+            }
+            reported
+                .annotation_intra
+                .iter()
+                .find(|(m, _)| m == row)
+                .map_or((None, None), |(_, v)| (Some(v.accuracy), Some(v.macro_f1)))
+        }
+        SplitKind::Batch => {
+            let Some(pd) = paper_ds else {
+                return (None, None);
+            };
+            let acc = reported
+                .inter_accuracy
+                .iter()
+                .find(|(m, _)| m == row)
+                .and_then(|(_, v)| find(v, pd));
+            let f1 = reported
+                .inter_macro_f1
+                .iter()
+                .find(|(m, _)| m == row)
+                .and_then(|(_, v)| find(v, pd));
+            (acc, f1)
+        }
+    }
+}
+
+/// Runs an annotation experiment and writes its tables and figures to `out`.
+pub fn run(
+    e: &Experiment,
+    datasets: &[RunDataset],
+    reported: &Reported,
+    cache: &Cache,
+    out: &Path,
+    quiet: bool,
+    data_dir: Option<&Path>,
+) -> Result<RunSummary> {
+    let a = &e.annotation;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut skipped = Vec::new();
+    let evaluated: Vec<String> = datasets.iter().map(|d| d.entry.id.clone()).collect();
+    for d in datasets {
+        match dataset_rows(e, a, d, cache, quiet, (&evaluated, data_dir)) {
+            Ok(r) => rows.extend(r),
+            Err(err)
+                if e.datasets.iter().any(|x| x == "available")
+                    && !e.datasets.contains(&d.entry.id) =>
+            {
+                eprintln!("[run] skipping {}: {err}", d.entry.id);
+                skipped.push(format!("{}: {err}", d.entry.id));
+            }
+            Err(err) => {
+                return Err(Error::InExperiment {
+                    file: e.file.clone(),
+                    dataset: d.entry.id.clone(),
+                    source: Box::new(err),
+                });
+            }
+        }
+    }
+    let mut files = Vec::new();
+    let mut specs = BTreeMap::new();
+    let split_name = match a.split {
+        SplitKind::Kfold => format!("stratified {}-fold", a.folds),
+        SplitKind::Batch => "leave one batch out".to_string(),
+    };
+    let pv: Vec<(Option<f64>, Option<f64>)> = rows
+        .iter()
+        .map(|r| {
+            paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
+                paper_values(reported, a.split, r.paper.as_deref(), pr)
+            })
+        })
+        .collect();
+    let f = |g: fn(&Row) -> f64| Col::F64(rows.iter().map(|r| Some(g(r))).collect());
+    let df = report::frame(vec![
+        (
+            "dataset",
+            Col::Str(rows.iter().map(|r| Some(r.dataset.clone())).collect()),
+        ),
+        (
+            "paper_dataset",
+            Col::Str(rows.iter().map(|r| r.paper.clone()).collect()),
+        ),
+        (
+            "method",
+            Col::Str(
+                rows.iter()
+                    .map(|r| Some(method_label(r.method, r.mode, r.source)))
+                    .collect(),
+            ),
+        ),
+        (
+            "paper_row",
+            Col::Str(
+                rows.iter()
+                    .map(|r| paper_row(r.method, r.mode, r.source).map(String::from))
+                    .collect(),
+            ),
+        ),
+        (
+            "folds",
+            Col::I64(rows.iter().map(|r| r.eval.folds.len() as i64).collect()),
+        ),
+        ("accuracy", f(|r| r.eval.accuracy_mean)),
+        ("accuracy_sd", f(|r| r.eval.accuracy_sd)),
+        ("macro_f1", f(|r| r.eval.macro_f1_mean)),
+        ("macro_f1_sd", f(|r| r.eval.macro_f1_sd)),
+        ("paper_accuracy", Col::F64(pv.iter().map(|p| p.0).collect())),
+        ("paper_macro_f1", Col::F64(pv.iter().map(|p| p.1).collect())),
+        (
+            "diff_accuracy",
+            Col::F64(
+                rows.iter()
+                    .zip(&pv)
+                    .map(|(r, p)| p.0.map(|v| r.eval.accuracy_mean - v))
+                    .collect(),
+            ),
+        ),
+        (
+            "diff_macro_f1",
+            Col::F64(
+                rows.iter()
+                    .zip(&pv)
+                    .map(|(r, p)| p.1.map(|v| r.eval.macro_f1_mean - v))
+                    .collect(),
+            ),
+        ),
+        (
+            "unseen_test_labels",
+            Col::Str(
+                rows.iter()
+                    .map(|r| {
+                        let mut u: Vec<String> = r
+                            .eval
+                            .folds
+                            .iter()
+                            .flat_map(|f| f.unseen_labels.iter().map(|l| format!("{}:{l}", f.fold)))
+                            .collect();
+                        u.dedup();
+                        Some(u.join("; "))
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "role",
+            Col::Str(
+                rows.iter()
+                    .map(|r| {
+                        let role = match &r.paper {
+                            Some(p) => format!("substitute for the paper's {p}"),
+                            None => "no counterpart in the paper".to_string(),
+                        };
+                        Some(match (r.source, r.seen) {
+                            (_, true) => format!("{role}; seen in pretraining"),
+                            (LmSource::Pretrained | LmSource::Untrained, false) => {
+                                format!("{role}; held out from pretraining")
+                            }
+                            (LmSource::FineTuned, _) => format!(
+                                "{role}; fine-tuned on this dataset's unlabelled sentences (transductive)"
+                            ),
+                            (LmSource::Own, _) => role,
+                        })
+                    })
+                    .collect(),
+            ),
+        ),
+    ])?;
+    let lm_what = match (&a.model, a.lm_protocol) {
+        (Some(m), _) => format!("embeddings of {}", m.display()),
+        (None, LmProtocol::Pretrained) => {
+            let p = &a.pretrain;
+            let ft = p.finetune.as_ref().map_or(String::new(), |f| format!("; fine-tuned rows: that model fine-tuned ({} steps, language-model objective) on the dataset's unlabelled sentences of the row's mode, so they saw the evaluated cells (transductive) while the pretrained rows did not", f.steps));
+            let un = if p.untrained_control { "; untrained rows: the same shape and vocabulary at random initialisation (a control)" } else { "" };
+            format!("embeddings of one cell-sentence LM pretrained here ({} layers, hidden {}, {} steps of {} sentences) on every reachable dataset except the evaluated ones and files sharing their cells (held out; listed in the model's corpus.json), reading both sentence modes as the paper's C2S-Pythia-410M did{ft}{un}", p.lm.layers, p.lm.hidden, p.lm.steps, p.lm.batch_size)
+        }
+        (None, LmProtocol::PerMode) => format!("embeddings of a small cell-sentence LM trained here per dataset and mode ({} layers, hidden {}, {} steps), standing in for C2S-Pythia-410M", a.lm.layers, a.lm.hidden, a.lm.steps),
+    };
+    let mlp_shape = a
+        .mlp
+        .hidden
+        .iter()
+        .map(|h| format!("{h}-BN-GELU-Drop{}", a.mlp.dropout))
+        .collect::<Vec<_>>()
+        .join(", ");
+    report::write_frame(&df, out, "annotation", &format!(
+        "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP ({mlp_shape}, Adam {:e}, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
+        e.name, a.max_genes, a.mlp.lr, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
+    ))?;
+    files.extend(["annotation.csv".to_string(), "annotation.md".to_string()]);
+
+    // the paper's quoted rows
+    let (names, accs, f1s): (Vec<String>, Vec<Option<f64>>, Vec<Option<f64>>) = match a.split {
+        SplitKind::Kfold => reported
+            .annotation_intra
+            .iter()
+            .map(|(m, v)| (m.clone(), Some(v.accuracy), Some(v.macro_f1)))
+            .fold((vec![], vec![], vec![]), |mut acc, x| {
+                acc.0.push(x.0);
+                acc.1.push(x.1);
+                acc.2.push(x.2);
+                acc
+            }),
+        SplitKind::Batch => (vec![], vec![], vec![]),
+    };
+    if a.split == SplitKind::Kfold {
+        let df = report::frame(vec![
+            (
+                "model",
+                Col::Str(names.iter().map(|n| Some(n.clone())).collect()),
+            ),
+            ("accuracy", Col::F64(accs.clone())),
+            ("macro_f1", Col::F64(f1s.clone())),
+            (
+                "source",
+                Col::Str(names.iter().map(|_| Some("reported".to_string())).collect()),
+            ),
+        ])?;
+        report::write_frame(
+            &df,
+            out,
+            "reported",
+            "# The paper's Figure IX (Pancreas, intra-dataset), as reported",
+        )?;
+    } else {
+        let ds: Vec<String> = reported.datasets.iter().map(|(k, _)| k.clone()).collect();
+        let mut cols: Vec<(&str, Col)> = vec![(
+            "model",
+            Col::Str(
+                reported
+                    .inter_accuracy
+                    .iter()
+                    .map(|(m, _)| Some(m.clone()))
+                    .collect(),
+            ),
+        )];
+        let acc_names: Vec<String> = ds.iter().map(|d| format!("accuracy_{d}")).collect();
+        let f1_names: Vec<String> = ds.iter().map(|d| format!("macro_f1_{d}")).collect();
+        for (i, d) in ds.iter().enumerate() {
+            cols.push((
+                acc_names[i].as_str(),
+                Col::F64(
+                    reported
+                        .inter_accuracy
+                        .iter()
+                        .map(|(_, v)| v.iter().find(|(k, _)| k == d).map(|x| x.1))
+                        .collect(),
+                ),
+            ));
+        }
+        for (i, d) in ds.iter().enumerate() {
+            cols.push((
+                f1_names[i].as_str(),
+                Col::F64(
+                    reported
+                        .inter_macro_f1
+                        .iter()
+                        .map(|(_, v)| v.iter().find(|(k, _)| k == d).map(|x| x.1))
+                        .collect(),
+                ),
+            ));
+        }
+        let df = report::frame(cols)?;
+        report::write_frame(&df, out, "reported", "# The paper's Figures X (accuracy) and XI (macro-F1), leave one batch out, as reported")?;
+    }
+    files.extend(["reported.csv".to_string(), "reported.md".to_string()]);
+
+    // per dataset: per-class F1 table, bar chart, confusion matrix of the first row
+    let mut ids: Vec<String> = rows.iter().map(|r| r.dataset.clone()).collect();
+    ids.dedup();
+    for id in &ids {
+        let rs: Vec<&Row> = rows.iter().filter(|r| &r.dataset == id).collect();
+        let mut labels: Vec<String> = rs
+            .iter()
+            .flat_map(|r| r.eval.per_class.iter().map(|c| c.label.clone()))
+            .collect();
+        labels.sort();
+        labels.dedup();
+        let support: Vec<i64> = labels
+            .iter()
+            .map(|l| {
+                rs[0]
+                    .eval
+                    .per_class
+                    .iter()
+                    .find(|c| &c.label == l)
+                    .map_or(0, |c| c.support as i64)
+            })
+            .collect();
+        let col_names: Vec<String> = rs
+            .iter()
+            .map(|r| format!("f1 {}", method_label(r.method, r.mode, r.source)))
+            .collect();
+        let mut cols = vec![
+            (
+                "label",
+                Col::Str(labels.iter().map(|l| Some(l.clone())).collect()),
+            ),
+            ("support", Col::I64(support)),
+        ];
+        for (r, name) in rs.iter().zip(&col_names) {
+            cols.push((
+                name.as_str(),
+                Col::F64(
+                    labels
+                        .iter()
+                        .map(|l| {
+                            r.eval
+                                .per_class
+                                .iter()
+                                .find(|c| &c.label == l)
+                                .map(|c| c.f1)
+                        })
+                        .collect(),
+                ),
+            ));
+        }
+        let df = report::frame(cols)?;
+        let stem = format!("per_class_{id}");
+        report::write_frame(&df, out, &stem, &format!("# Per-class F1 on {id} (all test predictions pooled), by method\n\nThe paper attributes the HVG sentences' lower macro-F1 to minority classes: compare the rows with small support."))?;
+        files.extend([format!("{stem}.csv"), format!("{stem}.md")]);
+
+        let cats: Vec<String> = rs
+            .iter()
+            .map(|r| method_label(r.method, r.mode, r.source))
+            .collect();
+        let mut series = vec![
+            (
+                "accuracy (ours)".to_string(),
+                rs.iter()
+                    .map(|r| Some(r.eval.accuracy_mean))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "macro-F1 (ours)".to_string(),
+                rs.iter().map(|r| Some(r.eval.macro_f1_mean)).collect(),
+            ),
+        ];
+        let pvals: Vec<(Option<f64>, Option<f64>)> = rs
+            .iter()
+            .map(|r| {
+                paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
+                    paper_values(reported, a.split, r.paper.as_deref(), pr)
+                })
+            })
+            .collect();
+        if pvals.iter().any(|p| p.0.is_some()) {
+            series.push((
+                "accuracy (paper)".to_string(),
+                pvals.iter().map(|p| p.0).collect(),
+            ));
+            series.push((
+                "macro-F1 (paper)".to_string(),
+                pvals.iter().map(|p| p.1).collect(),
+            ));
+        }
+        let fig_name = match a.split {
+            SplitKind::Kfold => "Figure IX",
+            SplitKind::Batch => "Figures X–XI",
+        };
+        let plot = figure::grouped_bars(
+            &format!("{fig_name} equivalent — {id}, {split_name}"),
+            "score",
+            &cats,
+            &series,
+        );
+        let stem = format!("annotation_{id}");
+        specs.insert(
+            stem.clone(),
+            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
+        );
+        files.push(format!("figures/{stem}.html"));
+
+        let r0 = rs[0];
+        let truth: Vec<String> = r0
+            .eval
+            .predictions
+            .iter()
+            .map(|p| p.truth.clone())
+            .collect();
+        let pred: Vec<String> = r0.eval.predictions.iter().map(|p| p.pred.clone()).collect();
+        let mut cl: Vec<String> = truth.iter().chain(&pred).cloned().collect();
+        cl.sort();
+        cl.dedup();
+        let m = metrics::confusion(&truth, &pred, &cl);
+        let plot = figure::confusion(
+            &format!(
+                "Confusion — {id}, {}",
+                method_label(r0.method, r0.mode, r0.source)
+            ),
+            &cl,
+            &m,
+        );
+        let stem = format!("confusion_{id}");
+        specs.insert(
+            stem.clone(),
+            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
+        );
+        files.push(format!("figures/{stem}.html"));
+    }
+    // loss curves of the LMs trained in this run (each model once)
+    let mut drawn: Vec<&PathBuf> = Vec::new();
+    for r in &rows {
+        let (Some(dir), Some(mode)) = (&r.lm_dir, r.mode) else {
+            continue;
+        };
+        if r.source == LmSource::Untrained || drawn.contains(&dir) {
+            continue;
+        }
+        drawn.push(dir);
+        let Ok(log) = lm::train::LogRow::read(dir) else {
+            continue;
+        };
+        if log.is_empty() {
+            continue;
+        }
+        let steps: Vec<f64> = log.iter().map(|l| l.step as f64).collect();
+        let train: Vec<f64> = log.iter().map(|l| l.train_loss).collect();
+        let val: Vec<(f64, f64)> = log
+            .iter()
+            .filter_map(|l| l.val_loss.map(|v| (l.step as f64, v)))
+            .collect();
+        let (stem, what) = match r.source {
+            LmSource::Own => (
+                format!("lm_loss_{}_{}", r.dataset, mode_label(mode)),
+                format!("{}, {} sentences", r.dataset, mode_label(mode)),
+            ),
+            LmSource::FineTuned => (
+                format!("lm_loss_{}_{}_fine_tuned", r.dataset, mode_label(mode)),
+                format!("fine-tune on {}, {} sentences", r.dataset, mode_label(mode)),
+            ),
+            _ => (
+                "lm_loss_pretrained".to_string(),
+                "pretraining corpus (evaluated datasets held out)".to_string(),
+            ),
+        };
+        let plot = figure::loss_curve(
+            &format!("Cell-sentence LM training — {what}"),
+            &steps,
+            &train,
+            &val,
+        );
+        specs.insert(
+            stem.clone(),
+            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
+        );
+        files.push(format!("figures/{stem}.html"));
+    }
+    let mut index = format!("# {}\n\n{}\n\n- [annotation](annotation.md) — ours beside the paper\n- [reported](reported.md) — the paper's quoted rows\n", e.name, e.description);
+    for id in &ids {
+        index.push_str(&format!("- {id}: [per-class F1](per_class_{id}.md), [bar chart](figures/annotation_{id}.html), [confusion](figures/confusion_{id}.html)\n"));
+    }
+    if !skipped.is_empty() {
+        index.push_str("\nSkipped:\n");
+        for s in &skipped {
+            index.push_str(&format!("- {s}\n"));
+        }
+    }
+    report::write_atomic(out.join("index.md"), index.as_bytes())?;
+    files.push("index.md".into());
+    Ok(RunSummary {
+        out: out.into(),
+        files,
+        hits: 0, // filled in from the cache by `experiment::run`
+        computed: 0,
+        skipped,
+        specs,
+    })
+}

@@ -1,0 +1,514 @@
+//! Cached per-dataset stages of the annotation runner: prepared data, features (HVG expression,
+//! PCA, LM embeddings from the protocol's models), splits and evaluations.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cache::Cache;
+use crate::classify::{self, Classifier, Evaluation, Fold};
+use crate::error::{Error, Result};
+use crate::experiment::lm_protocol::{self, LmSource};
+use crate::experiment::{mode_label, Experiment, RunDataset};
+use crate::lm::{self, EmbedOptions};
+use crate::npy::Matrix;
+use crate::pipeline::{self, Prepared};
+use crate::sentence::{GeneSet, SentenceParams};
+
+use super::config::{AnnotationSection, Method, SplitKind};
+use super::method_label;
+
+/// One evaluated row.
+#[derive(Debug, Clone)]
+pub(super) struct Row {
+    pub(super) dataset: String,
+    pub(super) paper: Option<String>,
+    pub(super) method: Method,
+    pub(super) mode: Option<GeneSet>,
+    /// The model behind an LM row.
+    pub(super) source: LmSource,
+    pub(super) eval: Evaluation,
+    /// The small LM behind an LM row (its training log feeds the loss figure).
+    pub(super) lm_dir: Option<PathBuf>,
+    /// The dataset is in the pretraining corpus of the row's model (`allow_seen`).
+    pub(super) seen: bool,
+}
+
+/// Dense HVG expression rows.
+pub fn hvg_dense(p: &Prepared, hvg: &[usize]) -> Matrix {
+    let pos: BTreeMap<usize, usize> = hvg.iter().enumerate().map(|(k, &j)| (j, k)).collect();
+    let n = p.data.n_cells();
+    let mut data = vec![0f32; n * hvg.len()];
+    for i in 0..n {
+        let (cols, vals) = p.data.x.row(i);
+        for (&j, &v) in cols.iter().zip(vals) {
+            if let Some(&k) = pos.get(&(j as usize)) {
+                data[i * hvg.len() + k] = v;
+            }
+        }
+    }
+    Matrix {
+        rows: n,
+        cols: hvg.len(),
+        data,
+    }
+}
+
+/// Dense expression rows of every gene.
+pub fn all_dense(p: &Prepared) -> Matrix {
+    let (n, d) = (p.data.n_cells(), p.data.genes.len());
+    let mut data = vec![0f32; n * d];
+    for i in 0..n {
+        let (cols, vals) = p.data.x.row(i);
+        for (&j, &v) in cols.iter().zip(vals) {
+            data[i * d + j as usize] = v;
+        }
+    }
+    Matrix {
+        rows: n,
+        cols: d,
+        data,
+    }
+}
+
+struct Ctx<'a> {
+    e: &'a Experiment,
+    a: &'a AnnotationSection,
+    d: &'a RunDataset,
+    cache: &'a Cache,
+    quiet: bool,
+    prepared: Option<(Prepared, Vec<usize>)>,
+    /// LM directories already resolved in this run (each stage is counted once).
+    lm_dirs: Vec<(LmSource, GeneSet, PathBuf)>,
+    /// Every dataset this run evaluates (held out of a pretraining corpus).
+    evaluated: &'a [String],
+    data_dir: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    fn prepared(&mut self) -> Result<&(Prepared, Vec<usize>)> {
+        if self.prepared.is_none() {
+            if !self.quiet {
+                eprintln!("[run] reading {}", self.d.entry.path.display());
+            }
+            let ds = self.d.entry.load(!self.quiet)?;
+            let p =
+                pipeline::prepare(ds, self.d.entry.counts.then_some(&self.e.preprocess), false)?;
+            let h = pipeline::select_hvg(&p, &self.e.hvg.params(), self.e.hvg.on, None)?;
+            self.prepared = Some((p, h.indices()));
+        }
+        Ok(self.prepared.as_ref().expect("prepared above"))
+    }
+
+    fn label_key(&self) -> String {
+        self.a
+            .label_key
+            .clone()
+            .or_else(|| self.d.entry.label_key.clone())
+            .unwrap_or_else(|| "cell_type".into())
+    }
+
+    /// Labels and folds of the QC-kept cells.
+    fn folds(&mut self) -> Result<(Vec<String>, Vec<Fold>)> {
+        let (split, k, vf, seed) = (self.a.split, self.a.folds, self.a.val_fraction, self.e.seed);
+        let lk = self.label_key();
+        let bk = self
+            .a
+            .batch_key
+            .clone()
+            .or_else(|| self.d.entry.batch_key.clone());
+        let (p, _) = self.prepared()?;
+        let labels = p.data.obs_labels(
+            &lk,
+            "remove the unlabelled cells from the file, or choose another annotation.label_key",
+        )?;
+        let folds = match split {
+            SplitKind::Kfold => classify::stratified_kfold(&labels, k, vf, seed)?,
+            SplitKind::Batch => {
+                let bk = bk.ok_or_else(|| {
+                    Error::param(
+                        "annotation.batch_key",
+                        "the dataset has no known batch column; set annotation.batch_key",
+                    )
+                })?;
+                let batches = p.data.obs_labels(
+                    &bk,
+                    "give every cell a batch, or use annotation.split: kfold",
+                )?;
+                classify::leave_one_batch_out(&labels, &batches, vf, seed)?
+            }
+        };
+        Ok((labels, folds))
+    }
+
+    /// The model behind an LM row: the file's checkpoint, the small LM of this dataset and mode,
+    /// or the pretrained / fine-tuned / untrained model (cached stages, trained when missing).
+    fn lm_model(&mut self, mode: GeneSet, source: LmSource) -> Result<PathBuf> {
+        let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
+        if let Some(m) = &a.model {
+            return Ok(m.clone());
+        }
+        let key_mode = if matches!(source, LmSource::Pretrained | LmSource::Untrained) {
+            GeneSet::All // one model for both modes
+        } else {
+            mode
+        };
+        if let Some((.., dir)) = self
+            .lm_dirs
+            .iter()
+            .find(|(s, g, _)| *s == source && *g == key_mode)
+        {
+            return Ok(dir.clone());
+        }
+        let device = a.device.resolve()?;
+        let pretrained = |cx: &Self, untrained: bool| {
+            lm_protocol::pretrained_model(
+                e,
+                &a.pretrain,
+                cx.evaluated,
+                cx.data_dir,
+                cx.cache,
+                untrained,
+                device,
+                cx.quiet,
+            )
+        };
+        let digest = self.cache.file_digest(&self.d.entry.path)?;
+        let (dir, _) = match source {
+            LmSource::Own => self.cache.dir_artifact(
+                "lm",
+                &format!("{id} {}", mode_label(mode)),
+                &(&lm_inputs(&digest, e, mode), &a.lm),
+                |out| {
+                    let words = self.sentences(mode, a.lm.max_genes)?;
+                    lm::train(&words, &a.lm, None, out, device, !self.quiet)?;
+                    Ok(())
+                },
+            )?,
+            LmSource::Pretrained => pretrained(self, false)?,
+            LmSource::Untrained => pretrained(self, true)?,
+            LmSource::FineTuned => {
+                let base = self.lm_model(mode, LmSource::Pretrained)?;
+                let c = a.pretrain.finetune.clone().unwrap_or_default();
+                let label = format!("{id} {} (from the pretrained model)", mode_label(mode));
+                let inputs = lm_inputs(&digest, e, mode);
+                let quiet = self.quiet;
+                lm_protocol::finetuned_model(
+                    &base,
+                    &c,
+                    &inputs,
+                    &label,
+                    self.cache,
+                    || self.sentences(mode, c.max_genes),
+                    device,
+                    quiet,
+                )?
+            }
+        };
+        self.lm_dirs.push((source, key_mode, dir.clone()));
+        Ok(dir)
+    }
+
+    fn lm_features(&mut self, mode: GeneSet, source: LmSource) -> Result<Matrix> {
+        let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
+        let digest = self.cache.file_digest(&self.d.entry.path)?;
+        let base = lm_inputs(&digest, e, mode);
+        let model = self.lm_model(mode, source)?;
+        let style = lm::prompt_style(&model)?;
+        let model_digest = self.cache.file_digest(&model)?;
+        let (m, _) = self.cache.npy(
+            "embeddings",
+            &format!("{id} {}", mode_label(mode)),
+            &(&base, &model_digest, &style, a.max_genes),
+            || {
+                let words = self.sentences(mode, a.max_genes)?;
+                let ck = lm::load(&model, a.device.resolve()?, tch::Kind::Float)?;
+                lm::embed_sentences(
+                    &ck,
+                    &words,
+                    &style,
+                    a.max_genes,
+                    &EmbedOptions {
+                        progress: !self.quiet,
+                        ..Default::default()
+                    },
+                )
+            },
+        )?;
+        Ok(m)
+    }
+
+    fn sentences(&mut self, mode: GeneSet, max_genes: usize) -> Result<Vec<Vec<String>>> {
+        let tie = self.e.sentences.tie_seed;
+        let (p, hvg) = self.prepared()?;
+        let h = (mode == GeneSet::Hvg).then(|| hvg.clone());
+        let x = match &h {
+            Some(idx) => p.data.x.select_cols(idx),
+            None => p.data.x.clone(),
+        };
+        let names: Vec<String> = match &h {
+            Some(idx) => idx.iter().map(|&j| p.data.genes[j].clone()).collect(),
+            None => p.data.genes.clone(),
+        };
+        let s = crate::sentence::cell_sentences(
+            &x,
+            &names,
+            &SentenceParams {
+                seed: tie,
+                max_genes: Some(max_genes),
+            },
+        )?;
+        Ok(s.iter()
+            .map(|l| {
+                l.split(' ')
+                    .filter(|w| !w.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// What the small LM of a dataset and mode depends on (besides its training settings).
+fn lm_inputs<'a>(
+    digest: &'a str,
+    e: &'a Experiment,
+    mode: GeneSet,
+) -> (
+    &'a str,
+    crate::preprocess::PreprocessParams,
+    &'a crate::experiment::HvgSection,
+    u32,
+    GeneSet,
+) {
+    (
+        digest,
+        e.preprocess.clone(),
+        &e.hvg,
+        e.sentences.tie_seed,
+        mode,
+    )
+}
+
+pub(super) fn dataset_rows(
+    e: &Experiment,
+    a: &AnnotationSection,
+    d: &RunDataset,
+    cache: &Cache,
+    quiet: bool,
+    (evaluated, data_dir): (&[String], Option<&Path>),
+) -> Result<Vec<Row>> {
+    let mut cx = Ctx {
+        e,
+        a,
+        d,
+        cache,
+        quiet,
+        prepared: None,
+        lm_dirs: Vec::new(),
+        evaluated,
+        data_dir,
+    };
+    let digest = cache.file_digest(&d.entry.path)?;
+    let mut rows = Vec::new();
+    let mut units: Vec<(Method, Option<GeneSet>, LmSource)> = Vec::new();
+    for &m in &a.methods {
+        if m == Method::Lm {
+            for s in LmSource::all(a.lm_protocol, &a.pretrain, a.model.as_deref()) {
+                units.extend(e.modes.iter().map(|&g| (m, Some(g), s)));
+            }
+        } else {
+            units.push((m, None, LmSource::Own));
+        }
+    }
+    for (m, mode, source) in units {
+        let classifier = match m {
+            Method::HvgSvm => Classifier::Svm(a.svm.clone()),
+            Method::Scmap => Classifier::Scmap(a.scmap.clone()),
+            _ => Classifier::Mlp(a.mlp.clone()),
+        };
+        let lm_part = (m == Method::Lm).then_some((&a.lm, &a.model, a.max_genes));
+        let inputs = (
+            &digest,
+            e.preprocess.clone(),
+            &e.hvg,
+            e.sentences.tie_seed,
+            e.seed,
+            a.split,
+            a.folds,
+            a.val_fraction,
+            cx.label_key(),
+            &a.batch_key,
+            m,
+            mode,
+            &classifier,
+            lm_part,
+            a.pca_components,
+        );
+        let label = format!("{} {}", d.entry.id, method_label(m, mode, source));
+        // an LM is a stage of its own (its training log feeds the loss figure): deleting it
+        // retrains it, and only it
+        let lm_dir = match (m, mode) {
+            (Method::Lm, Some(g)) => Some(cx.lm_model(g, source)?),
+            _ => None,
+        };
+        // checked on every run, cached or not: a model's corpus must not hold the dataset (a
+        // fine-tune is checked through its base, the pretrained model)
+        let seen = match (&lm_dir, mode) {
+            (Some(dir), Some(g)) => {
+                let corpus_of = match source {
+                    LmSource::FineTuned => cx.lm_model(g, LmSource::Pretrained)?,
+                    _ => dir.clone(),
+                };
+                lm::check_held_out(&corpus_of, &d.entry.id, &digest, a.allow_seen)?
+            }
+            _ => false,
+        };
+        let model_digest = match (&lm_dir, source) {
+            (Some(dir), LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained) => {
+                Some(cache.file_digest(dir)?)
+            }
+            _ => None,
+        };
+        // rows of the first protocol keep their keys; the others add the model's digest
+        let key = match &model_digest {
+            None => StageKey::Legacy(&inputs),
+            Some(md) => StageKey::Extended(&inputs, (source, md.as_str())),
+        };
+        let (ev, _) = cache.json("annotation", &label, &key, || {
+            let (labels, folds) = cx.folds()?;
+            let x = match m {
+                Method::Lm => cx.lm_features(mode.expect("LM rows have a mode"), source)?,
+                Method::HvgSvm | Method::HvgMlp => {
+                    let (p, h) = cx.prepared()?;
+                    hvg_dense(p, h)
+                }
+                Method::Scmap => all_dense(&cx.prepared()?.0),
+                Method::Pca => {
+                    let (p, h) = cx.prepared()?;
+                    let x = hvg_dense(p, h);
+                    let all: Vec<usize> = (0..x.rows).collect();
+                    classify::pca(&x, &all, a.pca_components)
+                }
+            };
+            classify::evaluate(&x, &labels, &folds, &classifier, a.device.resolve()?)
+        })?;
+        rows.push(Row {
+            dataset: d.entry.id.clone(),
+            paper: d.paper.clone(),
+            method: m,
+            mode,
+            source,
+            eval: ev,
+            lm_dir: lm_dir.filter(|_| a.model.is_none()),
+            seen,
+        });
+    }
+    Ok(rows)
+}
+
+/// One LM row of a dataset, typed, for other runners (the scaling sweep).
+pub struct LmEvaluation {
+    pub mode: GeneSet,
+    pub source: LmSource,
+    pub eval: Evaluation,
+    /// The model behind the row.
+    pub model: Option<PathBuf>,
+}
+
+/// The LM rows of one dataset under `e.annotation` (cached stages, as `run` computes them).
+pub fn lm_evaluations(
+    e: &Experiment,
+    d: &RunDataset,
+    cache: &Cache,
+    quiet: bool,
+    evaluated: &[String],
+    data_dir: Option<&Path>,
+) -> Result<Vec<LmEvaluation>> {
+    let a = AnnotationSection {
+        methods: vec![Method::Lm],
+        ..e.annotation.clone()
+    };
+    let rows = dataset_rows(e, &a, d, cache, quiet, (evaluated, data_dir))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(LmEvaluation {
+                mode: r.mode?,
+                source: r.source,
+                model: r.lm_dir,
+                eval: r.eval,
+            })
+        })
+        .collect())
+}
+
+/// Every hidden state (0 = token embeddings … last = final output) of `model` on the dataset's
+/// `mode` sentences, each scored with the experiment's split and MLP (one cached stage).
+pub fn layer_evaluations(
+    e: &Experiment,
+    d: &RunDataset,
+    cache: &Cache,
+    model: &Path,
+    mode: GeneSet,
+    quiet: bool,
+) -> Result<Vec<Evaluation>> {
+    let a = &e.annotation;
+    let mut cx = Ctx {
+        e,
+        a,
+        d,
+        cache,
+        quiet,
+        prepared: None,
+        lm_dirs: Vec::new(),
+        evaluated: &[],
+        data_dir: None,
+    };
+    let digest = cache.file_digest(&d.entry.path)?;
+    let model_digest = cache.file_digest(model)?;
+    let inputs = (
+        lm_inputs(&digest, e, mode),
+        &model_digest,
+        a.max_genes,
+        (
+            e.seed,
+            a.split,
+            a.folds,
+            a.val_fraction,
+            cx.label_key(),
+            &a.mlp,
+        ),
+    );
+    let label = format!("{} {} sentences, every layer", d.entry.id, mode_label(mode));
+    let (evs, _) = cache.json("layer_sweep", &label, &inputs, || {
+        let (labels, folds) = cx.folds()?;
+        let words = cx.sentences(mode, a.max_genes)?;
+        let device = a.device.resolve()?;
+        let ck = lm::load(model, device, tch::Kind::Float)?;
+        let style = lm::prompt_style(model)?;
+        let ids =
+            ck.tokenizer
+                .encode_batch(&lm::sentence_texts(&ck, &words, &style, a.max_genes)?)?;
+        let layers: Vec<i64> = (0..=ck.model.cfg.num_hidden_layers).collect();
+        let opts = EmbedOptions {
+            progress: !quiet,
+            ..Default::default()
+        };
+        lm::embed::embed_layers(&ck.model, &ids, &opts, &layers)?
+            .iter()
+            .map(|x| {
+                classify::evaluate(x, &labels, &folds, &Classifier::Mlp(a.mlp.clone()), device)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(evs)
+}
+
+/// A stage's inputs, optionally extended without changing the keys of the unextended ones.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum StageKey<A: Serialize, B: Serialize> {
+    Legacy(A),
+    Extended(A, B),
+}
