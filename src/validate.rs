@@ -117,6 +117,56 @@ impl Validate for crate::sentence::SentenceParams {
     }
 }
 
+impl Validate for crate::classify::MlpConfig {
+    fn validate(&self) -> Result<()> {
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
+            return Err(Error::param(
+                "mlp.hidden",
+                "needs at least one positive layer width; use [512, 256] (the paper's)",
+            ));
+        }
+        within("mlp.dropout", self.dropout, 0.0, 1.0, false, "0.1")?;
+        positive_real("mlp.lr", self.lr, "0.001")?;
+        positive("mlp.batch_size", self.batch_size, "128")?;
+        positive("mlp.max_epochs", self.max_epochs, "150")
+    }
+}
+
+impl Validate for crate::classify::SvmConfig {
+    fn validate(&self) -> Result<()> {
+        positive_real("svm.c", self.c, "1.0")?;
+        positive_real("svm.tol", self.tol, "1e-4")?;
+        positive("svm.max_iter", self.max_iter, "1000")
+    }
+}
+
+impl Validate for crate::classify::ScmapConfig {
+    fn validate(&self) -> Result<()> {
+        positive("scmap.n_features", self.n_features, "500")?;
+        within("scmap.threshold", self.threshold, -1.0, 1.0, true, "0.7")
+    }
+}
+
+impl Validate for crate::experiment::annotation::AnnotationSection {
+    fn validate(&self) -> Result<()> {
+        if self.folds < 2 {
+            return Err(Error::param(
+                "folds",
+                format!(
+                    "{} is not allowed, cross-validation needs at least 2 folds; use 5",
+                    self.folds
+                ),
+            ));
+        }
+        within("val_fraction", self.val_fraction, 0.0, 1.0, false, "0.1")?;
+        positive("max_genes", self.max_genes, "200 (the C2S prompt budget)")?;
+        positive("pca_components", self.pca_components, "50")?;
+        self.mlp.validate()?;
+        self.svm.validate()?;
+        self.scmap.validate()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

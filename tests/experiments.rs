@@ -123,6 +123,19 @@ fn bad_experiment_files() {
         &["Kidney", "Pancreas"],
     );
     expect_error(&format!("{HEAD}datasets: [baron_human\n"), &["exp.yaml"]);
+    // numbers outside their domain, named with the section and the line, before any work
+    expect_error(
+        &format!("{HEAD}datasets: [baron_human]\npreprocess:\n  target_sum: 0\n"),
+        &["preprocess.target_sum", "line 5", "above 0"],
+    );
+    expect_error(
+        &format!("{HEAD}datasets: [baron_human]\nannotation:\n  val_fraction: 1.5\n"),
+        &["annotation.val_fraction", "line 5", "outside [0, 1)"],
+    );
+    expect_error(
+        &format!("{HEAD}datasets: [baron_human]\nannotation:\n  folds: 1\n"),
+        &["annotation.folds", "at least 2 folds"],
+    );
 }
 
 #[test]

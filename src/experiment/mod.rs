@@ -342,11 +342,12 @@ impl Experiment {
         for (section, r) in [
             ("preprocess", self.preprocess.validate()),
             ("hvg", self.hvg.params().validate()),
+            ("annotation", self.annotation.validate()),
         ] {
             if let Err(Error::Param { name, what }) = r {
                 return Err(self.err(
                     &format!("{section}.{name}"),
-                    &name,
+                    name.rsplit('.').next().unwrap_or(&name),
                     what,
                     "set a value in the range above",
                 ));
