@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::csr::Csr;
 use crate::error::{Error, Result};
 use crate::loess;
+use crate::stats::median_skipna;
 
 /// HVG method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -302,20 +303,6 @@ fn mean_std_skipna(v: &[f64]) -> (f64, f64) {
         (m2 / (n - 1.0)).sqrt()
     };
     (sum / n, sd)
-}
-
-fn median_skipna(v: &[f64]) -> f64 {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 /// statsmodels `robust.mad`: median(|a - median(a)|) / Φ⁻¹(3/4); NaN if any value is NaN.

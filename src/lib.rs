@@ -30,6 +30,7 @@ pub mod reconstruct;
 pub mod report;
 pub mod reproduce;
 pub mod sentence;
+pub mod stats;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::csr::Csr;
 use crate::error::{Error, Result};
 use crate::sentence;
+pub use crate::stats::{average_ranks, pearson};
 
 /// Reconstruction model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -182,40 +183,6 @@ pub fn metrics(y: &[f64], pred: &[f64]) -> (f64, f64, f64) {
         pearson(y, pred),
         pearson(&average_ranks(y), &average_ranks(pred)),
     )
-}
-
-/// Pearson correlation (two-pass, f64).
-pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (dx, dy) = (x - ma, y - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa.sqrt() * sbb.sqrt())
-}
-
-/// 1-based ranks with ties given their average rank (scipy `rankdata(method="average")`).
-pub fn average_ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut ranks = vec![0f64; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i + 1;
-        while j < idx.len() && v[idx[j]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j + 1) as f64 / 2.0;
-        for &k in &idx[i..j] {
-            ranks[k] = avg;
-        }
-        i = j;
-    }
-    ranks
 }
 
 /// Samples cells, ranks them and fits: the whole reconstruction stage.

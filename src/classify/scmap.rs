@@ -13,6 +13,7 @@
 //!
 //! The scores are invariant to the log base, so log10 expression gives the same picks as scmap's
 //! log2 `logcounts`.
+use crate::stats::{average_ranks, median, pearson};
 use serde::{Deserialize, Serialize};
 
 /// The label of a cell scmap leaves unassigned.
@@ -97,53 +98,11 @@ pub fn select_features(rows: &[&[f32]], n_features: usize) -> Vec<usize> {
     keep
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Average ranks (1-based, ties share their mean rank), as R's `rank`.
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            r[k] = avg;
-        }
-        i = j + 1;
-    }
-    r
-}
-
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
     dot / (na * nb)
-}
-
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    sab / (saa * sbb).sqrt()
 }
 
 /// Index of the largest value (the first of equals, as R's `which.max`); NaN counts as −∞.
@@ -201,11 +160,12 @@ impl ScmapIndex {
     /// Per query row: the assigned class (an index into the caller's labels) and its similarity,
     /// or `None` when unassigned.
     pub fn predict(&self, x: &[&[f32]], c: &ScmapConfig) -> Vec<(Option<usize>, f64)> {
-        let centroid_ranks: Vec<Vec<f64>> = self.centroids.iter().map(|v| ranks(v)).collect();
+        let centroid_ranks: Vec<Vec<f64>> =
+            self.centroids.iter().map(|v| average_ranks(v)).collect();
         x.iter()
             .map(|r| {
                 let q: Vec<f64> = self.features.iter().map(|&j| r[j] as f64).collect();
-                let qr = ranks(&q);
+                let qr = average_ranks(&q);
                 let cos: Vec<f64> = self.centroids.iter().map(|m| cosine(&q, m)).collect();
                 let pea: Vec<f64> = self.centroids.iter().map(|m| pearson(&q, m)).collect();
                 let spe: Vec<f64> = centroid_ranks.iter().map(|m| pearson(&qr, m)).collect();
@@ -235,7 +195,10 @@ mod tests {
 
     #[test]
     fn ranks_average_ties() {
-        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
     }
 
     #[test]
