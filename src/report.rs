@@ -1,5 +1,4 @@
 //! Result tables and atomic file output.
-use std::io::Write;
 use std::path::Path;
 
 use polars::prelude::{AnyValue, Column, DataFrame, NamedFrom, Series};
@@ -30,30 +29,19 @@ pub fn sweep_temporaries(dir: &Path) -> usize {
     n
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename.
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory
+/// ([`crate::output::write_temp`]), then a rename.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&crate::output::tmp_prefix())
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    #[cfg(unix)]
-    {
-        // tempfile creates 0600; results are ordinary files
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(path, e))?;
-    }
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    let tmp = crate::output::write_temp(dir, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 /// A small string table rendered as CSV or Markdown.
