@@ -81,6 +81,24 @@ impl Table {
         }
         out
     }
+    /// Index of the column named `name`.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+    /// The cell of `row` in the column named `name` (empty when there is no such column).
+    pub fn cell<'a>(&self, row: &'a [String], name: &str) -> &'a str {
+        self.column(name)
+            .and_then(|i| row.get(i))
+            .map_or("", String::as_str)
+    }
+    /// The named columns, retitled: `(column, title)` pairs (a missing column stays empty).
+    pub fn select(&self, cols: &[(&str, &str)]) -> Table {
+        let mut t = Table::new(cols.iter().map(|(_, title)| *title));
+        for r in &self.rows {
+            t.push(cols.iter().map(|(c, _)| self.cell(r, c).to_string()));
+        }
+        t
+    }
     /// GitHub-flavoured Markdown table.
     pub fn to_markdown(&self) -> String {
         let mut out = format!(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::annotation::{self, Method};
 use super::lm_protocol::{LmProtocol, LmSource};
+use super::outputs::{names, Outputs};
 use super::{mode_label, Experiment, RunDataset, RunSummary};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -117,8 +118,7 @@ pub fn run(
             }
         }
     }
-    let mut files = Vec::new();
-    let mut specs = std::collections::BTreeMap::new();
+    let mut o = Outputs::new(out);
     let df = report::frame(vec![
         (
             "budget_steps",
@@ -155,11 +155,10 @@ pub fn run(
         ),
     ])?;
     let p = &e.annotation.pretrain.lm;
-    report::write_frame(&df, out, "scaling", &format!(
+    o.table(&df, names::SCALING, &format!(
         "# {} — language-model scaling\n\nOne cell-sentence LM ({} layers, hidden {}, heads {}, {} genes per sentence, batch {}, peak lr {}, cosine to {}×) pretrained for {} steps on every reachable dataset except the evaluated ones; each budget is a checkpoint of that one run (as Pythia publishes its checkpoints; the learning rate at a budget is the run's schedule there, not a finished cosine; budget 0 = the untrained initialisation). `val_loss`: next-gene cross-entropy on the corpus's held-out 5 %. Accuracy and macro-F1: the paper's MLP on the mean-pooled last hidden state, {}-fold.",
         e.name, p.layers, p.hidden, p.heads, p.max_genes, p.batch_size, p.lr, p.min_lr, p.steps, e.annotation.folds
     ))?;
-    files.extend(["scaling.csv".to_string(), "scaling.md".to_string()]);
     for d in datasets {
         let id = &d.entry.id;
         let mut series = Vec::new();
@@ -180,12 +179,8 @@ pub fn run(
             "macro-F1",
             &series,
         );
-        let stem = format!("scaling_{id}");
-        specs.insert(
-            stem.clone(),
-            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
-        );
-        files.push(format!("figures/{stem}.html"));
+        let stem = names::scaling_figure(id);
+        o.figure(&plot, &stem, &stem)?;
     }
     if let (true, Some(model)) = (s.layer_sweep, &largest) {
         let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
@@ -213,30 +208,21 @@ pub fn run(
                 Col::F64(rows.iter().map(|r| Some(r.3)).collect()),
             ),
         ])?;
-        report::write_frame(&df, out, "layers", &format!(
+        o.table(&df, names::LAYERS, &format!(
             "# {} — layer sweep of the {}-step model (full sentences)\n\nHidden state 0 = the token embeddings, i = the output of block i, the last = the final layer-normed output (the paper's embedding); each mean-pooled and scored by the MLP.",
             e.name, s.budgets.iter().max().expect("non-empty")
         ))?;
-        files.extend(["layers.csv".to_string(), "layers.md".to_string()]);
     }
     let index = format!(
         "# {}\n\n{}\n\n- [scaling](scaling.md) — validation loss and annotation by budget\n{}",
         e.name,
         e.description,
-        if files.iter().any(|f| f == "layers.md") {
+        if o.files().contains(&names::md(names::LAYERS)) {
             "- [layers](layers.md) — every hidden state of the largest model\n"
         } else {
             ""
         }
     );
-    report::write_atomic(out.join("index.md"), index.as_bytes())?;
-    files.push("index.md".into());
-    Ok(RunSummary {
-        out: out.into(),
-        files,
-        hits: 0,
-        computed: 0,
-        skipped: Vec::new(),
-        specs,
-    })
+    o.text(names::INDEX, &index)?;
+    Ok(o.finish(Vec::new()))
 }

@@ -7,6 +7,7 @@
 pub mod annotation;
 pub mod lm_protocol;
 pub mod lm_scaling;
+pub mod outputs;
 pub mod pretrain;
 pub mod reconstruction;
 pub mod sweep;
@@ -434,8 +435,22 @@ pub struct RunSummary {
     pub computed: usize,
     /// Datasets skipped, with the reason.
     pub skipped: Vec<String>,
+    /// Every table as written (CSV cells), by file stem ([`outputs::names`]).
+    pub tables: BTreeMap<String, report::Table>,
     /// Every figure's JSON spec, by file stem.
     pub specs: BTreeMap<String, serde_json::Value>,
+}
+
+impl RunSummary {
+    /// The table the run wrote as `stem`.
+    pub fn table(&self, stem: &str) -> Result<&report::Table> {
+        self.tables.get(stem).ok_or_else(|| {
+            Error::param(
+                "results",
+                format!("the run of {} wrote no `{stem}` table", self.out.display()),
+            )
+        })
+    }
 }
 
 /// Resolves the experiment's datasets (`available` expands to every dataset found).

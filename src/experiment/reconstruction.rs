@@ -3,12 +3,13 @@
 //! Per dataset: QC + normalize + log (cached as the kept-cell/gene counts and the HVG list), then
 //! per sentence mode and model a cached reconstruction record (metrics plus a small seeded sample
 //! of points for the figure). Tables and figures are rebuilt from the records on every run.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::outputs::{names, Outputs};
 use super::{mode_label, Experiment, RunDataset, RunSummary};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -304,7 +305,7 @@ pub fn run(
             Err(err) => return Err(err),
         }
     }
-    let mut files = Vec::new();
+    let mut o = Outputs::new(out);
 
     // datasets table
     let n = all.len();
@@ -367,11 +368,10 @@ pub fn run(
             ),
         ),
     ])?;
-    report::write_frame(&df, out, "datasets", &format!(
+    o.table(&df, names::DATASETS, &format!(
         "# Datasets of `{}`\n\n{}; HVG {} n_top {} on {} data. Sentence length = mean non-zero genes per sampled cell.",
         e.name, preprocess_text(&e.preprocess), serde_json::to_string(&e.hvg.flavor).unwrap_or_default().trim_matches('"'), e.hvg.n_top_genes, serde_json::to_string(&e.hvg.on).unwrap_or_default().trim_matches('"')
     ))?;
-    files.extend(["datasets.csv".to_string(), "datasets.md".to_string()]);
 
     // per-dataset reconstruction table
     let rows: Vec<(&RunDataset, &RecRecord)> = all
@@ -448,14 +448,10 @@ pub fn run(
             Col::Str(rows.iter().map(|(d, _)| Some(role(d, reported))).collect()),
         ),
     ])?;
-    report::write_frame(&df, out, "reconstruction", &format!(
+    o.table(&df, names::RECONSTRUCTION, &format!(
         "# Reconstruction per dataset (Figures II–VII)\n\nExpression reconstructed from log10(1 + rank) on {} seeded sampled cells (seed {}); `c2s` = Cell2Sentence's global line (what produced the paper's numbers), `per-gene` = the paper's equation (1). Paper values are shown for `c2s` rows of datasets that stand in for one of the paper's; diff = ours − paper.",
         match e.reconstruction.cells { super::CellCount::N(k) => k.to_string(), super::CellCount::All => "all".into() }, e.seed
     ))?;
-    files.extend([
-        "reconstruction.csv".to_string(),
-        "reconstruction.md".to_string(),
-    ]);
 
     // Table I: means over our datasets
     let mut t_rows: Vec<(GeneSet, RecModel, RecMetrics, usize)> = Vec::new();
@@ -538,20 +534,17 @@ pub fn run(
         ("diff_spearman", td(|m| m.spearman)),
     ])?;
     let ids: Vec<String> = all.iter().map(|(d, _, _)| d.entry.id.clone()).collect();
-    report::write_frame(&df, out, "table_I", &format!(
+    o.table(&df, names::TABLE_I, &format!(
         "# Table I — mean reconstruction quality, full vs HVG sentences\n\nOurs: mean over {n} datasets ({}); the paper: mean over Liver, Skin and Pancreas (CellFM curation, not available here), so the comparison is of the protocol, not the data. Cell2Sentence's own PBMC figures, quoted by the paper: R² {}, Spearman {}.",
         ids.join(", "), reported.c2s_original_pbmc.0, reported.c2s_original_pbmc.1
     ))?;
-    files.extend(["table_I.csv".to_string(), "table_I.md".to_string()]);
 
     // figures
-    let fig_dir = out.join("figures");
-    let mut specs = BTreeMap::new();
     for (d, r) in rows
         .iter()
         .filter(|(_, r)| r.model == e.reconstruction.models[0])
     {
-        let stem = format!("reconstruction_{}_{}", d.entry.id, mode_label(r.mode));
+        let stem = names::reconstruction_figure(&d.entry.id, r.mode);
         let stands = d
             .paper
             .as_ref()
@@ -561,8 +554,7 @@ pub fn run(
             d.entry.id, mode_label(r.mode), r.r2, r.pearson, r.spearman, model_label(r.model), r.n_cells
         );
         let plot = figure::scatter_true_vs_pred(&title, &r.fig_true, &r.fig_pred);
-        specs.insert(stem.clone(), figure::write(&plot, &fig_dir, &stem, &title)?);
-        files.push(format!("figures/{stem}.html"));
+        o.figure(&plot, &stem, &title)?;
     }
     let cats: Vec<String> = ["R²", "Pearson", "Spearman"]
         .iter()
@@ -589,15 +581,11 @@ pub fn run(
     }
     let title = format!("Table I: mean reconstruction, ours over {n} datasets vs the paper");
     let plot = figure::grouped_bars(&title, "mean over datasets", &cats, &series);
-    specs.insert(
-        "table_I".to_string(),
-        figure::write(&plot, &fig_dir, "table_I", &title)?,
-    );
-    files.push("figures/table_I.html".to_string());
+    o.figure(&plot, names::TABLE_I, &title)?;
 
     // index
     let mut idx = format!("# {}\n\n{}\n\nTables: [Table I](table_I.md), [per dataset](reconstruction.md), [datasets](datasets.md).\n\nFigures:\n", e.name, e.description);
-    for f in files.iter().filter(|f| f.ends_with(".html")) {
+    for f in o.files().iter().filter(|f| f.ends_with(".html")) {
         idx.push_str(&format!("- [{f}]({f})\n"));
     }
     if !skipped.is_empty() {
@@ -606,14 +594,6 @@ pub fn run(
             idx.push_str(&format!("- {s}\n"));
         }
     }
-    report::write_atomic(out.join("index.md"), idx.as_bytes())?;
-    files.push("index.md".into());
-    Ok(RunSummary {
-        out: out.to_path_buf(),
-        files,
-        hits: 0, // filled in from the cache by `experiment::run`
-        computed: 0,
-        skipped,
-        specs,
-    })
+    o.text(names::INDEX, &idx)?;
+    Ok(o.finish(skipped))
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::outputs::{names, Outputs};
 use super::{CellCount, Experiment, RunDataset, RunSummary};
 use crate::cache::Cache;
 use crate::classify::{self, Classifier, SvmConfig};
@@ -438,42 +439,32 @@ pub fn run(
         ("macro_f1_sd", f(|p| p.macro_f1_sd)),
     ])?;
     let s = &e.sweep;
-    report::write_frame(&df, out, "sweep", &format!(
+    let mut o = Outputs::new(out);
+    o.table(&df, names::SWEEP, &format!(
         "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data), sentences of those genes; `all genes` = the full sentence. Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.",
         match s.cells { CellCount::N(k) => k.to_string(), CellCount::All => "all".into() }, e.seed, s.svm.c, s.folds
     ))?;
-    let mut files = vec!["sweep.csv".to_string(), "sweep.md".to_string()];
-    let mut specs = std::collections::BTreeMap::new();
     let mut ids: Vec<String> = pts.iter().map(|p| p.dataset.clone()).collect();
     ids.dedup();
     let mut index = format!("# {}\n\n{}\n\n- [table](sweep.md)\n", e.name, e.description);
     for id in &ids {
         let sel: Vec<SweepPoint> = pts.iter().filter(|p| &p.dataset == id).cloned().collect();
-        let stem = format!("sweep_{id}");
+        let stem = names::sweep_figure(id);
         let plot = sweep_figure(
             &format!("HVG sweep — {id}: reconstruction and annotation against sentence length"),
             &sel,
         );
-        specs.insert(
-            stem.clone(),
-            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
-        );
-        let svg = sweep_svg(&format!("HVG sweep — {id}"), &sel)?;
-        report::write_atomic(out.join(format!("figures/{stem}.svg")), svg.as_bytes())?;
-        files.push(format!("figures/{stem}.html"));
-        files.push(format!("figures/{stem}.svg"));
+        o.figure(&plot, &stem, &stem)?;
+        o.text(
+            &names::svg(&stem),
+            &sweep_svg(&format!("HVG sweep — {id}"), &sel)?,
+        )?;
         index.push_str(&format!(
-            "- [{id} figure](figures/{stem}.html) ([static SVG](figures/{stem}.svg))\n"
+            "- [{id} figure]({}) ([static SVG]({}))\n",
+            names::html(&stem),
+            names::svg(&stem)
         ));
     }
-    report::write_atomic(out.join("index.md"), index.as_bytes())?;
-    files.push("index.md".into());
-    Ok(RunSummary {
-        out: out.into(),
-        files,
-        hits: 0, // filled in from the cache by `experiment::run`
-        computed: 0,
-        skipped: vec![],
-        specs,
-    })
+    o.text(names::INDEX, &index)?;
+    Ok(o.finish(Vec::new()))
 }

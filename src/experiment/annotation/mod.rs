@@ -9,13 +9,13 @@
 //!
 //! `config` holds the file's `annotation:` section, `stages` the cached per-dataset evaluations
 //! (features, LM rows, splits), this module the tables and figures.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::cache::Cache;
 use crate::classify::metrics;
 use crate::error::{Error, Result};
 use crate::experiment::lm_protocol::{LmProtocol, LmSource};
+use crate::experiment::outputs::{names, Outputs};
 use crate::experiment::{mode_label, Experiment, RunDataset, RunSummary};
 use crate::figure;
 use crate::lm::{self};
@@ -125,8 +125,7 @@ pub fn run(
             }
         }
     }
-    let mut files = Vec::new();
-    let mut specs = BTreeMap::new();
+    let mut o = Outputs::new(out);
     let split_name = match a.split {
         SplitKind::Kfold => format!("stratified {}-fold", a.folds),
         SplitKind::Batch => "leave one batch out".to_string(),
@@ -251,11 +250,10 @@ pub fn run(
         .map(|h| format!("{h}-BN-GELU-Drop{}", a.mlp.dropout))
         .collect::<Vec<_>>()
         .join(", ");
-    report::write_frame(&df, out, "annotation", &format!(
+    o.table(&df, names::ANNOTATION, &format!(
         "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP ({mlp_shape}, Adam {:e}, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
         e.name, a.max_genes, a.mlp.lr, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
     ))?;
-    files.extend(["annotation.csv".to_string(), "annotation.md".to_string()]);
 
     // the paper's quoted rows
     let (names, accs, f1s): (Vec<String>, Vec<Option<f64>>, Vec<Option<f64>>) = match a.split {
@@ -284,10 +282,9 @@ pub fn run(
                 Col::Str(names.iter().map(|_| Some("reported".to_string())).collect()),
             ),
         ])?;
-        report::write_frame(
+        o.table(
             &df,
-            out,
-            "reported",
+            names::REPORTED,
             "# The paper's Figure IX (Pancreas, intra-dataset), as reported",
         )?;
     } else {
@@ -329,9 +326,8 @@ pub fn run(
             ));
         }
         let df = report::frame(cols)?;
-        report::write_frame(&df, out, "reported", "# The paper's Figures X (accuracy) and XI (macro-F1), leave one batch out, as reported")?;
+        o.table(&df, names::REPORTED, "# The paper's Figures X (accuracy) and XI (macro-F1), leave one batch out, as reported")?;
     }
-    files.extend(["reported.csv".to_string(), "reported.md".to_string()]);
 
     // per dataset: per-class F1 table, bar chart, confusion matrix of the first row
     let mut ids: Vec<String> = rows.iter().map(|r| r.dataset.clone()).collect();
@@ -384,9 +380,7 @@ pub fn run(
             ));
         }
         let df = report::frame(cols)?;
-        let stem = format!("per_class_{id}");
-        report::write_frame(&df, out, &stem, &format!("# Per-class F1 on {id} (all test predictions pooled), by method\n\nThe paper attributes the HVG sentences' lower macro-F1 to minority classes: compare the rows with small support."))?;
-        files.extend([format!("{stem}.csv"), format!("{stem}.md")]);
+        o.table(&df, &names::per_class(id), &format!("# Per-class F1 on {id} (all test predictions pooled), by method\n\nThe paper attributes the HVG sentences' lower macro-F1 to minority classes: compare the rows with small support."))?;
 
         let cats: Vec<String> = rs
             .iter()
@@ -432,12 +426,8 @@ pub fn run(
             &cats,
             &series,
         );
-        let stem = format!("annotation_{id}");
-        specs.insert(
-            stem.clone(),
-            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
-        );
-        files.push(format!("figures/{stem}.html"));
+        let stem = names::annotation_figure(id);
+        o.figure(&plot, &stem, &stem)?;
 
         let r0 = rs[0];
         let truth: Vec<String> = r0
@@ -459,12 +449,8 @@ pub fn run(
             &cl,
             &m,
         );
-        let stem = format!("confusion_{id}");
-        specs.insert(
-            stem.clone(),
-            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
-        );
-        files.push(format!("figures/{stem}.html"));
+        let stem = names::confusion_figure(id);
+        o.figure(&plot, &stem, &stem)?;
     }
     // loss curves of the LMs trained in this run (each model once)
     let mut drawn: Vec<&PathBuf> = Vec::new();
@@ -508,15 +494,16 @@ pub fn run(
             &train,
             &val,
         );
-        specs.insert(
-            stem.clone(),
-            figure::write(&plot, &out.join("figures"), &stem, &stem)?,
-        );
-        files.push(format!("figures/{stem}.html"));
+        o.figure(&plot, &stem, &stem)?;
     }
     let mut index = format!("# {}\n\n{}\n\n- [annotation](annotation.md) — ours beside the paper\n- [reported](reported.md) — the paper's quoted rows\n", e.name, e.description);
     for id in &ids {
-        index.push_str(&format!("- {id}: [per-class F1](per_class_{id}.md), [bar chart](figures/annotation_{id}.html), [confusion](figures/confusion_{id}.html)\n"));
+        index.push_str(&format!(
+            "- {id}: [per-class F1]({}), [bar chart]({}), [confusion]({})\n",
+            names::md(&names::per_class(id)),
+            names::html(&names::annotation_figure(id)),
+            names::html(&names::confusion_figure(id))
+        ));
     }
     if !skipped.is_empty() {
         index.push_str("\nSkipped:\n");
@@ -524,14 +511,6 @@ pub fn run(
             index.push_str(&format!("- {s}\n"));
         }
     }
-    report::write_atomic(out.join("index.md"), index.as_bytes())?;
-    files.push("index.md".into());
-    Ok(RunSummary {
-        out: out.into(),
-        files,
-        hits: 0, // filled in from the cache by `experiment::run`
-        computed: 0,
-        skipped,
-        specs,
-    })
+    o.text(names::INDEX, &index)?;
+    Ok(o.finish(skipped))
 }
