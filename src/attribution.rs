@@ -13,12 +13,26 @@ use crate::error::{Error, Result};
 use crate::lm::{resolve_layer, GptNeox};
 
 /// Attribution method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Gradient × input (one backward pass per batch).
+    #[strum(to_string = "grad_input", serialize = "grad-input")]
     GradInput,
     /// Integrated gradients from zero embeddings (`steps` backward passes per batch).
+    #[strum(to_string = "integrated_gradients", serialize = "integrated-gradients")]
     IntegratedGradients,
 }
 

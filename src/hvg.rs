@@ -15,17 +15,29 @@ use crate::loess;
 use crate::stats::median_skipna;
 
 /// HVG method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Flavor {
     /// Seurat (v1/v2) dispersion, 20 equal-width mean bins; expects log data.
     Seurat,
     /// Cell Ranger dispersion, percentile bins, median/MAD; expects log data.
-    #[value(alias = "cell_ranger")]
+    #[strum(to_string = "cell_ranger", serialize = "cell-ranger")]
     CellRanger,
     /// Seurat v3 normalized variance with LOESS (span 0.3); expects counts.
     #[serde(rename = "seurat_v3")]
-    #[value(name = "seurat_v3")]
+    #[strum(to_string = "seurat_v3", serialize = "seurat-v3")]
     SeuratV3,
 }
 

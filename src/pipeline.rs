@@ -9,7 +9,19 @@ use crate::preprocess::{self, PreprocessParams, QcReport};
 use crate::sentence::{self, GeneSet, SentenceParams};
 
 /// Which matrix HVG selection runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum HvgInput {
     /// The log-normalized matrix (the paper ran seurat_v3 on it; textbook for seurat/cell_ranger).

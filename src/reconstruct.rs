@@ -21,12 +21,25 @@ use crate::sentence;
 pub use crate::stats::{average_ranks, pearson};
 
 /// Reconstruction model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 #[serde(rename_all = "kebab-case")]
 pub enum RecModel {
     /// Cell2Sentence's global log-rank line.
     C2s,
     /// One line per gene (the paper's equation 1).
+    #[strum(to_string = "per-gene", serialize = "per_gene")]
     PerGene,
 }
 

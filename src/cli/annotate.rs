@@ -268,7 +268,7 @@ pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
             ..SvmConfig::default()
         }),
     };
-    let (device, _) = crate::lm::device_and_kind(a.cuda, "f32")?;
+    let (device, _) = crate::lm::device_and_kind(a.cuda, crate::lm::Precision::F32)?;
     let ev = classify::evaluate(&x, &labels, &folds, &classifier, device)?;
     let staged = crate::output::StagedDir::new(&a.out)?;
     write_evaluation(staged.path(), &cells, &ev)?;

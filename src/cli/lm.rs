@@ -3,6 +3,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::domain;
+
 use super::{prepared_sentences, print_out, DataDirArgs, InputArgs, PrepArgs};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -22,7 +24,7 @@ use crate::sentence::{GeneSet, SentenceParams};
 #[derive(Debug, Args)]
 pub struct SentenceSource {
     /// Genes that enter the sentences.
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_parser = domain::choice::<GeneSet>(), default_value = "all")]
     pub genes: GeneSet,
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
     #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
@@ -81,7 +83,7 @@ pub struct EmbedArgs {
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub layer: i64,
     /// Pooling over the prompt's tokens (mean: the paper's).
-    #[arg(long, value_enum, default_value_t = lm::Pool::Mean)]
+    #[arg(long, value_parser = domain::choice::<lm::Pool>(), default_value_t = lm::Pool::Mean)]
     pub pool: lm::Pool,
     #[command(flatten)]
     pub run: RunDevice,
@@ -100,8 +102,8 @@ pub struct RunDevice {
     #[arg(long)]
     pub cuda: bool,
     /// Parameter precision: f32, or bf16/f16 on CUDA.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, value_parser = domain::choice::<lm::Precision>(), default_value = "f32")]
+    pub dtype: lm::Precision,
     /// Most tokens (batch × padded length) per forward pass.
     #[arg(long, default_value_t = 8192, value_parser = super::domain::count())]
     pub batch_tokens: usize,
@@ -287,7 +289,7 @@ pub fn embed_cached(
     (layer, pool): (i64, lm::Pool),
     label: &str,
 ) -> Result<Matrix> {
-    let (device, kind) = lm::device_and_kind(run.cuda, &run.dtype)?;
+    let (device, kind) = lm::device_and_kind(run.cuda, run.dtype)?;
     let model_digest = cache.file_digest(model)?;
     let texts_digest = crate::cache::sha256_hex(texts.join("\u{1e}").as_bytes());
     let inputs = (
@@ -419,7 +421,7 @@ pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
     let cfg: TrainConfig = serde_json::from_str(&a.config)
         .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
     let (_, words) = sentence_words(&a.input, &a.source, Some(cfg.max_genes))?;
-    let (device, _) = lm::device_and_kind(a.cuda, "f32")?;
+    let (device, _) = lm::device_and_kind(a.cuda, lm::Precision::F32)?;
     let what = format!("{} ({:?} sentences)", a.input, a.source.genes);
     // the loss figure is committed with the model, as one folder
     let fig = |_: usize, _: usize, log: &[lm::LogRow]| {
@@ -460,7 +462,7 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
         ..Default::default()
     };
     let dirs = crate::data::corpus_data_dirs(a.dirs.data_dir.as_deref());
-    let (device, _) = lm::device_and_kind(a.cuda, "f32")?;
+    let (device, _) = lm::device_and_kind(a.cuda, lm::Precision::F32)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let cache = Cache::new(&a.cache, false).quiet(true);
     let (r, corpus) = crate::experiment::pretrain::pretrain(
@@ -532,7 +534,7 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
         .collect();
     write_atomic(&prompts, (lines.join("\n") + "\n").as_bytes())?;
 
-    let (device, kind) = lm::device_and_kind(a.run.cuda, &a.run.dtype)?;
+    let (device, kind) = lm::device_and_kind(a.run.cuda, a.run.dtype)?;
     let threads = tch::get_num_threads();
     let ck = lm::load(&a.model, device, kind)?;
     let ids = ck.tokenizer.encode_batch(&texts)?;
@@ -569,7 +571,11 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
             .args(["--attn", attn, "--batch", &a.hf_batch.to_string()])
             .args(["--threads", &threads.to_string()])
             .args(if a.run.cuda {
-                vec!["--cuda", "--dtype", a.run.dtype.as_str()]
+                vec![
+                    "--cuda".to_string(),
+                    "--dtype".to_string(),
+                    a.run.dtype.to_string(),
+                ]
             } else {
                 vec![]
             })

@@ -141,13 +141,13 @@ pub struct PrepArgs {
     #[arg(long)]
     pub no_preprocess: bool,
     /// HVG flavor (default: seurat_v3 on log10 data, as the paper ran it).
-    #[arg(long, value_enum, default_value = "seurat_v3")]
+    #[arg(long, value_parser = domain::choice::<Flavor>(), default_value = "seurat_v3")]
     pub flavor: Flavor,
     /// Number of highly variable genes.
     #[arg(long, default_value_t = 2000)]
     pub n_top: usize,
     /// Matrix the HVG method reads: log (paper) or counts (textbook seurat_v3).
-    #[arg(long, value_enum, default_value = "log")]
+    #[arg(long, value_parser = domain::choice::<HvgInput>(), default_value = "log")]
     pub on: HvgInput,
     /// obs column with batches (scanpy's batch_key).
     #[arg(long)]
@@ -171,7 +171,7 @@ pub struct SentenceArgs {
     #[command(flatten)]
     pub prep: PrepArgs,
     /// Genes that enter the sentences.
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_parser = domain::choice::<GeneSet>(), default_value = "all")]
     pub genes: GeneSet,
     /// Keep only the first N genes of each sentence (the C2S model uses 200).
     #[arg(long, value_parser = self::domain::count())]
@@ -189,16 +189,16 @@ pub struct ReconstructArgs {
     #[command(flatten)]
     pub prep: PrepArgs,
     /// Genes that enter the sentences (HVG: ranks within the HVG set).
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_parser = domain::choice::<GeneSet>(), default_value = "all")]
     pub genes: GeneSet,
     /// Number of sampled cells, or `all`.
     #[arg(long, default_value = "1024")]
-    pub cells: String,
+    pub cells: crate::experiment::CellCount,
     /// Seed of the cell sample.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Model: Cell2Sentence's global line or one line per gene (the paper's equation 1).
-    #[arg(long, value_enum, default_value = "c2s")]
+    #[arg(long, value_parser = domain::choice::<crate::reconstruct::RecModel>(), default_value = "c2s")]
     pub model: crate::reconstruct::RecModel,
 }
 
@@ -429,23 +429,7 @@ fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
         }
     };
     let n = x.n_rows;
-    let k = if a.cells == "all" {
-        n
-    } else {
-        match a.cells.parse::<usize>() {
-            Ok(k) if k > 0 => k,
-            _ => {
-                return Err(Error::param(
-                    "cells",
-                    format!(
-                        "`{}` is not a positive number of cells or `all`; use e.g. --cells 1024",
-                        a.cells
-                    ),
-                ))
-            }
-        }
-    };
-    let cells = reconstruct::sample_cells(n, k, a.seed);
+    let cells = reconstruct::sample_cells(n, a.cells.of(n), a.seed);
     let r = reconstruct::reconstruct(&x, &cells, a.model, crate::sentence::C2S_TIE_SEED)?;
     let js = serde_json::json!({"r2": r.r2, "pearson": r.pearson, "spearman": r.spearman, "n_cells": r.n_cells, "n_entries": r.n_entries});
     print_out(&format!("{js}\n"))
@@ -541,7 +525,56 @@ fn cmd_env() -> Result<()> {
 
 /// Option parsers that hold values to their domain at the command line (clap names the option).
 pub mod domain {
-    use clap::builder::TypedValueParser;
+    use clap::builder::{PossibleValue, TypedValueParser};
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+    /// One of a library enum's names (its `FromStr`, aliases included); `--help` lists the
+    /// canonical names. The library's enums know their names; clap only asks them.
+    pub fn choice<T>() -> Choice<T> {
+        Choice(std::marker::PhantomData)
+    }
+
+    /// The parser [`choice`] returns.
+    pub struct Choice<T>(std::marker::PhantomData<fn() -> T>);
+
+    impl<T> Clone for Choice<T> {
+        fn clone(&self) -> Self {
+            Choice(std::marker::PhantomData)
+        }
+    }
+
+    impl<T> TypedValueParser for Choice<T>
+    where
+        T: std::str::FromStr + strum::VariantNames + Clone + Send + Sync + 'static,
+    {
+        type Value = T;
+
+        fn parse_ref(
+            &self,
+            cmd: &clap::Command,
+            arg: Option<&clap::Arg>,
+            value: &std::ffi::OsStr,
+        ) -> Result<T, clap::Error> {
+            let s = value.to_string_lossy();
+            s.parse::<T>().map_err(|_| {
+                let mut err = clap::Error::new(ErrorKind::InvalidValue).with_cmd(cmd);
+                if let Some(a) = arg {
+                    err.insert(ContextKind::InvalidArg, ContextValue::String(a.to_string()));
+                }
+                err.insert(
+                    ContextKind::InvalidValue,
+                    ContextValue::String(s.to_string()),
+                );
+                let valid = T::VARIANTS.iter().map(|v| v.to_string()).collect();
+                err.insert(ContextKind::ValidValue, ContextValue::Strings(valid));
+                err
+            })
+        }
+
+        fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+            Some(Box::new(T::VARIANTS.iter().map(|v| PossibleValue::new(*v))))
+        }
+    }
 
     /// A whole number ≥ `min`.
     pub fn at_least(min: usize, what: &'static str) -> impl TypedValueParser<Value = usize> {

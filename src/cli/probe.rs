@@ -3,6 +3,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::domain;
+
 use super::annotate::ClassifierArg;
 use super::lm::SentenceSource;
 use super::{prepared_sentences, print_out, InputArgs};
@@ -34,7 +36,7 @@ pub struct ProbeArgs {
     pub folds: usize,
     #[arg(long, value_enum, default_value = "mlp")]
     pub classifier: ClassifierArg,
-    #[arg(long, value_enum, default_value_t = lm::Pool::Mean)]
+    #[arg(long, value_parser = domain::choice::<lm::Pool>(), default_value_t = lm::Pool::Mean)]
     pub pool: lm::Pool,
     /// Seed of the folds.
     #[arg(long, default_value_t = 0)]
@@ -209,7 +211,7 @@ pub struct AttributeArgs {
     /// obs column with the cell types (default: the dataset's known one, else `cell_type`).
     #[arg(long)]
     pub label_key: Option<String>,
-    #[arg(long, value_enum, default_value = "grad-input")]
+    #[arg(long, value_parser = domain::choice::<crate::attribution::Method>(), default_value = "grad_input")]
     pub method: crate::attribution::Method,
     /// Steps of integrated gradients.
     #[arg(long, default_value_t = 16, value_parser = super::domain::count())]

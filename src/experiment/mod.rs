@@ -5,6 +5,7 @@
 //! resolves the datasets, runs every stage through the content-hash [`Cache`], and writes the
 //! tables and figures to `results/<name>/` atomically.
 pub mod annotation;
+pub mod context;
 pub mod lm_protocol;
 pub mod lm_scaling;
 pub mod outputs;
@@ -119,6 +120,22 @@ impl CellCount {
     }
 }
 
+impl std::str::FromStr for CellCount {
+    type Err = String;
+    /// A positive whole number, or `all` (the one parser of the CLI and experiment files).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "all" => Ok(CellCount::All),
+            t => match t.parse::<usize>() {
+                Ok(k) if k > 0 => Ok(CellCount::N(k)),
+                _ => Err(format!(
+                    "`{s}` is not a positive number of cells or `all`; write e.g. 1024"
+                )),
+            },
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for CellCount {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct V;
@@ -128,27 +145,13 @@ impl<'de> Deserialize<'de> for CellCount {
                 f.write_str("a positive number of cells or `all`")
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<CellCount, E> {
-                if v == 0 {
-                    return Err(E::custom("cells must be positive (or `all`)"));
-                }
-                Ok(CellCount::N(v as usize))
+                v.to_string().parse().map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<CellCount, E> {
-                if v <= 0 {
-                    return Err(E::custom(format!(
-                        "cells must be positive (or `all`), got {v}"
-                    )));
-                }
-                Ok(CellCount::N(v as usize))
+                v.to_string().parse().map_err(E::custom)
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<CellCount, E> {
-                if v == "all" {
-                    Ok(CellCount::All)
-                } else {
-                    Err(E::custom(format!(
-                        "`{v}` is not a number of cells; write a positive integer or `all`"
-                    )))
-                }
+                v.parse().map_err(E::custom)
             }
         }
         d.deserialize_any(V)

@@ -9,13 +9,13 @@ use std::path::Path;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::context::{for_each_dataset, DatasetContext};
 use super::outputs::{names, Outputs};
 use super::{mode_label, Experiment, RunDataset, RunSummary};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::figure;
 use crate::paper::{RecMetrics, Reported};
-use crate::pipeline::{self, Prepared};
 use crate::reconstruct::{self, RankedEntries, RecModel};
 use crate::report::{self, Col};
 use crate::sentence::GeneSet;
@@ -64,48 +64,18 @@ pub struct RecRecord {
     pub fig_pred: Vec<f64>,
 }
 
-fn model_label(m: RecModel) -> &'static str {
-    match m {
-        RecModel::C2s => "c2s",
-        RecModel::PerGene => "per-gene",
-    }
-}
-
-/// Lazily prepared data of one dataset.
+/// A dataset of the run and its ranked entries per sentence mode, made on first use.
 struct Lazy<'a> {
-    d: &'a RunDataset,
-    e: &'a Experiment,
-    quiet: bool,
-    prepared: Option<Prepared>,
+    data: DatasetContext<'a>,
     entries: HashMap<GeneSet, RankedEntries>,
 }
 
 impl Lazy<'_> {
-    fn prepared(&mut self) -> Result<&Prepared> {
-        if self.prepared.is_none() {
-            if !self.quiet {
-                eprintln!("[run] reading {}", self.d.entry.path.display());
-            }
-            let ds = self.d.entry.load(!self.quiet)?;
-            let keep_counts = self.e.hvg.on == pipeline::HvgInput::Counts;
-            let p = pipeline::prepare(
-                ds,
-                self.d.entry.counts.then_some(&self.e.preprocess),
-                keep_counts,
-            )?;
-            self.prepared = Some(p);
-        }
-        Ok(self.prepared.as_ref().expect("prepared above"))
-    }
-
     fn entries(&mut self, mode: GeneSet, sel: &Selection) -> Result<&RankedEntries> {
         if !self.entries.contains_key(&mode) {
-            let (seed, k, tie) = (
-                self.e.seed,
-                self.e.reconstruction.cells,
-                self.e.sentences.tie_seed,
-            );
-            let p = self.prepared()?;
+            let e = self.data.experiment;
+            let (seed, k, tie) = (e.seed, e.reconstruction.cells, e.sentences.tie_seed);
+            let p = self.data.prepared()?;
             let x = match mode {
                 GeneSet::All => p.data.x.clone(),
                 GeneSet::Hvg => {
@@ -128,7 +98,7 @@ impl Lazy<'_> {
             if cells.is_empty() {
                 return Err(Error::param(
                     "cells",
-                    format!("{}: no cells left after QC", self.d.entry.id),
+                    format!("{}: no cells left after QC", self.data.id()),
                 ));
             }
             self.entries
@@ -164,25 +134,17 @@ fn dataset_records(
         &e.hvg,
     );
     let mut lazy = Lazy {
-        d,
-        e,
-        quiet,
-        prepared: None,
+        data: DatasetContext::new(e, d, quiet),
         entries: HashMap::new(),
     };
     let id = d.entry.id.clone();
     let (sel, _) = cache.json("selection", &id, &sel_inputs, || {
-        let p = lazy.prepared()?;
-        let h = pipeline::select_hvg(p, &e.hvg.params(), e.hvg.on, None)?;
+        let (p, hvg) = lazy.data.hvg()?;
         Ok(Selection {
             cells_in: p.report.as_ref().map_or(p.data.n_cells(), |r| r.cells_in),
             cells_kept: p.data.n_cells(),
             genes_kept: p.data.n_genes(),
-            hvg: h
-                .indices()
-                .iter()
-                .map(|&j| p.data.genes[j].clone())
-                .collect(),
+            hvg: hvg.iter().map(|&j| p.data.genes[j].clone()).collect(),
         })
     })?;
     let sel_key = Cache::key("selection", &sel_inputs);
@@ -199,7 +161,7 @@ fn dataset_records(
                 model,
                 r.figure_points,
             );
-            let label = format!("{id} {} {}", mode_label(mode), model_label(model));
+            let label = format!("{id} {} {}", mode_label(mode), model);
             let (rec, _) = cache.json("reconstruction", &label, &inputs, || {
                 let entries = lazy.entries(mode, &sel)?;
                 let res = reconstruct::fit_predict(entries, model, reconstruct::BASE10_THRESHOLD)?;
@@ -283,28 +245,9 @@ pub fn run(
     out: &Path,
     quiet: bool,
 ) -> Result<RunSummary> {
-    let mut all: Vec<(&RunDataset, Selection, Vec<RecRecord>)> = Vec::new();
-    let mut skipped = Vec::new();
-    for d in datasets {
-        let r = dataset_records(e, d, cache, quiet).map_err(|err| Error::InExperiment {
-            file: e.file.clone(),
-            dataset: d.entry.id.clone(),
-            source: Box::new(err),
-        });
-        match r {
-            Ok((s, r)) => all.push((d, s, r)),
-            // a dataset the stage cannot use (e.g. fewer genes than HVG needs) is skipped with the
-            // reason when the file asked for every available dataset; named datasets must work
-            Err(err)
-                if e.datasets.iter().any(|x| x == "available")
-                    && !e.datasets.contains(&d.entry.id) =>
-            {
-                eprintln!("[run] skipping {}: {err}", d.entry.id);
-                skipped.push(format!("{}: {err}", d.entry.id));
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    let (done, skipped) = for_each_dataset(e, datasets, |d| dataset_records(e, d, cache, quiet))?;
+    let all: Vec<(&RunDataset, Selection, Vec<RecRecord>)> =
+        done.into_iter().map(|(d, (s, r))| (d, s, r)).collect();
     let mut o = Outputs::new(out);
 
     // datasets table
@@ -420,7 +363,7 @@ pub fn run(
             "model",
             Col::Str(
                 rows.iter()
-                    .map(|(_, r)| Some(model_label(r.model).to_string()))
+                    .map(|(_, r)| Some(r.model.to_string()))
                     .collect(),
             ),
         ),
@@ -515,7 +458,7 @@ pub fn run(
             Col::Str(
                 t_rows
                     .iter()
-                    .map(|(_, m, _, _)| Some(model_label(*m).to_string()))
+                    .map(|(_, m, _, _)| Some(m.to_string()))
                     .collect(),
             ),
         ),
@@ -551,7 +494,7 @@ pub fn run(
             .map_or(String::new(), |p| format!(" (for the paper's {p})"));
         let title = format!(
             "{}{stands}, {} sentences: R² {:.3}, Pearson {:.3}, Spearman {:.3} ({} model, {} cells)",
-            d.entry.id, mode_label(r.mode), r.r2, r.pearson, r.spearman, model_label(r.model), r.n_cells
+            d.entry.id, mode_label(r.mode), r.r2, r.pearson, r.spearman, r.model, r.n_cells
         );
         let plot = figure::scatter_true_vs_pred(&title, &r.fig_true, &r.fig_pred);
         o.figure(&plot, &stem, &title)?;
@@ -566,7 +509,7 @@ pub fn run(
         .filter(|(_, md, _, _)| *md == e.reconstruction.models[0])
     {
         series.push((
-            format!("ours, {} ({})", mode_label(*mode), model_label(*model)),
+            format!("ours, {} ({})", mode_label(*mode), model),
             vec![Some(m.r2), Some(m.pearson), Some(m.spearman)],
         ));
     }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::{for_each_dataset, DatasetContext};
 use super::outputs::{names, Outputs};
 use super::{CellCount, Experiment, RunDataset, RunSummary};
 use crate::cache::Cache;
@@ -72,14 +73,6 @@ pub struct SweepPoint {
     pub macro_f1_sd: f64,
 }
 
-fn flavor_name(f: Flavor) -> &'static str {
-    match f {
-        Flavor::Seurat => "seurat",
-        Flavor::SeuratV3 => "seurat_v3",
-        Flavor::CellRanger => "cell_ranger",
-    }
-}
-
 /// Sentence features: each cell's genes get `intercept + slope·log10(1 + rank)` (floored at 0).
 pub fn sentence_features(x: &Csr, tie_seed: u32, slope: f64, intercept: f64) -> Matrix {
     let (n, d) = (x.n_rows, x.n_cols);
@@ -132,36 +125,15 @@ fn dataset_points(
 ) -> Result<Vec<SweepPoint>> {
     let s = &e.sweep;
     let digest = cache.file_digest(&d.entry.path)?;
-    let mut prepared: Option<(Prepared, Vec<String>, Vec<classify::Fold>)> = None;
-    let get = |prepared: &mut Option<_>| -> Result<()> {
-        if prepared.is_none() {
-            if !quiet {
-                eprintln!("[run] reading {}", d.entry.path.display());
-            }
-            let ds = d.entry.load(!quiet)?;
-            let p = pipeline::prepare(ds, d.entry.counts.then_some(&e.preprocess), false)?;
-            let key = d
-                .entry
-                .label_key
-                .clone()
-                .unwrap_or_else(|| "cell_type".into());
-            let labels = p
-                .data
-                .obs_labels(&key, "remove the unlabelled cells from the file")?;
-            let folds = classify::stratified_kfold(&labels, s.folds, 0.0, e.seed)?;
-            *prepared = Some((p, labels, folds));
-        }
-        Ok(())
-    };
+    let mut data = DatasetContext::new(e, d, quiet);
+    let mut split: Option<(Vec<String>, Vec<classify::Fold>)> = None;
     let mut units: Vec<Option<(Flavor, usize)>> = vec![None];
     for &f in &s.flavors {
         units.extend(s.n_top.iter().map(|&k| Some((f, k))));
     }
     let mut out = Vec::new();
     for u in units {
-        let (flavor, n_top) = u.map_or(("all genes".to_string(), 0), |(f, k)| {
-            (flavor_name(f).to_string(), k)
-        });
+        let (flavor, n_top) = u.map_or(("all genes".to_string(), 0), |(f, k)| (f.to_string(), k));
         let hvg_params = u.map(|(f, k)| HvgParams {
             flavor: f,
             n_top_genes: k,
@@ -179,8 +151,16 @@ fn dataset_points(
         );
         let label = format!("{} {flavor} {n_top}", d.entry.id);
         let (pt, _) = cache.json("sweep", &label, &inputs, || {
-            get(&mut prepared)?;
-            let (p, labels, folds) = prepared.as_ref().expect("prepared above");
+            let p = data.prepared()?;
+            if split.is_none() {
+                let key = d.entry.label_key.as_deref().unwrap_or("cell_type");
+                let labels = p
+                    .data
+                    .obs_labels(key, "remove the unlabelled cells from the file")?;
+                let folds = classify::stratified_kfold(&labels, s.folds, 0.0, e.seed)?;
+                split = Some((labels, folds));
+            }
+            let (labels, folds) = split.as_ref().expect("split above");
             let cols = match &hvg_params {
                 Some(hp) => {
                     Some(pipeline::select_hvg(p, hp, pipeline::HvgInput::Log, None)?.indices())
@@ -402,16 +382,8 @@ pub fn run(
     if e.sweep.n_top.contains(&0) {
         return Err(Error::param("sweep.n_top", "n_top values must be positive"));
     }
-    let mut pts: Vec<SweepPoint> = Vec::new();
-    for d in datasets {
-        pts.extend(
-            dataset_points(e, d, cache, quiet).map_err(|err| Error::InExperiment {
-                file: e.file.clone(),
-                dataset: d.entry.id.clone(),
-                source: Box::new(err),
-            })?,
-        );
-    }
+    let (done, skipped) = for_each_dataset(e, datasets, |d| dataset_points(e, d, cache, quiet))?;
+    let pts: Vec<SweepPoint> = done.into_iter().flat_map(|(_, p)| p).collect();
     let f = |g: fn(&SweepPoint) -> f64| Col::F64(pts.iter().map(|p| Some(g(p))).collect());
     let df = report::frame(vec![
         (
@@ -465,6 +437,12 @@ pub fn run(
             names::svg(&stem)
         ));
     }
+    if !skipped.is_empty() {
+        index.push_str("\nSkipped datasets:\n");
+        for s in &skipped {
+            index.push_str(&format!("- {s}\n"));
+        }
+    }
     o.text(names::INDEX, &index)?;
-    Ok(o.finish(Vec::new()))
+    Ok(o.finish(skipped))
 }

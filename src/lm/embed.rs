@@ -11,8 +11,20 @@ use tch::{Device, Kind, Tensor};
 
 /// How a prompt's token states become one vector.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
 )]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Pool {
     /// Mean over the prompt's tokens (Cell2Sentence, the paper).
@@ -22,31 +34,6 @@ pub enum Pool {
     Last,
     /// Element-wise maximum over the prompt's tokens.
     Max,
-}
-
-impl std::fmt::Display for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Pool::Mean => "mean",
-            Pool::Last => "last",
-            Pool::Max => "max",
-        })
-    }
-}
-
-impl std::str::FromStr for Pool {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "mean" => Ok(Pool::Mean),
-            "last" => Ok(Pool::Last),
-            "max" => Ok(Pool::Max),
-            other => Err(Error::param(
-                "pool",
-                format!("`{other}`: use mean, last or max"),
-            )),
-        }
-    }
 }
 
 /// Which of transformers' `hidden_states` entries to pool: 0 is the token embeddings, `i` the

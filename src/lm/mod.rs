@@ -33,37 +33,110 @@ pub fn prompt_style(dir: &Path) -> Result<PromptStyle> {
     Ok(ModelMeta::read(dir)?.map_or_else(PromptStyle::c2s_default, |m| m.prompt))
 }
 
-/// Picks the device: `cuda` if asked and available, else CPU; `dtype` names the parameter precision.
-pub fn device_and_kind(cuda: bool, dtype: &str) -> Result<(Device, Kind)> {
-    let device = if cuda {
-        if !tch::Cuda::is_available() {
-            return Err(Error::param(
+/// Where a model runs (CLI `--cuda`, experiment files' `device:`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first CUDA device (an error without one).
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// `Cuda` when `cuda`, else `Cpu` (the CLI's `--cuda` flag).
+    pub fn from_flag(cuda: bool) -> Self {
+        if cuda {
+            DeviceChoice::Cuda
+        } else {
+            DeviceChoice::Cpu
+        }
+    }
+
+    /// The default (serialised only when not `auto`).
+    pub fn is_auto(&self) -> bool {
+        *self == DeviceChoice::Auto
+    }
+
+    /// The libtorch device; `cuda` without a visible GPU is an error.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(Error::param(
                 "device",
-                "CUDA requested but libtorch sees no GPU",
-            ));
+                "cuda was asked for but libtorch sees no GPU (`cellsentence env`); use cpu",
+            )),
         }
-        Device::Cuda(0)
-    } else {
-        Device::Cpu
-    };
-    let kind = match dtype {
-        "f32" | "float32" => Kind::Float,
-        "bf16" | "bfloat16" => Kind::BFloat16,
-        "f16" | "float16" => Kind::Half,
-        other => {
-            return Err(Error::param(
-                "dtype",
-                format!("`{other}`: use f32, bf16 or f16"),
-            ))
+    }
+}
+
+/// Parameter precision (CLI `--dtype`); reduced precision is for CUDA.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32.
+    #[default]
+    #[strum(to_string = "f32", serialize = "float32")]
+    F32,
+    /// bfloat16.
+    #[strum(to_string = "bf16", serialize = "bfloat16")]
+    Bf16,
+    /// float16.
+    #[strum(to_string = "f16", serialize = "float16")]
+    F16,
+}
+
+impl Precision {
+    /// libtorch's parameter kind.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+            Precision::F16 => Kind::Half,
         }
-    };
-    if kind != Kind::Float && device == Device::Cpu {
+    }
+}
+
+/// The device (`cuda`: the first GPU, an error without one; else the CPU) and parameter kind.
+pub fn device_and_kind(cuda: bool, precision: Precision) -> Result<(Device, Kind)> {
+    let device = DeviceChoice::from_flag(cuda).resolve()?;
+    if precision != Precision::F32 && device == Device::Cpu {
         return Err(Error::param(
             "dtype",
             "reduced precision is for CUDA; use f32 on CPU",
         ));
     }
-    Ok((device, kind))
+    Ok((device, precision.kind()))
 }
 
 /// Embeds cell sentences (gene words, most expressed first) with a checkpoint: see

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{MlpConfig, ScmapConfig, SvmConfig};
-use crate::error::{Error, Result};
 use crate::experiment::lm_protocol::{LmProtocol, PretrainSection};
 use crate::lm::TrainConfig;
 
@@ -76,35 +75,7 @@ pub struct AnnotationSection {
     pub device: DeviceChoice,
 }
 
-/// Device setting of the annotation experiments.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceChoice {
-    /// CUDA when available, else CPU.
-    #[default]
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-impl DeviceChoice {
-    fn is_auto(&self) -> bool {
-        *self == DeviceChoice::Auto
-    }
-
-    /// The libtorch device; `cuda` without a visible GPU is an error.
-    pub fn resolve(self) -> Result<tch::Device> {
-        match self {
-            DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
-            DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
-            DeviceChoice::Cuda => Err(Error::param(
-                "annotation.device",
-                "cuda was asked for but libtorch sees no GPU (`cellsentence env`); use auto or cpu",
-            )),
-        }
-    }
-}
+pub use crate::lm::DeviceChoice;
 
 impl Default for AnnotationSection {
     fn default() -> Self {

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::Cache;
 use crate::classify::metrics;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::experiment::context::for_each_dataset;
 use crate::experiment::lm_protocol::{LmProtocol, LmSource};
 use crate::experiment::outputs::{names, Outputs};
 use crate::experiment::{mode_label, Experiment, RunDataset, RunSummary};
@@ -103,28 +104,11 @@ pub fn run(
     data_dir: Option<&Path>,
 ) -> Result<RunSummary> {
     let a = &e.annotation;
-    let mut rows: Vec<Row> = Vec::new();
-    let mut skipped = Vec::new();
     let evaluated: Vec<String> = datasets.iter().map(|d| d.entry.id.clone()).collect();
-    for d in datasets {
-        match dataset_rows(e, a, d, cache, quiet, (&evaluated, data_dir)) {
-            Ok(r) => rows.extend(r),
-            Err(err)
-                if e.datasets.iter().any(|x| x == "available")
-                    && !e.datasets.contains(&d.entry.id) =>
-            {
-                eprintln!("[run] skipping {}: {err}", d.entry.id);
-                skipped.push(format!("{}: {err}", d.entry.id));
-            }
-            Err(err) => {
-                return Err(Error::InExperiment {
-                    file: e.file.clone(),
-                    dataset: d.entry.id.clone(),
-                    source: Box::new(err),
-                });
-            }
-        }
-    }
+    let (done, skipped) = for_each_dataset(e, datasets, |d| {
+        dataset_rows(e, a, d, cache, quiet, (&evaluated, data_dir))
+    })?;
+    let rows: Vec<Row> = done.into_iter().flat_map(|(_, r)| r).collect();
     let mut o = Outputs::new(out);
     let split_name = match a.split {
         SplitKind::Kfold => format!("stratified {}-fold", a.folds),

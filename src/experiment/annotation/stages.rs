@@ -8,12 +8,13 @@ use serde::Serialize;
 use crate::cache::Cache;
 use crate::classify::{self, Classifier, Evaluation, Fold};
 use crate::error::{Error, Result};
+use crate::experiment::context::DatasetContext;
 use crate::experiment::lm_protocol::{self, LmSource};
 use crate::experiment::{mode_label, Experiment, RunDataset};
 use crate::lm::{self, EmbedOptions};
 use crate::npy::Matrix;
-use crate::pipeline::{self, Prepared};
-use crate::sentence::{GeneSet, SentenceParams};
+use crate::pipeline::Prepared;
+use crate::sentence::GeneSet;
 
 use super::config::{AnnotationSection, Method, SplitKind};
 use super::method_label;
@@ -77,7 +78,7 @@ struct Ctx<'a> {
     d: &'a RunDataset,
     cache: &'a Cache,
     quiet: bool,
-    prepared: Option<(Prepared, Vec<usize>)>,
+    data: DatasetContext<'a>,
     /// LM directories already resolved in this run (each stage is counted once).
     lm_dirs: Vec<(LmSource, GeneSet, PathBuf)>,
     /// Every dataset this run evaluates (held out of a pretraining corpus).
@@ -86,18 +87,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn prepared(&mut self) -> Result<&(Prepared, Vec<usize>)> {
-        if self.prepared.is_none() {
-            if !self.quiet {
-                eprintln!("[run] reading {}", self.d.entry.path.display());
-            }
-            let ds = self.d.entry.load(!self.quiet)?;
-            let p =
-                pipeline::prepare(ds, self.d.entry.counts.then_some(&self.e.preprocess), false)?;
-            let h = pipeline::select_hvg(&p, &self.e.hvg.params(), self.e.hvg.on, None)?;
-            self.prepared = Some((p, h.indices()));
-        }
-        Ok(self.prepared.as_ref().expect("prepared above"))
+    /// The prepared data and its HVG columns.
+    fn prepared(&mut self) -> Result<(&Prepared, &[usize])> {
+        self.data.hvg()
     }
 
     fn label_key(&self) -> String {
@@ -239,33 +231,7 @@ impl Ctx<'_> {
     }
 
     fn sentences(&mut self, mode: GeneSet, max_genes: usize) -> Result<Vec<Vec<String>>> {
-        let tie = self.e.sentences.tie_seed;
-        let (p, hvg) = self.prepared()?;
-        let h = (mode == GeneSet::Hvg).then(|| hvg.clone());
-        let x = match &h {
-            Some(idx) => p.data.x.select_cols(idx),
-            None => p.data.x.clone(),
-        };
-        let names: Vec<String> = match &h {
-            Some(idx) => idx.iter().map(|&j| p.data.genes[j].clone()).collect(),
-            None => p.data.genes.clone(),
-        };
-        let s = crate::sentence::cell_sentences(
-            &x,
-            &names,
-            &SentenceParams {
-                seed: tie,
-                max_genes: Some(max_genes),
-            },
-        )?;
-        Ok(s.iter()
-            .map(|l| {
-                l.split(' ')
-                    .filter(|w| !w.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .collect())
+        self.data.sentences(mode, max_genes)
     }
 }
 
@@ -304,7 +270,7 @@ pub(super) fn dataset_rows(
         d,
         cache,
         quiet,
-        prepared: None,
+        data: DatasetContext::new(e, d, quiet),
         lm_dirs: Vec::new(),
         evaluated,
         data_dir,
@@ -383,7 +349,7 @@ pub(super) fn dataset_rows(
                     let (p, h) = cx.prepared()?;
                     hvg_dense(p, h)
                 }
-                Method::Scmap => all_dense(&cx.prepared()?.0),
+                Method::Scmap => all_dense(cx.prepared()?.0),
                 Method::Pca => {
                     let (p, h) = cx.prepared()?;
                     let x = hvg_dense(p, h);
@@ -460,7 +426,7 @@ pub fn layer_evaluations(
         d,
         cache,
         quiet,
-        prepared: None,
+        data: DatasetContext::new(e, d, quiet),
         lm_dirs: Vec::new(),
         evaluated: &[],
         data_dir: None,
