@@ -249,9 +249,40 @@ pub fn run(
     let all: Vec<(&RunDataset, Selection, Vec<RecRecord>)> =
         done.into_iter().map(|(d, (s, r))| (d, s, r)).collect();
     let mut o = Outputs::new(out);
+    datasets_table(e, &all, reported, &mut o)?;
+    let rows: Vec<(&RunDataset, &RecRecord)> = all
+        .iter()
+        .flat_map(|(d, _, r)| r.iter().map(move |x| (*d, x)))
+        .collect();
+    per_dataset_table(e, &rows, reported, &mut o)?;
+    let ids: Vec<String> = all.iter().map(|(d, _, _)| d.entry.id.clone()).collect();
+    let t_rows = table_i(e, &ids, &rows, reported, &mut o)?;
+    scatter_figures(e, &rows, &mut o)?;
+    table_i_figure(e, ids.len(), &t_rows, reported, &mut o)?;
+    let mut idx = format!("# {}\n\n{}\n\nTables: [Table I](table_I.md), [per dataset](reconstruction.md), [datasets](datasets.md).\n\nFigures:\n", e.name, e.description);
+    for f in o.files().iter().filter(|f| f.ends_with(".html")) {
+        idx.push_str(&format!("- [{f}]({f})\n"));
+    }
+    if !skipped.is_empty() {
+        idx.push_str("\nSkipped datasets:\n");
+        for s in &skipped {
+            idx.push_str(&format!("- {s}\n"));
+        }
+    }
+    o.text(names::INDEX, &idx)?;
+    Ok(o.finish(skipped))
+}
 
-    // datasets table
-    let n = all.len();
+/// Table I's rows: mode, model, mean metrics over the datasets, number of datasets.
+type MeanRow = (GeneSet, RecModel, RecMetrics, usize);
+
+/// QC and HVG per dataset, with sentence lengths.
+fn datasets_table(
+    e: &Experiment,
+    all: &[(&RunDataset, Selection, Vec<RecRecord>)],
+    reported: &Reported,
+    o: &mut Outputs,
+) -> Result<()> {
     let mean_len = |recs: &[RecRecord], m: GeneSet| {
         recs.iter()
             .find(|r| r.mode == m)
@@ -315,12 +346,16 @@ pub fn run(
         "# Datasets of `{}`\n\n{}; HVG {} n_top {} on {} data. Sentence length = mean non-zero genes per sampled cell.",
         e.name, preprocess_text(&e.preprocess), serde_json::to_string(&e.hvg.flavor).unwrap_or_default().trim_matches('"'), e.hvg.n_top_genes, serde_json::to_string(&e.hvg.on).unwrap_or_default().trim_matches('"')
     ))?;
+    Ok(())
+}
 
-    // per-dataset reconstruction table
-    let rows: Vec<(&RunDataset, &RecRecord)> = all
-        .iter()
-        .flat_map(|(d, _, r)| r.iter().map(move |x| (*d, x)))
-        .collect();
+/// Reconstruction per dataset, mode and model, beside the paper's (Figures II–VII).
+fn per_dataset_table(
+    e: &Experiment,
+    rows: &[(&RunDataset, &RecRecord)],
+    reported: &Reported,
+    o: &mut Outputs,
+) -> Result<()> {
     let paper_of = |d: &RunDataset, r: &RecRecord| {
         (r.model == RecModel::C2s)
             .then(|| paper_metrics(reported, d.paper.as_deref(), r.mode))
@@ -395,8 +430,18 @@ pub fn run(
         "# Reconstruction per dataset (Figures II–VII)\n\nExpression reconstructed from log10(1 + rank) on {} seeded sampled cells (seed {}); `c2s` = Cell2Sentence's global line (what produced the paper's numbers), `per-gene` = the paper's equation (1). Paper values are shown for `c2s` rows of datasets that stand in for one of the paper's; diff = ours − paper.",
         match e.reconstruction.cells { super::CellCount::N(k) => k.to_string(), super::CellCount::All => "all".into() }, e.seed
     ))?;
+    Ok(())
+}
 
-    // Table I: means over our datasets
+/// Table I: means over our datasets beside the paper's.
+fn table_i(
+    e: &Experiment,
+    ids: &[String],
+    rows: &[(&RunDataset, &RecRecord)],
+    reported: &Reported,
+    o: &mut Outputs,
+) -> Result<Vec<MeanRow>> {
+    let n = ids.len();
     let mut t_rows: Vec<(GeneSet, RecModel, RecMetrics, usize)> = Vec::new();
     for &mode in &e.modes {
         for &model in &e.reconstruction.models {
@@ -476,13 +521,19 @@ pub fn run(
         ("diff_pearson", td(|m| m.pearson)),
         ("diff_spearman", td(|m| m.spearman)),
     ])?;
-    let ids: Vec<String> = all.iter().map(|(d, _, _)| d.entry.id.clone()).collect();
     o.table(&df, names::TABLE_I, &format!(
         "# Table I — mean reconstruction quality, full vs HVG sentences\n\nOurs: mean over {n} datasets ({}); the paper: mean over Liver, Skin and Pancreas (CellFM curation, not available here), so the comparison is of the protocol, not the data. Cell2Sentence's own PBMC figures, quoted by the paper: R² {}, Spearman {}.",
         ids.join(", "), reported.c2s_original_pbmc.0, reported.c2s_original_pbmc.1
     ))?;
+    Ok(t_rows)
+}
 
-    // figures
+/// One true-vs-reconstructed scatter per dataset and mode (the first model).
+fn scatter_figures(
+    e: &Experiment,
+    rows: &[(&RunDataset, &RecRecord)],
+    o: &mut Outputs,
+) -> Result<()> {
     for (d, r) in rows
         .iter()
         .filter(|(_, r)| r.model == e.reconstruction.models[0])
@@ -499,6 +550,17 @@ pub fn run(
         let plot = figure::scatter_true_vs_pred(&title, &r.fig_true, &r.fig_pred);
         o.figure(&plot, &stem, &title)?;
     }
+    Ok(())
+}
+
+/// Table I as grouped bars beside the paper's.
+fn table_i_figure(
+    e: &Experiment,
+    n: usize,
+    t_rows: &[MeanRow],
+    reported: &Reported,
+    o: &mut Outputs,
+) -> Result<()> {
     let cats: Vec<String> = ["R²", "Pearson", "Spearman"]
         .iter()
         .map(|s| s.to_string())
@@ -525,18 +587,5 @@ pub fn run(
     let title = format!("Table I: mean reconstruction, ours over {n} datasets vs the paper");
     let plot = figure::grouped_bars(&title, "mean over datasets", &cats, &series);
     o.figure(&plot, names::TABLE_I, &title)?;
-
-    // index
-    let mut idx = format!("# {}\n\n{}\n\nTables: [Table I](table_I.md), [per dataset](reconstruction.md), [datasets](datasets.md).\n\nFigures:\n", e.name, e.description);
-    for f in o.files().iter().filter(|f| f.ends_with(".html")) {
-        idx.push_str(&format!("- [{f}]({f})\n"));
-    }
-    if !skipped.is_empty() {
-        idx.push_str("\nSkipped datasets:\n");
-        for s in &skipped {
-            idx.push_str(&format!("- {s}\n"));
-        }
-    }
-    o.text(names::INDEX, &idx)?;
-    Ok(o.finish(skipped))
+    Ok(())
 }

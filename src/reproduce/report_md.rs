@@ -25,12 +25,31 @@ pub(super) fn write_report(
     reported: &Reported,
 ) -> Result<PathBuf> {
     let out = &opts.out;
-    let find = |task: Task, split: Option<experiment::annotation::SplitKind>| {
-        runs.iter().find(|r| {
-            r.experiment.task == task && split.is_none_or(|s| r.experiment.annotation.split == s)
-        })
-    };
-    use experiment::annotation::SplitKind;
+    let find = |task: Task| runs.iter().find(|r| r.experiment.task == task);
+    let mut md = preamble(opts, runs, reported);
+    md.push_str(&figure_i(recs, tables));
+    if let Some(r) = find(Task::Reconstruction) {
+        md.push_str(&reconstruction_sections(out, r, reported)?);
+    }
+    if let Some(r) = find(Task::Annotation) {
+        md.push_str(&figure_viii(&r.experiment));
+    }
+    md.push_str(&annotation_sections(out, runs)?);
+    if let Some(r) = find(Task::Annotation) {
+        md.push_str(&lm_section(&r.experiment)?);
+    }
+    if let Some(r) = find(Task::HvgSweep) {
+        md.push_str(&sweep_section(out, r)?);
+    }
+    md.push_str(&compute_section(out, recs, tables));
+    md.push_str(&experiments_run(out, runs));
+    let path = out.join("REPORT.md");
+    report::write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+/// Title, provenance and what stands in for the paper's data and model.
+fn preamble(opts: &ReproduceOptions, runs: &[ExperimentRun], reported: &Reported) -> String {
     let mut md = String::new();
     md.push_str("# Reproduction report\n\n");
     md.push_str(&format!(
@@ -51,8 +70,12 @@ pub(super) fn write_report(
         None => md.push_str(&lm_substitute(runs)),
     }
     md.push('\n');
+    md
+}
 
-    // Figure I
+/// Figure I: example sentences and sentence lengths.
+fn figure_i(recs: &[DatasetCompute], tables: &ComputeTables) -> String {
+    let mut md = String::new();
     md.push_str("## Figure I — cell sentences and HVG cell sentences\n\n");
     md.push_str("Genes of a cell ranked by decreasing expression (Cell2Sentence's tie rules); the HVG sentence keeps only the 2,000 highly variable genes. The first cell's first 12 genes:\n\n");
     for r in recs {
@@ -73,113 +96,131 @@ pub(super) fn write_report(
             ])
             .to_markdown()
     ));
+    md
+}
 
-    // Table I and Figures II–VII
-    if let Some(r) = find(Task::Reconstruction, None) {
-        let dir = &r.summary.out;
-        let link = rel(out, dir);
-        md.push_str("## Table I — mean reconstruction quality, full vs HVG sentences\n\n");
-        md.push_str(
-            &r.summary
-                .table(names::TABLE_I)?
-                .select(&[
-                    ("mode", "mode"),
-                    ("model", "model"),
-                    ("datasets", "datasets"),
-                    ("r2", "R²"),
-                    ("pearson", "Pearson"),
-                    ("spearman", "Spearman"),
-                    ("paper_r2", "paper R²"),
-                    ("paper_pearson", "paper Pearson"),
-                    ("paper_spearman", "paper Spearman"),
-                    ("diff_r2", "diff R²"),
-                ])
-                .to_markdown(),
-        );
-        let (table_i, per_dataset, figure) = (
-            names::md(names::TABLE_I),
-            names::md(names::RECONSTRUCTION),
-            names::html(names::TABLE_I),
-        );
-        md.push_str(&format!("\nOurs: mean over our datasets; the paper: mean over Liver, Skin, Pancreas. Details: [{link}/{table_i}]({link}/{table_i}), [per dataset]({link}/{per_dataset}), [figure]({link}/{figure}).\n\n"));
-        md.push_str("## Figures II–VII — reconstruction per dataset\n\n");
-        md.push_str("| figure | paper dataset, sentences | paper R² / Pearson / Spearman | ours | our R² / Pearson / Spearman | figure |\n|---|---|---|---|---|---|\n");
-        let t = r.summary.table(names::RECONSTRUCTION)?;
-        let col = |r: &Vec<String>, c: &str| t.cell(r, c).to_string();
-        let figs = [
-            ("II", "Liver", GeneSet::All),
-            ("III", "Liver", GeneSet::Hvg),
-            ("IV", "Skin", GeneSet::All),
-            ("V", "Skin", GeneSet::Hvg),
-            ("VI", "Pancreas", GeneSet::All),
-            ("VII", "Pancreas", GeneSet::Hvg),
-        ];
-        for (fig, pd, gene_set) in figs {
-            let mode = experiment::mode_label(gene_set);
-            let pv =
-                reported.reconstruction.iter().find(|(d, _)| d == pd).map(
-                    |(_, p)| match gene_set {
-                        GeneSet::All => &p.full,
-                        GeneSet::Hvg => &p.hvg,
-                    },
-                );
-            let pv_s = pv.map_or(String::new(), |m| {
-                format!("{:.2} / {:.2} / {:.2}", m.r2, m.pearson, m.spearman)
-            });
-            // the first of our datasets standing in for the paper's (in the file's order)
-            let ours = t.rows.iter().find(|r| {
-                col(r, "paper_dataset") == pd && col(r, "mode") == mode && col(r, "model") == "c2s"
-            });
-            let (ds, vals, fig_link) = match ours {
-                Some(r) => {
-                    let ds = col(r, "dataset");
-                    (
-                        format!("`{ds}`"),
-                        format!(
-                            "{} / {} / {}",
-                            col(r, "r2"),
-                            col(r, "pearson"),
-                            col(r, "spearman")
-                        ),
-                        format!(
-                            "[scatter]({link}/{})",
-                            names::html(&names::reconstruction_figure(&ds, gene_set))
-                        ),
-                    )
-                }
-                None => (
-                    "— (no substitute here)".into(),
-                    String::new(),
-                    String::new(),
-                ),
-            };
-            md.push_str(&format!(
-                "| {fig} | {pd}, {mode} | {pv_s} | {ds} | {vals} | {fig_link} |\n"
-            ));
-        }
+/// Table I and Figures II–VII from the reconstruction run's tables.
+fn reconstruction_sections(out: &Path, r: &ExperimentRun, reported: &Reported) -> Result<String> {
+    let mut md = String::new();
+    let dir = &r.summary.out;
+    let link = rel(out, dir);
+    md.push_str("## Table I — mean reconstruction quality, full vs HVG sentences\n\n");
+    md.push_str(
+        &r.summary
+            .table(names::TABLE_I)?
+            .select(&[
+                ("mode", "mode"),
+                ("model", "model"),
+                ("datasets", "datasets"),
+                ("r2", "R²"),
+                ("pearson", "Pearson"),
+                ("spearman", "Spearman"),
+                ("paper_r2", "paper R²"),
+                ("paper_pearson", "paper Pearson"),
+                ("paper_spearman", "paper Spearman"),
+                ("diff_r2", "diff R²"),
+            ])
+            .to_markdown(),
+    );
+    let (table_i, per_dataset, figure) = (
+        names::md(names::TABLE_I),
+        names::md(names::RECONSTRUCTION),
+        names::html(names::TABLE_I),
+    );
+    md.push_str(&format!("\nOurs: mean over our datasets; the paper: mean over Liver, Skin, Pancreas. Details: [{link}/{table_i}]({link}/{table_i}), [per dataset]({link}/{per_dataset}), [figure]({link}/{figure}).\n\n"));
+    md.push_str("## Figures II–VII — reconstruction per dataset\n\n");
+    md.push_str("| figure | paper dataset, sentences | paper R² / Pearson / Spearman | ours | our R² / Pearson / Spearman | figure |\n|---|---|---|---|---|---|\n");
+    let t = r.summary.table(names::RECONSTRUCTION)?;
+    let col = |r: &Vec<String>, c: &str| t.cell(r, c).to_string();
+    let figs = [
+        ("II", "Liver", GeneSet::All),
+        ("III", "Liver", GeneSet::Hvg),
+        ("IV", "Skin", GeneSet::All),
+        ("V", "Skin", GeneSet::Hvg),
+        ("VI", "Pancreas", GeneSet::All),
+        ("VII", "Pancreas", GeneSet::Hvg),
+    ];
+    for (fig, pd, gene_set) in figs {
+        let mode = experiment::mode_label(gene_set);
+        let pv =
+            reported
+                .reconstruction
+                .iter()
+                .find(|(d, _)| d == pd)
+                .map(|(_, p)| match gene_set {
+                    GeneSet::All => &p.full,
+                    GeneSet::Hvg => &p.hvg,
+                });
+        let pv_s = pv.map_or(String::new(), |m| {
+            format!("{:.2} / {:.2} / {:.2}", m.r2, m.pearson, m.spearman)
+        });
+        // the first of our datasets standing in for the paper's (in the file's order)
+        let ours = t.rows.iter().find(|r| {
+            col(r, "paper_dataset") == pd && col(r, "mode") == mode && col(r, "model") == "c2s"
+        });
+        let (ds, vals, fig_link) = match ours {
+            Some(r) => {
+                let ds = col(r, "dataset");
+                (
+                    format!("`{ds}`"),
+                    format!(
+                        "{} / {} / {}",
+                        col(r, "r2"),
+                        col(r, "pearson"),
+                        col(r, "spearman")
+                    ),
+                    format!(
+                        "[scatter]({link}/{})",
+                        names::html(&names::reconstruction_figure(&ds, gene_set))
+                    ),
+                )
+            }
+            None => (
+                "— (no substitute here)".into(),
+                String::new(),
+                String::new(),
+            ),
+        };
         md.push_str(&format!(
-            "\nEvery dataset's scatter (full and HVG): [{link}/{index}]({link}/{index}).\n\n",
-            index = names::INDEX
+            "| {fig} | {pd}, {mode} | {pv_s} | {ds} | {vals} | {fig_link} |\n"
         ));
     }
+    md.push_str(&format!(
+        "\nEvery dataset's scatter (full and HVG): [{link}/{index}]({link}/{index}).\n\n",
+        index = names::INDEX
+    ));
+    Ok(md)
+}
 
-    // Figure VIII
-    if let Some(r) = find(Task::Annotation, None) {
-        let a = &r.experiment.annotation;
-        md.push_str("## Figure VIII — the annotation model\n\n");
-        md.push_str(&format!(
-            "Cell embedding = mean of the LM's last hidden states over the prompt (top-{} genes) → MLP: Linear {} → BatchNorm → GELU → Dropout {} → Linear {} → BatchNorm → GELU → Dropout {} → Linear n_classes; cross-entropy, Adam lr {}, batches of {}, ≤ {} epochs, early stopping after {} epochs without validation improvement (best weights restored), inputs standardised with training statistics.\n\n",
-            a.max_genes,
-            a.mlp.hidden.first().copied().unwrap_or(512),
-            a.mlp.dropout,
-            a.mlp.hidden.get(1).copied().unwrap_or(256),
-            a.mlp.dropout,
-            a.mlp.lr,
-            a.mlp.batch_size,
-            a.mlp.max_epochs,
-            a.mlp.patience
-        ));
-    }
+/// Figure VIII: the annotation model as configured.
+fn figure_viii(e: &Experiment) -> String {
+    let mut md = String::new();
+    let a = &e.annotation;
+    md.push_str("## Figure VIII — the annotation model\n\n");
+    md.push_str(&format!(
+        "Cell embedding = mean of the LM's last hidden states over the prompt (top-{} genes) → MLP: Linear {} → BatchNorm → GELU → Dropout {} → Linear {} → BatchNorm → GELU → Dropout {} → Linear n_classes; cross-entropy, Adam lr {}, batches of {}, ≤ {} epochs, early stopping after {} epochs without validation improvement (best weights restored), inputs standardised with training statistics.\n\n",
+        a.max_genes,
+        a.mlp.hidden.first().copied().unwrap_or(512),
+        a.mlp.dropout,
+        a.mlp.hidden.get(1).copied().unwrap_or(256),
+        a.mlp.dropout,
+        a.mlp.lr,
+        a.mlp.batch_size,
+        a.mlp.max_epochs,
+        a.mlp.patience
+    ));
+    md
+}
+
+/// Figures IX–XI from the annotation runs' tables.
+fn annotation_sections(out: &Path, runs: &[ExperimentRun]) -> Result<String> {
+    use experiment::annotation::SplitKind;
+    let find = |split: SplitKind| {
+        runs.iter().find(|r| {
+            r.experiment.task == Task::Annotation && r.experiment.annotation.split == split
+        })
+    };
+    let mut md = String::new();
     let ann_cols: [(&str, &str); 10] = [
         ("dataset", "dataset"),
         ("method", "ours"),
@@ -202,7 +243,7 @@ pub(super) fn write_report(
             "## Figures X and XI — inter-dataset annotation (leave one batch out)\n\n",
         ),
     ] {
-        let Some(r) = find(Task::Annotation, Some(split)) else {
+        let Some(r) = find(split) else {
             continue;
         };
         let dir = &r.summary.out;
@@ -225,46 +266,50 @@ pub(super) fn write_report(
         }
         md.push('\n');
     }
+    Ok(md)
+}
 
-    if let Some(r) = find(Task::Annotation, None) {
-        md.push_str(&lm_section(&r.experiment)?);
-    }
-
-    // beyond the paper
-    if let Some(r) = find(Task::HvgSweep, None) {
-        let dir = &r.summary.out;
-        let link = rel(out, dir);
-        md.push_str("## Beyond the paper — HVG count and flavor sweep\n\n");
-        md.push_str(
-            &r.summary
-                .table(names::SWEEP)?
-                .select(&[
-                    ("dataset", "dataset"),
-                    ("flavor", "flavor"),
-                    ("n_top", "n_top"),
-                    ("mean_length", "genes / sentence"),
-                    ("r2", "reconstruction R²"),
-                    ("macro_f1", "macro-F1 (SVM on sentence)"),
-                ])
-                .to_markdown(),
-        );
-        md.push_str(&format!(
-            "\nFigure: {}; method: [{link}/sweep.md]({link}/sweep.md).\n\n",
-            {
-                let mut v: Vec<String> = r
-                    .summary
-                    .specs
-                    .keys()
-                    .map(|s| format!("[{s}]({link}/{})", names::html(s)))
-                    .collect();
-                v.sort();
-                v.join(", ")
-            }
-        ));
-        for s in r.summary.specs.keys() {
-            md.push_str(&format!("![{s}]({link}/{})\n\n", names::svg(s)));
+/// The HVG sweep's table and figures.
+fn sweep_section(out: &Path, r: &ExperimentRun) -> Result<String> {
+    let mut md = String::new();
+    let dir = &r.summary.out;
+    let link = rel(out, dir);
+    md.push_str("## Beyond the paper — HVG count and flavor sweep\n\n");
+    md.push_str(
+        &r.summary
+            .table(names::SWEEP)?
+            .select(&[
+                ("dataset", "dataset"),
+                ("flavor", "flavor"),
+                ("n_top", "n_top"),
+                ("mean_length", "genes / sentence"),
+                ("r2", "reconstruction R²"),
+                ("macro_f1", "macro-F1 (SVM on sentence)"),
+            ])
+            .to_markdown(),
+    );
+    md.push_str(&format!(
+        "\nFigure: {}; method: [{link}/sweep.md]({link}/sweep.md).\n\n",
+        {
+            let mut v: Vec<String> = r
+                .summary
+                .specs
+                .keys()
+                .map(|s| format!("[{s}]({link}/{})", names::html(s)))
+                .collect();
+            v.sort();
+            v.join(", ")
         }
+    ));
+    for s in r.summary.specs.keys() {
+        md.push_str(&format!("![{s}]({link}/{})\n\n", names::svg(s)));
     }
+    Ok(md)
+}
+
+/// The compute table, token ratios and links to the committed benchmarks.
+fn compute_section(out: &Path, recs: &[DatasetCompute], tables: &ComputeTables) -> String {
+    let mut md = String::new();
     md.push_str("## Beyond the paper — compute of full vs HVG sentences\n\n");
     md.push_str(
         &tables
@@ -308,6 +353,12 @@ pub(super) fn write_report(
         }
         md.push('\n');
     }
+    md
+}
+
+/// Links to every experiment's folder.
+fn experiments_run(out: &Path, runs: &[ExperimentRun]) -> String {
+    let mut md = String::new();
     md.push_str("## Experiments run\n\n");
     for r in runs {
         md.push_str(&format!(
@@ -317,9 +368,7 @@ pub(super) fn write_report(
             index = names::INDEX
         ));
     }
-    let path = out.join("REPORT.md");
-    report::write_atomic(&path, md.as_bytes())?;
-    Ok(path)
+    md
 }
 
 /// The report's line on what stands in for C2S-Pythia-410M, from the annotation experiments' settings.

@@ -114,6 +114,45 @@ pub fn run(
         SplitKind::Kfold => format!("stratified {}-fold", a.folds),
         SplitKind::Batch => "leave one batch out".to_string(),
     };
+    annotation_table(e, &rows, reported, &split_name, &mut o)?;
+    reported_table(a.split, reported, &mut o)?;
+    let mut ids: Vec<String> = rows.iter().map(|r| r.dataset.clone()).collect();
+    ids.dedup();
+    for id in &ids {
+        let rs: Vec<&Row> = rows.iter().filter(|r| &r.dataset == id).collect();
+        per_class_table(id, &rs, &mut o)?;
+        bar_chart(e, id, &rs, reported, &split_name, &mut o)?;
+        confusion_figure(id, &rs, &mut o)?;
+    }
+    loss_curves(&rows, &mut o)?;
+    let mut index = format!("# {}\n\n{}\n\n- [annotation](annotation.md) — ours beside the paper\n- [reported](reported.md) — the paper's quoted rows\n", e.name, e.description);
+    for id in &ids {
+        index.push_str(&format!(
+            "- {id}: [per-class F1]({}), [bar chart]({}), [confusion]({})\n",
+            names::md(&names::per_class(id)),
+            names::html(&names::annotation_figure(id)),
+            names::html(&names::confusion_figure(id))
+        ));
+    }
+    if !skipped.is_empty() {
+        index.push_str("\nSkipped:\n");
+        for s in &skipped {
+            index.push_str(&format!("- {s}\n"));
+        }
+    }
+    o.text(names::INDEX, &index)?;
+    Ok(o.finish(skipped))
+}
+
+/// The annotation table: every row beside the paper's values.
+fn annotation_table(
+    e: &Experiment,
+    rows: &[Row],
+    reported: &Reported,
+    split_name: &str,
+    o: &mut Outputs,
+) -> Result<()> {
+    let a = &e.annotation;
     let pv: Vec<(Option<f64>, Option<f64>)> = rows
         .iter()
         .map(|r| {
@@ -238,9 +277,12 @@ pub fn run(
         "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP ({mlp_shape}, Adam {:e}, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
         e.name, a.max_genes, a.mlp.lr, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
     ))?;
+    Ok(())
+}
 
-    // the paper's quoted rows
-    let (names, accs, f1s): (Vec<String>, Vec<Option<f64>>, Vec<Option<f64>>) = match a.split {
+/// The paper's quoted rows for this split.
+fn reported_table(split: SplitKind, reported: &Reported, o: &mut Outputs) -> Result<()> {
+    let (names, accs, f1s): (Vec<String>, Vec<Option<f64>>, Vec<Option<f64>>) = match split {
         SplitKind::Kfold => reported
             .annotation_intra
             .iter()
@@ -253,7 +295,7 @@ pub fn run(
             }),
         SplitKind::Batch => (vec![], vec![], vec![]),
     };
-    if a.split == SplitKind::Kfold {
+    if split == SplitKind::Kfold {
         let df = report::frame(vec![
             (
                 "model",
@@ -312,133 +354,152 @@ pub fn run(
         let df = report::frame(cols)?;
         o.table(&df, names::REPORTED, "# The paper's Figures X (accuracy) and XI (macro-F1), leave one batch out, as reported")?;
     }
+    Ok(())
+}
 
-    // per dataset: per-class F1 table, bar chart, confusion matrix of the first row
-    let mut ids: Vec<String> = rows.iter().map(|r| r.dataset.clone()).collect();
-    ids.dedup();
-    for id in &ids {
-        let rs: Vec<&Row> = rows.iter().filter(|r| &r.dataset == id).collect();
-        let mut labels: Vec<String> = rs
-            .iter()
-            .flat_map(|r| r.eval.per_class.iter().map(|c| c.label.clone()))
-            .collect();
-        labels.sort();
-        labels.dedup();
-        let support: Vec<i64> = labels
-            .iter()
-            .map(|l| {
-                rs[0]
-                    .eval
-                    .per_class
+/// Per-class F1 of every method on one dataset.
+fn per_class_table(id: &str, rs: &[&Row], o: &mut Outputs) -> Result<()> {
+    let mut labels: Vec<String> = rs
+        .iter()
+        .flat_map(|r| r.eval.per_class.iter().map(|c| c.label.clone()))
+        .collect();
+    labels.sort();
+    labels.dedup();
+    let support: Vec<i64> = labels
+        .iter()
+        .map(|l| {
+            rs[0]
+                .eval
+                .per_class
+                .iter()
+                .find(|c| &c.label == l)
+                .map_or(0, |c| c.support as i64)
+        })
+        .collect();
+    let col_names: Vec<String> = rs
+        .iter()
+        .map(|r| format!("f1 {}", method_label(r.method, r.mode, r.source)))
+        .collect();
+    let mut cols = vec![
+        (
+            "label",
+            Col::Str(labels.iter().map(|l| Some(l.clone())).collect()),
+        ),
+        ("support", Col::I64(support)),
+    ];
+    for (r, name) in rs.iter().zip(&col_names) {
+        cols.push((
+            name.as_str(),
+            Col::F64(
+                labels
                     .iter()
-                    .find(|c| &c.label == l)
-                    .map_or(0, |c| c.support as i64)
-            })
-            .collect();
-        let col_names: Vec<String> = rs
-            .iter()
-            .map(|r| format!("f1 {}", method_label(r.method, r.mode, r.source)))
-            .collect();
-        let mut cols = vec![
-            (
-                "label",
-                Col::Str(labels.iter().map(|l| Some(l.clone())).collect()),
+                    .map(|l| {
+                        r.eval
+                            .per_class
+                            .iter()
+                            .find(|c| &c.label == l)
+                            .map(|c| c.f1)
+                    })
+                    .collect(),
             ),
-            ("support", Col::I64(support)),
-        ];
-        for (r, name) in rs.iter().zip(&col_names) {
-            cols.push((
-                name.as_str(),
-                Col::F64(
-                    labels
-                        .iter()
-                        .map(|l| {
-                            r.eval
-                                .per_class
-                                .iter()
-                                .find(|c| &c.label == l)
-                                .map(|c| c.f1)
-                        })
-                        .collect(),
-                ),
-            ));
-        }
-        let df = report::frame(cols)?;
-        o.table(&df, &names::per_class(id), &format!("# Per-class F1 on {id} (all test predictions pooled), by method\n\nThe paper attributes the HVG sentences' lower macro-F1 to minority classes: compare the rows with small support."))?;
-
-        let cats: Vec<String> = rs
-            .iter()
-            .map(|r| method_label(r.method, r.mode, r.source))
-            .collect();
-        let mut series = vec![
-            (
-                "accuracy (ours)".to_string(),
-                rs.iter()
-                    .map(|r| Some(r.eval.accuracy_mean))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "macro-F1 (ours)".to_string(),
-                rs.iter().map(|r| Some(r.eval.macro_f1_mean)).collect(),
-            ),
-        ];
-        let pvals: Vec<(Option<f64>, Option<f64>)> = rs
-            .iter()
-            .map(|r| {
-                paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
-                    paper_values(reported, a.split, r.paper.as_deref(), pr)
-                })
-            })
-            .collect();
-        if pvals.iter().any(|p| p.0.is_some()) {
-            series.push((
-                "accuracy (paper)".to_string(),
-                pvals.iter().map(|p| p.0).collect(),
-            ));
-            series.push((
-                "macro-F1 (paper)".to_string(),
-                pvals.iter().map(|p| p.1).collect(),
-            ));
-        }
-        let fig_name = match a.split {
-            SplitKind::Kfold => "Figure IX",
-            SplitKind::Batch => "Figures X–XI",
-        };
-        let plot = figure::grouped_bars(
-            &format!("{fig_name} equivalent — {id}, {split_name}"),
-            "score",
-            &cats,
-            &series,
-        );
-        let stem = names::annotation_figure(id);
-        o.figure(&plot, &stem, &stem)?;
-
-        let r0 = rs[0];
-        let truth: Vec<String> = r0
-            .eval
-            .predictions
-            .iter()
-            .map(|p| p.truth.clone())
-            .collect();
-        let pred: Vec<String> = r0.eval.predictions.iter().map(|p| p.pred.clone()).collect();
-        let mut cl: Vec<String> = truth.iter().chain(&pred).cloned().collect();
-        cl.sort();
-        cl.dedup();
-        let m = metrics::confusion(&truth, &pred, &cl);
-        let plot = figure::confusion(
-            &format!(
-                "Confusion — {id}, {}",
-                method_label(r0.method, r0.mode, r0.source)
-            ),
-            &cl,
-            &m,
-        );
-        let stem = names::confusion_figure(id);
-        o.figure(&plot, &stem, &stem)?;
+        ));
     }
-    // loss curves of the LMs trained in this run (each model once)
+    let df = report::frame(cols)?;
+    o.table(&df, &names::per_class(id), &format!("# Per-class F1 on {id} (all test predictions pooled), by method\n\nThe paper attributes the HVG sentences' lower macro-F1 to minority classes: compare the rows with small support."))?;
+    Ok(())
+}
+
+/// Bar chart of one dataset's rows beside the paper's.
+fn bar_chart(
+    e: &Experiment,
+    id: &str,
+    rs: &[&Row],
+    reported: &Reported,
+    split_name: &str,
+    o: &mut Outputs,
+) -> Result<()> {
+    let a = &e.annotation;
+    let cats: Vec<String> = rs
+        .iter()
+        .map(|r| method_label(r.method, r.mode, r.source))
+        .collect();
+    let mut series = vec![
+        (
+            "accuracy (ours)".to_string(),
+            rs.iter()
+                .map(|r| Some(r.eval.accuracy_mean))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "macro-F1 (ours)".to_string(),
+            rs.iter().map(|r| Some(r.eval.macro_f1_mean)).collect(),
+        ),
+    ];
+    let pvals: Vec<(Option<f64>, Option<f64>)> = rs
+        .iter()
+        .map(|r| {
+            paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
+                paper_values(reported, a.split, r.paper.as_deref(), pr)
+            })
+        })
+        .collect();
+    if pvals.iter().any(|p| p.0.is_some()) {
+        series.push((
+            "accuracy (paper)".to_string(),
+            pvals.iter().map(|p| p.0).collect(),
+        ));
+        series.push((
+            "macro-F1 (paper)".to_string(),
+            pvals.iter().map(|p| p.1).collect(),
+        ));
+    }
+    let fig_name = match a.split {
+        SplitKind::Kfold => "Figure IX",
+        SplitKind::Batch => "Figures X–XI",
+    };
+    let plot = figure::grouped_bars(
+        &format!("{fig_name} equivalent — {id}, {split_name}"),
+        "score",
+        &cats,
+        &series,
+    );
+    let stem = names::annotation_figure(id);
+    o.figure(&plot, &stem, &stem)?;
+
+    Ok(())
+}
+
+/// Confusion matrix of one dataset's first row.
+fn confusion_figure(id: &str, rs: &[&Row], o: &mut Outputs) -> Result<()> {
+    let r0 = rs[0];
+    let truth: Vec<String> = r0
+        .eval
+        .predictions
+        .iter()
+        .map(|p| p.truth.clone())
+        .collect();
+    let pred: Vec<String> = r0.eval.predictions.iter().map(|p| p.pred.clone()).collect();
+    let mut cl: Vec<String> = truth.iter().chain(&pred).cloned().collect();
+    cl.sort();
+    cl.dedup();
+    let m = metrics::confusion(&truth, &pred, &cl);
+    let plot = figure::confusion(
+        &format!(
+            "Confusion — {id}, {}",
+            method_label(r0.method, r0.mode, r0.source)
+        ),
+        &cl,
+        &m,
+    );
+    let stem = names::confusion_figure(id);
+    o.figure(&plot, &stem, &stem)?;
+    Ok(())
+}
+
+/// Loss curves of the LMs trained in this run (each model once).
+fn loss_curves(rows: &[Row], o: &mut Outputs) -> Result<()> {
     let mut drawn: Vec<&PathBuf> = Vec::new();
-    for r in &rows {
+    for r in rows {
         let (Some(dir), Some(mode)) = (&r.lm_dir, r.mode) else {
             continue;
         };
@@ -480,21 +541,5 @@ pub fn run(
         );
         o.figure(&plot, &stem, &stem)?;
     }
-    let mut index = format!("# {}\n\n{}\n\n- [annotation](annotation.md) — ours beside the paper\n- [reported](reported.md) — the paper's quoted rows\n", e.name, e.description);
-    for id in &ids {
-        index.push_str(&format!(
-            "- {id}: [per-class F1]({}), [bar chart]({}), [confusion]({})\n",
-            names::md(&names::per_class(id)),
-            names::html(&names::annotation_figure(id)),
-            names::html(&names::confusion_figure(id))
-        ));
-    }
-    if !skipped.is_empty() {
-        index.push_str("\nSkipped:\n");
-        for s in &skipped {
-            index.push_str(&format!("- {s}\n"));
-        }
-    }
-    o.text(names::INDEX, &index)?;
-    Ok(o.finish(skipped))
+    Ok(())
 }
