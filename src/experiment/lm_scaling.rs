@@ -2,7 +2,7 @@
 //! at several checkpoints of its one run (0 = the untrained initialisation), each reported as its corpus
 //! validation loss and as the annotation accuracy and macro-F1 of its embeddings (MLP, the
 //! experiment's split) on every evaluated dataset; and the layer sweep of the largest budget.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,36 @@ pub fn run(
             "list optimiser steps, e.g. [0, 250, 500, 1000]",
         ));
     }
+    let (points, largest) = budget_points(e, datasets, cache, quiet, data_dir)?;
+    let mut o = Outputs::new(out);
+    scaling_table(e, &points, &mut o)?;
+    scaling_figures(e, datasets, &points, &mut o)?;
+    if let (true, Some(model)) = (s.layer_sweep, &largest) {
+        layers_table(e, datasets, cache, model, quiet, &mut o)?;
+    }
+    let index = format!(
+        "# {}\n\n{}\n\n- [scaling](scaling.md) — validation loss and annotation by budget\n{}",
+        e.name,
+        e.description,
+        if o.files().contains(&names::md(names::LAYERS)) {
+            "- [layers](layers.md) — every hidden state of the largest model\n"
+        } else {
+            ""
+        }
+    );
+    o.text(names::INDEX, &index)?;
+    Ok(o.finish(Vec::new()))
+}
+
+/// Every budget's pretrained-LM rows per dataset and mode, and the largest budget's model.
+fn budget_points(
+    e: &Experiment,
+    datasets: &[RunDataset],
+    cache: &Cache,
+    quiet: bool,
+    data_dir: Option<&Path>,
+) -> Result<(Vec<Point>, Option<PathBuf>)> {
+    let s = &e.lm_scaling;
     let evaluated: Vec<String> = datasets.iter().map(|d| d.entry.id.clone()).collect();
     let mut points = Vec::new();
     let mut largest = None;
@@ -118,7 +148,11 @@ pub fn run(
             }
         }
     }
-    let mut o = Outputs::new(out);
+    Ok((points, largest))
+}
+
+/// Validation loss and annotation by budget.
+fn scaling_table(e: &Experiment, points: &[Point], o: &mut Outputs) -> Result<()> {
     let df = report::frame(vec![
         (
             "budget_steps",
@@ -159,6 +193,16 @@ pub fn run(
         "# {} — language-model scaling\n\nOne cell-sentence LM ({} layers, hidden {}, heads {}, {} genes per sentence, batch {}, peak lr {}, cosine to {}×) pretrained for {} steps on every reachable dataset except the evaluated ones; each budget is a checkpoint of that one run (as Pythia publishes its checkpoints; the learning rate at a budget is the run's schedule there, not a finished cosine; budget 0 = the untrained initialisation). `val_loss`: next-gene cross-entropy on the corpus's held-out 5 %. Accuracy and macro-F1: the paper's MLP on the mean-pooled last hidden state, {}-fold.",
         e.name, p.layers, p.hidden, p.heads, p.max_genes, p.batch_size, p.lr, p.min_lr, p.steps, e.annotation.folds
     ))?;
+    Ok(())
+}
+
+/// Macro-F1 against budget, one figure per dataset.
+fn scaling_figures(
+    e: &Experiment,
+    datasets: &[RunDataset],
+    points: &[Point],
+    o: &mut Outputs,
+) -> Result<()> {
     for d in datasets {
         let id = &d.entry.id;
         let mut series = Vec::new();
@@ -182,47 +226,47 @@ pub fn run(
         let stem = names::scaling_figure(id);
         o.figure(&plot, &stem, &stem)?;
     }
-    if let (true, Some(model)) = (s.layer_sweep, &largest) {
-        let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
-        for d in datasets {
-            let evs = annotation::layer_evaluations(e, d, cache, model, GeneSet::All, quiet)?;
-            for (l, ev) in evs.iter().enumerate() {
-                rows.push((d.entry.id.clone(), l, ev.accuracy_mean, ev.macro_f1_mean));
-            }
+    Ok(())
+}
+
+/// Every hidden state of the largest model, scored by the MLP (full sentences).
+fn layers_table(
+    e: &Experiment,
+    datasets: &[RunDataset],
+    cache: &Cache,
+    model: &Path,
+    quiet: bool,
+    o: &mut Outputs,
+) -> Result<()> {
+    let s = &e.lm_scaling;
+    let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
+    for d in datasets {
+        let evs = annotation::layer_evaluations(e, d, cache, model, GeneSet::All, quiet)?;
+        for (l, ev) in evs.iter().enumerate() {
+            rows.push((d.entry.id.clone(), l, ev.accuracy_mean, ev.macro_f1_mean));
         }
-        let df = report::frame(vec![
-            (
-                "dataset",
-                Col::Str(rows.iter().map(|r| Some(r.0.clone())).collect()),
-            ),
-            (
-                "hidden_state",
-                Col::I64(rows.iter().map(|r| r.1 as i64).collect()),
-            ),
-            (
-                "accuracy",
-                Col::F64(rows.iter().map(|r| Some(r.2)).collect()),
-            ),
-            (
-                "macro_f1",
-                Col::F64(rows.iter().map(|r| Some(r.3)).collect()),
-            ),
-        ])?;
-        o.table(&df, names::LAYERS, &format!(
-            "# {} — layer sweep of the {}-step model (full sentences)\n\nHidden state 0 = the token embeddings, i = the output of block i, the last = the final layer-normed output (the paper's embedding); each mean-pooled and scored by the MLP.",
-            e.name, s.budgets.iter().max().expect("non-empty")
-        ))?;
     }
-    let index = format!(
-        "# {}\n\n{}\n\n- [scaling](scaling.md) — validation loss and annotation by budget\n{}",
-        e.name,
-        e.description,
-        if o.files().contains(&names::md(names::LAYERS)) {
-            "- [layers](layers.md) — every hidden state of the largest model\n"
-        } else {
-            ""
-        }
-    );
-    o.text(names::INDEX, &index)?;
-    Ok(o.finish(Vec::new()))
+    let df = report::frame(vec![
+        (
+            "dataset",
+            Col::Str(rows.iter().map(|r| Some(r.0.clone())).collect()),
+        ),
+        (
+            "hidden_state",
+            Col::I64(rows.iter().map(|r| r.1 as i64).collect()),
+        ),
+        (
+            "accuracy",
+            Col::F64(rows.iter().map(|r| Some(r.2)).collect()),
+        ),
+        (
+            "macro_f1",
+            Col::F64(rows.iter().map(|r| Some(r.3)).collect()),
+        ),
+    ])?;
+    o.table(&df, names::LAYERS, &format!(
+        "# {} — layer sweep of the {}-step model (full sentences)\n\nHidden state 0 = the token embeddings, i = the output of block i, the last = the final layer-normed output (the paper's embedding); each mean-pooled and scored by the MLP.",
+        e.name, s.budgets.iter().max().expect("non-empty")
+    ))?;
+    Ok(())
 }

@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod embed;
 pub mod load;
 pub mod model;
+pub mod model_dir;
 pub mod optim;
 pub mod probe;
 pub mod prompt;
