@@ -9,7 +9,7 @@ use crate::cache::{Cache, Outcome};
 use crate::data;
 use crate::error::Result;
 use crate::experiment;
-use crate::hvg::HvgParams;
+use crate::experiment::{Experiment, HvgSection};
 use crate::lm::{self, EmbedOptions, GptNeox, PromptStyle};
 use crate::pipeline::{self, HvgInput};
 use crate::preprocess::PreprocessParams;
@@ -75,10 +75,57 @@ fn mean(v: impl Iterator<Item = usize>) -> f64 {
     s as f64 / n.max(1) as f64
 }
 
+/// The data settings of the sentence-length and compute tables: the reconstruction experiment's,
+/// so these tables describe the sentences the experiments made (the defaults when none is run).
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct DataSettings {
+    /// QC, normalize_total, log.
+    pub preprocess: PreprocessParams,
+    /// HVG selection.
+    pub hvg: HvgSection,
+    /// Seed of the sentences' tie shuffle.
+    pub tie_seed: u32,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self {
+            preprocess: PreprocessParams::default(),
+            hvg: HvgSection::default(),
+            tie_seed: crate::sentence::C2S_TIE_SEED,
+        }
+    }
+}
+
+impl DataSettings {
+    /// The settings of `e`.
+    pub fn of(e: &Experiment) -> Self {
+        Self {
+            preprocess: e.preprocess.clone(),
+            hvg: e.hvg.clone(),
+            tie_seed: e.sentences.tie_seed,
+        }
+    }
+
+    /// The HVG selection in words, e.g. `seurat_v3 on log10 data, n_top 2000`.
+    pub fn hvg_text(&self) -> String {
+        let on = match (self.hvg.on, self.preprocess.log_base) {
+            (HvgInput::Log, Some(b)) => format!("log{b}"),
+            (HvgInput::Log, None) => "ln".to_string(),
+            (HvgInput::Counts, _) => "count".to_string(),
+        };
+        format!(
+            "{} on {on} data, n_top {}",
+            self.hvg.flavor, self.hvg.n_top_genes
+        )
+    }
+}
+
 /// Computes (or reads from the cache) the compute record of one dataset.
 pub(super) fn dataset_compute(
     id: &str,
     opts: &ReproduceOptions,
+    settings: &DataSettings,
     lm_cfg: &lm::TrainConfig,
     cache: &Cache,
 ) -> Result<(DatasetCompute, Outcome)> {
@@ -102,6 +149,7 @@ pub(super) fn dataset_compute(
         &digest,
         &tok_digest,
         &model_digest,
+        settings,
         lm_cfg,
         opts.timed_cells,
         tch::get_num_threads(),
@@ -109,9 +157,10 @@ pub(super) fn dataset_compute(
     cache.json("compute", id, &inputs, || {
         let ds = entry.load(!opts.quiet)?;
         let cells_in = ds.n_cells();
-        let pp = PreprocessParams::default();
-        let p = pipeline::prepare(ds, entry.counts.then_some(&pp), false)?;
-        let h = pipeline::select_hvg(&p, &HvgParams::default(), HvgInput::Log, None)?;
+        let on = settings.hvg.on;
+        let pp = &settings.preprocess;
+        let p = pipeline::prepare(ds, entry.counts.then_some(pp), on == HvgInput::Counts)?;
+        let h = pipeline::select_hvg(&p, &settings.hvg.params(), on, None)?;
         let tok = tok_path
             .as_ref()
             .map(|t| lm::tokenizer::Tok::load(t))
@@ -130,56 +179,11 @@ pub(super) fn dataset_compute(
             .or(random.as_ref().map(|r| &r.0));
         let style = PromptStyle::c2s_default();
         let sample = crate::reconstruct::sample_cells(p.data.n_cells(), opts.timed_cells, 0);
-        let mut modes = Vec::new();
-        for g in [GeneSet::All, GeneSet::Hvg] {
-            let s = pipeline::sentences(
-                &p,
-                g,
-                Some(&h),
-                &SentenceParams {
-                    seed: crate::sentence::C2S_TIE_SEED,
-                    max_genes: None,
-                },
-            )?;
-            let words: Vec<Vec<&str>> = s
-                .iter()
-                .map(|x| x.split(' ').filter(|w| !w.is_empty()).collect())
-                .collect();
-            let longest = words.iter().map(Vec::len).max().unwrap_or(0);
-            let top: Vec<Vec<&str>> = words
-                .iter()
-                .map(|w| w[..w.len().min(200)].to_vec())
-                .collect();
-            let full = style.render(&words, longest);
-            let short = style.render(&top, 200);
-            let (mut tokens, mut tokens_200, mut cps, mut cps_200) = (None, None, None, None);
-            if let Some(t) = &tok {
-                let ids = t.encode_batch(&full)?;
-                let ids_200 = t.encode_batch(&short)?;
-                tokens = Some(mean(ids.iter().map(Vec::len)));
-                tokens_200 = Some(mean(ids_200.iter().map(Vec::len)));
-                if let Some(m) = model {
-                    let pick = |v: &[Vec<i64>]| -> Vec<Vec<i64>> {
-                        sample.iter().map(|&i| v[i].clone()).collect()
-                    };
-                    cps = Some(time_embedding(m, &pick(&ids))?);
-                    cps_200 = Some(time_embedding(m, &pick(&ids_200))?);
-                }
-            }
-            modes.push(ModeCompute {
-                mode: experiment::mode_label(g).to_string(),
-                genes: mean(words.iter().map(Vec::len)),
-                genes_200: mean(words.iter().map(|w| w.len().min(200))),
-                tokens,
-                tokens_200,
-                cells_per_s: cps,
-                cells_per_s_200: cps_200,
-                example: words
-                    .first()
-                    .map(|w| w.iter().take(12).copied().collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default(),
-            });
-        }
+        let timing = (tok.as_ref(), model, sample.as_slice());
+        let modes = [GeneSet::All, GeneSet::Hvg]
+            .into_iter()
+            .map(|g| mode_compute(&p, &h, g, settings.tie_seed, &style, timing))
+            .collect::<Result<Vec<_>>>()?;
         Ok(DatasetCompute {
             dataset: id.to_string(),
             cells_in,
@@ -188,6 +192,65 @@ pub(super) fn dataset_compute(
             hvg: h.indices().len(),
             modes,
         })
+    })
+}
+
+/// Sentence length, prompt tokens and embedding speed of one sentence mode (`timing`: the
+/// tokenizer, the timing model and the sampled cells).
+fn mode_compute(
+    p: &pipeline::Prepared,
+    h: &crate::hvg::HvgResult,
+    g: GeneSet,
+    tie_seed: u32,
+    style: &PromptStyle,
+    (tok, model, sample): (Option<&lm::tokenizer::Tok>, Option<&GptNeox>, &[usize]),
+) -> Result<ModeCompute> {
+    let s = pipeline::sentences(
+        p,
+        g,
+        Some(h),
+        &SentenceParams {
+            seed: tie_seed,
+            max_genes: None,
+        },
+    )?;
+    let words: Vec<Vec<&str>> = s
+        .iter()
+        .map(|x| x.split(' ').filter(|w| !w.is_empty()).collect())
+        .collect();
+    let longest = words.iter().map(Vec::len).max().unwrap_or(0);
+    let top: Vec<Vec<&str>> = words
+        .iter()
+        .map(|w| w[..w.len().min(200)].to_vec())
+        .collect();
+    let full = style.render(&words, longest);
+    let short = style.render(&top, 200);
+    let (mut tokens, mut tokens_200, mut cps, mut cps_200) = (None, None, None, None);
+    if let Some(t) = tok {
+        let ids = t.encode_batch(&full)?;
+        let ids_200 = t.encode_batch(&short)?;
+        tokens = Some(mean(ids.iter().map(Vec::len)));
+        tokens_200 = Some(mean(ids_200.iter().map(Vec::len)));
+        if let Some(m) = model {
+            let pick = |v: &[Vec<i64>]| -> Vec<Vec<i64>> {
+                sample.iter().map(|&i| v[i].clone()).collect()
+            };
+            cps = Some(time_embedding(m, &pick(&ids))?);
+            cps_200 = Some(time_embedding(m, &pick(&ids_200))?);
+        }
+    }
+    Ok(ModeCompute {
+        mode: experiment::mode_label(g).to_string(),
+        genes: mean(words.iter().map(Vec::len)),
+        genes_200: mean(words.iter().map(|w| w.len().min(200))),
+        tokens,
+        tokens_200,
+        cells_per_s: cps,
+        cells_per_s_200: cps_200,
+        example: words
+            .first()
+            .map(|w| w.iter().take(12).copied().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
     })
 }
 
@@ -206,6 +269,7 @@ pub(super) struct ComputeTables {
 /// Writes `sentences/sentence_lengths.*` and `compute/compute.*`.
 pub(super) fn write_compute_tables(
     out: &Path,
+    settings: &DataSettings,
     recs: &[DatasetCompute],
     timing: &str,
 ) -> Result<ComputeTables> {
@@ -239,7 +303,8 @@ pub(super) fn write_compute_tables(
     let dir = out.join("sentences");
     report::write_atomic(dir.join("sentence_lengths.csv"), t.to_csv().as_bytes())?;
     let md = format!(
-        "# Sentence length, all genes vs HVG (seurat_v3 on log10 data, n_top 2000)\n\nMean number of genes per cell sentence; the paper reports HVG sentences at about a third of the full length.\n\n{}",
+        "# Sentence length, all genes vs HVG ({})\n\nMean number of genes per cell sentence; the paper reports HVG sentences at about a third of the full length.\n\n{}",
+        settings.hvg_text(),
         t.to_markdown()
     );
     report::write_atomic(dir.join("sentence_lengths.md"), md.as_bytes())?;

@@ -142,10 +142,16 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
         .find(|(_, e)| e.task == Task::Annotation)
         .map(|(_, e)| e.annotation.lm.clone())
         .unwrap_or_default();
+    let settings = ordered
+        .iter()
+        .find(|(_, e)| e.task == Task::Reconstruction)
+        .map_or_else(compute::DataSettings::default, |(_, e)| {
+            compute::DataSettings::of(e)
+        });
     let (mut hits, mut computed) = (0, 0);
     let mut recs = Vec::new();
     for id in &opts.datasets {
-        let (r, o) = compute::dataset_compute(id, opts, &lm_cfg, &cache)?;
+        let (r, o) = compute::dataset_compute(id, opts, &settings, &lm_cfg, &cache)?;
         match o {
             Outcome::Hit => hits += 1,
             Outcome::Computed => computed += 1,
@@ -167,7 +173,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
             opts.timed_cells
         ),
     };
-    let tables = compute::write_compute_tables(&opts.out, &recs, &timing)?;
+    let tables = compute::write_compute_tables(&opts.out, &settings, &recs, &timing)?;
     if !opts.quiet {
         eprintln!("[reproduce] wrote sentence-length and compute tables");
     }
