@@ -157,25 +157,11 @@ pub fn pretrained_model(
         .iter()
         .map(|en| Ok((en.id.clone(), cache.file_digest(&en.path)?)))
         .collect::<Result<_>>()?;
-    let at = if untrained { Some(0) } else { p.at_step };
-    let from_snapshot = at.is_some_and(|k| k != p.lm.steps);
-    if from_snapshot && !p.lm.snapshots.contains(&at.unwrap_or(0)) && !untrained {
-        return Err(e.err(
-            "annotation",
-            "pretrain.lm.snapshots",
-            format!(
-                "step {} is not kept by the pretraining run",
-                at.unwrap_or(0)
-            ),
-            "add it to annotation.pretrain.lm.snapshots",
-        ));
-    }
-    let snapshot_kept = at.is_some_and(|k| p.lm.snapshots.contains(&k));
+    let want = run_weights(e, p, untrained)?;
     let lm = TrainConfig {
-        steps: if from_snapshot && !snapshot_kept {
-            0
-        } else {
-            p.lm.steps
+        steps: match want {
+            RunWeights::Initialisation => 0,
+            _ => p.lm.steps,
         },
         ..p.lm.clone()
     };
@@ -203,7 +189,7 @@ pub fn pretrained_model(
             cache.dir_artifact("pretrain", &label, &(&digests, &spec, &lm), train)?
         }
     };
-    let Some(k) = at.filter(|_| snapshot_kept) else {
+    let RunWeights::Snapshot(k) = want else {
         return Ok((dir, outcome));
     };
     let snap = dir.join(format!("step{k}"));
@@ -214,35 +200,7 @@ pub fn pretrained_model(
         return Ok((snap, outcome));
     }
     if k == 0 {
-        // a committed checkpoint without its snapshots: rebuild the initialisation from its seed
-        let digest = cache.file_digest(&dir)?;
-        return cache.dir_artifact(
-            "pretrain",
-            "untrained (from the checkpoint)",
-            &(&digest, 0),
-            |out| {
-                let corpus = lm::Corpus::read(&dir)?;
-                lm::train::untrained_like(&dir, out, &|_, _, _| {
-                    corpus
-                        .iter()
-                        .map(|c| {
-                            let c = lm::Corpus {
-                                steps: 0,
-                                tokens_seen: 0,
-                                wall_seconds: 0.0,
-                                ..c.clone()
-                            };
-                            (
-                                lm::corpus::CORPUS,
-                                (serde_json::to_string_pretty(&c).expect("corpus serializes")
-                                    + "\n")
-                                    .into_bytes(),
-                            )
-                        })
-                        .collect()
-                })
-            },
-        );
+        return initialisation_of(&dir, cache);
     }
     Err(crate::Error::NotFound {
         path: snap,
@@ -250,6 +208,68 @@ pub fn pretrained_model(
             " (the pretraining run's step-{k} snapshot; snapshots are not committed: rerun with --retrain-lm)"
         ),
     })
+}
+
+/// Which weights of the pretraining run a row reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RunWeights {
+    /// The run's final weights.
+    Final,
+    /// The snapshot the run keeps at this step (`step<k>/`).
+    Snapshot(usize),
+    /// The initialisation of a run that keeps no `step0/`: a zero-step run of the same settings.
+    Initialisation,
+}
+
+/// The weights `untrained` (the control) or `pretrain.at_step` ask for; a step the run does not
+/// keep is an error naming the setting.
+fn run_weights(e: &Experiment, p: &PretrainSection, untrained: bool) -> Result<RunWeights> {
+    let at = if untrained { Some(0) } else { p.at_step };
+    Ok(match at {
+        Some(k) if p.lm.snapshots.contains(&k) => RunWeights::Snapshot(k),
+        Some(k) if k != p.lm.steps && untrained => RunWeights::Initialisation,
+        Some(k) if k != p.lm.steps => {
+            return Err(e.err(
+                "annotation",
+                "pretrain.lm.snapshots",
+                format!("step {k} is not kept by the pretraining run"),
+                "add it to annotation.pretrain.lm.snapshots",
+            ))
+        }
+        _ => RunWeights::Final,
+    })
+}
+
+/// A committed checkpoint without its snapshots: its initialisation rebuilt from its seed (a
+/// cached stage), with its corpus manifest at zero steps.
+fn initialisation_of(dir: &Path, cache: &Cache) -> Result<(PathBuf, Outcome)> {
+    let digest = cache.file_digest(dir)?;
+    cache.dir_artifact(
+        "pretrain",
+        "untrained (from the checkpoint)",
+        &(&digest, 0),
+        |out| {
+            let corpus = lm::Corpus::read(dir)?;
+            lm::train::untrained_like(dir, out, &|_, _, _| {
+                corpus
+                    .iter()
+                    .map(|c| {
+                        let c = lm::Corpus {
+                            steps: 0,
+                            tokens_seen: 0,
+                            wall_seconds: 0.0,
+                            ..c.clone()
+                        };
+                        (
+                            lm::corpus::CORPUS,
+                            (serde_json::to_string_pretty(&c).expect("corpus serializes") + "\n")
+                                .into_bytes(),
+                        )
+                    })
+                    .collect()
+            })
+        },
+    )
 }
 
 /// A committed pretrained model: checked against the settings and the local corpus files, trained
