@@ -293,9 +293,41 @@ pub struct BenchAnnotateArgs {
 /// `cellsentence bench annotate`: MLP seconds per epoch vs PyTorch (same features and folds) and
 /// linear-SVM fit time vs scikit-learn `LinearSVC` (same rows), in one run.
 pub fn cmd_bench_annotate(a: &BenchAnnotateArgs) -> Result<()> {
-    use crate::classify::Fold;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let fx = root.join("tests/fixtures/annotation");
+    let work = PathBuf::from(".cache/bench");
+    let (ours_epoch, correct) = bench_mlp(&fx)?;
+    let (ours_svm, svm_acc) = bench_svm(a, &work)?;
+    let r = bench_reference(a, &root, &fx, &work)?;
+    let torch_epoch = r["mlp_seconds_per_epoch"].as_f64().unwrap_or(f64::NAN);
+    let sk_svm = r["svm_seconds"].as_f64().unwrap_or(f64::NAN);
+    let md = format!(
+        "# Annotation benchmarks: cellsentence vs PyTorch / scikit-learn (CPU, {} threads)\n\n\
+         | what | data | cellsentence | reference | ratio (reference / ours) |\n|---|---|---|---|---|\n\
+         | MLP seconds per epoch (updates + validation loss; median over all epochs of 5 folds) | Baron PCA(50), 5 stratified folds | {ours_epoch:.4} | PyTorch {torch_epoch:.4} | {:.2}× |\n\
+         | MLP mean accuracy | same | {:.4} | PyTorch {:.4} | — |\n\
+         | linear SVM fit, seconds (C = 1, one-vs-rest, squared hinge, dual CD) | Baron HVG expression (2,000 genes), fold 1 train+val | {ours_svm:.3} | scikit-learn LinearSVC {sk_svm:.3} | {:.2}× |\n\
+         | linear SVM fold-1 accuracy | same | {svm_acc:.4} | {:.4} | — |\n",
+        tch::get_num_threads(),
+        torch_epoch / ours_epoch,
+        correct.iter().sum::<f64>() / correct.len().max(1) as f64,
+        r["mlp_accuracy_mean"].as_f64().unwrap_or(f64::NAN),
+        sk_svm / ours_svm,
+        r["svm_accuracy"].as_f64().unwrap_or(f64::NAN),
+    );
+    let csv = format!(
+        "what,ours,reference,ratio\nmlp_seconds_per_epoch,{ours_epoch:.5},{torch_epoch:.5},{:.3}\nsvm_fit_seconds,{ours_svm:.4},{sk_svm:.4},{:.3}\n",
+        torch_epoch / ours_epoch,
+        sk_svm / ours_svm
+    );
+    write_atomic(a.out.join("annotation.md"), md.as_bytes())?;
+    write_atomic(a.out.join("annotation.csv"), csv.as_bytes())?;
+    print_out(&md)
+}
+
+/// Our MLP on the committed fixture's folds: median seconds per epoch and each fold's accuracy.
+fn bench_mlp(fx: &Path) -> Result<(f64, Vec<f64>)> {
+    use crate::classify::Fold;
     let x = crate::npy::read(&fx.join("features.npy"))?;
     let meta_path = fx.join("folds.json");
     let meta: serde_json::Value = serde_json::from_str(
@@ -350,6 +382,12 @@ pub fn cmd_bench_annotate(a: &BenchAnnotateArgs) -> Result<()> {
     per_epoch.sort_by(f64::total_cmp);
     let ours_epoch = per_epoch[per_epoch.len() / 2];
 
+    Ok((ours_epoch, correct))
+}
+
+/// Our linear SVM on Baron's HVG expression, fold 1: fit seconds and accuracy (also writes the
+/// data and folds the reference script reads into `work`).
+fn bench_svm(a: &BenchAnnotateArgs, work: &Path) -> Result<(f64, f64)> {
     // SVM on log-normalized HVG expression of baron_human, first stratified fold
     let (_, ds) = load(&InputArgs {
         input: "baron_human".into(),
@@ -371,7 +409,6 @@ pub fn cmd_bench_annotate(a: &BenchAnnotateArgs) -> Result<()> {
     let hx = crate::experiment::annotation::hvg_dense(&p, &h.indices());
     let hl = p.data.obs_column("cell_type1")?;
     let hf = classify::stratified_kfold(&hl, 5, 0.1, 0)?;
-    let work = PathBuf::from(".cache/bench");
     crate::npy::write(&work.join("svm_hvg_baron.npy"), &hx)?;
     let folds_js: Vec<_> = hf
         .iter()
@@ -401,10 +438,20 @@ pub fn cmd_bench_annotate(a: &BenchAnnotateArgs) -> Result<()> {
         .count() as f64
         / f0.test.len() as f64;
 
+    Ok((ours_svm, svm_acc))
+}
+
+/// The PyTorch / scikit-learn reference script's JSON on the same data.
+fn bench_reference(
+    a: &BenchAnnotateArgs,
+    root: &Path,
+    fx: &Path,
+    work: &Path,
+) -> Result<serde_json::Value> {
     let script = root.join("tests/fixtures/bench_annotation.py");
     let out = std::process::Command::new(&a.python)
         .arg(&script)
-        .arg(&fx)
+        .arg(fx)
         .arg(work.join("svm_hvg_baron.npy"))
         .arg(work.join("svm_folds.json"))
         .output()
@@ -419,30 +466,6 @@ pub fn cmd_bench_annotate(a: &BenchAnnotateArgs) -> Result<()> {
             ),
         ));
     }
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| Error::param("bench", format!("reference printed no JSON: {e}")))?;
-    let torch_epoch = r["mlp_seconds_per_epoch"].as_f64().unwrap_or(f64::NAN);
-    let sk_svm = r["svm_seconds"].as_f64().unwrap_or(f64::NAN);
-    let md = format!(
-        "# Annotation benchmarks: cellsentence vs PyTorch / scikit-learn (CPU, {} threads)\n\n\
-         | what | data | cellsentence | reference | ratio (reference / ours) |\n|---|---|---|---|---|\n\
-         | MLP seconds per epoch (updates + validation loss; median over all epochs of 5 folds) | Baron PCA(50), 5 stratified folds | {ours_epoch:.4} | PyTorch {torch_epoch:.4} | {:.2}× |\n\
-         | MLP mean accuracy | same | {:.4} | PyTorch {:.4} | — |\n\
-         | linear SVM fit, seconds (C = 1, one-vs-rest, squared hinge, dual CD) | Baron HVG expression (2,000 genes), fold 1 train+val | {ours_svm:.3} | scikit-learn LinearSVC {sk_svm:.3} | {:.2}× |\n\
-         | linear SVM fold-1 accuracy | same | {svm_acc:.4} | {:.4} | — |\n",
-        tch::get_num_threads(),
-        torch_epoch / ours_epoch,
-        correct.iter().sum::<f64>() / correct.len().max(1) as f64,
-        r["mlp_accuracy_mean"].as_f64().unwrap_or(f64::NAN),
-        sk_svm / ours_svm,
-        r["svm_accuracy"].as_f64().unwrap_or(f64::NAN),
-    );
-    let csv = format!(
-        "what,ours,reference,ratio\nmlp_seconds_per_epoch,{ours_epoch:.5},{torch_epoch:.5},{:.3}\nsvm_fit_seconds,{ours_svm:.4},{sk_svm:.4},{:.3}\n",
-        torch_epoch / ours_epoch,
-        sk_svm / ours_svm
-    );
-    write_atomic(a.out.join("annotation.md"), md.as_bytes())?;
-    write_atomic(a.out.join("annotation.csv"), csv.as_bytes())?;
-    print_out(&md)
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::param("bench", format!("reference printed no JSON: {e}")))
 }

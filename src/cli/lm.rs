@@ -560,47 +560,82 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
         "tool": "cellsentence (tch, sdpa, length-sorted packing, masked mean)",
         "seconds": ours_s, "tokens": tokens, "tokens_per_s": tokens as f64 / ours_s,
     })];
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench_embed.py");
     for attn in &a.attn {
-        let out = std::process::Command::new(&a.python)
-            .arg(&script)
-            .args(["--model"])
-            .arg(&a.model)
-            .args(["--prompts"])
-            .arg(&prompts)
-            .args(["--attn", attn, "--batch", &a.hf_batch.to_string()])
-            .args(["--threads", &threads.to_string()])
-            .args(if a.run.cuda {
-                vec![
-                    "--cuda".to_string(),
-                    "--dtype".to_string(),
-                    a.run.dtype.to_string(),
-                ]
-            } else {
-                vec![]
-            })
-            .output()
-            .map_err(|e| Error::io(&a.python, e))?;
-        if !out.status.success() {
-            return Err(Error::param(
-                "bench",
-                format!(
-                    "{} {} failed: {}",
-                    a.python.display(),
-                    script.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            ));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| Error::param("bench", format!("transformers run printed no JSON: {e}")))?;
-        rows.push(v);
+        rows.push(transformers_run(a, &prompts, attn, threads)?);
     }
     let device_s = if a.run.cuda {
         format!("CUDA ({})", a.run.dtype)
     } else {
         format!("CPU, {threads} threads")
     };
+    let (md, csv) = bench_embed_tables(a, &rows, (texts.len(), tokens, ours_s), &device_s);
+    drop(ours);
+    let stem = if a.run.cuda {
+        "embed_cuda"
+    } else {
+        "embed_cpu"
+    };
+    write_atomic(a.out.join(format!("{stem}.md")), md.as_bytes())?;
+    write_atomic(a.out.join(format!("{stem}.csv")), csv.as_bytes())?;
+    write_atomic(
+        a.out.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&rows)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    print_out(&md)
+}
+
+/// One transformers embedding run of the benchmark (Cell2Sentence's way), as the JSON it prints.
+fn transformers_run(
+    a: &BenchEmbedArgs,
+    prompts: &Path,
+    attn: &str,
+    threads: i32,
+) -> Result<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench_embed.py");
+    let out = std::process::Command::new(&a.python)
+        .arg(&script)
+        .args(["--model"])
+        .arg(&a.model)
+        .args(["--prompts"])
+        .arg(prompts)
+        .args(["--attn", attn, "--batch", &a.hf_batch.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .args(if a.run.cuda {
+            vec![
+                "--cuda".to_string(),
+                "--dtype".to_string(),
+                a.run.dtype.to_string(),
+            ]
+        } else {
+            vec![]
+        })
+        .output()
+        .map_err(|e| Error::io(&a.python, e))?;
+    if !out.status.success() {
+        return Err(Error::param(
+            "bench",
+            format!(
+                "{} {} failed: {}",
+                a.python.display(),
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::param("bench", format!("transformers run printed no JSON: {e}")))?;
+    Ok(v)
+}
+
+/// The benchmark's Markdown and CSV tables (`n`: prompts, `tokens`, `ours_s`: our seconds).
+fn bench_embed_tables(
+    a: &BenchEmbedArgs,
+    rows: &[serde_json::Value],
+    (n, tokens, ours_s): (usize, usize, f64),
+    device_s: &str,
+) -> (String, String) {
     let mut md = format!(
         "# Embedding throughput: cellsentence vs transformers\n\nModel: random-weight checkpoint of the \
          Pythia-410M config ({}), {} Cell2Sentence cell-type prompts (template 0, top-200 genes of {}), {} tokens; \
@@ -608,14 +643,14 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
          `output_hidden_states`, logits computed); cellsentence sorts prompts by length, packs batches under \
          {} tokens and skips the LM head.\n\n| tool | seconds | tokens/s | speed-up vs this row |\n|---|---|---|---|\n",
         a.model.display(),
-        texts.len(),
+        n,
         a.input,
         tokens,
         a.hf_batch,
         a.run.batch_tokens
     );
     let mut csv = String::from("tool,seconds,tokens,tokens_per_s,ours_speedup\n");
-    for r in &rows {
+    for r in rows {
         let s = r["seconds"].as_f64().unwrap_or(f64::NAN);
         let tool = r["tool"].as_str().unwrap_or("?");
         let ratio = s / ours_s;
@@ -635,19 +670,5 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
             rows[0]["tokens_per_s"].as_f64().unwrap_or(0.0) * 2.0 * 302e6 / 1e12
         ));
     }
-    let _ = &ours;
-    let stem = if a.run.cuda {
-        "embed_cuda"
-    } else {
-        "embed_cpu"
-    };
-    write_atomic(a.out.join(format!("{stem}.md")), md.as_bytes())?;
-    write_atomic(a.out.join(format!("{stem}.csv")), csv.as_bytes())?;
-    write_atomic(
-        a.out.join(format!("{stem}.json")),
-        serde_json::to_string_pretty(&rows)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    print_out(&md)
+    (md, csv)
 }

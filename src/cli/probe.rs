@@ -308,13 +308,54 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         .map(read_markers)
         .transpose()?
         .unwrap_or_default();
+    let (csv, md, summary) = attribution_tables(&id, &r, &markers);
+    let heading = format!(
+        "# Gene-token attribution — {} ({} sentences), model {}\n\n{} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
+        id,
+        crate::experiment::mode_label(a.source.genes),
+        a.model.display(),
+        match a.method {
+            crate::attribution::Method::GradInput => "Gradient × input".to_string(),
+            crate::attribution::Method::IntegratedGradients => format!("Integrated gradients ({} steps, zero baseline)", a.ig_steps),
+        },
+        a.layer,
+        a.folds,
+        a.markers.as_ref().map_or(String::new(), |m| format!(" Known markers from {}.", m.display()))
+    );
+    let fig = attribution_heatmap(&id, &r);
+    // one folder, committed whole (hand-written notes beside the results are kept)
+    let staged = crate::output::StagedDir::new(&a.out)?;
+    let dir = staged.path();
+    write_atomic(dir.join("top_genes.csv"), csv.to_csv().as_bytes())?;
+    write_atomic(
+        dir.join("top_genes.md"),
+        format!("{heading}{}\n{}", summary.to_markdown(), md.to_markdown()).as_bytes(),
+    )?;
+    crate::figure::write(
+        &fig,
+        &dir.join("figures"),
+        "attribution_heatmap",
+        "attribution",
+    )?;
+    staged.keep_from_old(crate::experiment::KEPT_NOTES)?;
+    staged.commit("attribute")?;
+    print_out(&summary.to_markdown())
+}
+
+/// The attribution's tables: `top_genes.csv` rows, the Markdown top genes with known markers, and
+/// the per-type summary.
+fn attribution_tables(
+    id: &str,
+    r: &crate::attribution::Attribution,
+    markers: &[(String, String)],
+) -> (Table, Table, Table) {
     let is_marker = |t: &str, g: &str| markers.iter().any(|(mt, mg)| mt == t && mg == g);
     let mut csv = Table::new(["dataset", "cell_type", "rank", "gene", "score"]);
     let mut md = Table::new(["cell_type", "rank", "gene", "score", "known marker"]);
     for g in &r.top {
         let score = format!("{:.6}", g.score);
         csv.push([
-            id.clone(),
+            id.to_string(),
             g.cell_type.clone(),
             g.rank.to_string(),
             g.gene.clone(),
@@ -356,19 +397,11 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
             listed.to_string(),
         ]);
     }
-    let heading = format!(
-        "# Gene-token attribution — {} ({} sentences), model {}\n\n{} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
-        id,
-        crate::experiment::mode_label(a.source.genes),
-        a.model.display(),
-        match a.method {
-            crate::attribution::Method::GradInput => "Gradient × input".to_string(),
-            crate::attribution::Method::IntegratedGradients => format!("Integrated gradients ({} steps, zero baseline)", a.ig_steps),
-        },
-        a.layer,
-        a.folds,
-        a.markers.as_ref().map_or(String::new(), |m| format!(" Known markers from {}.", m.display()))
-    );
+    (csv, md, summary)
+}
+
+/// Heat map of each type's top 5 genes.
+fn attribution_heatmap(id: &str, r: &crate::attribution::Attribution) -> plotly::Plot {
     let types: Vec<String> = r.cells.keys().cloned().collect();
     let mut genes: Vec<String> = Vec::new();
     for g in r.top.iter().filter(|g| g.rank <= 5) {
@@ -390,29 +423,12 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
                 .collect()
         })
         .collect();
-    let fig = crate::figure::heatmap(
+    crate::figure::heatmap(
         &format!("Gene-token attribution — {} (top 5 genes per type)", id),
         &genes,
         &types,
         &z,
         "gene",
         "cell type",
-    );
-    // one folder, committed whole (hand-written notes beside the results are kept)
-    let staged = crate::output::StagedDir::new(&a.out)?;
-    let dir = staged.path();
-    write_atomic(dir.join("top_genes.csv"), csv.to_csv().as_bytes())?;
-    write_atomic(
-        dir.join("top_genes.md"),
-        format!("{heading}{}\n{}", summary.to_markdown(), md.to_markdown()).as_bytes(),
-    )?;
-    crate::figure::write(
-        &fig,
-        &dir.join("figures"),
-        "attribution_heatmap",
-        "attribution",
-    )?;
-    staged.keep_from_old(crate::experiment::KEPT_NOTES)?;
-    staged.commit("attribute")?;
-    print_out(&summary.to_markdown())
+    )
 }

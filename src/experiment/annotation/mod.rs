@@ -217,43 +217,11 @@ fn annotation_table(
         ),
         (
             "unseen_test_labels",
-            Col::Str(
-                rows.iter()
-                    .map(|r| {
-                        let mut u: Vec<String> = r
-                            .eval
-                            .folds
-                            .iter()
-                            .flat_map(|f| f.unseen_labels.iter().map(|l| format!("{}:{l}", f.fold)))
-                            .collect();
-                        u.dedup();
-                        Some(u.join("; "))
-                    })
-                    .collect(),
-            ),
+            Col::Str(rows.iter().map(|r| Some(unseen_labels(r))).collect()),
         ),
         (
             "role",
-            Col::Str(
-                rows.iter()
-                    .map(|r| {
-                        let role = match &r.paper {
-                            Some(p) => format!("substitute for the paper's {p}"),
-                            None => "no counterpart in the paper".to_string(),
-                        };
-                        Some(match (r.source, r.seen) {
-                            (_, true) => format!("{role}; seen in pretraining"),
-                            (LmSource::Pretrained | LmSource::Untrained, false) => {
-                                format!("{role}; held out from pretraining")
-                            }
-                            (LmSource::FineTuned, _) => format!(
-                                "{role}; fine-tuned on this dataset's unlabelled sentences (transductive)"
-                            ),
-                            (LmSource::Own, _) => role,
-                        })
-                    })
-                    .collect(),
-            ),
+            Col::Str(rows.iter().map(|r| Some(role(r))).collect()),
         ),
     ])?;
     let lm_what = match (&a.model, a.lm_protocol) {
@@ -278,6 +246,37 @@ fn annotation_table(
         e.name, a.max_genes, a.mlp.lr, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
     ))?;
     Ok(())
+}
+
+/// Test labels absent from a fold's training cells, as `fold:label` pairs.
+fn unseen_labels(r: &Row) -> String {
+    let mut u: Vec<String> = r
+        .eval
+        .folds
+        .iter()
+        .flat_map(|f| f.unseen_labels.iter().map(|l| format!("{}:{l}", f.fold)))
+        .collect();
+    u.dedup();
+    u.join("; ")
+}
+
+/// What a row stands for: its dataset's counterpart in the paper, and for LM rows whether the
+/// model saw the dataset.
+fn role(r: &Row) -> String {
+    let role = match &r.paper {
+        Some(p) => format!("substitute for the paper's {p}"),
+        None => "no counterpart in the paper".to_string(),
+    };
+    match (r.source, r.seen) {
+        (_, true) => format!("{role}; seen in pretraining"),
+        (LmSource::Pretrained | LmSource::Untrained, false) => {
+            format!("{role}; held out from pretraining")
+        }
+        (LmSource::FineTuned, _) => {
+            format!("{role}; fine-tuned on this dataset's unlabelled sentences (transductive)")
+        }
+        (LmSource::Own, _) => role,
+    }
 }
 
 /// The paper's quoted rows for this split.

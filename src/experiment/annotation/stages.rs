@@ -87,6 +87,25 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The features method `m` classifies (LM rows: `source`'s embeddings of `mode` sentences).
+    fn features(&mut self, m: Method, mode: Option<GeneSet>, source: LmSource) -> Result<Matrix> {
+        let a = self.a;
+        Ok(match m {
+            Method::Lm => self.lm_features(mode.expect("LM rows have a mode"), source)?,
+            Method::HvgSvm | Method::HvgMlp => {
+                let (p, h) = self.prepared()?;
+                hvg_dense(p, h)
+            }
+            Method::Scmap => all_dense(self.prepared()?.0),
+            Method::Pca => {
+                let (p, h) = self.prepared()?;
+                let x = hvg_dense(p, h);
+                let all: Vec<usize> = (0..x.rows).collect();
+                classify::pca(&x, &all, a.pca_components)
+            }
+        })
+    }
+
     /// The prepared data and its HVG columns.
     fn prepared(&mut self) -> Result<(&Prepared, &[usize])> {
         self.data.hvg()
@@ -276,7 +295,14 @@ pub(super) fn dataset_rows(
         data_dir,
     };
     let digest = cache.file_digest(&d.entry.path)?;
-    let mut rows = Vec::new();
+    units(e, a)
+        .into_iter()
+        .map(|(m, mode, source)| row(&mut cx, &digest, m, mode, source))
+        .collect()
+}
+
+/// The rows an experiment asks for: every method, LM methods once per model source and mode.
+fn units(e: &Experiment, a: &AnnotationSection) -> Vec<(Method, Option<GeneSet>, LmSource)> {
     let mut units: Vec<(Method, Option<GeneSet>, LmSource)> = Vec::new();
     for &m in &a.methods {
         if m == Method::Lm {
@@ -287,90 +313,86 @@ pub(super) fn dataset_rows(
             units.push((m, None, LmSource::Own));
         }
     }
-    for (m, mode, source) in units {
-        let classifier = match m {
-            Method::HvgSvm => Classifier::Svm(a.svm.clone()),
-            Method::Scmap => Classifier::Scmap(a.scmap.clone()),
-            _ => Classifier::Mlp(a.mlp.clone()),
-        };
-        let lm_part = (m == Method::Lm).then_some((&a.lm, &a.model, a.max_genes));
-        let inputs = (
-            &digest,
-            e.preprocess.clone(),
-            &e.hvg,
-            e.sentences.tie_seed,
-            e.seed,
-            a.split,
-            a.folds,
-            a.val_fraction,
-            cx.label_key(),
-            &a.batch_key,
-            m,
-            mode,
-            &classifier,
-            lm_part,
-            a.pca_components,
-        );
-        let label = format!("{} {}", d.entry.id, method_label(m, mode, source));
-        // an LM is a stage of its own (its training log feeds the loss figure): deleting it
-        // retrains it, and only it
-        let lm_dir = match (m, mode) {
-            (Method::Lm, Some(g)) => Some(cx.lm_model(g, source)?),
-            _ => None,
-        };
-        // checked on every run, cached or not: a model's corpus must not hold the dataset (a
-        // fine-tune is checked through its base, the pretrained model)
-        let seen = match (&lm_dir, mode) {
-            (Some(dir), Some(g)) => {
-                let corpus_of = match source {
-                    LmSource::FineTuned => cx.lm_model(g, LmSource::Pretrained)?,
-                    _ => dir.clone(),
-                };
-                lm::check_held_out(&corpus_of, &d.entry.id, &digest, a.allow_seen)?
-            }
-            _ => false,
-        };
-        let model_digest = match (&lm_dir, source) {
-            (Some(dir), LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained) => {
-                Some(cache.file_digest(dir)?)
-            }
-            _ => None,
-        };
-        // rows of the first protocol keep their keys; the others add the model's digest
-        let key = match &model_digest {
-            None => StageKey::Legacy(&inputs),
-            Some(md) => StageKey::Extended(&inputs, (source, md.as_str())),
-        };
-        let (ev, _) = cache.json("annotation", &label, &key, || {
-            let (labels, folds) = cx.folds()?;
-            let x = match m {
-                Method::Lm => cx.lm_features(mode.expect("LM rows have a mode"), source)?,
-                Method::HvgSvm | Method::HvgMlp => {
-                    let (p, h) = cx.prepared()?;
-                    hvg_dense(p, h)
-                }
-                Method::Scmap => all_dense(cx.prepared()?.0),
-                Method::Pca => {
-                    let (p, h) = cx.prepared()?;
-                    let x = hvg_dense(p, h);
-                    let all: Vec<usize> = (0..x.rows).collect();
-                    classify::pca(&x, &all, a.pca_components)
-                }
+    units
+}
+
+/// One row: the cached evaluation of method `m` (LM rows: of `source`'s model reading `mode`).
+fn row(
+    cx: &mut Ctx<'_>,
+    digest: &str,
+    m: Method,
+    mode: Option<GeneSet>,
+    source: LmSource,
+) -> Result<Row> {
+    let (e, a, d, cache) = (cx.e, cx.a, cx.d, cx.cache);
+    let classifier = match m {
+        Method::HvgSvm => Classifier::Svm(a.svm.clone()),
+        Method::Scmap => Classifier::Scmap(a.scmap.clone()),
+        _ => Classifier::Mlp(a.mlp.clone()),
+    };
+    let lm_part = (m == Method::Lm).then_some((&a.lm, &a.model, a.max_genes));
+    let inputs = (
+        digest,
+        e.preprocess.clone(),
+        &e.hvg,
+        e.sentences.tie_seed,
+        e.seed,
+        a.split,
+        a.folds,
+        a.val_fraction,
+        cx.label_key(),
+        &a.batch_key,
+        m,
+        mode,
+        &classifier,
+        lm_part,
+        a.pca_components,
+    );
+    let label = format!("{} {}", d.entry.id, method_label(m, mode, source));
+    // an LM is a stage of its own (its training log feeds the loss figure): deleting it
+    // retrains it, and only it
+    let lm_dir = match (m, mode) {
+        (Method::Lm, Some(g)) => Some(cx.lm_model(g, source)?),
+        _ => None,
+    };
+    // checked on every run, cached or not: a model's corpus must not hold the dataset (a
+    // fine-tune is checked through its base, the pretrained model)
+    let seen = match (&lm_dir, mode) {
+        (Some(dir), Some(g)) => {
+            let corpus_of = match source {
+                LmSource::FineTuned => cx.lm_model(g, LmSource::Pretrained)?,
+                _ => dir.clone(),
             };
-            classify::evaluate(&x, &labels, &folds, &classifier, a.device.resolve()?)
-        })?;
-        rows.push(Row {
-            dataset: d.entry.id.clone(),
-            paper: d.paper.clone(),
-            method: m,
-            mode,
-            source,
-            eval: ev,
-            lm_dir: lm_dir.filter(|_| a.model.is_none()),
-            seen,
-        });
-    }
-    Ok(rows)
+            lm::check_held_out(&corpus_of, &d.entry.id, digest, a.allow_seen)?
+        }
+        _ => false,
+    };
+    let model_digest = match (&lm_dir, source) {
+        (Some(dir), LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained) => {
+            Some(cache.file_digest(dir)?)
+        }
+        _ => None,
+    };
+    // rows of the first protocol keep their keys; the others add the model's digest
+    let key = match &model_digest {
+        None => StageKey::Legacy(&inputs),
+        Some(md) => StageKey::Extended(&inputs, (source, md.as_str())),
+    };
+    let (ev, _) = cache.json("annotation", &label, &key, || {
+        let (labels, folds) = cx.folds()?;
+        let x = cx.features(m, mode, source)?;
+        classify::evaluate(&x, &labels, &folds, &classifier, a.device.resolve()?)
+    })?;
+    Ok(Row {
+        dataset: d.entry.id.clone(),
+        paper: d.paper.clone(),
+        method: m,
+        mode,
+        source,
+        eval: ev,
+        lm_dir: lm_dir.filter(|_| a.model.is_none()),
+        seen,
+    })
 }
 
 /// One LM row of a dataset, typed, for other runners (the scaling sweep).
