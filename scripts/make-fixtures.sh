@@ -11,3 +11,4 @@ fi
 "$ROOT/scripts/fetch-data.sh"
 "$REF/bin/python" "$ROOT/tests/fixtures/make_synthetic.py"
 "$REF/bin/python" "$ROOT/tests/fixtures/make_fixtures.py" "$@"
+"$REF/bin/python" "$ROOT/tests/fixtures/make_deviance_fixture.py"

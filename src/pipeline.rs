@@ -95,10 +95,14 @@ pub fn select_hvg(
         })
         .transpose()?;
     let x = match on {
+        HvgInput::Log if params.flavor == Flavor::Deviance => return Err(Error::param(
+            "hvg_on",
+            "flavor deviance models raw counts; use --on counts (experiment files: hvg.on: counts)",
+        )),
         HvgInput::Log => &p.data.x,
         HvgInput::Counts => {
-            if params.flavor != Flavor::SeuratV3 {
-                return Err(Error::param("hvg_on", "counts input is only meaningful for flavor seurat_v3; seurat and cell_ranger expect log data"));
+            if !matches!(params.flavor, Flavor::SeuratV3 | Flavor::Deviance) {
+                return Err(Error::param("hvg_on", "counts input is only meaningful for flavors seurat_v3 and deviance; seurat and cell_ranger expect log data"));
             }
             p.counts.as_ref().ok_or_else(|| Error::param("hvg_on", "raw counts are not available (input was not preprocessed from counts); use --on log"))?
         }

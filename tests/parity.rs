@@ -331,3 +331,85 @@ fn numpy_legacy_shuffle_stream() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Flavor `deviance` against the committed numpy implementation of the published binomial
+/// deviance (tests/fixtures/make_deviance_fixture.py) on the QC-filtered counts: every gene's
+/// deviance (relative 1e-8), the top 500 / 2000 sets, and with the batch key the per-batch sum.
+#[test]
+fn deviance_matches_the_published_formula() {
+    let path = root().join("tests/fixtures/reference/deviance.json");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let f64s = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let names = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    let close = |id: &str, got: &[f64], want: &[f64]| {
+        assert_eq!(got.len(), want.len(), "{id}: number of genes");
+        for (j, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-8 * w.abs().max(1.0),
+                "{id}: gene {j} deviance {g} vs numpy {w}"
+            );
+        }
+    };
+    let mut ran = 0;
+    for (id, want) in r.as_object().unwrap() {
+        let Some(path) = dataset_path(id) else {
+            eprintln!("SKIP {id}: dataset file not found (run scripts/fetch-data.sh)");
+            continue;
+        };
+        let p = prepared(id, &path, true);
+        let genes: Vec<String> = want["genes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(p.data.genes, genes, "{id}: QC kept other genes than scanpy");
+        let counts = p.counts.as_ref().unwrap();
+        let rows: Vec<usize> = (0..counts.n_rows).collect();
+        close(
+            id,
+            &cellsentence::hvg::binomial_deviance(counts, &rows),
+            &f64s(&want["deviance"]),
+        );
+        for k in [500, 2000] {
+            let (got, _) = hvg_case(&p, Flavor::Deviance, k, HvgInput::Counts, None).unwrap();
+            assert_eq!(got, names(&want[format!("top_{k}")]), "{id}: top {k}");
+        }
+        if let Some(key) = want["batch_key"].as_str() {
+            let params = HvgParams {
+                flavor: Flavor::Deviance,
+                n_top_genes: 2000,
+                ..HvgParams::default()
+            };
+            let h = pipeline::select_hvg(&p, &params, HvgInput::Counts, Some(key)).unwrap();
+            close(id, &h.score, &f64s(&want["deviance_batch"]));
+            let (got, _) =
+                hvg_case(&p, Flavor::Deviance, 2000, HvgInput::Counts, Some(key)).unwrap();
+            assert_eq!(
+                got,
+                names(&want["top_2000_batch"]),
+                "{id}: top 2000 by batch"
+            );
+        }
+        // deviance models counts: log data is refused with the fix
+        let err = hvg_case(&p, Flavor::Deviance, 500, HvgInput::Log, None).unwrap_err();
+        assert!(err.contains("--on counts"), "{err}");
+        ran += 1;
+    }
+    assert!(
+        ran >= 1,
+        "no dataset available for the deviance parity test"
+    );
+}

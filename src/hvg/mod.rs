@@ -1,6 +1,7 @@
 //! Highly variable genes with scanpy's `highly_variable_genes` semantics (scanpy 1.11):
 //! flavors `seurat` and `cell_ranger` (dispersion-based, on log data) and `seurat_v3`
-//! (normalized variance with a LOESS fit, meant for counts), each with optional `batch_key`.
+//! (normalized variance with a LOESS fit, meant for counts), each with optional `batch_key`; and
+//! `deviance` (binomial deviance on counts, scry's `devianceFeatureSelection`, in [`deviance`]).
 //!
 //! The paper ran `seurat_v3` on the log10-normalized matrix; that is [`Flavor::SeuratV3`] applied
 //! to the preprocessed data. The textbook choices are `seurat` on log data and `seurat_v3` on counts.
@@ -13,6 +14,9 @@ use crate::csr::Csr;
 use crate::error::{Error, Result};
 use crate::loess;
 use crate::stats::median_skipna;
+
+mod deviance;
+pub use deviance::binomial_deviance;
 
 /// HVG method.
 #[derive(
@@ -39,6 +43,8 @@ pub enum Flavor {
     #[serde(rename = "seurat_v3")]
     #[strum(to_string = "seurat_v3", serialize = "seurat-v3")]
     SeuratV3,
+    /// Binomial deviance (scry's `devianceFeatureSelection`, Townes et al. 2019); needs counts.
+    Deviance,
 }
 
 /// Parameters of [`highly_variable_genes`].
@@ -73,7 +79,8 @@ pub struct HvgResult {
     pub highly_variable: Vec<bool>,
     /// Gene means (log1p of the mean for `seurat`; averaged over batches).
     pub means: Vec<f64>,
-    /// Normalized dispersion (`seurat`/`cell_ranger`) or normalized variance (`seurat_v3`).
+    /// Normalized dispersion (`seurat`/`cell_ranger`), normalized variance (`seurat_v3`) or
+    /// binomial deviance (`deviance`, summed over batches).
     pub score: Vec<f64>,
     /// Number of batches in which the gene was highly variable (1 batch when no batch key).
     pub n_batches: Vec<usize>,
@@ -150,6 +157,7 @@ pub fn highly_variable_genes(
     }
     match p.flavor {
         Flavor::SeuratV3 => seurat_v3(x, p, batches),
+        Flavor::Deviance => Ok(deviance::deviance(x, p, batches)),
         Flavor::Seurat | Flavor::CellRanger => match batches {
             None => {
                 let rows: Vec<usize> = (0..x.n_rows).collect();
