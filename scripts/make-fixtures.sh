@@ -12,3 +12,4 @@ fi
 "$REF/bin/python" "$ROOT/tests/fixtures/make_synthetic.py"
 "$REF/bin/python" "$ROOT/tests/fixtures/make_fixtures.py" "$@"
 "$REF/bin/python" "$ROOT/tests/fixtures/make_deviance_fixture.py"
+"$REF/bin/python" "$ROOT/tests/fixtures/make_pearson_fixture.py"

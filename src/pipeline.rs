@@ -94,15 +94,21 @@ pub fn select_hvg(
                 .obs_labels(k, "give every cell a batch, or leave batch_key unset")
         })
         .transpose()?;
+    let counts_only = matches!(params.flavor, Flavor::Deviance | Flavor::PearsonResiduals);
     let x = match on {
-        HvgInput::Log if params.flavor == Flavor::Deviance => return Err(Error::param(
-            "hvg_on",
-            "flavor deviance models raw counts; use --on counts (experiment files: hvg.on: counts)",
-        )),
+        HvgInput::Log if counts_only => {
+            return Err(Error::param(
+                "hvg_on",
+                format!(
+                "flavor {} models raw counts; use --on counts (experiment files: hvg.on: counts)",
+                params.flavor
+            ),
+            ))
+        }
         HvgInput::Log => &p.data.x,
         HvgInput::Counts => {
-            if !matches!(params.flavor, Flavor::SeuratV3 | Flavor::Deviance) {
-                return Err(Error::param("hvg_on", "counts input is only meaningful for flavors seurat_v3 and deviance; seurat and cell_ranger expect log data"));
+            if !counts_only && params.flavor != Flavor::SeuratV3 {
+                return Err(Error::param("hvg_on", "counts input is only meaningful for flavors seurat_v3, deviance and pearson_residuals; seurat and cell_ranger expect log data"));
             }
             p.counts.as_ref().ok_or_else(|| Error::param("hvg_on", "raw counts are not available (input was not preprocessed from counts); use --on log"))?
         }

@@ -1,7 +1,8 @@
 //! Highly variable genes with scanpy's `highly_variable_genes` semantics (scanpy 1.11):
 //! flavors `seurat` and `cell_ranger` (dispersion-based, on log data) and `seurat_v3`
 //! (normalized variance with a LOESS fit, meant for counts), each with optional `batch_key`; and
-//! `deviance` (binomial deviance on counts, scry's `devianceFeatureSelection`, in [`deviance`]).
+//! `deviance` (binomial deviance on counts, scry's `devianceFeatureSelection`, in [`deviance`])
+//! and `pearson_residuals` (scanpy's experimental flavor, on counts, in [`pearson`]).
 //!
 //! The paper ran `seurat_v3` on the log10-normalized matrix; that is [`Flavor::SeuratV3`] applied
 //! to the preprocessed data. The textbook choices are `seurat` on log data and `seurat_v3` on counts.
@@ -16,7 +17,9 @@ use crate::loess;
 use crate::stats::median_skipna;
 
 mod deviance;
+mod pearson;
 pub use deviance::binomial_deviance;
+pub use pearson::residual_variances;
 
 /// HVG method.
 #[derive(
@@ -45,6 +48,9 @@ pub enum Flavor {
     SeuratV3,
     /// Binomial deviance (scry's `devianceFeatureSelection`, Townes et al. 2019); needs counts.
     Deviance,
+    /// Variance of analytic Pearson residuals (scanpy `experimental.pp.highly_variable_genes`,
+    /// Lause et al. 2021); needs counts.
+    PearsonResiduals,
 }
 
 /// Parameters of [`highly_variable_genes`].
@@ -158,6 +164,7 @@ pub fn highly_variable_genes(
     match p.flavor {
         Flavor::SeuratV3 => seurat_v3(x, p, batches),
         Flavor::Deviance => Ok(deviance::deviance(x, p, batches)),
+        Flavor::PearsonResiduals => Ok(pearson::pearson_residuals(x, p, batches)),
         Flavor::Seurat | Flavor::CellRanger => match batches {
             None => {
                 let rows: Vec<usize> = (0..x.n_rows).collect();
