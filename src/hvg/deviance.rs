@@ -48,18 +48,7 @@ pub fn binomial_deviance(x: &Csr, rows: &[usize]) -> Vec<f64> {
 
 /// The `n_top_genes` genes of highest deviance (summed over batches), ties by gene order.
 pub fn deviance(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> HvgResult {
-    let groups: Vec<Vec<usize>> = match batches {
-        None => vec![(0..x.n_rows).collect()],
-        Some(b) => {
-            let mut names: Vec<&String> = b.iter().collect();
-            names.sort();
-            names.dedup();
-            names
-                .iter()
-                .map(|n| (0..x.n_rows).filter(|&i| &b[i] == *n).collect())
-                .collect()
-        }
-    };
+    let groups = super::cell_groups(x.n_rows, batches);
     let mut score = vec![0f64; x.n_cols];
     for g in &groups {
         for (s, d) in score.iter_mut().zip(binomial_deviance(x, g)) {

@@ -517,19 +517,30 @@ fn top_by_nbatches_then_score(
 }
 
 /// `_highly_variable_genes_seurat_v3`.
+/// The batches' names (sorted, as numpy's `unique`) and each one's cells, in cell order.
+fn batch_groups(batches: &[String]) -> (Vec<&String>, Vec<Vec<usize>>) {
+    let mut cats: Vec<&String> = batches.iter().collect();
+    cats.sort();
+    cats.dedup();
+    let groups = cats
+        .iter()
+        .map(|c| (0..batches.len()).filter(|&r| &batches[r] == *c).collect())
+        .collect();
+    (cats, groups)
+}
+
+/// The cells of each batch (sorted names), or all cells as one group without batches.
+fn cell_groups(n_rows: usize, batches: Option<&[String]>) -> Vec<Vec<usize>> {
+    batches.map_or_else(|| vec![(0..n_rows).collect()], |b| batch_groups(b).1)
+}
+
 fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgResult> {
     let ng = x.n_cols;
     let (means_all, _) = mean_var(x, None);
     let groups: Vec<Vec<usize>> = match batches {
         None => vec![(0..x.n_rows).collect()],
         Some(b) => {
-            let mut cats: Vec<&String> = b.iter().collect();
-            cats.sort();
-            cats.dedup();
-            let groups: Vec<Vec<usize>> = cats
-                .iter()
-                .map(|c| (0..x.n_rows).filter(|&r| &b[r] == *c).collect())
-                .collect();
+            let (cats, groups) = batch_groups(b);
             if let Some((c, g)) = cats.iter().zip(&groups).find(|(_, g)| g.len() < 2) {
                 return Err(Error::param(
                     "batch_key",

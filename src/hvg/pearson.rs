@@ -62,18 +62,7 @@ pub fn residual_variances(x: &Csr, rows: &[usize], theta: f64, clip: f64) -> Vec
 /// genes ordered by the number of batches whose top `n_top_genes` hold them, then by their median
 /// rank there (ties by gene order). As scanpy does, the clip is √n of the first batch.
 pub fn pearson_residuals(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> HvgResult {
-    let groups: Vec<Vec<usize>> = match batches {
-        None => vec![(0..x.n_rows).collect()],
-        Some(b) => {
-            let mut names: Vec<&String> = b.iter().collect();
-            names.sort();
-            names.dedup();
-            names
-                .iter()
-                .map(|nm| (0..x.n_rows).filter(|&i| &b[i] == *nm).collect())
-                .collect()
-        }
-    };
+    let groups = super::cell_groups(x.n_rows, batches);
     let clip = (groups[0].len() as f64).sqrt();
     let k = p.n_top_genes;
     let mut n_batches = vec![0usize; x.n_cols];
