@@ -44,6 +44,12 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// A table row from values of any `Display` type: `t.push(row![name, cells, f4(r2)])`.
+#[macro_export]
+macro_rules! row {
+    ($($cell:expr),* $(,)?) => { [$(::std::string::ToString::to_string(&$cell)),*] };
+}
+
 /// A small string table rendered as CSV or Markdown.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Table {

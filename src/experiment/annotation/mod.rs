@@ -224,6 +224,13 @@ fn annotation_table(
             Col::Str(rows.iter().map(|r| Some(role(r))).collect()),
         ),
     ])?;
+    o.table(&df, names::ANNOTATION, &annotation_heading(e, split_name))?;
+    Ok(())
+}
+
+/// The annotation table's heading: the split and the settings of every row kind, as used.
+fn annotation_heading(e: &Experiment, split_name: &str) -> String {
+    let a = &e.annotation;
     let lm_what = match (&a.model, a.lm_protocol) {
         (Some(m), _) => format!("embeddings of {}", m.display()),
         (None, LmProtocol::Pretrained) => {
@@ -241,11 +248,10 @@ fn annotation_table(
         .map(|h| format!("{h}-BN-GELU-Drop{}", a.mlp.dropout))
         .collect::<Vec<_>>()
         .join(", ");
-    o.table(&df, names::ANNOTATION, &format!(
+    format!(
         "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP ({mlp_shape}, Adam {:e}, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
         e.name, a.max_genes, a.mlp.lr, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
-    ))?;
-    Ok(())
+    )
 }
 
 /// Test labels absent from a fold's training cells, as `fold:label` pairs.

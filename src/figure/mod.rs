@@ -2,6 +2,8 @@
 //!
 //! The HTML embeds plotly.js 3.0.1's cartesian bundle (`assets/plotly`, about 1.3 MB), the
 //! version the `plotly` crate targets, so a figure opens without network access and stays < 2 MB.
+pub mod svg;
+
 use std::path::Path;
 
 use plotly::common::{Line, Marker, Mode, Title};
@@ -12,7 +14,7 @@ use crate::error::Result;
 use crate::report::write_atomic;
 
 /// plotly.js, cartesian partial bundle (scatter, bar, heatmap, box...).
-pub const PLOTLY_JS: &str = include_str!("../assets/plotly/plotly-cartesian-3.0.1.min.js");
+pub const PLOTLY_JS: &str = include_str!("../../assets/plotly/plotly-cartesian-3.0.1.min.js");
 
 /// Rounds to 4 decimals (figure data is rounded so specs are stable across machines).
 pub fn r4(v: f64) -> f64 {

@@ -1,22 +1,24 @@
-//! Inline display for evcxr (Rust Jupyter) notebooks: tables and plotly figures.
+//! Inline display for evcxr (Rust Jupyter) notebooks: tables (HTML), figures (static SVG) and
+//! Markdown, plus the helpers that keep notebook cells about the biology ([`counts`],
+//! [`distinct`]).
 //!
 //! evcxr shows what a cell prints between `EVCXR_BEGIN_CONTENT <mime>` and `EVCXR_END_CONTENT`
-//! as rich output; outside a notebook these functions print the same markers to stdout.
+//! as rich output; outside a notebook these functions print the same markers to stdout, and
+//! under [`outputs::capture`] (the notebook tests) they record Jupyter outputs instead.
+pub mod outputs;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use plotly::Plot;
 use polars::prelude::DataFrame;
 
-use crate::figure::{self, PLOTLY_JS};
+use crate::figure;
 use crate::report::{frame_table, Table};
-
-static PLOTLY_SENT: AtomicBool = AtomicBool::new(false);
-static FIGURE_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// Shows `content` as an HTML output of the current cell.
 pub fn show_html(content: &str) {
-    println!("EVCXR_BEGIN_CONTENT text/html\n{content}\nEVCXR_END_CONTENT");
+    outputs::emit("text/html", content);
 }
 
 /// An HTML `<table>` of `t` (cells escaped).
@@ -65,30 +67,49 @@ pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Shows a plotly figure inline; plotly.js (offline bundle) is sent with the first figure.
-pub fn show_plot(plot: &Plot) {
-    show_spec(&figure::spec(plot));
+/// Shows a plotly figure inline as a static SVG (readable where notebooks are rendered without
+/// JavaScript, e.g. on GitHub); the interactive HTML is what the experiment runners write.
+pub fn show_plot(plot: &Plot) -> crate::error::Result<()> {
+    show_spec(&figure::spec(plot))
 }
 
 /// Shows a figure given as its JSON spec (as in [`crate::experiment::RunSummary::specs`]).
-pub fn show_spec(spec: &serde_json::Value) {
-    let id = FIGURE_ID.fetch_add(1, Ordering::Relaxed);
-    let json = serde_json::to_string(spec)
-        .unwrap_or_default()
-        .replace("</", "<\\/");
-    let lib = if PLOTLY_SENT.swap(true, Ordering::Relaxed) {
-        String::new()
-    } else {
-        format!("<script type=\"text/javascript\">{PLOTLY_JS}</script>\n")
-    };
-    show_html(&format!(
-        "{lib}<div id=\"cellsentence-figure-{id}\" style=\"width:100%;height:480px;\"></div>\n<script type=\"text/javascript\">Plotly.newPlot(\"cellsentence-figure-{id}\", {json});</script>"
-    ));
+pub fn show_spec(spec: &serde_json::Value) -> crate::error::Result<()> {
+    outputs::emit("image/svg+xml", &figure::svg::render(spec)?);
+    Ok(())
 }
 
 /// Shows Markdown text (e.g. a results `.md` file).
 pub fn show_markdown(text: &str) {
-    println!("EVCXR_BEGIN_CONTENT text/markdown\n{text}\nEVCXR_END_CONTENT");
+    outputs::emit("text/markdown", text);
+}
+
+/// How many times each value occurs, as a two-column table (value, count), sorted by value.
+pub fn counts(values: &[String], value_name: &str, count_name: &str) -> Table {
+    let mut n: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in values {
+        *n.entry(v).or_insert(0) += 1;
+    }
+    let mut t = Table::new([value_name, count_name]);
+    for (k, c) in n {
+        t.push([k.to_string(), c.to_string()]);
+    }
+    t
+}
+
+/// The distinct values, sorted.
+pub fn distinct(values: &[String]) -> Vec<String> {
+    let mut v = values.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+impl Table {
+    /// evcxr shows a cell's final value through this method: a table ends a cell as `t`.
+    pub fn evcxr_display(&self) {
+        show_table(self, 50);
+    }
 }
 
 #[cfg(test)]
