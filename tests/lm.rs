@@ -539,6 +539,11 @@ fn train_embed_cli_round_trip() {
     let e2 = dir.path().join("E2.npy");
     embed(&["--input", fx.to_str().unwrap(), "--genes", "hvg"], &e2);
     assert_eq!(std::fs::read(&e).unwrap(), std::fs::read(&e2).unwrap());
+    // the same embeddings into AnnData, as Python anndata reads them
+    let h = dir.path().join("E.h5ad");
+    embed(&["--input", fx.to_str().unwrap(), "--genes", "hvg"], &h);
+    assert!(!dir.path().join("E.cells.txt.h5ad").exists());
+    python_reads_embeddings(&h, &e, &dir.path().join("E.cells.txt"));
     // prompts as given
     let p = dir.path().join("p.jsonl");
     std::fs::write(&p, "{\"text\": \"G1 G2\"}\n{\"text\": \"MT-CO1\"}\n").unwrap();
@@ -563,6 +568,37 @@ fn train_embed_cli_round_trip() {
         "{err}"
     );
     assert!(!dir.path().join("E4.npy").exists());
+}
+
+/// Python `anndata.read_h5ad` reads `h5ad`: its obs index is the cell list of the `.npy` run, its
+/// `obsm["X_cell_sentence"]` equals the `.npy` exactly, `uns["cellsentence"]` names the model.
+fn python_reads_embeddings(h5ad: &Path, npy: &Path, cells: &Path) {
+    let script = r#"
+import json, sys
+import anndata, numpy as np
+a = anndata.read_h5ad(sys.argv[1])
+x = a.obsm["X_cell_sentence"]
+assert x.dtype == np.float32, x.dtype
+assert np.array_equal(x, np.load(sys.argv[2])), "obsm differs from the .npy"
+names = open(sys.argv[3]).read().split("\n")[:-1]
+assert list(a.obs_names) == names, "obs index differs from the cell list"
+about = json.loads(a.uns["cellsentence"])
+assert about["layer"] == -1 and about["pool"] == "mean" and about["model"], about
+print(a.n_obs, x.shape[1])
+"#;
+    let out = std::process::Command::new("python")
+        .arg("-c")
+        .arg(script)
+        .arg(h5ad)
+        .arg(npy)
+        .arg(cells)
+        .output()
+        .expect("python (the project venv, scripts/env.sh) on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Gene-token attribution against finite differences, in double precision, on a tiny transformers

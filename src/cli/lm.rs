@@ -75,7 +75,9 @@ pub struct EmbedArgs {
     /// Write the sentence's real gene count as {num_genes} (Cell2Sentence always writes the budget).
     #[arg(long)]
     pub num_genes_actual: bool,
-    /// Output .npy (cells × hidden, float32); cell names go to <out>.cells.txt.
+    /// Output .npy (cells × hidden, float32; cell names go to <out>.cells.txt), or .h5ad (the
+    /// cells as the obs index, the embeddings in obsm["X_cell_sentence"], how they were made in
+    /// uns["cellsentence"]).
     #[arg(long)]
     pub out: PathBuf,
     /// Hidden state to pool, as transformers' `hidden_states[L]`: 0 the token embeddings, i the
@@ -321,8 +323,13 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         .into_iter()
         .flatten()
         .collect();
-    for out in [a.out.clone(), a.out.with_extension("cells.txt")] {
-        check_out("--out", &out, &inputs, OutKind::File)?;
+    let to_h5ad = a.out.extension().is_some_and(|e| e == "h5ad");
+    let mut outs = vec![a.out.clone()];
+    if !to_h5ad {
+        outs.push(a.out.with_extension("cells.txt"));
+    }
+    for out in &outs {
+        check_out("--out", out, &inputs, OutKind::File)?;
     }
     let (cells, texts) = match (&a.input, &a.prompts) {
         (_, Some(p)) => {
@@ -377,16 +384,40 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         (a.layer, a.pool),
         &a.out.display().to_string(),
     )?;
-    write_embedding_pair(&a.out, &names, &m, &cells)?;
+    if to_h5ad {
+        let about = embedding_about(a)?;
+        crate::data::h5ad_out::write_embeddings(&a.out, &cells, &m, &about)?;
+    } else {
+        write_embedding_pair(&a.out, &names, &m, &cells)?;
+    }
     eprintln!(
-        "[embed] {} cells × {} dims → {} (+ {}) in {:.1} s",
+        "[embed] {} cells × {} dims → {}{} in {:.1} s",
         m.rows,
         m.cols,
         a.out.display(),
-        names.display(),
+        if to_h5ad {
+            format!(" (obsm[\"{}\"])", crate::data::h5ad_out::OBSM_KEY)
+        } else {
+            format!(" (+ {})", names.display())
+        },
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// What `uns["cellsentence"]` says about an embedding: the input, the model and its manifests
+/// (`cellsentence.json`, `corpus.json` where the model has them), the layer and pooling.
+fn embedding_about(a: &EmbedArgs) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "input": a.input,
+        "prompts": a.prompts,
+        "model": a.model,
+        "layer": a.layer,
+        "pool": a.pool.to_string(),
+        "model_meta": lm::ModelMeta::read(&a.model)?,
+        "corpus": lm::Corpus::read(&a.model)?,
+        "made_by": format!("cellsentence {}", env!("CARGO_PKG_VERSION")),
+    }))
 }
 
 /// Writes the embeddings and their cell names as one unit (a kill leaves the old pair or the new

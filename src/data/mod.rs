@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 
 pub mod catalog;
 pub mod h5ad;
+pub mod h5ad_out;
 pub mod tenx;
 
 pub use catalog::{catalog, corpus_data_dirs, default_data_dirs, resolve, DatasetEntry};
