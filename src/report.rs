@@ -44,6 +44,17 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Writes `df` as a Parquet file at `path` (written beside and renamed: whole or absent).
+pub fn write_parquet(df: &DataFrame, path: &Path) -> Result<()> {
+    use polars::prelude::ParquetWriter;
+    let mut buf = Vec::new();
+    let mut df = df.clone();
+    ParquetWriter::new(&mut buf)
+        .finish(&mut df)
+        .map_err(|e| Error::param("parquet", format!("{}: {e}", path.display())))?;
+    write_atomic(path, &buf)
+}
+
 /// A table row from values of any `Display` type: `t.push(row![name, cells, f4(r2)])`.
 #[macro_export]
 macro_rules! row {

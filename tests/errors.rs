@@ -538,3 +538,49 @@ fn degenerate_inputs_name_the_real_cause() {
     );
     assert!(!out.exists());
 }
+
+/// `sentences --out S.parquet` holds cell, sentence, n_genes, the same sentences as stdout; an
+/// output that is not `.parquet` is refused before any work.
+#[test]
+fn sentences_to_parquet() {
+    use polars::prelude::{ParquetReader, SerReader};
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic.h5ad");
+    let fx = fx.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.parquet");
+    let (code, text, err) = run(&["sentences", "--input", fx, "--genes", "all"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&[
+        "sentences",
+        "--input",
+        fx,
+        "--genes",
+        "all",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let df = ParquetReader::new(std::fs::File::open(&out).unwrap())
+        .finish()
+        .unwrap();
+    let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
+    assert_eq!(names, ["cell", "sentence", "n_genes"]);
+    let s = df.column("sentence").unwrap().str().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(s.len(), lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(s.get(i), Some(*l));
+    }
+    let n = df.column("n_genes").unwrap().i64().unwrap();
+    assert_eq!(n.get(0), Some(lines[0].split(' ').count() as i64));
+    expect_error(
+        &[
+            "sentences",
+            "--input",
+            fx,
+            "--out",
+            dir.path().join("s.txt").to_str().unwrap(),
+        ],
+        &["s.txt", ".parquet"],
+    );
+}

@@ -4,16 +4,17 @@ mod lm;
 mod probe;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, DatasetEntry, MatrixSource, ReadOptions, XState};
 use crate::error::{Error, Result};
 use crate::hvg::{Flavor, HvgParams};
+use crate::output::OutKind;
 use crate::pipeline::{self, HvgInput, Prepared};
 use crate::preprocess::PreprocessParams;
-use crate::report::Table;
+use crate::report::{Col, Table};
 use crate::sentence::{GeneSet, SentenceParams};
 
 /// Cell sentences: scanpy-exact preprocessing and HVG, Cell2Sentence sentences, and the
@@ -179,6 +180,10 @@ pub struct SentenceArgs {
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
     #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
     pub seed: u32,
+    /// Write a Parquet file (columns cell, sentence, n_genes) instead of one sentence a line on
+    /// stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `reconstruct` options.
@@ -396,7 +401,19 @@ fn prepared_sentences(
 }
 
 fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
-    let (_, s) = prepared_sentences(
+    if let Some(out) = &a.out {
+        let parquet = out.extension().is_some_and(|e| e == "parquet");
+        if !parquet {
+            return Err(Error::bad_value(
+                out,
+                "--out",
+                "is not a .parquet file".to_string(),
+                "name the output <name>.parquet, or leave --out out for text on stdout",
+            ));
+        }
+        crate::output::check_out("--out", out, &[Path::new(&a.input.input)], OutKind::File)?;
+    }
+    let (p, s) = prepared_sentences(
         &a.input,
         &a.prep,
         a.genes,
@@ -405,6 +422,22 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
             max_genes: a.max_genes,
         },
     )?;
+    if let Some(out) = &a.out {
+        let n_genes = s
+            .iter()
+            .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64);
+        let df = crate::report::frame(vec![
+            (
+                "cell",
+                Col::Str(p.data.cells.iter().cloned().map(Some).collect()),
+            ),
+            ("sentence", Col::Str(s.iter().cloned().map(Some).collect())),
+            ("n_genes", Col::I64(n_genes.collect())),
+        ])?;
+        crate::report::write_parquet(&df, out)?;
+        eprintln!("[sentences] {} cells → {}", s.len(), out.display());
+        return Ok(());
+    }
     let mut out = String::with_capacity(s.iter().map(|x| x.len() + 1).sum());
     for line in s {
         out.push_str(&line);
