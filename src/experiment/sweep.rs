@@ -39,6 +39,9 @@ pub struct SweepSection {
     pub folds: usize,
     /// The linear SVM reading the sentence features.
     pub svm: SvmConfig,
+    /// Seeds of the random-gene controls: for each `n_top`, that many genes drawn uniformly
+    /// (without replacement) from the QC-kept genes, once per seed (none: no controls).
+    pub random_seeds: Vec<u64>,
 }
 
 impl Default for SweepSection {
@@ -49,8 +52,31 @@ impl Default for SweepSection {
             cells: CellCount::N(1024),
             folds: 5,
             svm: SvmConfig::default(),
+            random_seeds: Vec::new(),
         }
     }
+}
+
+/// The flavor name of the random-gene control points.
+pub const RANDOM: &str = "random genes";
+/// The flavor name of the full-sentence reference point.
+pub const ALL_GENES: &str = "all genes";
+
+/// The genes one sweep point's sentences draw from.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    All,
+    Hvg(Flavor, usize),
+    Random { seed: u64, n_top: usize },
+}
+
+/// `n_top` of the `n` genes drawn uniformly without replacement (ChaCha8, `seed`), sorted.
+pub fn random_genes(n: usize, n_top: usize, seed: u64) -> Vec<usize> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut v = rand::seq::index::sample(&mut rng, n, n_top.min(n)).into_vec();
+    v.sort_unstable();
+    v
 }
 
 /// One point of the sweep (cached).
@@ -71,6 +97,9 @@ pub struct SweepPoint {
     pub accuracy: f64,
     pub macro_f1: f64,
     pub macro_f1_sd: f64,
+    /// The random control's seed (none for HVG flavors and the full sentence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// Sentence features: each cell's genes get `intercept + slope·log10(1 + rank)` (floored at 0).
@@ -127,18 +156,28 @@ fn dataset_points(
     let digest = cache.file_digest(&d.entry.path)?;
     let mut data = DatasetContext::new(e, d, quiet);
     let mut split: Option<(Vec<String>, Vec<classify::Fold>)> = None;
-    let mut units: Vec<Option<(Flavor, usize)>> = vec![None];
+    let mut units: Vec<Unit> = vec![Unit::All];
     for &f in &s.flavors {
-        units.extend(s.n_top.iter().map(|&k| Some((f, k))));
+        units.extend(s.n_top.iter().map(|&k| Unit::Hvg(f, k)));
+    }
+    for &seed in &s.random_seeds {
+        units.extend(s.n_top.iter().map(|&n_top| Unit::Random { seed, n_top }));
     }
     let mut out = Vec::new();
     for u in units {
-        let (flavor, n_top) = u.map_or(("all genes".to_string(), 0), |(f, k)| (f.to_string(), k));
-        let hvg_params = u.map(|(f, k)| HvgParams {
-            flavor: f,
-            n_top_genes: k,
-            ..e.hvg.params()
-        });
+        let (flavor, n_top, seed) = match u {
+            Unit::All => (ALL_GENES.to_string(), 0, None),
+            Unit::Hvg(f, k) => (f.to_string(), k, None),
+            Unit::Random { seed, n_top } => (RANDOM.to_string(), n_top, Some(seed)),
+        };
+        let hvg_params = match u {
+            Unit::Hvg(f, k) => Some(HvgParams {
+                flavor: f,
+                n_top_genes: k,
+                ..e.hvg.params()
+            }),
+            _ => None,
+        };
         let inputs = (
             &digest,
             e.preprocess.clone(),
@@ -150,7 +189,7 @@ fn dataset_points(
             &s.svm,
         );
         let label = format!("{} {flavor} {n_top}", d.entry.id);
-        let (pt, _) = cache.json("sweep", &label, &inputs, || {
+        let compute = || -> Result<SweepPoint> {
             let p = data.prepared()?;
             if split.is_none() {
                 let key = d.entry.label_key.as_deref().unwrap_or("cell_type");
@@ -161,11 +200,18 @@ fn dataset_points(
                 split = Some((labels, folds));
             }
             let (labels, folds) = split.as_ref().expect("split above");
-            let cols = match &hvg_params {
-                Some(hp) => {
-                    Some(pipeline::select_hvg(p, hp, pipeline::HvgInput::Log, None)?.indices())
-                }
-                None => None,
+            let cols = match u {
+                Unit::All => None,
+                Unit::Hvg(..) => Some(
+                    pipeline::select_hvg(
+                        p,
+                        hvg_params.as_ref().expect("hvg unit"),
+                        pipeline::HvgInput::Log,
+                        None,
+                    )?
+                    .indices(),
+                ),
+                Unit::Random { seed, n_top } => Some(random_genes(p.data.n_genes(), n_top, seed)),
             };
             let (n_genes, mean_length, rec, ev) = score(p, cols.as_deref(), labels, folds, e, s)?;
             Ok(SweepPoint {
@@ -180,11 +226,79 @@ fn dataset_points(
                 accuracy: ev.accuracy_mean,
                 macro_f1: ev.macro_f1_mean,
                 macro_f1_sd: ev.macro_f1_sd,
+                seed,
             })
-        })?;
+        };
+        // HVG and full-sentence keys are unchanged by the controls (their cache entries stay valid)
+        let (pt, _) = match seed {
+            None => cache.json("sweep", &label, &inputs, compute)?,
+            Some(sd) => cache.json(
+                "sweep",
+                &format!("{label} seed {sd}"),
+                &(inputs, RANDOM, sd, n_top),
+                compute,
+            )?,
+        };
         out.push(pt);
     }
     Ok(out)
+}
+
+/// The random controls' spread at one `n_top`: mean sentence length, (min, max) of R² and of
+/// macro-F1 over the seeds.
+struct BandPoint {
+    x: f64,
+    r2: (f64, f64),
+    f1: (f64, f64),
+}
+
+/// The figures' view of the points: HVG flavors and the full sentence as they are; the random
+/// controls as one mean point per `n_top` (a line) and their min–max over seeds (a band).
+fn with_controls(pts: &[SweepPoint]) -> (Vec<SweepPoint>, Vec<BandPoint>) {
+    let mut lines: Vec<SweepPoint> = pts.iter().filter(|p| p.seed.is_none()).cloned().collect();
+    let mut band = Vec::new();
+    let mut n_tops: Vec<usize> = pts
+        .iter()
+        .filter(|p| p.seed.is_some())
+        .map(|p| p.n_top)
+        .collect();
+    n_tops.sort_unstable();
+    n_tops.dedup();
+    for k in n_tops {
+        let sel: Vec<&SweepPoint> = pts
+            .iter()
+            .filter(|p| p.seed.is_some() && p.n_top == k)
+            .collect();
+        let n = sel.len() as f64;
+        let mean = |g: fn(&SweepPoint) -> f64| sel.iter().map(|p| g(p)).sum::<f64>() / n;
+        let span = |g: fn(&SweepPoint) -> f64| {
+            sel.iter()
+                .map(|p| g(p))
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                    (a.min(v), b.max(v))
+                })
+        };
+        lines.push(SweepPoint {
+            flavor: format!("{RANDOM} (mean of {} seeds)", sel.len()),
+            n_top: k,
+            n_genes: sel[0].n_genes,
+            mean_length: mean(|p| p.mean_length),
+            r2: mean(|p| p.r2),
+            pearson: mean(|p| p.pearson),
+            spearman: mean(|p| p.spearman),
+            accuracy: mean(|p| p.accuracy),
+            macro_f1: mean(|p| p.macro_f1),
+            macro_f1_sd: mean(|p| p.macro_f1_sd),
+            seed: None,
+            dataset: sel[0].dataset.clone(),
+        });
+        band.push(BandPoint {
+            x: mean(|p| p.mean_length),
+            r2: span(|p| p.r2),
+            f1: span(|p| p.macro_f1),
+        });
+    }
+    (lines, band)
 }
 
 /// The flavors of `pts` in first-seen order (one line each in the figures).
@@ -201,10 +315,45 @@ fn flavors(pts: &[SweepPoint]) -> Vec<&str> {
 /// The sweep figure: reconstruction R² and annotation macro-F1 against mean sentence length, one
 /// line per flavor, the full sentence as a separate marker; two panels side by side.
 fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
-    use plotly::common::{Anchor, Marker, MarkerSymbol, Mode, Title};
+    use plotly::common::{Anchor, Fill, Line, Marker, MarkerSymbol, Mode, Title};
     use plotly::layout::{Annotation, Axis, GridPattern, LayoutGrid};
     use plotly::{Layout, Plot, Scatter};
     let mut plot = Plot::new();
+    let (pts, band) = with_controls(pts);
+    let pts = &pts[..];
+    if !band.is_empty() {
+        let x: Vec<f64> = band.iter().map(|b| figure::r4(b.x)).collect();
+        for (k, (xa, ya)) in [("x", "y"), ("x2", "y2")].into_iter().enumerate() {
+            let span = |b: &BandPoint| if k == 0 { b.r2 } else { b.f1 };
+            let edge = |hi: bool| -> Vec<f64> {
+                band.iter()
+                    .map(|b| figure::r4(if hi { span(b).1 } else { span(b).0 }))
+                    .collect()
+            };
+            plot.add_trace(
+                Scatter::new(x.clone(), edge(true))
+                    .mode(Mode::Lines)
+                    .line(Line::new().width(0.0))
+                    .name("random genes (min–max)")
+                    .legend_group("band")
+                    .show_legend(false)
+                    .x_axis(xa)
+                    .y_axis(ya),
+            );
+            plot.add_trace(
+                Scatter::new(x.clone(), edge(false))
+                    .mode(Mode::Lines)
+                    .line(Line::new().width(0.0))
+                    .fill(Fill::ToNextY)
+                    .fill_color("rgba(127,127,127,0.25)")
+                    .name("random genes (min–max over seeds)")
+                    .legend_group("band")
+                    .show_legend(k == 0)
+                    .x_axis(xa)
+                    .y_axis(ya),
+            );
+        }
+    }
     let flavors = flavors(pts);
     for f in flavors {
         let sel: Vec<&SweepPoint> = pts.iter().filter(|p| p.flavor == f).collect();
@@ -224,7 +373,7 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
         } else {
             Mode::Markers
         };
-        let marker = if f == "all genes" {
+        let marker = if f == ALL_GENES {
             Marker::new().size(12).symbol(MarkerSymbol::Star)
         } else {
             Marker::new().size(7)
@@ -291,6 +440,8 @@ fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
         RGBColor(214, 39, 40),
     ];
     let err = |e: &dyn std::fmt::Display| Error::param("hvg_sweep", format!("SVG figure: {e}"));
+    let (pts, band) = with_controls(pts);
+    let pts = &pts[..];
     let flavors = flavors(pts);
     let lo = pts
         .iter()
@@ -306,13 +457,25 @@ fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
             .titled(title, ("sans-serif", 26))
             .map_err(|e| err(&e))?;
         let panels = root.split_evenly((1, 2));
-        type Metric = (&'static str, fn(&SweepPoint) -> f64);
+        type Metric = (
+            &'static str,
+            fn(&SweepPoint) -> f64,
+            fn(&BandPoint) -> (f64, f64),
+        );
         let metrics: [Metric; 2] = [
-            ("reconstruction R² (C2S line)", |p| p.r2),
-            ("annotation macro-F1 (SVM on sentence)", |p| p.macro_f1),
+            ("reconstruction R² (C2S line)", |p| p.r2, |b| b.r2),
+            (
+                "annotation macro-F1 (SVM on sentence)",
+                |p| p.macro_f1,
+                |b| b.f1,
+            ),
         ];
-        for (area, (label, value)) in panels.iter().zip(metrics) {
-            let y_lo = pts.iter().map(value).fold(1.0, f64::min);
+        for (area, (label, value, span)) in panels.iter().zip(metrics) {
+            let y_lo = pts
+                .iter()
+                .map(value)
+                .chain(band.iter().map(|b| span(b).0))
+                .fold(1.0, f64::min);
             let y_range = (y_lo - 0.05).clamp(0.0, 0.9)..1.0;
             let mut chart = ChartBuilder::on(area)
                 .margin(12)
@@ -330,8 +493,24 @@ fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
                 .y_label_formatter(&|v| format!("{v:.2}"))
                 .draw()
                 .map_err(|e| err(&e))?;
+            if !band.is_empty() {
+                let grey = RGBColor(127, 127, 127);
+                let mut poly: Vec<(f64, f64)> = band.iter().map(|b| (b.x, span(b).1)).collect();
+                poly.extend(band.iter().rev().map(|b| (b.x, span(b).0)));
+                chart
+                    .draw_series(std::iter::once(Polygon::new(poly, grey.mix(0.25).filled())))
+                    .map_err(|e| err(&e))?
+                    .label("random genes (min–max)")
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 14, y + 5)], grey.mix(0.25).filled())
+                    });
+            }
             for (k, f) in flavors.iter().enumerate() {
-                let color = PALETTE[k % PALETTE.len()];
+                let color = if f.starts_with(RANDOM) {
+                    RGBColor(90, 90, 90)
+                } else {
+                    PALETTE[k % PALETTE.len()]
+                };
                 let sel: Vec<(f64, f64)> = pts
                     .iter()
                     .filter(|p| p.flavor == *f)
@@ -409,11 +588,16 @@ pub fn run(
         ("accuracy", f(|p| p.accuracy)),
         ("macro_f1", f(|p| p.macro_f1)),
         ("macro_f1_sd", f(|p| p.macro_f1_sd)),
+        (
+            "seed",
+            Col::Str(pts.iter().map(|p| p.seed.map(|v| v.to_string())).collect()),
+        ),
     ])?;
     let s = &e.sweep;
     let mut o = Outputs::new(out);
     o.table(&df, names::SWEEP, &format!(
-        "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data), sentences of those genes; `all genes` = the full sentence. Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.",
+        "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data), sentences of those genes; `all genes` = the full sentence; `random genes` = {} (controls: `n_top` genes drawn uniformly from the QC-kept genes, one row per seed). Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.",
+        if s.random_seeds.is_empty() { "none in this run".to_string() } else { format!("seeds {:?}", s.random_seeds) },
         match s.cells { CellCount::N(k) => k.to_string(), CellCount::All => "all".into() }, e.seed, s.svm.c, s.folds
     ))?;
     let mut ids: Vec<String> = pts.iter().map(|p| p.dataset.clone()).collect();
@@ -445,4 +629,19 @@ pub fn run(
     }
     o.text(names::INDEX, &index)?;
     Ok(o.finish(skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_genes_are_seeded_distinct_sorted_and_clamped() {
+        let a = random_genes(1000, 50, 3);
+        assert_eq!(a, random_genes(1000, 50, 3));
+        assert_ne!(a, random_genes(1000, 50, 4));
+        assert_eq!(a.len(), 50);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && a[49] < 1000);
+        assert_eq!(random_genes(10, 50, 0), (0..10).collect::<Vec<_>>());
+    }
 }

@@ -6,10 +6,11 @@ use super::compute::{ComputeTables, DatasetCompute};
 use super::{ExperimentRun, ReproduceOptions};
 use crate::error::Result;
 use crate::experiment::outputs::names;
+use crate::experiment::sweep::RANDOM;
 use crate::experiment::{self, Experiment, Task};
 use crate::lm;
 use crate::paper::Reported;
-use crate::report::{self, f4};
+use crate::report::{self, f4, Table};
 use crate::sentence::GeneSet;
 
 fn rel(out: &Path, p: &Path) -> String {
@@ -269,25 +270,61 @@ fn annotation_sections(out: &Path, runs: &[ExperimentRun]) -> Result<String> {
     Ok(md)
 }
 
+/// The sweep table with the random-gene controls (one row per seed) folded into one row per
+/// dataset and `n_top`: "mean [min–max]" over the seeds in the numeric columns.
+fn controls_summarised(t: &Table) -> Table {
+    let mut out = Table::new(t.columns.clone());
+    let mut groups: Vec<(String, String)> = Vec::new();
+    for row in &t.rows {
+        if row[1] != RANDOM {
+            out.rows.push(row.clone());
+        } else if !groups.contains(&(row[0].clone(), row[2].clone())) {
+            groups.push((row[0].clone(), row[2].clone()));
+        }
+    }
+    groups.sort_by_key(|(d, k)| (d.clone(), k.parse::<usize>().unwrap_or(0)));
+    for (dataset, n_top) in groups {
+        let sel: Vec<&Vec<String>> = t
+            .rows
+            .iter()
+            .filter(|r| r[1] == RANDOM && r[0] == dataset && r[2] == n_top)
+            .collect();
+        let mut row = vec![
+            dataset.clone(),
+            format!("{RANDOM} ({} seeds)", sel.len()),
+            n_top.clone(),
+        ];
+        for c in 3..t.columns.len() {
+            let v: Vec<f64> = sel.iter().filter_map(|r| r[c].parse().ok()).collect();
+            let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                });
+            row.push(format!("{} [{}–{}]", f4(mean), f4(lo), f4(hi)));
+        }
+        out.rows.push(row);
+    }
+    out
+}
+
 /// The HVG sweep's table and figures.
 fn sweep_section(out: &Path, r: &ExperimentRun) -> Result<String> {
     let mut md = String::new();
     let dir = &r.summary.out;
     let link = rel(out, dir);
     md.push_str("## Beyond the paper — HVG count and flavor sweep\n\n");
-    md.push_str(
-        &r.summary
-            .table(names::SWEEP)?
-            .select(&[
-                ("dataset", "dataset"),
-                ("flavor", "flavor"),
-                ("n_top", "n_top"),
-                ("mean_length", "genes / sentence"),
-                ("r2", "reconstruction R²"),
-                ("macro_f1", "macro-F1 (SVM on sentence)"),
-            ])
-            .to_markdown(),
-    );
+    let t = r.summary.table(names::SWEEP)?.select(&[
+        ("dataset", "dataset"),
+        ("flavor", "flavor"),
+        ("n_top", "n_top"),
+        ("mean_length", "genes / sentence"),
+        ("r2", "reconstruction R²"),
+        ("macro_f1", "macro-F1 (SVM on sentence)"),
+    ]);
+    md.push_str(&controls_summarised(&t).to_markdown());
+    md.push_str(&format!("\n`{RANDOM}`: gene sets of the same size drawn at random, one per seed; each cell is the mean over seeds [min–max].\n"));
     md.push_str(&format!(
         "\nFigure: {}; method: [{link}/sweep.md]({link}/sweep.md).\n\n",
         {
