@@ -67,6 +67,15 @@ pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `path` relative to the project root where it lies under it (`data/x.h5ad`,
+/// `../shared/data/y.h5ad`): what notebooks print, the same on every machine and clone.
+pub fn relative(path: &std::path::Path) -> String {
+    path.strip_prefix(project_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// Shows a plotly figure inline as a static SVG (readable where notebooks are rendered without
 /// JavaScript, e.g. on GitHub); the interactive HTML is what the experiment runners write.
 pub fn show_plot(plot: &Plot) -> crate::error::Result<()> {
