@@ -94,7 +94,7 @@ pub fn select_hvg(
                 .obs_labels(k, "give every cell a batch, or leave batch_key unset")
         })
         .transpose()?;
-    let counts_only = matches!(params.flavor, Flavor::Deviance | Flavor::PearsonResiduals);
+    let counts_only = params.flavor.models_counts();
     let x = match on {
         HvgInput::Log if counts_only => {
             return Err(Error::param(

@@ -43,7 +43,10 @@ impl<'a> DatasetContext<'a> {
                 eprintln!("[run] reading {}", entry.path.display());
             }
             let ds = entry.load(!self.quiet)?;
-            let keep_counts = e.hvg.on == HvgInput::Counts;
+            // the sweep's count-model flavors (deviance, Pearson residuals) read the counts too
+            let keep_counts = e.hvg.on == HvgInput::Counts
+                || (e.task == super::Task::HvgSweep
+                    && e.sweep.flavors.iter().any(|f| f.models_counts()));
             let p = pipeline::prepare(ds, entry.counts.then_some(&e.preprocess), keep_counts)?;
             self.prepared = Some(p);
         }

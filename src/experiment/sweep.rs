@@ -31,7 +31,8 @@ use crate::sentence;
 pub struct SweepSection {
     /// Numbers of highly variable genes.
     pub n_top: Vec<usize>,
-    /// HVG flavors (each on the log data, as the paper ran `seurat_v3`).
+    /// HVG flavors (on the log data, as the paper ran `seurat_v3`; deviance and pearson_residuals
+    /// on the QC-filtered counts they model).
     pub flavors: Vec<Flavor>,
     /// Cells sampled for the reconstruction (the paper: 1,024).
     pub cells: CellCount,
@@ -202,15 +203,17 @@ fn dataset_points(
             let (labels, folds) = split.as_ref().expect("split above");
             let cols = match u {
                 Unit::All => None,
-                Unit::Hvg(..) => Some(
-                    pipeline::select_hvg(
-                        p,
-                        hvg_params.as_ref().expect("hvg unit"),
-                        pipeline::HvgInput::Log,
-                        None,
-                    )?
-                    .indices(),
-                ),
+                Unit::Hvg(f, _) => {
+                    let on = if f.models_counts() {
+                        pipeline::HvgInput::Counts
+                    } else {
+                        pipeline::HvgInput::Log
+                    };
+                    Some(
+                        pipeline::select_hvg(p, hvg_params.as_ref().expect("hvg unit"), on, None)?
+                            .indices(),
+                    )
+                }
                 Unit::Random { seed, n_top } => Some(random_genes(p.data.n_genes(), n_top, seed)),
             };
             let (n_genes, mean_length, rec, ev) = score(p, cols.as_deref(), labels, folds, e, s)?;
@@ -433,11 +436,14 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
 /// length, one line per flavor, the full sentence as a larger marker.
 fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
     use plotters::prelude::*;
-    const PALETTE: [RGBColor; 4] = [
+    const PALETTE: [RGBColor; 7] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
         RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
     ];
     let err = |e: &dyn std::fmt::Display| Error::param("hvg_sweep", format!("SVG figure: {e}"));
     let (pts, band) = with_controls(pts);
@@ -596,7 +602,7 @@ pub fn run(
     let s = &e.sweep;
     let mut o = Outputs::new(out);
     o.table(&df, names::SWEEP, &format!(
-        "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data), sentences of those genes; `all genes` = the full sentence; `random genes` = {} (controls: `n_top` genes drawn uniformly from the QC-kept genes, one row per seed). Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.",
+        "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data; deviance and pearson_residuals on the QC-filtered counts), sentences of those genes; `all genes` = the full sentence; `random genes` = {} (controls: `n_top` genes drawn uniformly from the QC-kept genes, one row per seed). Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.",
         if s.random_seeds.is_empty() { "none in this run".to_string() } else { format!("seeds {:?}", s.random_seeds) },
         match s.cells { CellCount::N(k) => k.to_string(), CellCount::All => "all".into() }, e.seed, s.svm.c, s.folds
     ))?;

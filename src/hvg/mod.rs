@@ -53,6 +53,14 @@ pub enum Flavor {
     PearsonResiduals,
 }
 
+impl Flavor {
+    /// Whether the flavor models raw counts (deviance, Pearson residuals): it runs on the
+    /// QC-filtered counts, never on log data.
+    pub fn models_counts(self) -> bool {
+        matches!(self, Flavor::Deviance | Flavor::PearsonResiduals)
+    }
+}
+
 /// Parameters of [`highly_variable_genes`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
