@@ -55,6 +55,22 @@ pub fn write_parquet(df: &DataFrame, path: &Path) -> Result<()> {
     write_atomic(path, &buf)
 }
 
+/// Writes cell sentences as Parquet: columns `cell`, `sentence`, `n_genes`.
+pub fn write_sentences(path: &Path, cells: &[String], sentences: &[String]) -> Result<()> {
+    let n_genes = sentences
+        .iter()
+        .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64);
+    let df = frame(vec![
+        ("cell", Col::Str(cells.iter().cloned().map(Some).collect())),
+        (
+            "sentence",
+            Col::Str(sentences.iter().cloned().map(Some).collect()),
+        ),
+        ("n_genes", Col::I64(n_genes.collect())),
+    ])?;
+    write_parquet(&df, path)
+}
+
 /// A table row from values of any `Display` type: `t.push(row![name, cells, f4(r2)])`.
 #[macro_export]
 macro_rules! row {

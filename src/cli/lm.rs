@@ -324,11 +324,8 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         .flatten()
         .collect();
     let to_h5ad = a.out.extension().is_some_and(|e| e == "h5ad");
-    let mut outs = vec![a.out.clone()];
-    if !to_h5ad {
-        outs.push(a.out.with_extension("cells.txt"));
-    }
-    for out in &outs {
+    let names_file = (!to_h5ad).then(|| a.out.with_extension("cells.txt"));
+    for out in std::iter::once(&a.out).chain(&names_file) {
         check_out("--out", out, &inputs, OutKind::File)?;
     }
     let (cells, texts) = match (&a.input, &a.prompts) {

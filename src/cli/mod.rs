@@ -14,7 +14,7 @@ use crate::hvg::{Flavor, HvgParams};
 use crate::output::OutKind;
 use crate::pipeline::{self, HvgInput, Prepared};
 use crate::preprocess::PreprocessParams;
-use crate::report::{Col, Table};
+use crate::report::Table;
 use crate::sentence::{GeneSet, SentenceParams};
 
 /// Cell sentences: scanpy-exact preprocessing and HVG, Cell2Sentence sentences, and the
@@ -423,18 +423,7 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
         },
     )?;
     if let Some(out) = &a.out {
-        let n_genes = s
-            .iter()
-            .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64);
-        let df = crate::report::frame(vec![
-            (
-                "cell",
-                Col::Str(p.data.cells.iter().cloned().map(Some).collect()),
-            ),
-            ("sentence", Col::Str(s.iter().cloned().map(Some).collect())),
-            ("n_genes", Col::I64(n_genes.collect())),
-        ])?;
-        crate::report::write_parquet(&df, out)?;
+        crate::report::write_sentences(out, &p.data.cells, &s)?;
         eprintln!("[sentences] {} cells → {}", s.len(), out.display());
         return Ok(());
     }

@@ -435,16 +435,8 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
 /// The same two panels as a static SVG (for the README and Markdown viewers): log-scaled sentence
 /// length, one line per flavor, the full sentence as a larger marker.
 fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
+    use crate::figure::svg::PALETTE;
     use plotters::prelude::*;
-    const PALETTE: [RGBColor; 7] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-    ];
     let err = |e: &dyn std::fmt::Display| Error::param("hvg_sweep", format!("SVG figure: {e}"));
     let (pts, band) = with_controls(pts);
     let pts = &pts[..];

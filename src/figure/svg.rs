@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// plotly's default trace colours, in its order.
-const PALETTE: [RGBColor; 10] = [
+/// plotly's default trace colours, in its order (static figures use them so they match the HTML).
+pub const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
