@@ -26,6 +26,7 @@ pub mod paper;
 pub mod pipeline;
 pub mod preprocess;
 pub mod progress;
+pub mod quality;
 pub mod reconstruct;
 pub mod report;
 pub mod reproduce;
