@@ -584,3 +584,109 @@ fn sentences_to_parquet() {
         &["s.txt", ".parquet"],
     );
 }
+
+#[test]
+fn metrics_panel_and_its_bad_inputs() {
+    use cellsentence::npy::{self, Matrix};
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic.h5ad");
+    let fx = fx.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // a 3-d embedding of the 420 cells that separates the cell types (labels read back from obs)
+    let ds = cellsentence::data::read(fx, &Default::default()).unwrap();
+    let labels = ds.obs_labels("cell_type", "").unwrap();
+    let (y, _) = cellsentence::quality::encode(&labels);
+    let data: Vec<f32> = y
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &c)| [c as f32 * 3.0, (i % 7) as f32 * 0.1, (i % 5) as f32 * 0.1])
+        .collect();
+    let good = dir.path().join("e.npy");
+    npy::write(
+        &good,
+        &Matrix {
+            rows: y.len(),
+            cols: 3,
+            data: data.clone(),
+        },
+    )
+    .unwrap();
+    let out = dir.path().join("m.json");
+    let base = |e: &std::path::Path, o: &std::path::Path| {
+        vec![
+            "metrics".to_string(),
+            "--embeddings".into(),
+            e.display().to_string(),
+            "--input".into(),
+            fx.into(),
+            "--label-key".into(),
+            "cell_type".into(),
+            "--out".into(),
+            o.display().to_string(),
+        ]
+    };
+    let mut args = base(&good, &out);
+    args.extend(["--batch-key".into(), "batch".into()]);
+    let (code, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let p = &m["panel"];
+    for k in [
+        "nmi",
+        "ari",
+        "silhouette_label",
+        "asw_label",
+        "avg_bio",
+        "asw_batch",
+        "graph_connectivity",
+        "knn_accuracy",
+    ] {
+        assert!(p[k].as_f64().is_some(), "panel lacks {k}: {p}");
+    }
+    assert_eq!(
+        p["nmi"].as_f64(),
+        Some(1.0),
+        "separated types cluster perfectly: {p}"
+    );
+    let clusters = std::fs::read_to_string(dir.path().join("m.clusters.csv")).unwrap();
+    assert_eq!(clusters.lines().count(), 421);
+    assert!(clusters.starts_with("cell,cluster\n"));
+    // bad inputs: rows ≠ cells, NaN, a missing key, one label only, one batch only
+    let short = dir.path().join("short.npy");
+    npy::write(
+        &short,
+        &Matrix {
+            rows: 10,
+            cols: 3,
+            data: data[..30].to_vec(),
+        },
+    )
+    .unwrap();
+    let mut nan_data = data.clone();
+    nan_data[7] = f32::NAN;
+    let nan = dir.path().join("nan.npy");
+    npy::write(
+        &nan,
+        &Matrix {
+            rows: y.len(),
+            cols: 3,
+            data: nan_data,
+        },
+    )
+    .unwrap();
+    let o = dir.path().join("bad.json");
+    let check = |mut args: Vec<String>, must: &[&str]| {
+        let a: Vec<&str> = args.iter_mut().map(|s| s.as_str()).collect();
+        expect_error(&a, must);
+    };
+    check(base(&short, &o), &["short.npy", "10 rows but", "420 cells"]);
+    check(
+        base(&nan, &o),
+        &["nan.npy", "non-finite value NaN at row 2, column 1"],
+    );
+    let mut a = base(&good, &o);
+    a[6] = "nope".into();
+    check(a, &["obs/nope", "cell_type"]);
+    // one label / one batch only: tests/quality.rs (bad_inputs_are_named)
+    assert!(!o.exists(), "a failed run wrote {o:?}");
+}

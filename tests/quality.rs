@@ -10,10 +10,9 @@ use serde_json::Value;
 fn fixture() -> (npy::Matrix, Value) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let x = npy::read(&dir.join("annotation/features.npy")).unwrap();
-    let r: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference/quality.json")).unwrap(),
-    )
-    .unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/quality.json")).unwrap())
+            .unwrap();
     (x, r)
 }
 
@@ -37,10 +36,30 @@ fn panel_matches_scanpy_leidenalg_sklearn_and_scib() {
     let q = quality::evaluate(&x, &labels, Some(&batches), &QualityParams::default()).unwrap();
     let p = &q.panel;
     // exact definitions (the distances are computed in f64 from the same f32 values)
-    close(p.silhouette_label, r["silhouette_label"].as_f64().unwrap(), 1e-9, "silhouette");
-    close(p.asw_label, r["asw_label"].as_f64().unwrap(), 1e-9, "asw_label");
-    close(p.asw_batch.unwrap(), r["asw_batch"].as_f64().unwrap(), 1e-9, "asw_batch");
-    close(p.knn_accuracy.unwrap(), r["knn_accuracy"].as_f64().unwrap(), 0.0, "knn_accuracy");
+    close(
+        p.silhouette_label,
+        r["silhouette_label"].as_f64().unwrap(),
+        1e-9,
+        "silhouette",
+    );
+    close(
+        p.asw_label,
+        r["asw_label"].as_f64().unwrap(),
+        1e-9,
+        "asw_label",
+    );
+    close(
+        p.asw_batch.unwrap(),
+        r["asw_batch"].as_f64().unwrap(),
+        1e-9,
+        "asw_batch",
+    );
+    close(
+        p.knn_accuracy.unwrap(),
+        r["knn_accuracy"].as_f64().unwrap(),
+        0.0,
+        "knn_accuracy",
+    );
     close(
         p.graph_connectivity.unwrap(),
         r["graph_connectivity"].as_f64().unwrap(),
@@ -70,7 +89,12 @@ fn panel_matches_scanpy_leidenalg_sklearn_and_scib() {
     );
     assert_eq!(q.clusters.len(), x.rows);
     eprintln!("ours: {p:?}\nleidenalg at {best_res}: {reference}");
-    close(p.avg_bio, (p.nmi + p.ari + p.asw_label) / 3.0, 1e-15, "avg_bio");
+    close(
+        p.avg_bio,
+        (p.nmi + p.ari + p.asw_label) / 3.0,
+        1e-15,
+        "avg_bio",
+    );
 }
 
 #[test]
@@ -123,16 +147,36 @@ fn connectivities_match_scanpy() {
     let (x, r) = fixture();
     let g = graph(&x);
     let c = &r["connectivities"];
-    let nnz: Vec<u64> = c["row_nnz"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    let sums: Vec<f64> = c["row_sums"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let nnz: Vec<u64> = c["row_nnz"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let sums: Vec<f64> = c["row_sums"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     for i in 0..x.rows {
         let (cols, ws) = g.row(i);
         assert_eq!(cols.len() as u64, nnz[i], "row {i}: neighbour count");
-        close(ws.iter().sum(), sums[i], 1e-4, &format!("row {i} weight sum"));
+        close(
+            ws.iter().sum(),
+            sums[i],
+            1e-4,
+            &format!("row {i} weight sum"),
+        );
     }
     for (i, row) in c["first_rows"].as_array().unwrap().iter().enumerate() {
         let (cols, ws) = g.row(i);
-        let rc: Vec<u32> = row["cols"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let rc: Vec<u32> = row["cols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(cols, rc.as_slice(), "row {i}: neighbours");
         for (w, rv) in ws.iter().zip(row["vals"].as_array().unwrap()) {
             close(*w, rv.as_f64().unwrap(), 1e-5, &format!("row {i} weight"));
@@ -144,9 +188,24 @@ fn connectivities_match_scanpy() {
 fn nmi_and_ari_equal_sklearn_on_the_reference_clusters() {
     let (_, r) = fixture();
     let (y, _) = quality::encode(&strings(&r["labels"]));
-    let c: Vec<usize> = r["best"]["clusters"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    close(scores::nmi(&y, &c), r["best"]["nmi"].as_f64().unwrap(), 1e-12, "nmi");
-    close(scores::ari(&y, &c), r["best"]["ari"].as_f64().unwrap(), 1e-12, "ari");
+    let c: Vec<usize> = r["best"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    close(
+        scores::nmi(&y, &c),
+        r["best"]["nmi"].as_f64().unwrap(),
+        1e-12,
+        "nmi",
+    );
+    close(
+        scores::ari(&y, &c),
+        r["best"]["ari"].as_f64().unwrap(),
+        1e-12,
+        "ari",
+    );
 }
 
 #[test]

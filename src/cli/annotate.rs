@@ -61,30 +61,49 @@ pub struct AnnotateArgs {
 }
 
 /// Cell names, labels and batches of the feature rows.
-struct Rows {
+pub(super) struct Rows {
     /// Rows the embedding must have.
-    total: usize,
+    pub total: usize,
     /// Embedding rows kept (cells with a label and, where asked, a batch).
-    rows: Vec<usize>,
-    cells: Vec<String>,
-    labels: Vec<String>,
-    batches: Option<Vec<String>>,
+    pub rows: Vec<usize>,
+    pub cells: Vec<String>,
+    pub labels: Vec<String>,
+    pub batches: Option<Vec<String>>,
+}
+
+/// Where the rows of an embedding get their labels: `annotate`'s and `metrics`' options.
+pub(super) struct RowSource<'a> {
+    pub embeddings: &'a Path,
+    pub input: &'a str,
+    pub dirs: &'a DataDirArgs,
+    pub label_key: &'a str,
+    pub batch_key: Option<&'a str>,
+    pub drop_missing: bool,
+}
+
+impl AnnotateArgs {
+    fn row_source(&self) -> RowSource<'_> {
+        RowSource {
+            embeddings: &self.embeddings,
+            input: &self.input,
+            dirs: &self.dirs,
+            label_key: &self.label_key,
+            batch_key: self.batch_key.as_deref(),
+            drop_missing: self.drop_missing,
+        }
+    }
 }
 
 /// Reads the labels (and batches) of the rows of `embeddings`.
-fn row_annotations(a: &AnnotateArgs) -> Result<Rows> {
+fn row_annotations(a: &RowSource<'_>) -> Result<Rows> {
     let (entry, ds) = load(&InputArgs {
-        input: a.input.clone(),
+        input: a.input.to_string(),
         layer: None,
         raw: false,
         dirs: a.dirs.clone(),
     })?;
-    let labels = ds.obs_optional(&a.label_key)?;
-    let batches = a
-        .batch_key
-        .as_deref()
-        .map(|k| ds.obs_optional(k))
-        .transpose()?;
+    let labels = ds.obs_optional(a.label_key)?;
+    let batches = a.batch_key.map(|k| ds.obs_optional(k)).transpose()?;
     let listed = a.embeddings.with_extension("cells.txt");
     let rows: Vec<usize> = if listed.is_file() {
         let text = std::fs::read_to_string(&listed).map_err(|e| Error::io(&listed, e))?;
@@ -123,7 +142,7 @@ fn row_annotations(a: &AnnotateArgs) -> Result<Rows> {
             "{dropped} of {} cells have no value in obs/{}{} (missing/NaN), the first is `{first}`",
             pairs.len(),
             a.label_key,
-            a.batch_key.as_deref().map(|b| format!(" or obs/{b}")).unwrap_or_default()
+            a.batch_key.map(|b| format!(" or obs/{b}")).unwrap_or_default()
         );
         if !a.drop_missing {
             return Err(Error::bad_value(
@@ -133,7 +152,7 @@ fn row_annotations(a: &AnnotateArgs) -> Result<Rows> {
                 "pass --drop-missing to leave those cells out (with a warning), or label them",
             ));
         }
-        eprintln!("[annotate] warning: {what}; --drop-missing leaves them out");
+        eprintln!("warning: {what}; --drop-missing leaves them out");
     }
     let kept: Vec<(usize, usize)> = pairs.into_iter().filter(|p| !unusable(p)).collect();
     let known = |v: &[Option<String>]| {
@@ -148,6 +167,34 @@ fn row_annotations(a: &AnnotateArgs) -> Result<Rows> {
         labels: known(&labels),
         batches: batches.as_ref().map(|b| known(b)),
     })
+}
+
+/// The embedding's rows that have a label (and a batch), with their annotations.
+pub(super) fn labelled_rows(a: &RowSource<'_>) -> Result<(crate::npy::Matrix, Rows)> {
+    let x = crate::npy::read(a.embeddings)?;
+    let r = row_annotations(a)?;
+    if x.rows != r.total {
+        return Err(Error::bad_value(
+            a.embeddings,
+            "rows",
+            format!("{} rows but {} has {} cells", x.rows, a.input, r.total),
+            "embed the same file (rows = its cells in order), or keep the .cells.txt list `embed` writes",
+        ));
+    }
+    if r.rows.len() == r.total {
+        return Ok((x, r));
+    }
+    let data = r
+        .rows
+        .iter()
+        .flat_map(|&i| x.row(i).iter().copied())
+        .collect();
+    let x = crate::npy::Matrix {
+        rows: r.rows.len(),
+        cols: x.cols,
+        data,
+    };
+    Ok((x, r))
 }
 
 /// Writes predictions.csv, metrics.csv, per_class.csv and summary.json.
@@ -220,39 +267,15 @@ pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
             marker: "summary.json",
         },
     )?;
-    let x = crate::npy::read(&a.embeddings)?;
-    let Rows {
-        total,
-        rows,
-        cells,
-        labels,
-        batches,
-    } = row_annotations(a)?;
-    if x.rows != total {
-        return Err(Error::bad_value(
-            &a.embeddings,
-            "rows",
-            format!(
-                "{} rows but {} has {} cells",
-                x.rows,
-                a.input,
-                total
-            ),
-            "embed the same file (rows = its cells in order), or keep the .cells.txt list `embed` writes",
-        ));
-    }
-    let x = if rows.len() == total {
-        x
-    } else {
-        crate::npy::Matrix {
-            rows: rows.len(),
-            cols: x.cols,
-            data: rows
-                .iter()
-                .flat_map(|&r| x.data[r * x.cols..(r + 1) * x.cols].iter().copied())
-                .collect(),
-        }
-    };
+    let (
+        x,
+        Rows {
+            cells,
+            labels,
+            batches,
+            ..
+        },
+    ) = labelled_rows(&a.row_source())?;
     classify::check_features(&x, &labels, &a.embeddings.display().to_string())?;
     let folds = match &batches {
         Some(b) => classify::leave_one_batch_out(&labels, b, a.val_fraction, a.seed)?,

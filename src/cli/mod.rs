@@ -1,6 +1,7 @@
 //! The `cellsentence` command line.
 mod annotate;
 mod lm;
+mod metrics;
 mod probe;
 
 use std::io::Write;
@@ -61,6 +62,9 @@ pub enum Command {
     Attribute(probe::AttributeArgs),
     /// Cell-type annotation from an embedding matrix: k-fold or leave-one-batch-out, MLP or SVM.
     Annotate(annotate::AnnotateArgs),
+    /// Embedding quality (scIB-style): Leiden NMI/ARI, label silhouette, and with a batch key batch
+    /// mixing, graph connectivity and k-NN label transfer; JSON plus the clusters as CSV.
+    Metrics(metrics::MetricsArgs),
     /// Report the libtorch build this binary uses (CPU threads, CUDA).
     Env,
     /// Benchmarks against the reference tools.
@@ -654,6 +658,7 @@ pub fn main() -> i32 {
         Command::Env => cmd_env(),
         Command::Embed(a) => lm::cmd_embed(a),
         Command::Annotate(a) => annotate::cmd_annotate(a),
+        Command::Metrics(a) => metrics::cmd_metrics(a),
         Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
         Command::PretrainLm(a) => lm::cmd_pretrain(a, cli.quiet),
         Command::LmProbe(a) => probe::cmd_probe(a),

@@ -109,7 +109,12 @@ pub fn check_inputs(
     if let Some(k) = x.data.iter().position(|v| !v.is_finite()) {
         return Err(bad(
             "values",
-            format!("non-finite value {} at row {}, column {}", x.data[k], k / x.cols.max(1), k % x.cols.max(1)),
+            format!(
+                "non-finite value {} at row {}, column {}",
+                x.data[k],
+                k / x.cols.max(1),
+                k % x.cols.max(1)
+            ),
             "re-embed the cells; NaN/Inf have no distance",
         ));
     }
@@ -117,18 +122,28 @@ pub fn check_inputs(
     if distinct(labels) < 2 {
         return Err(bad(
             "labels",
-            format!("one label only (`{}`): cluster agreement and silhouettes need two", labels.first().map_or("", |s| s)),
+            format!(
+                "one label only (`{}`): cluster agreement and silhouettes need two",
+                labels.first().map_or("", |s| s)
+            ),
             "choose a label key with at least two cell types",
         ));
     }
     if let Some(b) = batches {
         if b.len() != x.rows {
-            return Err(bad("batches", format!("{} batches for {} rows", b.len(), x.rows), "give one batch per cell"));
+            return Err(bad(
+                "batches",
+                format!("{} batches for {} rows", b.len(), x.rows),
+                "give one batch per cell",
+            ));
         }
         if distinct(b) < 2 {
             return Err(bad(
                 "batches",
-                format!("one batch only (`{}`): batch mixing needs two", b.first().map_or("", |s| s)),
+                format!(
+                    "one batch only (`{}`): batch mixing needs two",
+                    b.first().map_or("", |s| s)
+                ),
                 "drop the batch key, or choose one with at least two batches",
             ));
         }
@@ -179,7 +194,11 @@ fn row_pass(
         }
     }
     let transfer = batches.map(|(b, _)| {
-        let other: Vec<(f64, u32)> = all.iter().copied().filter(|&(_, j)| b[j as usize] != b[i]).collect();
+        let other: Vec<(f64, u32)> = all
+            .iter()
+            .copied()
+            .filter(|&(_, j)| b[j as usize] != b[i])
+            .collect();
         let mut votes = vec![0usize; n_labels];
         for (_, j) in neighbors::smallest(other, p.knn_k) {
             votes[labels[j as usize]] += 1;
@@ -204,7 +223,10 @@ pub fn evaluate(
 ) -> Result<Quality> {
     check_inputs(x, labels, batches, "embedding")?;
     if p.n_neighbors < 2 || p.knn_k < 1 || p.resolutions.is_empty() {
-        return Err(Error::param("quality", "n_neighbors ≥ 2, knn_k ≥ 1 and at least one resolution"));
+        return Err(Error::param(
+            "quality",
+            "n_neighbors ≥ 2, knn_k ≥ 1 and at least one resolution",
+        ));
     }
     let (y, names) = encode(labels);
     let nl = names.len();
@@ -217,8 +239,14 @@ pub fn evaluate(
     let k = p.n_neighbors.min(x.rows);
     let knn = Knn {
         k,
-        indices: rows.iter().flat_map(|r| r.knn.iter().map(|e| e.1)).collect(),
-        distances: rows.iter().flat_map(|r| r.knn.iter().map(|e| e.0)).collect(),
+        indices: rows
+            .iter()
+            .flat_map(|r| r.knn.iter().map(|e| e.1))
+            .collect(),
+        distances: rows
+            .iter()
+            .flat_map(|r| r.knn.iter().map(|e| e.0))
+            .collect(),
     };
     let graph = neighbors::connectivities(&knn);
     let (resolution, clusters, modularity) = best_leiden(&graph, &y, p)?;
@@ -233,7 +261,11 @@ pub fn evaluate(
     let (nmi, ari) = (scores::nmi(&y, &clusters), scores::ari(&y, &clusters));
     let asw_label = (sil + 1.0) / 2.0;
     let batch_part = b.map(|(bv, nb)| {
-        let correct = rows.iter().zip(&y).filter(|(r, &c)| r.transfer == Some(c)).count();
+        let correct = rows
+            .iter()
+            .zip(&y)
+            .filter(|(r, &c)| r.transfer == Some(c))
+            .count();
         (
             nb,
             asw_batch(&rows, &y, nl, bv, nb),
@@ -292,7 +324,8 @@ pub fn leiden_clusters(g: &Graph, resolution: f64, seed: u64) -> Result<(Vec<usi
         n_iterations: 100,
         ..Default::default()
     };
-    let c = leiden::leiden(&net, &config).map_err(|e| Error::param("quality.leiden", e.to_string()))?;
+    let c =
+        leiden::leiden(&net, &config).map_err(|e| Error::param("quality.leiden", e.to_string()))?;
     let labels = c.into_labels();
     let q = leiden::modularity(&net, &labels, resolution);
     Ok((labels, q))

@@ -13,8 +13,12 @@ fn contingency(a: &[usize], b: &[usize]) -> (Vec<u64>, Vec<u64>, Vec<u64>, usize
     for (&x, &y) in a.iter().zip(b) {
         c[x * nb + y] += 1;
     }
-    let ra: Vec<u64> = (0..na).map(|i| c[i * nb..(i + 1) * nb].iter().sum()).collect();
-    let rb: Vec<u64> = (0..nb).map(|j| (0..na).map(|i| c[i * nb + j]).sum()).collect();
+    let ra: Vec<u64> = (0..na)
+        .map(|i| c[i * nb..(i + 1) * nb].iter().sum())
+        .collect();
+    let rb: Vec<u64> = (0..nb)
+        .map(|j| (0..na).map(|i| c[i * nb + j]).sum())
+        .collect();
     (c, ra, rb, nb)
 }
 
@@ -75,8 +79,7 @@ pub fn ari(a: &[usize], b: &[usize]) -> f64 {
     if fn_ == 0 && fp == 0 {
         return 1.0;
     }
-    2.0 * (tp * tn - fn_ * fp) as f64
-        / ((tp + fn_) * (fn_ + tn) + (tp + fp) * (fp + tn)) as f64
+    2.0 * (tp * tn - fn_ * fp) as f64 / ((tp + fn_) * (fn_ + tn) + (tp + fp) * (fp + tn)) as f64
 }
 
 /// scikit-learn's silhouette of one cell from its summed distances to each class (`sums`,

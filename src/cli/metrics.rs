@@ -1,0 +1,109 @@
+//! `cellsentence metrics`: the embedding-quality panel of one embedding (see [`crate::quality`]).
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::annotate::{labelled_rows, RowSource};
+use super::{print_out, DataDirArgs};
+use crate::error::{Error, Result};
+use crate::output::{self, OutKind};
+use crate::quality::{self, QualityParams};
+use crate::report::Table;
+
+/// `metrics` options.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Embedding, cells × dimensions (.npy, float32/float64). Rows are the input's cells in order,
+    /// or the cells listed in <embeddings>.cells.txt (written by `embed`).
+    #[arg(long)]
+    pub embeddings: PathBuf,
+    /// The dataset the rows belong to (labels and batches are read from its obs).
+    #[arg(long, short)]
+    pub input: String,
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+    /// obs column with the cell types.
+    #[arg(long)]
+    pub label_key: String,
+    /// obs column with batches: adds asw_batch, graph_connectivity and knn_accuracy.
+    #[arg(long)]
+    pub batch_key: Option<String>,
+    /// Neighbours of the cell graph, the cell itself included (scanpy's default).
+    #[arg(long, default_value_t = 15, value_parser = super::domain::at_least(2, "--n-neighbors"))]
+    pub n_neighbors: usize,
+    /// Seed of the Leiden node orderings.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Leave out cells whose label (or batch) is missing, with a warning; without it they are an error.
+    #[arg(long)]
+    pub drop_missing: bool,
+    /// Output JSON; the Leiden clusters go beside it as <out stem>.clusters.csv (cell,cluster).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The clusters file that goes with `out` (`M.json` → `M.clusters.csv`).
+pub fn clusters_path(out: &Path) -> PathBuf {
+    out.with_extension("clusters.csv")
+}
+
+/// `cellsentence metrics`.
+pub fn cmd_metrics(a: &MetricsArgs) -> Result<()> {
+    let inputs = [a.embeddings.as_path(), Path::new(&a.input)];
+    output::check_out("--out", &a.out, &inputs, OutKind::File)?;
+    let clusters_out = clusters_path(&a.out);
+    output::check_out("--out (clusters)", &clusters_out, &inputs, OutKind::File)?;
+    let (x, rows) = labelled_rows(&RowSource {
+        embeddings: &a.embeddings,
+        input: &a.input,
+        dirs: &a.dirs,
+        label_key: &a.label_key,
+        batch_key: a.batch_key.as_deref(),
+        drop_missing: a.drop_missing,
+    })?;
+    let what = a.embeddings.display().to_string();
+    quality::check_inputs(&x, &rows.labels, rows.batches.as_deref(), &what).map_err(|e| {
+        match e {
+            // the labels and batches come from the input's obs
+            Error::BadValue {
+                field, what, fix, ..
+            } if field == "labels" || field == "batches" => {
+                let key = match field.as_str() {
+                    "labels" => a.label_key.as_str(),
+                    _ => a.batch_key.as_deref().unwrap_or_default(),
+                };
+                Error::bad_value(&a.input, format!("obs/{key}"), what, fix)
+            }
+            e => e,
+        }
+    })?;
+    let params = QualityParams {
+        n_neighbors: a.n_neighbors,
+        seed: a.seed,
+        ..QualityParams::default()
+    };
+    let q = quality::evaluate(&x, &rows.labels, rows.batches.as_deref(), &params)?;
+    let json = serde_json::json!({
+        "embeddings": a.embeddings, "input": a.input, "label_key": a.label_key,
+        "batch_key": a.batch_key, "params": params, "panel": q.panel,
+    });
+    let mut t = Table::new(["cell", "cluster"]);
+    for (c, k) in rows.cells.iter().zip(&q.clusters) {
+        t.push([c.clone(), k.to_string()]);
+    }
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
+    let dir = a
+        .out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staged = [
+        (output::write_temp(dir, text.as_bytes())?, a.out.clone()),
+        (
+            output::write_temp(dir, t.to_csv().as_bytes())?,
+            clusters_out,
+        ),
+    ];
+    output::commit_files(dir, "metrics", &staged)?;
+    print_out(&text)
+}
