@@ -32,6 +32,8 @@ pub mod names {
     pub const SWEEP: &str = "sweep";
     /// LM scaling sweep.
     pub const SCALING: &str = "scaling";
+    /// Embedding-quality panels of an annotation run.
+    pub const QUALITY: &str = "quality";
     /// LM layer sweep.
     pub const LAYERS: &str = "layers";
 
@@ -69,6 +71,21 @@ pub mod names {
     /// HVG sweep figure of one dataset.
     pub fn sweep_figure(dataset: &str) -> String {
         format!("sweep_{dataset}")
+    }
+    /// Static UMAP map of one dataset's embedding, coloured `by` (cell type, batch).
+    pub fn umap_figure(dataset: &str, embedding: &str, by: &str) -> String {
+        let slug = |s: &str| {
+            let t: String = s
+                .to_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            t.split('_')
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("_")
+        };
+        format!("umap_{dataset}_{}_by_{}", slug(embedding), slug(by))
     }
     /// LM scaling figure of one dataset.
     pub fn scaling_figure(dataset: &str) -> String {

@@ -17,6 +17,7 @@ use crate::{Error, Result};
 
 pub mod neighbors;
 pub mod scores;
+pub mod umap;
 
 use neighbors::{Graph, Knn};
 
@@ -32,6 +33,8 @@ pub struct QualityParams {
     pub seed: u64,
     /// Neighbours voting in the label transfer across batches.
     pub knn_k: usize,
+    /// Epochs of the 2-D UMAP map drawn beside the panel (0: no map).
+    pub umap_epochs: usize,
 }
 
 impl Default for QualityParams {
@@ -41,6 +44,7 @@ impl Default for QualityParams {
             resolutions: (1..=20).map(|i| i as f64 / 10.0).collect(),
             seed: 0,
             knn_k: 15,
+            umap_epochs: 500,
         }
     }
 }
@@ -72,11 +76,25 @@ pub struct Panel {
     pub knn_accuracy: Option<f64>,
 }
 
-/// A panel and the Leiden clusters behind its NMI / ARI.
+/// A panel, the Leiden clusters behind its NMI / ARI, and the cell graph.
 #[derive(Debug, Clone)]
 pub struct Quality {
     pub panel: Panel,
     pub clusters: Vec<usize>,
+    pub graph: Graph,
+}
+
+/// The 2-D UMAP map of `x` from its panel's graph ([`umap::layout`], PCA initialisation).
+pub fn map(x: &Matrix, q: &Quality, p: &QualityParams) -> Vec<[f64; 2]> {
+    let all: Vec<usize> = (0..x.rows).collect();
+    let pcs = crate::classify::pca(x, &all, 2);
+    let init: Vec<[f64; 2]> = (0..x.rows)
+        .map(|i| {
+            let r = pcs.row(i);
+            [r[0] as f64, r.get(1).copied().unwrap_or(0.0) as f64]
+        })
+        .collect();
+    umap::layout(&q.graph, &init, p.umap_epochs, p.seed)
 }
 
 /// Class indices of `values` in sorted order of the distinct values, and those values.
@@ -290,7 +308,11 @@ pub fn evaluate(
         graph_connectivity: batch_part.map(|t| t.2),
         knn_accuracy: batch_part.map(|t| t.3),
     };
-    Ok(Quality { panel, clusters })
+    Ok(Quality {
+        panel,
+        clusters,
+        graph,
+    })
 }
 
 /// scIB `silhouette_batch`: per label with 2 ≤ batches < cells, the mean of 1 − |s| of its

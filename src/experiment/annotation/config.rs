@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{MlpConfig, ScmapConfig, SvmConfig};
 use crate::experiment::lm_protocol::{LmProtocol, PretrainSection};
 use crate::lm::TrainConfig;
+use crate::quality::QualityParams;
 
 /// How cells are split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +74,9 @@ pub struct AnnotationSection {
     /// Byte-identical reruns are promised on CPU.
     #[serde(skip_serializing_if = "DeviceChoice::is_auto")]
     pub device: DeviceChoice,
+    /// The embedding-quality panel of every embedding (LM rows, PCA of HVG / all / random
+    /// genes); `null` skips it.
+    pub quality: Option<QualityParams>,
 }
 
 pub use crate::lm::DeviceChoice;
@@ -97,6 +101,7 @@ impl Default for AnnotationSection {
             lm_protocol: LmProtocol::PerMode,
             pretrain: PretrainSection::default(),
             device: DeviceChoice::Auto,
+            quality: Some(QualityParams::default()),
         }
     }
 }

@@ -25,11 +25,13 @@ use crate::report::{self, Col};
 use crate::sentence::GeneSet;
 
 mod config;
+mod quality;
 mod stages;
 
 pub use config::{AnnotationSection, DeviceChoice, Method, SplitKind};
+pub use quality::{Embedding, QualityRow};
 pub use stages::{all_dense, hvg_dense, layer_evaluations, lm_evaluations, LmEvaluation};
-use stages::{dataset_rows, Row};
+use stages::{dataset_outputs, Row};
 
 pub(super) fn method_label(m: Method, mode: Option<GeneSet>, source: LmSource) -> String {
     match (m, mode) {
@@ -106,9 +108,12 @@ pub fn run(
     let a = &e.annotation;
     let evaluated: Vec<String> = datasets.iter().map(|d| d.entry.id.clone()).collect();
     let (done, skipped) = for_each_dataset(e, datasets, |d| {
-        dataset_rows(e, a, d, cache, quiet, (&evaluated, data_dir))
+        dataset_outputs(e, a, d, cache, quiet, (&evaluated, data_dir), true)
     })?;
-    let rows: Vec<Row> = done.into_iter().flat_map(|(_, r)| r).collect();
+    let (rows, panels): (Vec<Vec<Row>>, Vec<Vec<QualityRow>>) =
+        done.into_iter().map(|(_, r)| r).unzip();
+    let rows: Vec<Row> = rows.into_iter().flatten().collect();
+    let panels: Vec<QualityRow> = panels.into_iter().flatten().collect();
     let mut o = Outputs::new(out);
     let split_name = match a.split {
         SplitKind::Kfold => format!("stratified {}-fold", a.folds),
@@ -125,6 +130,10 @@ pub fn run(
         confusion_figure(id, &rs, &mut o)?;
     }
     loss_curves(&rows, &mut o)?;
+    if !panels.is_empty() {
+        quality_table(e, &panels, &mut o)?;
+        quality_maps(&panels, &mut o)?;
+    }
     let mut index = format!("# {}\n\n{}\n\n- [annotation](annotation.md) — ours beside the paper\n- [reported](reported.md) — the paper's quoted rows\n", e.name, e.description);
     for id in &ids {
         index.push_str(&format!(
@@ -132,6 +141,12 @@ pub fn run(
             names::md(&names::per_class(id)),
             names::html(&names::annotation_figure(id)),
             names::html(&names::confusion_figure(id))
+        ));
+    }
+    if !panels.is_empty() {
+        index.push_str(&format!(
+            "- [embedding quality]({}) — clusters, silhouettes and batch mixing of every embedding\n",
+            names::md(names::QUALITY)
         ));
     }
     if !skipped.is_empty() {
@@ -225,6 +240,75 @@ fn annotation_table(
         ),
     ])?;
     o.table(&df, names::ANNOTATION, &annotation_heading(e, split_name))?;
+    Ok(())
+}
+
+/// The embedding-quality panel of every embedding, per dataset.
+fn quality_table(e: &Experiment, panels: &[QualityRow], o: &mut Outputs) -> Result<()> {
+    let f = |g: fn(&QualityRow) -> f64| Col::F64(panels.iter().map(|r| Some(g(r))).collect());
+    let opt = |g: fn(&QualityRow) -> Option<f64>| Col::F64(panels.iter().map(g).collect());
+    let int = |g: fn(&QualityRow) -> usize| Col::I64(panels.iter().map(|r| g(r) as i64).collect());
+    let df = report::frame(vec![
+        (
+            "dataset",
+            Col::Str(panels.iter().map(|r| Some(r.dataset.clone())).collect()),
+        ),
+        (
+            "embedding",
+            Col::Str(panels.iter().map(|r| Some(r.embedding.clone())).collect()),
+        ),
+        ("dims", int(|r| r.panel.n_dims)),
+        ("nmi", f(|r| r.panel.nmi)),
+        ("ari", f(|r| r.panel.ari)),
+        ("asw_label", f(|r| r.panel.asw_label)),
+        ("avg_bio", f(|r| r.panel.avg_bio)),
+        ("silhouette_label", f(|r| r.panel.silhouette_label)),
+        ("asw_batch", opt(|r| r.panel.asw_batch)),
+        ("graph_connectivity", opt(|r| r.panel.graph_connectivity)),
+        ("knn_accuracy", opt(|r| r.panel.knn_accuracy)),
+        ("resolution", f(|r| r.panel.resolution)),
+        ("n_clusters", int(|r| r.panel.n_clusters)),
+    ])?;
+    let p = e.annotation.quality.clone().unwrap_or_default();
+    let heading = format!(
+        "# {} — embedding quality\n\nLeiden clusters on the {}-nearest-neighbour graph (exact euclidean, scanpy's UMAP connectivities) at the best-NMI resolution of {:.1}–{:.1} (scIB); NMI and ARI against the cell types (scikit-learn), label silhouette rescaled to [0, 1] (`asw_label`), AvgBIO = mean(NMI, ARI, asw_label). With the dataset's batches: scIB's `asw_batch` (1 = mixed) and `graph_connectivity`, and `knn_accuracy`: each batch's cells labelled by a {}-NN vote among the other batches.",
+        e.name,
+        p.n_neighbors,
+        p.resolutions.first().copied().unwrap_or_default(),
+        p.resolutions.last().copied().unwrap_or_default(),
+        p.knn_k
+    );
+    o.table(&df, names::QUALITY, &heading)
+}
+
+/// One static UMAP map per embedding, coloured by cell type (and one by batch where the
+/// dataset has batches).
+fn quality_maps(panels: &[QualityRow], o: &mut Outputs) -> Result<()> {
+    for r in panels.iter().filter(|r| !r.map.is_empty()) {
+        let colourings = [
+            ("cell type", Some(&r.labels)),
+            ("batch", r.batches.as_ref()),
+        ];
+        for (by, values) in colourings {
+            let Some(values) = values else { continue };
+            let (_, names_) = crate::quality::encode(values);
+            let groups: Vec<(String, Vec<f64>, Vec<f64>)> = names_
+                .iter()
+                .map(|g| {
+                    let pts = r.map.iter().zip(values).filter(|(_, v)| *v == g);
+                    let (x, y) = pts.map(|(p, _)| (p[0] as f64, p[1] as f64)).unzip();
+                    (g.clone(), x, y)
+                })
+                .collect();
+            let title = format!("{} — {} (UMAP), by {by}", r.dataset, r.embedding);
+            let plot = figure::scatter_groups(&title, "UMAP 1", "UMAP 2", &groups);
+            let stem = names::umap_figure(&r.dataset, &r.embedding, by);
+            o.text(
+                &names::svg(&stem),
+                &figure::svg::render(&figure::spec(&plot))?,
+            )?;
+        }
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use crate::sentence::GeneSet;
 
 use super::config::{AnnotationSection, Method, SplitKind};
 use super::method_label;
+use super::quality::{self, QualityRow};
 
 /// One evaluated row.
 #[derive(Debug, Clone)]
@@ -72,11 +73,11 @@ pub fn all_dense(p: &Prepared) -> Matrix {
     }
 }
 
-struct Ctx<'a> {
-    e: &'a Experiment,
-    a: &'a AnnotationSection,
-    d: &'a RunDataset,
-    cache: &'a Cache,
+pub(super) struct Ctx<'a> {
+    pub(super) e: &'a Experiment,
+    pub(super) a: &'a AnnotationSection,
+    pub(super) d: &'a RunDataset,
+    pub(super) cache: &'a Cache,
     quiet: bool,
     data: DatasetContext<'a>,
     /// LM directories already resolved in this run (each stage is counted once).
@@ -86,9 +87,35 @@ struct Ctx<'a> {
     data_dir: Option<&'a Path>,
 }
 
+impl<'a> Ctx<'a> {
+    fn new(
+        (e, a, d): (&'a Experiment, &'a AnnotationSection, &'a RunDataset),
+        cache: &'a Cache,
+        quiet: bool,
+        (evaluated, data_dir): (&'a [String], Option<&'a Path>),
+    ) -> Self {
+        Ctx {
+            e,
+            a,
+            d,
+            cache,
+            quiet,
+            data: DatasetContext::new(e, d, quiet),
+            lm_dirs: Vec::new(),
+            evaluated,
+            data_dir,
+        }
+    }
+}
+
 impl Ctx<'_> {
     /// The features method `m` classifies (LM rows: `source`'s embeddings of `mode` sentences).
-    fn features(&mut self, m: Method, mode: Option<GeneSet>, source: LmSource) -> Result<Matrix> {
+    pub(super) fn features(
+        &mut self,
+        m: Method,
+        mode: Option<GeneSet>,
+        source: LmSource,
+    ) -> Result<Matrix> {
         let a = self.a;
         Ok(match m {
             Method::Lm => self.lm_features(mode.expect("LM rows have a mode"), source)?,
@@ -107,11 +134,11 @@ impl Ctx<'_> {
     }
 
     /// The prepared data and its HVG columns.
-    fn prepared(&mut self) -> Result<(&Prepared, &[usize])> {
+    pub(super) fn prepared(&mut self) -> Result<(&Prepared, &[usize])> {
         self.data.hvg()
     }
 
-    fn label_key(&self) -> String {
+    pub(super) fn label_key(&self) -> String {
         self.a
             .label_key
             .clone()
@@ -119,15 +146,19 @@ impl Ctx<'_> {
             .unwrap_or_else(|| "cell_type".into())
     }
 
+    /// The batch column: the experiment's, else the dataset's known one.
+    pub(super) fn batch_key(&self) -> Option<String> {
+        self.a
+            .batch_key
+            .clone()
+            .or_else(|| self.d.entry.batch_key.clone())
+    }
+
     /// Labels and folds of the QC-kept cells.
     fn folds(&mut self) -> Result<(Vec<String>, Vec<Fold>)> {
         let (split, k, vf, seed) = (self.a.split, self.a.folds, self.a.val_fraction, self.e.seed);
         let lk = self.label_key();
-        let bk = self
-            .a
-            .batch_key
-            .clone()
-            .or_else(|| self.d.entry.batch_key.clone());
+        let bk = self.batch_key();
         let (p, _) = self.prepared()?;
         let labels = p.data.obs_labels(
             &lk,
@@ -154,7 +185,7 @@ impl Ctx<'_> {
 
     /// The model behind an LM row: the file's checkpoint, the small LM of this dataset and mode,
     /// or the pretrained / fine-tuned / untrained model (cached stages, trained when missing).
-    fn lm_model(&mut self, mode: GeneSet, source: LmSource) -> Result<PathBuf> {
+    pub(super) fn lm_model(&mut self, mode: GeneSet, source: LmSource) -> Result<PathBuf> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         if let Some(m) = &a.model {
             return Ok(m.clone());
@@ -283,22 +314,35 @@ pub(super) fn dataset_rows(
     quiet: bool,
     (evaluated, data_dir): (&[String], Option<&Path>),
 ) -> Result<Vec<Row>> {
-    let mut cx = Ctx {
-        e,
-        a,
-        d,
-        cache,
-        quiet,
-        data: DatasetContext::new(e, d, quiet),
-        lm_dirs: Vec::new(),
-        evaluated,
-        data_dir,
-    };
+    dataset_outputs(e, a, d, cache, quiet, (evaluated, data_dir), false).map(|o| o.0)
+}
+
+/// A dataset's rows and, where the experiment asks for them, the quality panels of its
+/// embeddings (one context: the data are prepared once).
+pub(super) fn dataset_outputs(
+    e: &Experiment,
+    a: &AnnotationSection,
+    d: &RunDataset,
+    cache: &Cache,
+    quiet: bool,
+    run: (&[String], Option<&Path>),
+    with_quality: bool,
+) -> Result<(Vec<Row>, Vec<QualityRow>)> {
+    let mut cx = Ctx::new((e, a, d), cache, quiet, run);
     let digest = cache.file_digest(&d.entry.path)?;
-    units(e, a)
-        .into_iter()
-        .map(|(m, mode, source)| row(&mut cx, &digest, m, mode, source))
-        .collect()
+    let units = units(e, a);
+    let rows = units
+        .iter()
+        .map(|&(m, mode, source)| row(&mut cx, &digest, m, mode, source))
+        .collect::<Result<Vec<_>>>()?;
+    let panels = match (&a.quality, with_quality) {
+        (Some(_), true) => quality::embeddings(&units)
+            .into_iter()
+            .map(|emb| cx.quality_row(&digest, emb))
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    Ok((rows, panels))
 }
 
 /// The rows an experiment asks for: every method, LM methods once per model source and mode.
@@ -442,17 +486,7 @@ pub fn layer_evaluations(
     quiet: bool,
 ) -> Result<Vec<Evaluation>> {
     let a = &e.annotation;
-    let mut cx = Ctx {
-        e,
-        a,
-        d,
-        cache,
-        quiet,
-        data: DatasetContext::new(e, d, quiet),
-        lm_dirs: Vec::new(),
-        evaluated: &[],
-        data_dir: None,
-    };
+    let mut cx = Ctx::new((e, a, d), cache, quiet, (&[], None));
     let digest = cache.file_digest(&d.entry.path)?;
     let model_digest = cache.file_digest(model)?;
     let inputs = (
