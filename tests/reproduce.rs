@@ -89,6 +89,7 @@ fn cell_kinds(name: &str, csv: &str) -> Vec<Vec<(String, CellKind)>> {
                     } else if torch_col(h)
                         || (torch_row && metric(h) && !h.starts_with("paper"))
                         || (quality && !matches!(h, "dataset" | "embedding" | "dims"))
+                        || h == "avg_bio"
                     {
                         CellKind::Torch
                     } else {

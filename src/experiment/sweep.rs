@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::annotation::{all_dense, hvg_dense};
 use super::context::{for_each_dataset, DatasetContext};
 use super::outputs::{names, Outputs};
 use super::{CellCount, Experiment, RunDataset, RunSummary};
@@ -21,6 +22,7 @@ use crate::figure;
 use crate::hvg::{Flavor, HvgParams};
 use crate::npy::Matrix;
 use crate::pipeline::{self, Prepared};
+use crate::quality::{self, QualityParams};
 use crate::reconstruct::{self, RecModel};
 use crate::report::{self, Col};
 use crate::sentence;
@@ -43,7 +45,13 @@ pub struct SweepSection {
     /// Seeds of the random-gene controls: for each `n_top`, that many genes drawn uniformly
     /// (without replacement) from the QC-kept genes, once per seed (none: no controls).
     pub random_seeds: Vec<u64>,
+    /// Score each point's genes by the embedding-quality panel of PCA(50) of their expression
+    /// (AvgBIO; randomized PCA, seed = the experiment's); `null`: no AvgBIO column.
+    pub quality: Option<QualityParams>,
 }
+
+/// Principal components of the sweep's AvgBIO embeddings.
+pub const SWEEP_PCS: usize = 50;
 
 impl Default for SweepSection {
     fn default() -> Self {
@@ -54,6 +62,7 @@ impl Default for SweepSection {
             folds: 5,
             svm: SvmConfig::default(),
             random_seeds: Vec::new(),
+            quality: None,
         }
     }
 }
@@ -101,6 +110,9 @@ pub struct SweepPoint {
     /// The random control's seed (none for HVG flavors and the full sentence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// AvgBIO of PCA(50) of the genes' log-normalized expression (a stage of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_bio: Option<f64>,
 }
 
 /// Sentence features: each cell's genes get `intercept + slope·log10(1 + rank)` (floored at 0).
@@ -191,31 +203,8 @@ fn dataset_points(
         );
         let label = format!("{} {flavor} {n_top}", d.entry.id);
         let compute = || -> Result<SweepPoint> {
-            let p = data.prepared()?;
-            if split.is_none() {
-                let key = d.entry.label_key.as_deref().unwrap_or("cell_type");
-                let labels = p
-                    .data
-                    .obs_labels(key, "remove the unlabelled cells from the file")?;
-                let folds = classify::stratified_kfold(&labels, s.folds, 0.0, e.seed)?;
-                split = Some((labels, folds));
-            }
-            let (labels, folds) = split.as_ref().expect("split above");
-            let cols = match u {
-                Unit::All => None,
-                Unit::Hvg(f, _) => {
-                    let on = if f.models_counts() {
-                        pipeline::HvgInput::Counts
-                    } else {
-                        pipeline::HvgInput::Log
-                    };
-                    Some(
-                        pipeline::select_hvg(p, hvg_params.as_ref().expect("hvg unit"), on, None)?
-                            .indices(),
-                    )
-                }
-                Unit::Random { seed, n_top } => Some(random_genes(p.data.n_genes(), n_top, seed)),
-            };
+            let (p, labels, folds) = split_of(&mut data, &mut split, d, e)?;
+            let cols = unit_cols(p, u, hvg_params.as_ref())?;
             let (n_genes, mean_length, rec, ev) = score(p, cols.as_deref(), labels, folds, e, s)?;
             Ok(SweepPoint {
                 dataset: d.entry.id.clone(),
@@ -230,21 +219,80 @@ fn dataset_points(
                 macro_f1: ev.macro_f1_mean,
                 macro_f1_sd: ev.macro_f1_sd,
                 seed,
+                avg_bio: None,
             })
         };
         // HVG and full-sentence keys are unchanged by the controls (their cache entries stay valid)
-        let (pt, _) = match seed {
+        let (mut pt, _) = match seed {
             None => cache.json("sweep", &label, &inputs, compute)?,
             Some(sd) => cache.json(
                 "sweep",
                 &format!("{label} seed {sd}"),
-                &(inputs, RANDOM, sd, n_top),
+                &(&inputs, RANDOM, sd, n_top),
                 compute,
             )?,
         };
+        if let Some(q) = &s.quality {
+            let key = (
+                &inputs.0, &inputs.1, &inputs.2, seed, n_top, q, SWEEP_PCS, e.seed,
+            );
+            let qlabel = format!(
+                "{label}{} AvgBIO",
+                seed.map(|v| format!(" seed {v}")).unwrap_or_default()
+            );
+            let (bio, _) = cache.json("sweep_quality", &qlabel, &key, || -> Result<f64> {
+                let (p, labels, _) = split_of(&mut data, &mut split, d, e)?;
+                let x = match unit_cols(p, u, hvg_params.as_ref())? {
+                    Some(c) => hvg_dense(p, &c),
+                    None => all_dense(p),
+                };
+                let z = classify::pca_randomized(&x, SWEEP_PCS, e.seed);
+                Ok(quality::evaluate(&z, labels, None, q)?.panel.avg_bio)
+            })?;
+            pt.avg_bio = Some(bio);
+        }
         out.push(pt);
     }
     Ok(out)
+}
+
+type Split = (Vec<String>, Vec<classify::Fold>);
+
+/// The prepared data with its labels and folds (made once per dataset).
+fn split_of<'s>(
+    data: &'s mut DatasetContext<'_>,
+    split: &'s mut Option<Split>,
+    d: &RunDataset,
+    e: &Experiment,
+) -> Result<(&'s Prepared, &'s [String], &'s [classify::Fold])> {
+    let p = data.prepared()?;
+    if split.is_none() {
+        let key = d.entry.label_key.as_deref().unwrap_or("cell_type");
+        let labels = p
+            .data
+            .obs_labels(key, "remove the unlabelled cells from the file")?;
+        let folds = classify::stratified_kfold(&labels, e.sweep.folds, 0.0, e.seed)?;
+        *split = Some((labels, folds));
+    }
+    let (labels, folds) = split.as_ref().expect("split above");
+    Ok((p, labels, folds))
+}
+
+/// The QC-kept genes a unit's sentences draw from (`None`: all).
+fn unit_cols(p: &Prepared, u: Unit, hvg: Option<&HvgParams>) -> Result<Option<Vec<usize>>> {
+    Ok(match u {
+        Unit::All => None,
+        Unit::Hvg(f, _) => {
+            let on = if f.models_counts() {
+                pipeline::HvgInput::Counts
+            } else {
+                pipeline::HvgInput::Log
+            };
+            let params = hvg.expect("hvg unit");
+            Some(pipeline::select_hvg(p, params, on, None)?.indices())
+        }
+        Unit::Random { seed, n_top } => Some(random_genes(p.data.n_genes(), n_top, seed)),
+    })
 }
 
 /// The random controls' spread at one `n_top`: mean sentence length, (min, max) of R² and of
@@ -253,6 +301,7 @@ struct BandPoint {
     x: f64,
     r2: (f64, f64),
     f1: (f64, f64),
+    bio: (f64, f64),
 }
 
 /// The figures' view of the points: HVG flavors and the full sentence as they are; the random
@@ -293,15 +342,56 @@ fn with_controls(pts: &[SweepPoint]) -> (Vec<SweepPoint>, Vec<BandPoint>) {
             macro_f1: mean(|p| p.macro_f1),
             macro_f1_sd: mean(|p| p.macro_f1_sd),
             seed: None,
+            avg_bio: sel[0].avg_bio.map(|_| mean(bio)),
             dataset: sel[0].dataset.clone(),
         });
         band.push(BandPoint {
             x: mean(|p| p.mean_length),
             r2: span(|p| p.r2),
             f1: span(|p| p.macro_f1),
+            bio: span(bio),
         });
     }
     (lines, band)
+}
+
+fn bio(p: &SweepPoint) -> f64 {
+    p.avg_bio.unwrap_or(f64::NAN)
+}
+
+/// The figures' panels: title, axis label, a point's value, the controls' span.
+type Metric = (
+    &'static str,
+    &'static str,
+    fn(&SweepPoint) -> f64,
+    fn(&BandPoint) -> (f64, f64),
+);
+
+/// Reconstruction and annotation, and AvgBIO where the points have it.
+fn metrics(pts: &[SweepPoint]) -> Vec<Metric> {
+    let mut m: Vec<Metric> = vec![
+        (
+            "Reconstruction",
+            "reconstruction R² (C2S line)",
+            |p| p.r2,
+            |b| b.r2,
+        ),
+        (
+            "Annotation",
+            "annotation macro-F1 (SVM on sentence)",
+            |p| p.macro_f1,
+            |b| b.f1,
+        ),
+    ];
+    if pts.iter().any(|p| p.avg_bio.is_some()) {
+        m.push((
+            "Embedding quality",
+            "AvgBIO of PCA(50) of the genes",
+            bio,
+            |b| b.bio,
+        ));
+    }
+    m
 }
 
 /// The flavors of `pts` in first-seen order (one line each in the figures).
@@ -322,12 +412,17 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
     use plotly::layout::{Annotation, Axis, GridPattern, LayoutGrid};
     use plotly::{Layout, Plot, Scatter};
     let mut plot = Plot::new();
+    let metrics = metrics(pts);
     let (pts, band) = with_controls(pts);
     let pts = &pts[..];
+    let axes = |k: usize| match k {
+        0 => ("x".to_string(), "y".to_string()),
+        k => (format!("x{}", k + 1), format!("y{}", k + 1)),
+    };
     if !band.is_empty() {
         let x: Vec<f64> = band.iter().map(|b| figure::r4(b.x)).collect();
-        for (k, (xa, ya)) in [("x", "y"), ("x2", "y2")].into_iter().enumerate() {
-            let span = |b: &BandPoint| if k == 0 { b.r2 } else { b.f1 };
+        for (k, &(_, _, _, span)) in metrics.iter().enumerate() {
+            let (xa, ya) = axes(k);
             let edge = |hi: bool| -> Vec<f64> {
                 band.iter()
                     .map(|b| figure::r4(if hi { span(b).1 } else { span(b).0 }))
@@ -340,8 +435,8 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
                     .name("random genes (min–max)")
                     .legend_group("band")
                     .show_legend(false)
-                    .x_axis(xa)
-                    .y_axis(ya),
+                    .x_axis(&xa)
+                    .y_axis(&ya),
             );
             plot.add_trace(
                 Scatter::new(x.clone(), edge(false))
@@ -352,23 +447,19 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
                     .name("random genes (min–max over seeds)")
                     .legend_group("band")
                     .show_legend(k == 0)
-                    .x_axis(xa)
-                    .y_axis(ya),
+                    .x_axis(&xa)
+                    .y_axis(&ya),
             );
         }
     }
-    let flavors = flavors(pts);
-    for f in flavors {
+    for f in flavors(pts) {
         let sel: Vec<&SweepPoint> = pts.iter().filter(|p| p.flavor == f).collect();
         let x: Vec<f64> = sel.iter().map(|p| figure::r4(p.mean_length)).collect();
         let text: Vec<String> = sel
             .iter()
-            .map(|p| {
-                if p.n_top == 0 {
-                    "all genes".into()
-                } else {
-                    format!("n_top {}", p.n_top)
-                }
+            .map(|p| match p.n_top {
+                0 => "all genes".into(),
+                k => format!("n_top {k}"),
             })
             .collect();
         let mode = if sel.len() > 1 {
@@ -381,58 +472,64 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
         } else {
             Marker::new().size(7)
         };
-        for (k, (yaxis, show)) in [("y", true), ("y2", false)].into_iter().enumerate() {
-            let y: Vec<f64> = sel
-                .iter()
-                .map(|p| figure::r4(if k == 0 { p.r2 } else { p.macro_f1 }))
-                .collect();
+        for (k, &(_, _, value, _)) in metrics.iter().enumerate() {
+            let (xa, ya) = axes(k);
+            let y: Vec<f64> = sel.iter().map(|p| figure::r4(value(p))).collect();
             plot.add_trace(
                 Scatter::new(x.clone(), y)
                     .mode(mode.clone())
                     .name(f)
                     .legend_group(f)
-                    .show_legend(show)
+                    .show_legend(k == 0)
                     .text_array(text.clone())
                     .marker(marker.clone())
-                    .x_axis(if k == 0 { "x" } else { "x2" })
-                    .y_axis(yaxis),
+                    .x_axis(&xa)
+                    .y_axis(&ya),
             );
         }
     }
-    let panel = |text: &str, x: f64| {
+    let n = metrics.len();
+    let panel = |text: &str, k: usize| {
         Annotation::new()
             .text(text)
-            .x(x)
+            .x((k as f64 + 0.5) / n as f64)
             .y(1.06)
             .x_ref("paper")
             .y_ref("paper")
             .x_anchor(Anchor::Center)
             .show_arrow(false)
     };
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .grid(
-                LayoutGrid::new()
-                    .rows(1)
-                    .columns(2)
-                    .pattern(GridPattern::Independent),
-            )
-            .x_axis(Axis::new().title(Title::with_text("mean genes per sentence")))
-            .x_axis2(Axis::new().title(Title::with_text("mean genes per sentence")))
-            .y_axis(Axis::new().title(Title::with_text("reconstruction R² (C2S line)")))
-            .y_axis2(Axis::new().title(Title::with_text("annotation macro-F1 (SVM on sentence)")))
-            .annotations(vec![
-                panel("Reconstruction", 0.22),
-                panel("Annotation", 0.78),
-            ])
-            .width(1100)
-            .height(520),
-    );
+    let x_axis = || Axis::new().title(Title::with_text("mean genes per sentence"));
+    let y_axis = |k: usize| Axis::new().title(Title::with_text(metrics[k].1));
+    let mut layout = Layout::new()
+        .title(Title::with_text(title))
+        .grid(
+            LayoutGrid::new()
+                .rows(1)
+                .columns(n)
+                .pattern(GridPattern::Independent),
+        )
+        .x_axis(x_axis())
+        .x_axis2(x_axis())
+        .y_axis(y_axis(0))
+        .y_axis2(y_axis(1))
+        .annotations(
+            metrics
+                .iter()
+                .enumerate()
+                .map(|(k, m)| panel(m.0, k))
+                .collect(),
+        )
+        .width(550 * n)
+        .height(520);
+    if n > 2 {
+        layout = layout.x_axis3(x_axis()).y_axis3(y_axis(2));
+    }
+    plot.set_layout(layout);
     plot
 }
 
-/// The same two panels as a static SVG (for the README and Markdown viewers): log-scaled sentence
+/// The same panels as a static SVG (for the README and Markdown viewers): log-scaled sentence
 /// length, one line per flavor, the full sentence as a larger marker.
 fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
     use crate::figure::svg::PALETTE;
@@ -449,26 +546,15 @@ fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
     let x_range = (lo.max(1.0) / 1.5)..(hi.max(2.0) * 1.5);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
+        let metrics = metrics(pts);
+        let root = SVGBackend::with_string(&mut svg, (500 * metrics.len() as u32, 420))
+            .into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let root = root
             .titled(title, ("sans-serif", 26))
             .map_err(|e| err(&e))?;
-        let panels = root.split_evenly((1, 2));
-        type Metric = (
-            &'static str,
-            fn(&SweepPoint) -> f64,
-            fn(&BandPoint) -> (f64, f64),
-        );
-        let metrics: [Metric; 2] = [
-            ("reconstruction R² (C2S line)", |p| p.r2, |b| b.r2),
-            (
-                "annotation macro-F1 (SVM on sentence)",
-                |p| p.macro_f1,
-                |b| b.f1,
-            ),
-        ];
-        for (area, (label, value, span)) in panels.iter().zip(metrics) {
+        let panels = root.split_evenly((1, metrics.len()));
+        for (area, &(_, label, value, span)) in panels.iter().zip(&metrics) {
             let y_lo = pts
                 .iter()
                 .map(value)
@@ -586,6 +672,7 @@ pub fn run(
         ("accuracy", f(|p| p.accuracy)),
         ("macro_f1", f(|p| p.macro_f1)),
         ("macro_f1_sd", f(|p| p.macro_f1_sd)),
+        ("avg_bio", Col::F64(pts.iter().map(|p| p.avg_bio).collect())),
         (
             "seed",
             Col::Str(pts.iter().map(|p| p.seed.map(|v| v.to_string())).collect()),
@@ -594,9 +681,10 @@ pub fn run(
     let s = &e.sweep;
     let mut o = Outputs::new(out);
     o.table(&df, names::SWEEP, &format!(
-        "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data; deviance and pearson_residuals on the QC-filtered counts), sentences of those genes; `all genes` = the full sentence; `random genes` = {} (controls: `n_top` genes drawn uniformly from the QC-kept genes, one row per seed). Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.",
+        "# HVG sweep — sentence length against what the sentence keeps\n\n`n_top` highly variable genes by each flavor (on log data; deviance and pearson_residuals on the QC-filtered counts), sentences of those genes; `all genes` = the full sentence; `random genes` = {} (controls: `n_top` genes drawn uniformly from the QC-kept genes, one row per seed). Reconstruction: Cell2Sentence's global log-rank line on {} sampled cells (seed {}). Annotation: a linear SVM (C = {}) whose input is the sentence alone (each gene's expression as the line reconstructs it from its rank), stratified {}-fold; mean over folds.{}",
         if s.random_seeds.is_empty() { "none in this run".to_string() } else { format!("seeds {:?}", s.random_seeds) },
-        match s.cells { CellCount::N(k) => k.to_string(), CellCount::All => "all".into() }, e.seed, s.svm.c, s.folds
+        match s.cells { CellCount::N(k) => k.to_string(), CellCount::All => "all".into() }, e.seed, s.svm.c, s.folds,
+        s.quality.as_ref().map_or(String::new(), |q| format!(" AvgBIO: the embedding-quality panel (Leiden on the {}-NN graph at the best of {} resolutions; mean of NMI, ARI and rescaled label silhouette) of PCA({SWEEP_PCS}) of the genes' log-normalized expression (randomized SVD, all cells).", q.n_neighbors, q.resolutions.len()))
     ))?;
     let mut ids: Vec<String> = pts.iter().map(|p| p.dataset.clone()).collect();
     ids.dedup();

@@ -491,6 +491,7 @@ fn sweep_section(out: &Path, r: &ExperimentRun) -> Result<String> {
         ("mean_length", "genes / sentence"),
         ("r2", "reconstruction R²"),
         ("macro_f1", "macro-F1 (SVM on sentence)"),
+        ("avg_bio", "AvgBIO (PCA of the genes)"),
     ]);
     md.push_str(&controls_summarised(&t).to_markdown());
     md.push_str(&format!("\n`{RANDOM}`: gene sets of the same size drawn at random, one per seed; each cell is the mean over seeds [min–max].\n"));
