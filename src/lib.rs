@@ -13,6 +13,7 @@ pub mod classify;
 pub mod cli;
 pub mod csr;
 pub mod data;
+pub mod deviation;
 pub mod error;
 pub mod experiment;
 pub mod figure;

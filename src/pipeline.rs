@@ -129,15 +129,38 @@ pub fn sentences(
     hvg: Option<&HvgResult>,
     params: &SentenceParams,
 ) -> Result<Vec<String>> {
+    let (x, names) = sentence_genes(p, genes, hvg)?;
+    sentence::cell_sentences(&x, &names, params)
+}
+
+/// The expression and names of the genes a sentence mode draws from (HVG: their columns only).
+pub fn sentence_genes(
+    p: &Prepared,
+    genes: GeneSet,
+    hvg: Option<&HvgResult>,
+) -> Result<(Csr, Vec<String>)> {
     match genes {
-        GeneSet::All => sentence::cell_sentences(&p.data.x, &p.data.genes, params),
+        GeneSet::All => Ok((p.data.x.clone(), p.data.genes.clone())),
         GeneSet::Hvg => {
             let h =
                 hvg.ok_or_else(|| Error::param("genes", "hvg sentences need an HVG selection"))?;
             let idx = h.indices();
-            let x = p.data.x.select_cols(&idx);
             let names: Vec<String> = idx.iter().map(|&j| p.data.genes[j].clone()).collect();
-            sentence::cell_sentences(&x, &names, params)
+            Ok((p.data.x.select_cols(&idx), names))
         }
     }
+}
+
+/// Deviation sentences ([`crate::deviation`]) of the mode's genes, against the mean profile of
+/// every cell of `p` (label-free).
+pub fn deviation_sentences(
+    p: &Prepared,
+    genes: GeneSet,
+    hvg: Option<&HvgResult>,
+    params: &SentenceParams,
+) -> Result<Vec<String>> {
+    let (x, names) = sentence_genes(p, genes, hvg)?;
+    let all: Vec<usize> = (0..x.n_rows).collect();
+    let reference = crate::deviation::reference_profile(&x, &all)?;
+    crate::deviation::cell_sentences(&x, &names, &reference, params)
 }

@@ -690,3 +690,50 @@ fn metrics_panel_and_its_bad_inputs() {
     // one label / one batch only: tests/quality.rs (bad_inputs_are_named)
     assert!(!o.exists(), "a failed run wrote {o:?}");
 }
+
+#[test]
+fn deviation_sentences_reorder_the_same_genes() {
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic.h5ad");
+    let fx = fx.to_str().unwrap();
+    let (code, expr, err) = run(&["sentences", "--input", fx]);
+    assert_eq!(code, 0, "{err}");
+    let (code, dev, err) = run(&["sentences", "--input", fx, "--order", "deviation"]);
+    assert_eq!(code, 0, "{err}");
+    let (e, d): (Vec<&str>, Vec<&str>) = (expr.lines().collect(), dev.lines().collect());
+    assert_eq!(e.len(), d.len());
+    let mut reordered = 0;
+    for (a, b) in e.iter().zip(&d) {
+        let mut wa: Vec<&str> = a.split(' ').collect();
+        let mut wb: Vec<&str> = b.split(' ').collect();
+        reordered += usize::from(wa != wb);
+        wa.sort_unstable();
+        wb.sort_unstable();
+        assert_eq!(
+            wa, wb,
+            "a deviation sentence holds the cell's expressed genes"
+        );
+    }
+    assert!(
+        reordered * 2 > e.len(),
+        "only {reordered} of {} sentences reordered",
+        e.len()
+    );
+    let (code, out, err) = run(&[
+        "reconstruct",
+        "--input",
+        fx,
+        "--order",
+        "deviation",
+        "--cells",
+        "all",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(r["r2"].as_f64().unwrap() > 0.0, "{r}");
+    let (code, _, err) = run(&["sentences", "--input", fx, "--order", "rank"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("possible values: expression, deviation"),
+        "{err}"
+    );
+}

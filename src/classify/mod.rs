@@ -181,13 +181,40 @@ pub fn evaluate(
             });
         }
     }
+    Ok(summarise(classifier, out_folds, predictions))
+}
+
+/// Runs `classifier` over `folds`, each on its own features (`features(fold)`, e.g. built from
+/// that fold's training cells only), and scores the pooled test predictions.
+pub fn evaluate_per_fold(
+    mut features: impl FnMut(&Fold) -> Result<Matrix>,
+    labels: &[String],
+    folds: &[Fold],
+    classifier: &Classifier,
+    device: Device,
+) -> Result<Evaluation> {
+    let (mut out_folds, mut predictions) = (Vec::new(), Vec::new());
+    for f in folds {
+        let x = features(f)?;
+        let ev = evaluate(&x, labels, std::slice::from_ref(f), classifier, device)?;
+        out_folds.extend(ev.folds);
+        predictions.extend(ev.predictions);
+    }
+    Ok(summarise(classifier, out_folds, predictions))
+}
+
+fn summarise(
+    classifier: &Classifier,
+    out_folds: Vec<FoldMetrics>,
+    predictions: Vec<Prediction>,
+) -> Evaluation {
     let acc: Vec<f64> = out_folds.iter().map(|f| f.accuracy).collect();
     let f1: Vec<f64> = out_folds.iter().map(|f| f.macro_f1).collect();
     let (accuracy_mean, accuracy_sd) = metrics::mean_sd(&acc);
     let (macro_f1_mean, macro_f1_sd) = metrics::mean_sd(&f1);
     let all_t: Vec<String> = predictions.iter().map(|p| p.truth.clone()).collect();
     let all_p: Vec<String> = predictions.iter().map(|p| p.pred.clone()).collect();
-    Ok(Evaluation {
+    Evaluation {
         classifier: classifier.name().into(),
         folds: out_folds,
         per_class: per_class(classifier, &all_t, &all_p),
@@ -196,7 +223,7 @@ pub fn evaluate(
         accuracy_sd,
         macro_f1_mean,
         macro_f1_sd,
-    })
+    }
 }
 
 /// Per-class scores; scmap's `unassigned` pseudo-label (never a true label) is no class.

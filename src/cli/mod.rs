@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, DatasetEntry, MatrixSource, ReadOptions, XState};
+use crate::deviation::Order;
 use crate::error::{Error, Result};
 use crate::hvg::{Flavor, HvgParams};
 use crate::output::OutKind;
@@ -184,6 +185,10 @@ pub struct SentenceArgs {
     /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
     #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
     pub seed: u32,
+    /// Gene order: `expression` (Cell2Sentence) or `deviation` (how far above the mean profile of
+    /// all the input's cells, label-free; the same genes, reordered).
+    #[arg(long, value_parser = domain::choice::<Order>(), default_value = "expression")]
+    pub order: Order,
     /// Write a Parquet file (columns cell, sentence, n_genes) instead of one sentence a line on
     /// stdout.
     #[arg(long)]
@@ -209,6 +214,10 @@ pub struct ReconstructArgs {
     /// Model: Cell2Sentence's global line or one line per gene (the paper's equation 1).
     #[arg(long, value_parser = domain::choice::<crate::reconstruct::RecModel>(), default_value = "c2s")]
     pub model: crate::reconstruct::RecModel,
+    /// Gene order of the sentences: `deviation` fits the line to the deviations from the mean
+    /// profile of all cells and adds the profile back.
+    #[arg(long, value_parser = domain::choice::<Order>(), default_value = "expression")]
+    pub order: Order,
 }
 
 /// `run` options.
@@ -417,15 +426,27 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
         }
         crate::output::check_out("--out", out, &[Path::new(&a.input.input)], OutKind::File)?;
     }
-    let (p, s) = prepared_sentences(
-        &a.input,
-        &a.prep,
-        a.genes,
-        &SentenceParams {
-            seed: a.seed,
-            max_genes: a.max_genes,
-        },
-    )?;
+    let params = SentenceParams {
+        seed: a.seed,
+        max_genes: a.max_genes,
+    };
+    let (p, s) = match a.order {
+        Order::Expression => prepared_sentences(&a.input, &a.prep, a.genes, &params)?,
+        Order::Deviation => {
+            let p = prepare(&a.input, &a.prep)?;
+            let h = match a.genes {
+                GeneSet::Hvg => Some(pipeline::select_hvg(
+                    &p,
+                    &hvg_params(&a.prep),
+                    a.prep.on,
+                    a.prep.batch_key.as_deref(),
+                )?),
+                GeneSet::All => None,
+            };
+            let s = pipeline::deviation_sentences(&p, a.genes, h.as_ref(), &params)?;
+            (p, s)
+        }
+    };
     if let Some(out) = &a.out {
         crate::report::write_sentences(out, &p.data.cells, &s)?;
         eprintln!("[sentences] {} cells → {}", s.len(), out.display());
@@ -456,7 +477,15 @@ fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
     };
     let n = x.n_rows;
     let cells = reconstruct::sample_cells(n, a.cells.of(n), a.seed);
-    let r = reconstruct::reconstruct(&x, &cells, a.model, crate::sentence::C2S_TIE_SEED)?;
+    let tie = crate::sentence::C2S_TIE_SEED;
+    let r = match a.order {
+        Order::Expression => reconstruct::reconstruct(&x, &cells, a.model, tie)?,
+        Order::Deviation => {
+            let all: Vec<usize> = (0..n).collect();
+            let reference = crate::deviation::reference_profile(&x, &all)?;
+            crate::deviation::reconstruct(&x, &reference, &cells, a.model, tie)?
+        }
+    };
     let js = serde_json::json!({"r2": r.r2, "pearson": r.pearson, "spearman": r.spearman, "n_cells": r.n_cells, "n_entries": r.n_entries});
     print_out(&format!("{js}\n"))
 }

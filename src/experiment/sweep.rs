@@ -48,6 +48,9 @@ pub struct SweepSection {
     /// Score each point's genes by the embedding-quality panel of PCA(50) of their expression
     /// (AvgBIO; randomized PCA, seed = the experiment's); `null`: no AvgBIO column.
     pub quality: Option<QualityParams>,
+    /// Add the deviation sentence of all genes (label-free reordering; reference profile: every
+    /// cell for the reconstruction, each fold's training cells for the SVM).
+    pub deviation: bool,
 }
 
 /// Principal components of the sweep's AvgBIO embeddings.
@@ -63,12 +66,15 @@ impl Default for SweepSection {
             svm: SvmConfig::default(),
             random_seeds: Vec::new(),
             quality: None,
+            deviation: false,
         }
     }
 }
 
 /// The flavor name of the random-gene control points.
 pub const RANDOM: &str = "random genes";
+/// The flavor name of the deviation-sentence point.
+pub const DEVIATION: &str = "deviation (all genes)";
 /// The flavor name of the full-sentence reference point.
 pub const ALL_GENES: &str = "all genes";
 
@@ -76,8 +82,13 @@ pub const ALL_GENES: &str = "all genes";
 #[derive(Debug, Clone, Copy)]
 enum Unit {
     All,
+    /// The deviation sentence of all genes ([`crate::deviation`]).
+    Deviation,
     Hvg(Flavor, usize),
-    Random { seed: u64, n_top: usize },
+    Random {
+        seed: u64,
+        n_top: usize,
+    },
 }
 
 /// `n_top` of the `n` genes drawn uniformly without replacement (ChaCha8, `seed`), sorted.
@@ -159,6 +170,46 @@ fn score(
     Ok((x.n_cols, mean_length, rec, ev))
 }
 
+/// The deviation sentence's point: the line fitted to deviations from every cell's mean profile
+/// (reference added back); the SVM reads, per fold, the sentence of deviations from that fold's
+/// training cells, each gene valued `line(rank) + reference` (floored at 0).
+fn score_deviation(
+    p: &Prepared,
+    labels: &[String],
+    folds: &[classify::Fold],
+    e: &Experiment,
+    s: &SweepSection,
+) -> Result<(usize, f64, reconstruct::RecResult, classify::Evaluation)> {
+    use crate::deviation;
+    let x = &p.data.x;
+    let tie = e.sentences.tie_seed;
+    let all: Vec<usize> = (0..x.n_rows).collect();
+    let cells = reconstruct::sample_cells(x.n_rows, s.cells.of(x.n_rows), e.seed);
+    let reference = deviation::reference_profile(x, &all)?;
+    let rec = deviation::reconstruct(x, &reference, &cells, RecModel::C2s, tie)?;
+    let features = |f: &classify::Fold| -> Result<Matrix> {
+        let fit: Vec<usize> = f.train.iter().chain(&f.val).copied().collect();
+        let r = deviation::reference_profile(x, &fit)?;
+        let dev = deviation::deviations(x, &r)?;
+        let mut m = Matrix {
+            rows: x.n_rows,
+            cols: x.n_cols,
+            data: vec![0f32; x.n_rows * x.n_cols],
+        };
+        sentence::for_each_ranked(&dev.x, tie, |i, ranked| {
+            for (k, &g) in ranked.iter().enumerate() {
+                let v = rec.intercept + rec.slope * ((1 + k) as f64).log10() + r[g as usize];
+                m.data[i * m.cols + g as usize] = v.max(0.0) as f32;
+            }
+        });
+        Ok(m)
+    };
+    let svm = Classifier::Svm(s.svm.clone());
+    let ev = classify::evaluate_per_fold(features, labels, folds, &svm, tch::Device::Cpu)?;
+    let mean_length = x.data.iter().filter(|v| **v > 0.0).count() as f64 / x.n_rows.max(1) as f64;
+    Ok((x.n_cols, mean_length, rec, ev))
+}
+
 fn dataset_points(
     e: &Experiment,
     d: &RunDataset,
@@ -170,6 +221,9 @@ fn dataset_points(
     let mut data = DatasetContext::new(e, d, quiet);
     let mut split: Option<(Vec<String>, Vec<classify::Fold>)> = None;
     let mut units: Vec<Unit> = vec![Unit::All];
+    if s.deviation {
+        units.push(Unit::Deviation);
+    }
     for &f in &s.flavors {
         units.extend(s.n_top.iter().map(|&k| Unit::Hvg(f, k)));
     }
@@ -180,6 +234,7 @@ fn dataset_points(
     for u in units {
         let (flavor, n_top, seed) = match u {
             Unit::All => (ALL_GENES.to_string(), 0, None),
+            Unit::Deviation => (DEVIATION.to_string(), 0, None),
             Unit::Hvg(f, k) => (f.to_string(), k, None),
             Unit::Random { seed, n_top } => (RANDOM.to_string(), n_top, Some(seed)),
         };
@@ -205,7 +260,10 @@ fn dataset_points(
         let compute = || -> Result<SweepPoint> {
             let (p, labels, folds) = split_of(&mut data, &mut split, d, e)?;
             let cols = unit_cols(p, u, hvg_params.as_ref())?;
-            let (n_genes, mean_length, rec, ev) = score(p, cols.as_deref(), labels, folds, e, s)?;
+            let (n_genes, mean_length, rec, ev) = match u {
+                Unit::Deviation => score_deviation(p, labels, folds, e, s)?,
+                _ => score(p, cols.as_deref(), labels, folds, e, s)?,
+            };
             Ok(SweepPoint {
                 dataset: d.entry.id.clone(),
                 flavor: flavor.clone(),
@@ -224,6 +282,9 @@ fn dataset_points(
         };
         // HVG and full-sentence keys are unchanged by the controls (their cache entries stay valid)
         let (mut pt, _) = match seed {
+            None if matches!(u, Unit::Deviation) => {
+                cache.json("sweep", &label, &(&inputs, DEVIATION), compute)?
+            }
             None => cache.json("sweep", &label, &inputs, compute)?,
             Some(sd) => cache.json(
                 "sweep",
@@ -232,7 +293,7 @@ fn dataset_points(
                 compute,
             )?,
         };
-        if let Some(q) = &s.quality {
+        if let (Some(q), false) = (&s.quality, matches!(u, Unit::Deviation)) {
             let key = (
                 &inputs.0, &inputs.1, &inputs.2, seed, n_top, q, SWEEP_PCS, e.seed,
             );
@@ -281,7 +342,7 @@ fn split_of<'s>(
 /// The QC-kept genes a unit's sentences draw from (`None`: all).
 fn unit_cols(p: &Prepared, u: Unit, hvg: Option<&HvgParams>) -> Result<Option<Vec<usize>>> {
     Ok(match u {
-        Unit::All => None,
+        Unit::All | Unit::Deviation => None,
         Unit::Hvg(f, _) => {
             let on = if f.models_counts() {
                 pipeline::HvgInput::Counts
@@ -474,6 +535,9 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
         };
         for (k, &(_, _, value, _)) in metrics.iter().enumerate() {
             let (xa, ya) = axes(k);
+            if sel.iter().all(|p| !value(p).is_finite()) {
+                continue;
+            }
             let y: Vec<f64> = sel.iter().map(|p| figure::r4(value(p))).collect();
             plot.add_trace(
                 Scatter::new(x.clone(), y)
@@ -597,9 +661,12 @@ fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
                 };
                 let sel: Vec<(f64, f64)> = pts
                     .iter()
-                    .filter(|p| p.flavor == *f)
+                    .filter(|p| p.flavor == *f && value(p).is_finite())
                     .map(|p| (figure::r4(p.mean_length), figure::r4(value(p))))
                     .collect();
+                if sel.is_empty() {
+                    continue;
+                }
                 let size = if sel.len() == 1 { 7 } else { 4 };
                 if sel.len() > 1 {
                     chart

@@ -6,7 +6,7 @@ use super::compute::{ComputeTables, DatasetCompute};
 use super::{ExperimentRun, ReproduceOptions};
 use crate::error::Result;
 use crate::experiment::outputs::names;
-use crate::experiment::sweep::RANDOM;
+use crate::experiment::sweep::{ALL_GENES, DEVIATION, RANDOM};
 use crate::experiment::{self, Experiment, Task};
 use crate::lm;
 use crate::paper::Reported;
@@ -439,6 +439,38 @@ fn quality_reading(t: &Table) -> String {
     s
 }
 
+/// What the deviation sentence says, from the sweep table: the same genes as the full sentence,
+/// reordered without labels, against the full sentence and the best HVG point.
+fn deviation_reading(t: &Table) -> String {
+    let find = |flavor: &str| t.rows.iter().find(|r| r[1] == flavor);
+    let (Some(dev), Some(full)) = (find(DEVIATION), find(ALL_GENES)) else {
+        return String::new();
+    };
+    let f1 = |r: &Vec<String>| r[5].parse::<f64>().unwrap_or(f64::NAN);
+    let best = t
+        .rows
+        .iter()
+        .filter(|r| ![DEVIATION, ALL_GENES].contains(&r[1].as_str()) && !r[1].starts_with(RANDOM))
+        .max_by(|a, b| f1(a).total_cmp(&f1(b)));
+    let mut s = format!(
+        "\n`{DEVIATION}`: every expressed gene, ranked by how far above the mean profile (label-free; the SVM's folds use their training cells' profile): R² {} and macro-F1 {} against the full sentence's {} and {}",
+        dev[4], dev[5], full[4], full[5]
+    );
+    if let Some(b) = best {
+        let verdict = if f1(dev) + 0.01 < f1(b) {
+            "so re-ordering alone does not recover what HVG selection gains"
+        } else {
+            "so re-ordering recovers what HVG selection gains"
+        };
+        s.push_str(&format!(
+            "; the best HVG point ({} {}) reaches {}, {verdict}",
+            b[1], b[2], b[5]
+        ));
+    }
+    s.push_str(".\n");
+    s
+}
+
 /// The sweep table with the random-gene controls (one row per seed) folded into one row per
 /// dataset and `n_top`: "mean [min–max]" over the seeds in the numeric columns.
 fn controls_summarised(t: &Table) -> Table {
@@ -495,6 +527,7 @@ fn sweep_section(out: &Path, r: &ExperimentRun) -> Result<String> {
     ]);
     md.push_str(&controls_summarised(&t).to_markdown());
     md.push_str(&format!("\n`{RANDOM}`: gene sets of the same size drawn at random, one per seed; each cell is the mean over seeds [min–max].\n"));
+    md.push_str(&deviation_reading(&t));
     md.push_str(&format!(
         "\nFigure: {}; method: [{link}/sweep.md]({link}/sweep.md).\n\n",
         {
