@@ -94,6 +94,41 @@ impl DatasetContext<'_> {
     }
 }
 
+impl DatasetContext<'_> {
+    /// Every QC-kept cell's deviation sentence ([`crate::deviation`]) of the mode's genes, as
+    /// words: the reference profile is the mean of every cell of the dataset (no labels).
+    pub fn deviation_sentences(
+        &mut self,
+        mode: GeneSet,
+        max_genes: usize,
+    ) -> Result<Vec<Vec<String>>> {
+        let tie = self.experiment.sentences.tie_seed;
+        let (p, hvg) = self.hvg()?;
+        let (x, names) = match mode {
+            GeneSet::All => (p.data.x.clone(), p.data.genes.clone()),
+            GeneSet::Hvg => (
+                p.data.x.select_cols(hvg),
+                hvg.iter().map(|&j| p.data.genes[j].clone()).collect(),
+            ),
+        };
+        let all: Vec<usize> = (0..x.n_rows).collect();
+        let reference = crate::deviation::reference_profile(&x, &all)?;
+        let params = SentenceParams {
+            seed: tie,
+            max_genes: Some(max_genes),
+        };
+        let s = crate::deviation::cell_sentences(&x, &names, &reference, &params)?;
+        Ok(s.iter()
+            .map(|l| {
+                l.split(' ')
+                    .filter(|w| !w.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 /// What [`for_each_dataset`] returns: each usable dataset with its value, and the skipped ones'
 /// reasons.
 pub type PerDataset<'d, T> = (Vec<(&'d RunDataset, T)>, Vec<String>);

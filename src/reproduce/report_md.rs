@@ -255,6 +255,7 @@ fn annotation_sections(out: &Path, runs: &[ExperimentRun]) -> Result<String> {
         md.push_str(title);
         let t = r.summary.table(names::ANNOTATION)?;
         md.push_str(&t.select(&ann_cols).to_markdown());
+        md.push_str(&deviation_rows_reading(t));
         md.push_str(&format!(
             "\nMean over folds (sd in [{link}/annotation.md]({link}/annotation.md)); the paper's other models: [{link}/reported.md]({link}/reported.md).\n\n"
         ));
@@ -437,6 +438,36 @@ fn quality_reading(t: &Table) -> String {
         }
     }
     s
+}
+
+/// "HVG helps" or "re-ordering helps"? Per dataset with deviation rows: each reader's macro-F1
+/// on full, HVG and deviation sentences (the same genes as full, reordered without labels).
+fn deviation_rows_reading(t: &Table) -> String {
+    let f1 = |ds: &str, method: &str| {
+        t.rows
+            .iter()
+            .find(|r| t.cell(r, "dataset") == ds && t.cell(r, "method") == method)
+            .map(|r| t.cell(r, "macro_f1").to_string())
+    };
+    let mut ids: Vec<&str> = t.rows.iter().map(|r| t.cell(r, "dataset")).collect();
+    ids.dedup();
+    let mut out = String::new();
+    for id in ids {
+        for (reader, fmt) in [
+            ("pretrained LM", "pretrained LM {} sentences + MLP"),
+            ("sentence SVM", "SVM ({} sentences)"),
+        ] {
+            let get = |m: &str| f1(id, &fmt.replace("{}", m));
+            if let (Some(full), Some(hvg), Some(dev)) = (get("full"), get("hvg"), get("deviation"))
+            {
+                out.push_str(&format!("- `{id}`, {reader}: macro-F1 {full} (full sentences), {hvg} (HVG), {dev} (deviation: all genes reordered by how far above the mean profile, no labels).\n"));
+            }
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!("\nDoes HVG selection help, or the re-ordering it implies?\n\n{out}")
 }
 
 /// What the deviation sentence says, from the sweep table: the same genes as the full sentence,

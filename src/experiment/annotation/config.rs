@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{MlpConfig, ScmapConfig, SvmConfig};
+use crate::deviation::Order;
 use crate::experiment::lm_protocol::{LmProtocol, PretrainSection};
 use crate::lm::TrainConfig;
 use crate::quality::QualityParams;
@@ -32,6 +33,10 @@ pub enum Method {
     HvgMlp,
     /// scmap-cluster on log-normalized expression of all genes (its own 500-gene selection).
     Scmap,
+    /// Linear SVM on what a sentence alone carries: each of its genes valued by Cell2Sentence's
+    /// log-rank line (one row per sentence mode and order; deviation: the line plus the fold's
+    /// training-cell profile).
+    SentenceSvm,
 }
 
 /// Annotation settings.
@@ -77,6 +82,15 @@ pub struct AnnotationSection {
     /// The embedding-quality panel of every embedding (LM rows, PCA of HVG / all / random
     /// genes); `null` skips it.
     pub quality: Option<QualityParams>,
+    /// Gene orders of the sentences: `expression` (Cell2Sentence) and optionally `deviation`
+    /// (all genes, ranked by how far above the mean profile; LM rows of the pretrained model or
+    /// the given checkpoint, and the sentence SVM).
+    #[serde(skip_serializing_if = "is_expression_only")]
+    pub orders: Vec<Order>,
+}
+
+fn is_expression_only(v: &[Order]) -> bool {
+    v == [Order::Expression]
 }
 
 pub use crate::lm::DeviceChoice;
@@ -102,6 +116,7 @@ impl Default for AnnotationSection {
             pretrain: PretrainSection::default(),
             device: DeviceChoice::Auto,
             quality: Some(QualityParams::default()),
+            orders: vec![Order::Expression],
         }
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::Cache;
 use crate::classify::metrics;
+use crate::deviation::Order;
 use crate::error::Result;
 use crate::experiment::context::for_each_dataset;
 use crate::experiment::lm_protocol::{LmProtocol, LmSource};
@@ -33,10 +34,20 @@ pub use quality::{Embedding, QualityRow};
 pub use stages::{all_dense, hvg_dense, layer_evaluations, lm_evaluations, LmEvaluation};
 use stages::{dataset_outputs, Row};
 
-pub(super) fn method_label(m: Method, mode: Option<GeneSet>, source: LmSource) -> String {
+pub(super) fn method_label(
+    m: Method,
+    mode: Option<GeneSet>,
+    source: LmSource,
+    order: Order,
+) -> String {
+    let sentences = |g: GeneSet| match order {
+        Order::Expression => format!("{} sentences", mode_label(g)),
+        Order::Deviation => "deviation sentences".to_string(),
+    };
     match (m, mode) {
-        (Method::Lm, Some(g)) => format!("{} {} sentences + MLP", source.prefix(), mode_label(g)),
+        (Method::Lm, Some(g)) => format!("{} {} + MLP", source.prefix(), sentences(g)),
         (Method::Lm, None) => format!("{} + MLP", source.prefix()),
+        (Method::SentenceSvm, g) => format!("SVM ({})", sentences(g.unwrap_or(GeneSet::All))),
         (Method::HvgSvm, _) => "SVM (HVG expression)".into(),
         (Method::Pca, _) => "MLP (PCA of HVG)".into(),
         (Method::HvgMlp, _) => "MLP (HVG expression)".into(),
@@ -45,8 +56,12 @@ pub(super) fn method_label(m: Method, mode: Option<GeneSet>, source: LmSource) -
 }
 
 /// The paper's row this one reproduces.
-fn paper_row(m: Method, mode: Option<GeneSet>, source: LmSource) -> Option<&'static str> {
+fn paper_row(r: &Row) -> Option<&'static str> {
+    let (m, mode, source) = (r.method, r.mode, r.source);
     let paper_protocol = matches!(source, LmSource::Own | LmSource::Pretrained);
+    if r.order == Order::Deviation {
+        return None;
+    }
     match (m, mode) {
         (Method::Lm, Some(GeneSet::All)) if paper_protocol => Some("C2S Pythia-410M"),
         (Method::Lm, Some(GeneSet::Hvg)) if paper_protocol => Some("HVG C2S Pythia-410M"),
@@ -171,7 +186,7 @@ fn annotation_table(
     let pv: Vec<(Option<f64>, Option<f64>)> = rows
         .iter()
         .map(|r| {
-            paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
+            paper_row(r).map_or((None, None), |pr| {
                 paper_values(reported, a.split, r.paper.as_deref(), pr)
             })
         })
@@ -188,17 +203,13 @@ fn annotation_table(
         ),
         (
             "method",
-            Col::Str(
-                rows.iter()
-                    .map(|r| Some(method_label(r.method, r.mode, r.source)))
-                    .collect(),
-            ),
+            Col::Str(rows.iter().map(|r| Some(r.label())).collect()),
         ),
         (
             "paper_row",
             Col::Str(
                 rows.iter()
-                    .map(|r| paper_row(r.method, r.mode, r.source).map(String::from))
+                    .map(|r| paper_row(r).map(String::from))
                     .collect(),
             ),
         ),
@@ -333,7 +344,7 @@ fn annotation_heading(e: &Experiment, split_name: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP ({mlp_shape}, Adam {:e}, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
+        "# {} — cell-type annotation, {split_name}\n\nMean ± sd over folds. LM rows: {lm_what}, mean-pooled over the top-{} gene prompt, then the paper's MLP ({mlp_shape}, Adam {:e}, ≤ {} epochs, patience {}). SVM: linear, one-vs-rest, C = {} (LinearSVC's problem) on log-normalized HVG expression. scmap-cluster: {} genes by scmap's dropout model, median centroids, cosine/Pearson/Spearman vote, threshold {} (unassigned = wrong). SVM (… sentences): the same SVM on what the sentence alone carries (each gene valued by the log-rank line). Deviation sentences: all expressed genes ranked by how far above the mean profile (no labels). Paper values are the paper's (CellFM datasets); `diff` = ours − paper.",
         e.name, a.max_genes, a.mlp.lr, a.mlp.max_epochs, a.mlp.patience, a.svm.c, a.scmap.n_features, a.scmap.threshold
     )
 }
@@ -357,15 +368,22 @@ fn role(r: &Row) -> String {
         Some(p) => format!("substitute for the paper's {p}"),
         None => "no counterpart in the paper".to_string(),
     };
-    match (r.source, r.seen) {
+    let role = match (r.source, r.seen) {
         (_, true) => format!("{role}; seen in pretraining"),
-        (LmSource::Pretrained | LmSource::Untrained, false) => {
+        (LmSource::Pretrained | LmSource::Untrained, false) if r.method == Method::Lm => {
             format!("{role}; held out from pretraining")
         }
         (LmSource::FineTuned, _) => {
             format!("{role}; fine-tuned on this dataset's unlabelled sentences (transductive)")
         }
-        (LmSource::Own, _) => role,
+        _ => role,
+    };
+    match (r.order, r.method) {
+        (Order::Deviation, Method::Lm) => format!(
+            "{role}; deviation profile: every cell of the dataset, unlabelled (transductive)"
+        ),
+        (Order::Deviation, _) => format!("{role}; deviation profile: each fold's training cells"),
+        _ => role,
     }
 }
 
@@ -465,10 +483,7 @@ fn per_class_table(id: &str, rs: &[&Row], o: &mut Outputs) -> Result<()> {
                 .map_or(0, |c| c.support as i64)
         })
         .collect();
-    let col_names: Vec<String> = rs
-        .iter()
-        .map(|r| format!("f1 {}", method_label(r.method, r.mode, r.source)))
-        .collect();
+    let col_names: Vec<String> = rs.iter().map(|r| format!("f1 {}", r.label())).collect();
     let mut cols = vec![
         (
             "label",
@@ -508,10 +523,7 @@ fn bar_chart(
     o: &mut Outputs,
 ) -> Result<()> {
     let a = &e.annotation;
-    let cats: Vec<String> = rs
-        .iter()
-        .map(|r| method_label(r.method, r.mode, r.source))
-        .collect();
+    let cats: Vec<String> = rs.iter().map(|r| r.label()).collect();
     let mut series = vec![
         (
             "accuracy (ours)".to_string(),
@@ -527,7 +539,7 @@ fn bar_chart(
     let pvals: Vec<(Option<f64>, Option<f64>)> = rs
         .iter()
         .map(|r| {
-            paper_row(r.method, r.mode, r.source).map_or((None, None), |pr| {
+            paper_row(r).map_or((None, None), |pr| {
                 paper_values(reported, a.split, r.paper.as_deref(), pr)
             })
         })
@@ -572,14 +584,7 @@ fn confusion_figure(id: &str, rs: &[&Row], o: &mut Outputs) -> Result<()> {
     cl.sort();
     cl.dedup();
     let m = metrics::confusion(&truth, &pred, &cl);
-    let plot = figure::confusion(
-        &format!(
-            "Confusion — {id}, {}",
-            method_label(r0.method, r0.mode, r0.source)
-        ),
-        &cl,
-        &m,
-    );
+    let plot = figure::confusion(&format!("Confusion — {id}, {}", r0.label()), &cl, &m);
     let stem = names::confusion_figure(id);
     o.figure(&plot, &stem, &stem)?;
     Ok(())

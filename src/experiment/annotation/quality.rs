@@ -12,16 +12,20 @@ use crate::quality::{self, Panel};
 use crate::sentence::GeneSet;
 
 use super::config::Method;
-use super::stages::{all_dense, hvg_dense, Ctx};
+use super::stages::{all_dense, hvg_dense, Ctx, Unit};
+use crate::deviation::Order;
 
 /// An embedding the panel scores.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Embedding {
     /// An LM row's embeddings of `mode` sentences.
     Lm(GeneSet, LmSource),
+    /// An LM row's embeddings of deviation sentences (all genes).
+    LmDeviation(LmSource),
     /// PCA of log-normalized HVG expression.
     HvgPca,
-    /// PCA of log-normalized expression of every QC-kept gene.
+    /// PCA of log-normalized expression of every QC-kept gene (randomized SVD).
+    #[serde(rename = "AllPcaRandomized")]
     AllPca,
     /// PCA of a random gene set as large as the HVG set (seeded).
     RandomPca(u64),
@@ -32,6 +36,7 @@ impl Embedding {
     pub fn label(&self, pcs: usize) -> String {
         match self {
             Embedding::Lm(g, s) => format!("{} {} sentences", s.prefix(), mode_label(*g)),
+            Embedding::LmDeviation(s) => format!("{} deviation sentences", s.prefix()),
             Embedding::HvgPca => format!("PCA({pcs}) of HVG expression"),
             Embedding::AllPca => format!("PCA({pcs}) of all genes"),
             Embedding::RandomPca(seed) => format!("PCA({pcs}) of random genes (seed {seed})"),
@@ -53,11 +58,14 @@ pub struct QualityRow {
 }
 
 /// The embeddings of an experiment's rows: LM rows, then the PCA baselines and controls.
-pub(super) fn embeddings(units: &[(Method, Option<GeneSet>, LmSource)]) -> Vec<Embedding> {
+pub(super) fn embeddings(units: &[Unit]) -> Vec<Embedding> {
     let mut v: Vec<Embedding> = units
         .iter()
         .filter(|u| u.0 == Method::Lm)
-        .map(|&(_, g, s)| Embedding::Lm(g.unwrap_or(GeneSet::All), s))
+        .map(|&(_, g, s, o)| match o {
+            Order::Expression => Embedding::Lm(g.unwrap_or(GeneSet::All), s),
+            Order::Deviation => Embedding::LmDeviation(s),
+        })
         .collect();
     v.extend([
         Embedding::HvgPca,
@@ -72,9 +80,17 @@ impl Ctx<'_> {
         let k = self.a.pca_components;
         let pca = |x: Matrix| classify::pca(&x, &(0..x.rows).collect::<Vec<_>>(), k);
         Ok(match emb {
-            Embedding::Lm(g, s) => self.features(Method::Lm, Some(g), s)?,
-            Embedding::HvgPca => self.features(Method::Pca, None, LmSource::Own)?,
-            Embedding::AllPca => pca(all_dense(self.prepared()?.0)),
+            Embedding::Lm(g, s) => self.features((Method::Lm, Some(g), s, Order::Expression))?,
+            Embedding::LmDeviation(s) => {
+                self.features((Method::Lm, Some(GeneSet::All), s, Order::Deviation))?
+            }
+            Embedding::HvgPca => {
+                self.features((Method::Pca, None, LmSource::Own, Order::Expression))?
+            }
+            // every gene: randomized SVD (the exact one is slow on ~15,000 columns)
+            Embedding::AllPca => {
+                classify::pca_randomized(&all_dense(self.prepared()?.0), k, self.e.seed)
+            }
             Embedding::RandomPca(seed) => {
                 let (p, h) = self.prepared()?;
                 let genes =
@@ -93,6 +109,9 @@ impl Ctx<'_> {
         let (lk, bk) = (self.label_key(), self.batch_key());
         let model_digest = match emb {
             Embedding::Lm(g, s) => Some(self.cache.file_digest(&self.lm_model(g, s)?)?),
+            Embedding::LmDeviation(s) => {
+                Some(self.cache.file_digest(&self.lm_model(GeneSet::All, s)?)?)
+            }
             _ => None,
         };
         let e = self.e;

@@ -7,13 +7,16 @@ use serde::Serialize;
 
 use crate::cache::Cache;
 use crate::classify::{self, Classifier, Evaluation, Fold};
+use crate::deviation::{self, Order};
 use crate::error::{Error, Result};
 use crate::experiment::context::DatasetContext;
 use crate::experiment::lm_protocol::{self, LmSource};
+use crate::experiment::sweep::sentence_features;
 use crate::experiment::{mode_label, Experiment, RunDataset};
 use crate::lm::{self, EmbedOptions};
 use crate::npy::Matrix;
 use crate::pipeline::Prepared;
+use crate::reconstruct::RecModel;
 use crate::sentence::GeneSet;
 
 use super::config::{AnnotationSection, Method, SplitKind};
@@ -34,7 +37,19 @@ pub(super) struct Row {
     pub(super) lm_dir: Option<PathBuf>,
     /// The dataset is in the pretraining corpus of the row's model (`allow_seen`).
     pub(super) seen: bool,
+    /// Gene order of the row's sentences (LM and sentence-SVM rows).
+    pub(super) order: Order,
 }
+
+impl Row {
+    /// The row's method as tables name it.
+    pub(super) fn label(&self) -> String {
+        method_label(self.method, self.mode, self.source, self.order)
+    }
+}
+
+/// One row to evaluate: method, sentence mode, model source, gene order.
+pub(super) type Unit = (Method, Option<GeneSet>, LmSource, Order);
 
 /// Dense HVG expression rows.
 pub fn hvg_dense(p: &Prepared, hvg: &[usize]) -> Matrix {
@@ -110,15 +125,12 @@ impl<'a> Ctx<'a> {
 
 impl Ctx<'_> {
     /// The features method `m` classifies (LM rows: `source`'s embeddings of `mode` sentences).
-    pub(super) fn features(
-        &mut self,
-        m: Method,
-        mode: Option<GeneSet>,
-        source: LmSource,
-    ) -> Result<Matrix> {
+    pub(super) fn features(&mut self, u: Unit) -> Result<Matrix> {
+        let (m, mode, source, order) = u;
         let a = self.a;
         Ok(match m {
-            Method::Lm => self.lm_features(mode.expect("LM rows have a mode"), source)?,
+            Method::Lm => self.lm_features(mode.expect("LM rows have a mode"), source, order)?,
+            Method::SentenceSvm => self.sentence_features(mode.unwrap_or(GeneSet::All), None)?,
             Method::HvgSvm | Method::HvgMlp => {
                 let (p, h) = self.prepared()?;
                 hvg_dense(p, h)
@@ -251,33 +263,97 @@ impl Ctx<'_> {
         Ok(dir)
     }
 
-    fn lm_features(&mut self, mode: GeneSet, source: LmSource) -> Result<Matrix> {
+    fn lm_features(&mut self, mode: GeneSet, source: LmSource, order: Order) -> Result<Matrix> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         let digest = self.cache.file_digest(&self.d.entry.path)?;
         let base = lm_inputs(&digest, e, mode);
         let model = self.lm_model(mode, source)?;
         let style = lm::prompt_style(&model)?;
         let model_digest = self.cache.file_digest(&model)?;
-        let (m, _) = self.cache.npy(
-            "embeddings",
-            &format!("{id} {}", mode_label(mode)),
-            &(&base, &model_digest, &style, a.max_genes),
-            || {
-                let words = self.sentences(mode, a.max_genes)?;
-                let ck = lm::load(&model, a.device.resolve()?, tch::Kind::Float)?;
-                lm::embed_sentences(
-                    &ck,
-                    &words,
-                    &style,
-                    a.max_genes,
-                    &EmbedOptions {
-                        progress: !self.quiet,
-                        ..Default::default()
-                    },
-                )
-            },
-        )?;
+        let compute = |cx: &mut Self| {
+            let words = match order {
+                Order::Expression => cx.sentences(mode, a.max_genes)?,
+                Order::Deviation => cx.data.deviation_sentences(mode, a.max_genes)?,
+            };
+            let ck = lm::load(&model, a.device.resolve()?, tch::Kind::Float)?;
+            let opts = EmbedOptions {
+                progress: !cx.quiet,
+                ..Default::default()
+            };
+            lm::embed_sentences(&ck, &words, &style, a.max_genes, &opts)
+        };
+        let key = (&base, &model_digest, &style, a.max_genes);
+        let (m, _) = match order {
+            // expression keys are unchanged by the deviation rows
+            Order::Expression => self.cache.npy(
+                "embeddings",
+                &format!("{id} {}", mode_label(mode)),
+                &key,
+                || compute(self),
+            )?,
+            Order::Deviation => self.cache.npy(
+                "embeddings",
+                &format!("{id} {} deviation", mode_label(mode)),
+                &(&key, order),
+                || compute(self),
+            )?,
+        };
         Ok(m)
+    }
+
+    /// What the sentences of `mode` alone carry (the sentence SVM's input): each expressed gene
+    /// valued by the log-rank line fitted on the experiment's reconstruction sample; with a
+    /// `reference` (deviation order), the line is fitted to deviations and the profile added.
+    fn sentence_features(&mut self, mode: GeneSet, reference: Option<&[f64]>) -> Result<Matrix> {
+        let (tie, seed) = (self.e.sentences.tie_seed, self.e.seed);
+        let (p, h) = self.prepared()?;
+        let x = match mode {
+            GeneSet::All => p.data.x.clone(),
+            GeneSet::Hvg => p.data.x.select_cols(h),
+        };
+        let cells = crate::reconstruct::sample_cells(x.n_rows, 1024, seed);
+        let Some(r) = reference else {
+            let rec = crate::reconstruct::reconstruct(&x, &cells, RecModel::C2s, tie)?;
+            return Ok(sentence_features(&x, tie, rec.slope, rec.intercept));
+        };
+        let all: Vec<usize> = (0..x.n_rows).collect();
+        let whole = deviation::reference_profile(&x, &all)?;
+        let rec = deviation::reconstruct(&x, &whole, &cells, RecModel::C2s, tie)?;
+        let dev = deviation::deviations(&x, r)?;
+        let mut m = Matrix {
+            rows: x.n_rows,
+            cols: x.n_cols,
+            data: vec![0f32; x.n_rows * x.n_cols],
+        };
+        crate::sentence::for_each_ranked(&dev.x, tie, |i, ranked| {
+            for (k, &g) in ranked.iter().enumerate() {
+                let v = rec.intercept + rec.slope * ((1 + k) as f64).log10() + r[g as usize];
+                m.data[i * m.cols + g as usize] = v.max(0.0) as f32;
+            }
+        });
+        Ok(m)
+    }
+
+    /// The sentence SVM on deviation sentences: per fold, the profile of its training cells.
+    fn deviation_svm(
+        &mut self,
+        folds: &[Fold],
+        labels: &[String],
+        c: &Classifier,
+    ) -> Result<Evaluation> {
+        let x = self.prepared()?.0.data.x.clone();
+        let device = self.a.device.resolve()?;
+        classify::evaluate_per_fold(
+            |f| {
+                let fit: Vec<usize> = f.train.iter().chain(&f.val).copied().collect();
+                let r = deviation::reference_profile(&x, &fit)?;
+                self.sentence_features(GeneSet::All, Some(&r))
+            },
+            labels,
+            folds,
+            c,
+            device,
+        )
     }
 
     fn sentences(&mut self, mode: GeneSet, max_genes: usize) -> Result<Vec<Vec<String>>> {
@@ -333,7 +409,7 @@ pub(super) fn dataset_outputs(
     let units = units(e, a);
     let rows = units
         .iter()
-        .map(|&(m, mode, source)| row(&mut cx, &digest, m, mode, source))
+        .map(|&u| row(&mut cx, &digest, u))
         .collect::<Result<Vec<_>>>()?;
     let panels = match (&a.quality, with_quality) {
         (Some(_), true) => quality::embeddings(&units)
@@ -345,32 +421,42 @@ pub(super) fn dataset_outputs(
     Ok((rows, panels))
 }
 
-/// The rows an experiment asks for: every method, LM methods once per model source and mode.
-fn units(e: &Experiment, a: &AnnotationSection) -> Vec<(Method, Option<GeneSet>, LmSource)> {
-    let mut units: Vec<(Method, Option<GeneSet>, LmSource)> = Vec::new();
+/// The rows an experiment asks for: every method, LM methods once per model source and mode,
+/// sentence SVMs once per mode; with the deviation order, one more row of each over all genes
+/// (LM: the pretrained model or the given checkpoint).
+pub(super) fn units(e: &Experiment, a: &AnnotationSection) -> Vec<Unit> {
+    let deviation = a.orders.contains(&Order::Deviation);
+    let x = Order::Expression;
+    let mut units: Vec<Unit> = Vec::new();
     for &m in &a.methods {
-        if m == Method::Lm {
-            for s in LmSource::all(a.lm_protocol, &a.pretrain, a.model.as_deref()) {
-                units.extend(e.modes.iter().map(|&g| (m, Some(g), s)));
+        match m {
+            Method::Lm => {
+                for s in LmSource::all(a.lm_protocol, &a.pretrain, a.model.as_deref()) {
+                    units.extend(e.modes.iter().map(|&g| (m, Some(g), s, x)));
+                    let base = s == LmSource::Pretrained || a.model.is_some();
+                    if deviation && base {
+                        units.push((m, Some(GeneSet::All), s, Order::Deviation));
+                    }
+                }
             }
-        } else {
-            units.push((m, None, LmSource::Own));
+            Method::SentenceSvm => {
+                units.extend(e.modes.iter().map(|&g| (m, Some(g), LmSource::Own, x)));
+                if deviation {
+                    units.push((m, Some(GeneSet::All), LmSource::Own, Order::Deviation));
+                }
+            }
+            _ => units.push((m, None, LmSource::Own, x)),
         }
     }
     units
 }
 
 /// One row: the cached evaluation of method `m` (LM rows: of `source`'s model reading `mode`).
-fn row(
-    cx: &mut Ctx<'_>,
-    digest: &str,
-    m: Method,
-    mode: Option<GeneSet>,
-    source: LmSource,
-) -> Result<Row> {
+fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
+    let (m, mode, source, order) = u;
     let (e, a, d, cache) = (cx.e, cx.a, cx.d, cx.cache);
     let classifier = match m {
-        Method::HvgSvm => Classifier::Svm(a.svm.clone()),
+        Method::HvgSvm | Method::SentenceSvm => Classifier::Svm(a.svm.clone()),
         Method::Scmap => Classifier::Scmap(a.scmap.clone()),
         _ => Classifier::Mlp(a.mlp.clone()),
     };
@@ -392,7 +478,7 @@ fn row(
         lm_part,
         a.pca_components,
     );
-    let label = format!("{} {}", d.entry.id, method_label(m, mode, source));
+    let label = format!("{} {}", d.entry.id, method_label(m, mode, source, order));
     // an LM is a stage of its own (its training log feeds the loss figure): deleting it
     // retrains it, and only it
     let lm_dir = match (m, mode) {
@@ -422,11 +508,19 @@ fn row(
         None => StageKey::Legacy(&inputs),
         Some(md) => StageKey::Extended(&inputs, (source, md.as_str())),
     };
-    let (ev, _) = cache.json("annotation", &label, &key, || {
+    let compute = |cx: &mut Ctx<'_>| {
         let (labels, folds) = cx.folds()?;
-        let x = cx.features(m, mode, source)?;
+        if (m, order) == (Method::SentenceSvm, Order::Deviation) {
+            return cx.deviation_svm(&folds, &labels, &classifier);
+        }
+        let x = cx.features(u)?;
         classify::evaluate(&x, &labels, &folds, &classifier, a.device.resolve()?)
-    })?;
+    };
+    // expression rows keep their keys; deviation rows add the order
+    let (ev, _) = match order {
+        Order::Expression => cache.json("annotation", &label, &key, || compute(cx))?,
+        Order::Deviation => cache.json("annotation", &label, &(&key, order), || compute(cx))?,
+    };
     Ok(Row {
         dataset: d.entry.id.clone(),
         paper: d.paper.clone(),
@@ -436,6 +530,7 @@ fn row(
         eval: ev,
         lm_dir: lm_dir.filter(|_| a.model.is_none()),
         seen,
+        order,
     })
 }
 
@@ -459,6 +554,7 @@ pub fn lm_evaluations(
 ) -> Result<Vec<LmEvaluation>> {
     let a = AnnotationSection {
         methods: vec![Method::Lm],
+        orders: vec![Order::Expression],
         ..e.annotation.clone()
     };
     let rows = dataset_rows(e, &a, d, cache, quiet, (evaluated, data_dir))?;
