@@ -13,3 +13,4 @@ fi
 "$REF/bin/python" "$ROOT/tests/fixtures/make_fixtures.py" "$@"
 "$REF/bin/python" "$ROOT/tests/fixtures/make_deviance_fixture.py"
 "$REF/bin/python" "$ROOT/tests/fixtures/make_pearson_fixture.py"
+"$REF/bin/python" "$ROOT/tests/fixtures/make_quality_fixture.py"
