@@ -217,9 +217,14 @@ fn dataset_points(
     quiet: bool,
 ) -> Result<Vec<SweepPoint>> {
     let s = &e.sweep;
-    let digest = cache.file_digest(&d.entry.path)?;
-    let mut data = DatasetContext::new(e, d, quiet);
-    let mut split: Option<(Vec<String>, Vec<classify::Fold>)> = None;
+    let mut cx = PointCx {
+        e,
+        d,
+        cache,
+        digest: cache.file_digest(&d.entry.path)?,
+        data: DatasetContext::new(e, d, quiet),
+        split: None,
+    };
     let mut units: Vec<Unit> = vec![Unit::All];
     if s.deviation {
         units.push(Unit::Deviation);
@@ -230,24 +235,52 @@ fn dataset_points(
     for &seed in &s.random_seeds {
         units.extend(s.n_top.iter().map(|&n_top| Unit::Random { seed, n_top }));
     }
-    let mut out = Vec::new();
-    for u in units {
-        let (flavor, n_top, seed) = match u {
+    units.into_iter().map(|u| cx.point(u)).collect()
+}
+
+impl Unit {
+    /// The point's flavor name, `n_top` and control seed.
+    fn names(self) -> (String, usize, Option<u64>) {
+        match self {
             Unit::All => (ALL_GENES.to_string(), 0, None),
             Unit::Deviation => (DEVIATION.to_string(), 0, None),
             Unit::Hvg(f, k) => (f.to_string(), k, None),
             Unit::Random { seed, n_top } => (RANDOM.to_string(), n_top, Some(seed)),
-        };
-        let hvg_params = match u {
+        }
+    }
+
+    /// The HVG selection of an HVG unit.
+    fn hvg_params(self, e: &Experiment) -> Option<HvgParams> {
+        match self {
             Unit::Hvg(f, k) => Some(HvgParams {
                 flavor: f,
                 n_top_genes: k,
                 ..e.hvg.params()
             }),
             _ => None,
-        };
+        }
+    }
+}
+
+/// One dataset's sweep: the data prepared once, labels and folds made once.
+struct PointCx<'a> {
+    e: &'a Experiment,
+    d: &'a RunDataset,
+    cache: &'a Cache,
+    digest: String,
+    data: DatasetContext<'a>,
+    split: Option<Split>,
+}
+
+impl PointCx<'_> {
+    /// One point (a cached stage), with its AvgBIO (another) where the sweep asks for it.
+    fn point(&mut self, u: Unit) -> Result<SweepPoint> {
+        let (e, d, cache) = (self.e, self.d, self.cache);
+        let s = &e.sweep;
+        let (flavor, n_top, seed) = u.names();
+        let hvg_params = u.hvg_params(e);
         let inputs = (
-            &digest,
+            &self.digest.clone(),
             e.preprocess.clone(),
             &hvg_params,
             e.sentences.tie_seed,
@@ -258,7 +291,7 @@ fn dataset_points(
         );
         let label = format!("{} {flavor} {n_top}", d.entry.id);
         let compute = || -> Result<SweepPoint> {
-            let (p, labels, folds) = split_of(&mut data, &mut split, d, e)?;
+            let (p, labels, folds) = split_of(&mut self.data, &mut self.split, d, e)?;
             let cols = unit_cols(p, u, hvg_params.as_ref())?;
             let (n_genes, mean_length, rec, ev) = match u {
                 Unit::Deviation => score_deviation(p, labels, folds, e, s)?,
@@ -301,20 +334,24 @@ fn dataset_points(
                 "{label}{} AvgBIO",
                 seed.map(|v| format!(" seed {v}")).unwrap_or_default()
             );
-            let (bio, _) = cache.json("sweep_quality", &qlabel, &key, || -> Result<f64> {
-                let (p, labels, _) = split_of(&mut data, &mut split, d, e)?;
-                let x = match unit_cols(p, u, hvg_params.as_ref())? {
-                    Some(c) => hvg_dense(p, &c),
-                    None => all_dense(p),
-                };
-                let z = classify::pca_randomized(&x, SWEEP_PCS, e.seed);
-                Ok(quality::evaluate(&z, labels, None, q)?.panel.avg_bio)
+            let (bio, _) = cache.json("sweep_quality", &qlabel, &key, || {
+                self.avg_bio(u, hvg_params.as_ref(), q)
             })?;
             pt.avg_bio = Some(bio);
         }
-        out.push(pt);
+        Ok(pt)
     }
-    Ok(out)
+
+    /// AvgBIO of PCA(50) of the unit's genes' log-normalized expression.
+    fn avg_bio(&mut self, u: Unit, hvg: Option<&HvgParams>, q: &QualityParams) -> Result<f64> {
+        let (p, labels, _) = split_of(&mut self.data, &mut self.split, self.d, self.e)?;
+        let x = match unit_cols(p, u, hvg)? {
+            Some(c) => hvg_dense(p, &c),
+            None => all_dense(p),
+        };
+        let z = classify::pca_randomized(&x, SWEEP_PCS, self.e.seed);
+        Ok(quality::evaluate(&z, labels, None, q)?.panel.avg_bio)
+    }
 }
 
 type Split = (Vec<String>, Vec<classify::Fold>);
@@ -466,53 +503,66 @@ fn flavors(pts: &[SweepPoint]) -> Vec<&str> {
     out
 }
 
+/// Plotly's axis names of panel `k` (`x`/`y`, `x2`/`y2`, …).
+fn panel_axes(k: usize) -> (String, String) {
+    match k {
+        0 => ("x".to_string(), "y".to_string()),
+        k => (format!("x{}", k + 1), format!("y{}", k + 1)),
+    }
+}
+
+/// The random controls' min–max band in every panel (an invisible upper edge, the lower edge
+/// filled up to it).
+fn band_traces(plot: &mut plotly::Plot, band: &[BandPoint], metrics: &[Metric]) {
+    use plotly::common::{Fill, Line, Mode};
+    use plotly::Scatter;
+    if band.is_empty() {
+        return;
+    }
+    let x: Vec<f64> = band.iter().map(|b| figure::r4(b.x)).collect();
+    for (k, &(_, _, _, span)) in metrics.iter().enumerate() {
+        let (xa, ya) = panel_axes(k);
+        let edge = |hi: bool| -> Vec<f64> {
+            band.iter()
+                .map(|b| figure::r4(if hi { span(b).1 } else { span(b).0 }))
+                .collect()
+        };
+        plot.add_trace(
+            Scatter::new(x.clone(), edge(true))
+                .mode(Mode::Lines)
+                .line(Line::new().width(0.0))
+                .name("random genes (min–max)")
+                .legend_group("band")
+                .show_legend(false)
+                .x_axis(&xa)
+                .y_axis(&ya),
+        );
+        plot.add_trace(
+            Scatter::new(x.clone(), edge(false))
+                .mode(Mode::Lines)
+                .line(Line::new().width(0.0))
+                .fill(Fill::ToNextY)
+                .fill_color("rgba(127,127,127,0.25)")
+                .name("random genes (min–max over seeds)")
+                .legend_group("band")
+                .show_legend(k == 0)
+                .x_axis(&xa)
+                .y_axis(&ya),
+        );
+    }
+}
+
 /// The sweep figure: reconstruction R² and annotation macro-F1 against mean sentence length, one
 /// line per flavor, the full sentence as a separate marker; two panels side by side.
 fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
-    use plotly::common::{Anchor, Fill, Line, Marker, MarkerSymbol, Mode, Title};
+    use plotly::common::{Anchor, Marker, MarkerSymbol, Mode, Title};
     use plotly::layout::{Annotation, Axis, GridPattern, LayoutGrid};
     use plotly::{Layout, Plot, Scatter};
     let mut plot = Plot::new();
     let metrics = metrics(pts);
     let (pts, band) = with_controls(pts);
     let pts = &pts[..];
-    let axes = |k: usize| match k {
-        0 => ("x".to_string(), "y".to_string()),
-        k => (format!("x{}", k + 1), format!("y{}", k + 1)),
-    };
-    if !band.is_empty() {
-        let x: Vec<f64> = band.iter().map(|b| figure::r4(b.x)).collect();
-        for (k, &(_, _, _, span)) in metrics.iter().enumerate() {
-            let (xa, ya) = axes(k);
-            let edge = |hi: bool| -> Vec<f64> {
-                band.iter()
-                    .map(|b| figure::r4(if hi { span(b).1 } else { span(b).0 }))
-                    .collect()
-            };
-            plot.add_trace(
-                Scatter::new(x.clone(), edge(true))
-                    .mode(Mode::Lines)
-                    .line(Line::new().width(0.0))
-                    .name("random genes (min–max)")
-                    .legend_group("band")
-                    .show_legend(false)
-                    .x_axis(&xa)
-                    .y_axis(&ya),
-            );
-            plot.add_trace(
-                Scatter::new(x.clone(), edge(false))
-                    .mode(Mode::Lines)
-                    .line(Line::new().width(0.0))
-                    .fill(Fill::ToNextY)
-                    .fill_color("rgba(127,127,127,0.25)")
-                    .name("random genes (min–max over seeds)")
-                    .legend_group("band")
-                    .show_legend(k == 0)
-                    .x_axis(&xa)
-                    .y_axis(&ya),
-            );
-        }
-    }
+    band_traces(&mut plot, &band, &metrics);
     for f in flavors(pts) {
         let sel: Vec<&SweepPoint> = pts.iter().filter(|p| p.flavor == f).collect();
         let x: Vec<f64> = sel.iter().map(|p| figure::r4(p.mean_length)).collect();
@@ -534,7 +584,7 @@ fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
             Marker::new().size(7)
         };
         for (k, &(_, _, value, _)) in metrics.iter().enumerate() {
-            let (xa, ya) = axes(k);
+            let (xa, ya) = panel_axes(k);
             if sel.iter().all(|p| !value(p).is_finite()) {
                 continue;
             }
