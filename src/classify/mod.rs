@@ -256,17 +256,22 @@ pub fn pca(x: &Matrix, fit: &[usize], k: usize) -> Matrix {
     let (_, _, v) = (xf - &mean).svd(true, true);
     let vt = v.tr();
     let k = (k as i64).min(vt.size()[0]);
-    let mut comps = vt.narrow(0, 0, k);
+    project(&(all - mean), vt.narrow(0, 0, k))
+}
+
+/// The centred rows projected on `comps` (k × d) after scikit-learn's `svd_flip` (each
+/// component's largest |loading| positive), as f32.
+fn project(centred: &Tensor, mut comps: Tensor) -> Matrix {
     let amax = comps.abs().argmax(1, true);
-    let signs = comps.gather(1, &amax, false).sign();
-    comps *= signs;
-    let z = (all - mean)
+    comps *= comps.gather(1, &amax, false).sign();
+    let z = centred
         .matmul(&comps.tr())
         .to_kind(Kind::Float)
         .contiguous();
+    let (rows, cols) = (z.size()[0] as usize, z.size()[1] as usize);
     Matrix {
-        rows: x.rows,
-        cols: k as usize,
+        rows,
+        cols,
         data: Vec::<f32>::try_from(z.view([-1])).expect("pca output"),
     }
 }
@@ -296,19 +301,7 @@ pub fn pca_randomized(x: &Matrix, k: usize, seed: u64) -> Matrix {
     }
     let b = q.tr().matmul(&centred);
     let (_, _, v) = b.svd(true, true);
-    let kk = (k as i64).min(l);
-    let mut comps = v.tr().narrow(0, 0, kk);
-    let amax = comps.abs().argmax(1, true);
-    comps *= comps.gather(1, &amax, false).sign();
-    let z = centred
-        .matmul(&comps.tr())
-        .to_kind(Kind::Float)
-        .contiguous();
-    Matrix {
-        rows: x.rows,
-        cols: kk as usize,
-        data: Vec::<f32>::try_from(z.view([-1])).expect("pca output"),
-    }
+    project(&centred, v.tr().narrow(0, 0, (k as i64).min(l)))
 }
 
 #[cfg(test)]

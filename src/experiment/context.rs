@@ -83,15 +83,21 @@ impl DatasetContext<'_> {
                 sentence::cell_sentences(&p.data.x.select_cols(hvg), &names, &params)?
             }
         };
-        Ok(s.iter()
-            .map(|l| {
-                l.split(' ')
-                    .filter(|w| !w.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .collect())
+        Ok(words(&s))
     }
+}
+
+/// Sentences split into their words.
+fn words(sentences: &[String]) -> Vec<Vec<String>> {
+    sentences
+        .iter()
+        .map(|l| {
+            l.split(' ')
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
 }
 
 impl DatasetContext<'_> {
@@ -117,15 +123,9 @@ impl DatasetContext<'_> {
             seed: tie,
             max_genes: Some(max_genes),
         };
-        let s = crate::deviation::cell_sentences(&x, &names, &reference, &params)?;
-        Ok(s.iter()
-            .map(|l| {
-                l.split(' ')
-                    .filter(|w| !w.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .collect())
+        Ok(words(&crate::deviation::cell_sentences(
+            &x, &names, &reference, &params,
+        )?))
     }
 }
 
