@@ -539,6 +539,58 @@ fn train_embed_cli_round_trip() {
     let e2 = dir.path().join("E2.npy");
     embed(&["--input", fx.to_str().unwrap(), "--genes", "hvg"], &e2);
     assert_eq!(std::fs::read(&e).unwrap(), std::fs::read(&e2).unwrap());
+    // two shards (--cells), stacked, are the unsharded run byte for byte; a shard past the end
+    // is refused before anything is written
+    let n = m.rows;
+    let (s1, s2) = (dir.path().join("S1.npy"), dir.path().join("S2.npy"));
+    let fxs = fx.to_str().unwrap();
+    embed(&["--input", fxs, "--genes", "hvg", "--cells", "0:100"], &s1);
+    embed(
+        &[
+            "--input",
+            fxs,
+            "--genes",
+            "hvg",
+            "--cells",
+            &format!("100:{n}"),
+        ],
+        &s2,
+    );
+    let (a1, a2) = (
+        cellsentence::npy::read(&s1).unwrap(),
+        cellsentence::npy::read(&s2).unwrap(),
+    );
+    assert_eq!((a1.rows, a2.rows), (100, n - 100));
+    assert_eq!(
+        [a1.data, a2.data].concat(),
+        m.data,
+        "stacked shards differ from one run"
+    );
+    let shard_names = std::fs::read_to_string(dir.path().join("S1.cells.txt")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("S2.cells.txt")).unwrap();
+    assert_eq!(shard_names, cells);
+    let r = Command::cargo_bin("cellsentence")
+        .unwrap()
+        .args(["--quiet", "embed", "--model"])
+        .arg(&model)
+        .args([
+            "--input",
+            fxs,
+            "--genes",
+            "hvg",
+            "--cells",
+            &format!("0:{}", n + 1),
+        ])
+        .arg("--out")
+        .arg(dir.path().join("S3.npy"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("--cells") && err.contains(&format!("{n} cells")),
+        "{err}"
+    );
+    assert!(!dir.path().join("S3.npy").exists());
     // the same embeddings into AnnData, as Python anndata reads them
     let h = dir.path().join("E.h5ad");
     embed(&["--input", fx.to_str().unwrap(), "--genes", "hvg"], &h);

@@ -95,6 +95,28 @@ pub struct EmbedArgs {
     /// Recompute even when cached.
     #[arg(long)]
     pub force: bool,
+    /// Embed only the cells START..END (0-based, END excluded) of the QC-kept cells: one shard
+    /// of a sharded run. Sentences are made for every cell first (the tie shuffle runs through
+    /// all cells), so the shards' rows, stacked, equal one unsharded run byte for byte.
+    #[arg(long, value_parser = parse_range)]
+    pub cells: Option<(usize, usize)>,
+}
+
+/// `START:END` with START < END.
+fn parse_range(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not START:END (e.g. 0:5000)"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{v}` is not a whole number"))
+    };
+    let (a, b) = (n(a)?, n(b)?);
+    if a >= b {
+        return Err(format!("START {a} must be below END {b}"));
+    }
+    Ok((a, b))
 }
 
 /// Device, precision and batching.
@@ -353,6 +375,26 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         }
         (None, None) => return Err(Error::param("input", "give --input or --prompts")),
     };
+    let (cells, texts) = match a.cells {
+        None => (cells, texts),
+        Some((start, end)) if end <= cells.len() => {
+            (cells[start..end].to_vec(), texts[start..end].to_vec())
+        }
+        Some((start, end)) => {
+            return Err(Error::bad_value(
+                a.input
+                    .as_deref()
+                    .or(a.prompts.as_deref().and_then(Path::to_str))
+                    .unwrap_or("input"),
+                "--cells",
+                format!(
+                    "the shard {start}:{end} reaches past the {} cells (QC-kept) of the input",
+                    cells.len()
+                ),
+                format!("give 0 ≤ START < END ≤ {}", cells.len()),
+            ))
+        }
+    };
     let names = a.out.with_extension("cells.txt");
     // one name per line: a control character would shift every later row
     if let Some((i, c)) = cells
@@ -411,6 +453,7 @@ fn embedding_about(a: &EmbedArgs) -> Result<serde_json::Value> {
         "model": a.model,
         "layer": a.layer,
         "pool": a.pool.to_string(),
+        "cells": a.cells.map(|(s, e)| format!("{s}:{e}")),
         "model_meta": lm::ModelMeta::read(&a.model)?,
         "corpus": lm::Corpus::read(&a.model)?,
         "made_by": format!("cellsentence {}", env!("CARGO_PKG_VERSION")),
