@@ -1,5 +1,7 @@
 //! The `cellsentence` command line.
 mod annotate;
+mod bench_embed;
+pub mod domain;
 mod lm;
 mod metrics;
 mod probe;
@@ -110,7 +112,7 @@ pub enum BenchCmd {
     },
     /// GPT-NeoX embedding throughput vs transformers (eager, sdpa) on the same prompts;
     /// writes results/benchmarks/embed_{cpu,cuda}.*
-    Embed(lm::BenchEmbedArgs),
+    Embed(bench_embed::BenchEmbedArgs),
     /// MLP epoch time vs PyTorch and linear-SVM fit time vs scikit-learn on the same data;
     /// writes results/benchmarks/annotation.*
     Annotate(annotate::BenchAnnotateArgs),
@@ -578,100 +580,6 @@ fn cmd_env() -> Result<()> {
     print_out(&out)
 }
 
-/// Option parsers that hold values to their domain at the command line (clap names the option).
-pub mod domain {
-    use clap::builder::{PossibleValue, TypedValueParser};
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-
-    /// One of a library enum's names (its `FromStr`, aliases included); `--help` lists the
-    /// canonical names. The library's enums know their names; clap only asks them.
-    pub fn choice<T>() -> Choice<T> {
-        Choice(std::marker::PhantomData)
-    }
-
-    /// The parser [`choice`] returns.
-    pub struct Choice<T>(std::marker::PhantomData<fn() -> T>);
-
-    impl<T> Clone for Choice<T> {
-        fn clone(&self) -> Self {
-            Choice(std::marker::PhantomData)
-        }
-    }
-
-    impl<T> TypedValueParser for Choice<T>
-    where
-        T: std::str::FromStr + strum::VariantNames + Clone + Send + Sync + 'static,
-    {
-        type Value = T;
-
-        fn parse_ref(
-            &self,
-            cmd: &clap::Command,
-            arg: Option<&clap::Arg>,
-            value: &std::ffi::OsStr,
-        ) -> Result<T, clap::Error> {
-            let s = value.to_string_lossy();
-            s.parse::<T>().map_err(|_| {
-                let mut err = clap::Error::new(ErrorKind::InvalidValue).with_cmd(cmd);
-                if let Some(a) = arg {
-                    err.insert(ContextKind::InvalidArg, ContextValue::String(a.to_string()));
-                }
-                err.insert(
-                    ContextKind::InvalidValue,
-                    ContextValue::String(s.to_string()),
-                );
-                let valid = T::VARIANTS.iter().map(|v| v.to_string()).collect();
-                err.insert(ContextKind::ValidValue, ContextValue::Strings(valid));
-                err
-            })
-        }
-
-        fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-            Some(Box::new(T::VARIANTS.iter().map(|v| PossibleValue::new(*v))))
-        }
-    }
-
-    /// A whole number ≥ `min`.
-    pub fn at_least(min: usize, what: &'static str) -> impl TypedValueParser<Value = usize> {
-        clap::builder::StringValueParser::new().try_map(move |s| {
-            let v: usize = s
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a whole number"))?;
-            if v >= min {
-                Ok(v)
-            } else {
-                Err(format!("{what} must be at least {min}"))
-            }
-        })
-    }
-
-    /// A count ≥ 1.
-    pub fn count() -> impl TypedValueParser<Value = usize> {
-        at_least(1, "the value")
-    }
-
-    /// A number of folds ≥ 2.
-    pub fn folds() -> impl TypedValueParser<Value = usize> {
-        at_least(2, "the number of folds")
-    }
-
-    /// A fraction in [0, 1).
-    pub fn fraction() -> impl TypedValueParser<Value = f64> {
-        clap::builder::StringValueParser::new().try_map(|s| {
-            let v: f64 = s
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a number"))?;
-            if (0.0..1.0).contains(&v) {
-                Ok(v)
-            } else {
-                Err(format!("{v} is outside [0, 1)"))
-            }
-        })
-    }
-}
-
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -692,7 +600,7 @@ pub fn main() -> i32 {
         Command::PretrainLm(a) => lm::cmd_pretrain(a, cli.quiet),
         Command::LmProbe(a) => probe::cmd_probe(a),
         Command::Attribute(a) => probe::cmd_attribute(a),
-        Command::Bench(BenchCmd::Embed(a)) => lm::cmd_bench_embed(a),
+        Command::Bench(BenchCmd::Embed(a)) => bench_embed::cmd_bench_embed(a),
         Command::Bench(BenchCmd::Annotate(a)) => annotate::cmd_bench_annotate(a),
         Command::Bench(BenchCmd::Preprocess {
             input,

@@ -11,6 +11,7 @@ use crate::report;
 
 mod compute;
 mod report_md;
+mod report_quality;
 
 pub use compute::{DatasetCompute, ModeCompute};
 
