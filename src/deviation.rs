@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::csr::Csr;
 use crate::error::{Error, Result};
+use crate::npy::Matrix;
 use crate::reconstruct::{self, RecModel, RecResult};
 use crate::sentence::{self, SentenceParams};
 
@@ -108,6 +109,30 @@ pub fn cell_sentences(
     p: &SentenceParams,
 ) -> Result<Vec<String>> {
     sentence::cell_sentences(&deviations(x, reference)?.x, genes, p)
+}
+
+/// What a deviation sentence alone carries, as features: each expressed gene of each cell valued
+/// `intercept + slope·log10(1 + rank) + reference` (the log-rank line fitted to deviations, plus
+/// the profile; floored at 0), other genes 0.
+pub fn sentence_features(
+    x: &Csr,
+    reference: &[f64],
+    tie_seed: u32,
+    (slope, intercept): (f64, f64),
+) -> Result<Matrix> {
+    let dev = deviations(x, reference)?;
+    let mut m = Matrix {
+        rows: x.n_rows,
+        cols: x.n_cols,
+        data: vec![0f32; x.n_rows * x.n_cols],
+    };
+    sentence::for_each_ranked(&dev.x, tie_seed, |i, ranked| {
+        for (k, &g) in ranked.iter().enumerate() {
+            let v = intercept + slope * ((1 + k) as f64).log10() + reference[g as usize];
+            m.data[i * m.cols + g as usize] = v.max(0.0) as f32;
+        }
+    });
+    Ok(m)
 }
 
 /// The reconstruction of expression from deviation ranks: the log-rank line (`model`) fitted to

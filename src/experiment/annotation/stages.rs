@@ -130,7 +130,7 @@ impl Ctx<'_> {
         let a = self.a;
         Ok(match m {
             Method::Lm => self.lm_features(mode.expect("LM rows have a mode"), source, order)?,
-            Method::SentenceSvm => self.sentence_features(mode.unwrap_or(GeneSet::All), None)?,
+            Method::SentenceSvm => self.sentence_features(mode.unwrap_or(GeneSet::All))?,
             Method::HvgSvm | Method::HvgMlp => {
                 let (p, h) = self.prepared()?;
                 hvg_dense(p, h)
@@ -302,9 +302,8 @@ impl Ctx<'_> {
     }
 
     /// What the sentences of `mode` alone carry (the sentence SVM's input): each expressed gene
-    /// valued by the log-rank line fitted on the experiment's reconstruction sample; with a
-    /// `reference` (deviation order), the line is fitted to deviations and the profile added.
-    fn sentence_features(&mut self, mode: GeneSet, reference: Option<&[f64]>) -> Result<Matrix> {
+    /// valued by the log-rank line fitted on the experiment's 1,024-cell reconstruction sample.
+    fn sentence_features(&mut self, mode: GeneSet) -> Result<Matrix> {
         let (tie, seed) = (self.e.sentences.tie_seed, self.e.seed);
         let (p, h) = self.prepared()?;
         let x = match mode {
@@ -312,42 +311,31 @@ impl Ctx<'_> {
             GeneSet::Hvg => p.data.x.select_cols(h),
         };
         let cells = crate::reconstruct::sample_cells(x.n_rows, 1024, seed);
-        let Some(r) = reference else {
-            let rec = crate::reconstruct::reconstruct(&x, &cells, RecModel::C2s, tie)?;
-            return Ok(sentence_features(&x, tie, rec.slope, rec.intercept));
-        };
-        let all: Vec<usize> = (0..x.n_rows).collect();
-        let whole = deviation::reference_profile(&x, &all)?;
-        let rec = deviation::reconstruct(&x, &whole, &cells, RecModel::C2s, tie)?;
-        let dev = deviation::deviations(&x, r)?;
-        let mut m = Matrix {
-            rows: x.n_rows,
-            cols: x.n_cols,
-            data: vec![0f32; x.n_rows * x.n_cols],
-        };
-        crate::sentence::for_each_ranked(&dev.x, tie, |i, ranked| {
-            for (k, &g) in ranked.iter().enumerate() {
-                let v = rec.intercept + rec.slope * ((1 + k) as f64).log10() + r[g as usize];
-                m.data[i * m.cols + g as usize] = v.max(0.0) as f32;
-            }
-        });
-        Ok(m)
+        let rec = crate::reconstruct::reconstruct(&x, &cells, RecModel::C2s, tie)?;
+        Ok(sentence_features(&x, tie, rec.slope, rec.intercept))
     }
 
-    /// The sentence SVM on deviation sentences: per fold, the profile of its training cells.
+    /// The sentence SVM on deviation sentences of all genes: the line fitted once (deviations
+    /// from every cell's profile, on the reconstruction sample); per fold, the features of the
+    /// deviations from its training cells' profile.
     fn deviation_svm(
         &mut self,
         folds: &[Fold],
         labels: &[String],
         c: &Classifier,
     ) -> Result<Evaluation> {
+        let (tie, seed) = (self.e.sentences.tie_seed, self.e.seed);
         let x = self.prepared()?.0.data.x.clone();
         let device = self.a.device.resolve()?;
+        let cells = crate::reconstruct::sample_cells(x.n_rows, 1024, seed);
+        let all: Vec<usize> = (0..x.n_rows).collect();
+        let whole = deviation::reference_profile(&x, &all)?;
+        let rec = deviation::reconstruct(&x, &whole, &cells, RecModel::C2s, tie)?;
         classify::evaluate_per_fold(
             |f| {
                 let fit: Vec<usize> = f.train.iter().chain(&f.val).copied().collect();
                 let r = deviation::reference_profile(&x, &fit)?;
-                self.sentence_features(GeneSet::All, Some(&r))
+                deviation::sentence_features(&x, &r, tie, (rec.slope, rec.intercept))
             },
             labels,
             folds,

@@ -192,19 +192,7 @@ fn score_deviation(
     let features = |f: &classify::Fold| -> Result<Matrix> {
         let fit: Vec<usize> = f.train.iter().chain(&f.val).copied().collect();
         let r = deviation::reference_profile(x, &fit)?;
-        let dev = deviation::deviations(x, &r)?;
-        let mut m = Matrix {
-            rows: x.n_rows,
-            cols: x.n_cols,
-            data: vec![0f32; x.n_rows * x.n_cols],
-        };
-        sentence::for_each_ranked(&dev.x, tie, |i, ranked| {
-            for (k, &g) in ranked.iter().enumerate() {
-                let v = rec.intercept + rec.slope * ((1 + k) as f64).log10() + r[g as usize];
-                m.data[i * m.cols + g as usize] = v.max(0.0) as f32;
-            }
-        });
-        Ok(m)
+        deviation::sentence_features(x, &r, tie, (rec.slope, rec.intercept))
     };
     let svm = Classifier::Svm(s.svm.clone());
     let ev = classify::evaluate_per_fold(features, labels, folds, &svm, tch::Device::Cpu)?;
