@@ -11,6 +11,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
 scripts/fetch-data.sh
+# the sharded workflow's test runs workflow/Snakefile with Snakemake (PyPI) from the project venv
+python -c "import snakemake" 2>/dev/null || python -m pip install -q "snakemake==9.27.1"
 # the snapshot guard runs the default reproduce into this stage cache (warm after scripts/reproduce.sh)
 export CELLSENTENCE_TEST_CACHE="${CELLSENTENCE_TEST_CACHE:-$ROOT/.cache/stages}"
 cargo test --release --locked "$@"

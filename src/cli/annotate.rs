@@ -20,8 +20,9 @@ pub enum ClassifierArg {
 /// `annotate` options.
 #[derive(Debug, Args)]
 pub struct AnnotateArgs {
-    /// Features, cells × dimensions (.npy, float32/float64). Rows are the file's cells in order, or
-    /// the cells listed in <embeddings>.cells.txt (written by `embed`).
+    /// Features, cells × dimensions: .npy (float32/float64; rows are the file's cells in order, or
+    /// the cells listed in <embeddings>.cells.txt, written by `embed`), or an .h5ad from `embed`
+    /// or `merge` (obsm["X_cell_sentence"], rows named by its obs index).
     #[arg(long)]
     pub embeddings: PathBuf,
     /// The dataset the rows belong to (labels and batches are read from its obs).
@@ -94,8 +95,9 @@ impl AnnotateArgs {
     }
 }
 
-/// Reads the labels (and batches) of the rows of `embeddings`.
-fn row_annotations(a: &RowSource<'_>) -> Result<Rows> {
+/// Reads the labels (and batches) of the rows of `embeddings`; `listed`: the rows' cell names
+/// (from `<embeddings>.cells.txt` or the `.h5ad`'s obs index) and where they come from.
+fn row_annotations(a: &RowSource<'_>, listed: Option<(&Path, &[String])>) -> Result<Rows> {
     let (entry, ds) = load(&InputArgs {
         input: a.input.to_string(),
         layer: None,
@@ -104,20 +106,19 @@ fn row_annotations(a: &RowSource<'_>) -> Result<Rows> {
     })?;
     let labels = ds.obs_optional(a.label_key)?;
     let batches = a.batch_key.map(|k| ds.obs_optional(k)).transpose()?;
-    let listed = a.embeddings.with_extension("cells.txt");
-    let rows: Vec<usize> = if listed.is_file() {
-        let text = std::fs::read_to_string(&listed).map_err(|e| Error::io(&listed, e))?;
+    let rows: Vec<usize> = if let Some((listed, names)) = listed {
         let pos: std::collections::HashMap<&str, usize> = ds
             .cells
             .iter()
             .enumerate()
             .map(|(i, c)| (c.as_str(), i))
             .collect();
-        text.lines()
+        names
+            .iter()
             .map(|c| {
-                pos.get(c).copied().ok_or_else(|| {
+                pos.get(c.as_str()).copied().ok_or_else(|| {
                     Error::bad_value(
-                        &listed,
+                        listed,
                         "cell",
                         format!("`{c}` is not a cell of {}", entry.path.display()),
                         "embed and annotate the same file",
@@ -171,8 +172,20 @@ fn row_annotations(a: &RowSource<'_>) -> Result<Rows> {
 
 /// The embedding's rows that have a label (and a batch), with their annotations.
 pub(super) fn labelled_rows(a: &RowSource<'_>) -> Result<(crate::npy::Matrix, Rows)> {
-    let x = crate::npy::read(a.embeddings)?;
-    let r = row_annotations(a)?;
+    let (x, names) = if a.embeddings.extension().is_some_and(|e| e == "h5ad") {
+        let e = crate::data::h5ad_out::read_embeddings(a.embeddings)?;
+        (e.m, Some((a.embeddings.to_path_buf(), e.cells)))
+    } else {
+        let listed = a.embeddings.with_extension("cells.txt");
+        let names = if listed.is_file() {
+            let text = std::fs::read_to_string(&listed).map_err(|e| Error::io(&listed, e))?;
+            Some((listed, text.lines().map(String::from).collect()))
+        } else {
+            None
+        };
+        (crate::npy::read(a.embeddings)?, names)
+    };
+    let r = row_annotations(a, names.as_ref().map(|(p, n)| (p.as_path(), n.as_slice())))?;
     if x.rows != r.total {
         return Err(Error::bad_value(
             a.embeddings,

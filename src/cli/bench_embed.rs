@@ -61,6 +61,7 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
             n_top: 2000,
             on: pipeline::HvgInput::Log,
             batch_key: None,
+            hvg_list: None,
         },
     };
     let (_, words) = sentence_words(&a.input, &src, Some(200))?;

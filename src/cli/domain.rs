@@ -106,3 +106,26 @@ pub fn range(s: &str) -> std::result::Result<(usize, usize), String> {
     }
     Ok((a, b))
 }
+
+/// `K/N`: the K-th (1-based) of N equal parts, 1 ≤ K ≤ N.
+pub fn shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not K/N (e.g. 2/8: the second of 8 shards)"))?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{v}` is not a whole number"))
+    };
+    let (k, n) = (num(k)?, num(n)?);
+    if k == 0 || k > n {
+        return Err(format!("K must be in 1..={n} (shards are numbered from 1)"));
+    }
+    Ok((k, n))
+}
+
+/// The cells `START..END` of shard `k` of `n` over `total` cells (the parts differ by one cell at
+/// most; together they cover every cell once).
+pub fn shard_cells((k, n): (usize, usize), total: usize) -> (usize, usize) {
+    ((k - 1) * total / n, k * total / n)
+}

@@ -96,8 +96,12 @@ pub struct EmbedArgs {
     /// Embed only the cells START..END (0-based, END excluded) of the QC-kept cells: one shard
     /// of a sharded run. Sentences are made for every cell first (the tie shuffle runs through
     /// all cells), so the shards' rows, stacked, equal one unsharded run byte for byte.
-    #[arg(long, value_parser = domain::range)]
+    #[arg(long, value_parser = domain::range, conflicts_with = "shard")]
     pub cells: Option<(usize, usize)>,
+    /// Embed only shard K of N (1 ≤ K ≤ N): the cells (K−1)·n/N .. K·n/N of the n QC-kept cells,
+    /// as `--cells` would (the form a workflow engine's job index gives; `merge` stacks them).
+    #[arg(long, value_parser = domain::shard)]
+    pub shard: Option<(usize, usize)>,
 }
 
 /// Device, precision and batching.
@@ -301,6 +305,15 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     for out in std::iter::once(&a.out).chain(&names_file) {
         check_out("--out", out, &inputs, OutKind::File)?;
     }
+    // the input's digest before it is read: shards of one run must read the same bytes (`merge`)
+    let input_digest = match (&a.input, to_h5ad) {
+        (Some(input), true) => {
+            let dirs = crate::data::default_data_dirs(a.source.dirs.data_dir.as_deref());
+            let entry = crate::data::resolve(input, &dirs)?;
+            Some(Cache::new(&a.cache, false).file_digest(&entry.path)?)
+        }
+        _ => None,
+    };
     let (cells, texts) = match (&a.input, &a.prompts) {
         (_, Some(p)) => {
             let t = read_prompts(p)?;
@@ -326,8 +339,18 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         }
         (None, None) => return Err(Error::param("input", "give --input or --prompts")),
     };
-    let (cells, texts) = match a.cells {
+    let n_cells = cells.len();
+    let range = a
+        .cells
+        .or_else(|| a.shard.map(|s| domain::shard_cells(s, n_cells)));
+    let (cells, texts) = match range {
         None => (cells, texts),
+        Some((start, end)) if start == end => {
+            return Err(Error::param(
+                "--shard",
+                format!("shard {start}:{end} of {n_cells} cells is empty; use fewer shards"),
+            ))
+        }
         Some((start, end)) if end <= cells.len() => {
             (cells[start..end].to_vec(), texts[start..end].to_vec())
         }
@@ -375,7 +398,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         &a.out.display().to_string(),
     )?;
     if to_h5ad {
-        let about = embedding_about(a)?;
+        let about = embedding_about(a, range, n_cells, input_digest)?;
         crate::data::h5ad_out::write_embeddings(&a.out, &cells, &m, &about)?;
     } else {
         write_embedding_pair(&a.out, &names, &m, &cells)?;
@@ -395,16 +418,44 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `uns["cellsentence"]` says about an embedding: the input, the model and its manifests
-/// (`cellsentence.json`, `corpus.json` where the model has them), the layer and pooling.
-fn embedding_about(a: &EmbedArgs) -> Result<serde_json::Value> {
+/// What `uns["cellsentence"]` says about an embedding: the input (and its digest), how its
+/// sentences were built, the model and its manifests (`cellsentence.json`, `corpus.json` where
+/// the model has them), the layer and pooling, and the shard (`cells`) of the `n_cells` cells.
+fn embedding_about(
+    a: &EmbedArgs,
+    range: Option<(usize, usize)>,
+    n_cells: usize,
+    input_sha256: Option<String>,
+) -> Result<serde_json::Value> {
+    let s = &a.source;
+    let hvg_list = s.prep.hvg_list.as_deref();
     Ok(serde_json::json!({
         "input": a.input,
+        "input_sha256": input_sha256,
         "prompts": a.prompts,
+        "sentences": {
+            "genes": s.genes.to_string(),
+            "tie_seed": s.tie_seed,
+            "max_genes": a.max_genes,
+            "adata_layer": s.adata_layer,
+            "raw": s.raw,
+            "no_preprocess": s.prep.no_preprocess,
+            "flavor": s.prep.flavor.to_string(),
+            "n_top": s.prep.n_top,
+            "on": s.prep.on.to_string(),
+            "batch_key": s.prep.batch_key,
+            "hvg_list": hvg_list,
+            "hvg_list_sha256": hvg_list.map(|p| Cache::new(&a.cache, false).file_digest(p)).transpose()?,
+            "organism": a.organism,
+            "templates": a.templates,
+            "template_seed": a.template_seed,
+            "num_genes_actual": a.num_genes_actual,
+        },
         "model": a.model,
         "layer": a.layer,
         "pool": a.pool.to_string(),
-        "cells": a.cells.map(|(s, e)| format!("{s}:{e}")),
+        "cells": range.map(|(s, e)| format!("{s}:{e}")),
+        "n_cells": n_cells,
         "model_meta": lm::ModelMeta::read(&a.model)?,
         "corpus": lm::Corpus::read(&a.model)?,
         "made_by": format!("cellsentence {}", env!("CARGO_PKG_VERSION")),

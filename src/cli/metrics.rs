@@ -13,8 +13,9 @@ use crate::report::Table;
 /// `metrics` options.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Embedding, cells × dimensions (.npy, float32/float64). Rows are the input's cells in order,
-    /// or the cells listed in <embeddings>.cells.txt (written by `embed`).
+    /// Embedding, cells × dimensions: .npy (float32/float64; rows are the input's cells in order,
+    /// or the cells listed in <embeddings>.cells.txt, written by `embed`), or an .h5ad from
+    /// `embed` or `merge` (obsm["X_cell_sentence"], rows named by its obs index).
     #[arg(long)]
     pub embeddings: PathBuf,
     /// The dataset the rows belong to (labels and batches are read from its obs).

@@ -3,6 +3,7 @@ mod annotate;
 mod bench_embed;
 pub mod domain;
 mod lm;
+mod merge;
 mod metrics;
 mod probe;
 
@@ -52,6 +53,9 @@ pub enum Command {
     Reproduce(ReproduceArgs),
     /// Embed cells (or prompts) with a GPT-NeoX model directory; writes a cells × hidden .npy.
     Embed(lm::EmbedArgs),
+    /// Stack the shards of a sharded `embed` run (.h5ad, any order) into one .h5ad; a missing,
+    /// overlapping or foreign shard is refused.
+    Merge(merge::MergeArgs),
     /// Train a small cell-sentence language model on a dataset's sentences (Hugging Face layout).
     TrainLm(lm::TrainArgs),
     /// Pretrain one cell-sentence LM on every reachable dataset except the held-out ones; writes
@@ -160,6 +164,10 @@ pub struct PrepArgs {
     /// obs column with batches (scanpy's batch_key).
     #[arg(long)]
     pub batch_key: Option<String>,
+    /// Take the HVG set from this file (one gene a line, as `cellsentence hvg` prints it) instead
+    /// of selecting it: the jobs of a sharded run select once and share the list.
+    #[arg(long)]
+    pub hvg_list: Option<PathBuf>,
 }
 
 /// `hvg` options.
@@ -379,18 +387,24 @@ fn print_out(s: &str) -> Result<()> {
 
 fn cmd_hvg(a: &HvgArgs) -> Result<()> {
     let p = prepare(&a.input, &a.prep)?;
-    let h = pipeline::select_hvg(
-        &p,
-        &hvg_params(&a.prep),
-        a.prep.on,
-        a.prep.batch_key.as_deref(),
-    )?;
+    let h = hvg_for(&p, &a.prep)?;
     let mut out = String::new();
     for j in h.indices() {
         out.push_str(&p.data.genes[j]);
         out.push('\n');
     }
     print_out(&out)
+}
+
+/// The HVG set of `p`: read from `--hvg-list` when given, else selected.
+fn hvg_for(p: &Prepared, prep: &PrepArgs) -> Result<crate::hvg::HvgResult> {
+    match &prep.hvg_list {
+        Some(list) => {
+            let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
+            crate::hvg::HvgResult::from_list(&p.data.genes, list, &text)
+        }
+        None => pipeline::select_hvg(p, &hvg_params(prep), prep.on, prep.batch_key.as_deref()),
+    }
 }
 
 /// Prepares an input and builds its sentences (HVG-only when `genes` says so): the data and one
@@ -403,12 +417,7 @@ fn prepared_sentences(
 ) -> Result<(Prepared, Vec<String>)> {
     let p = prepare(input, prep)?;
     let h = match genes {
-        GeneSet::Hvg => Some(pipeline::select_hvg(
-            &p,
-            &hvg_params(prep),
-            prep.on,
-            prep.batch_key.as_deref(),
-        )?),
+        GeneSet::Hvg => Some(hvg_for(&p, prep)?),
         GeneSet::All => None,
     };
     let s = pipeline::sentences(&p, genes, h.as_ref(), params)?;
@@ -437,12 +446,7 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
         Order::Deviation => {
             let p = prepare(&a.input, &a.prep)?;
             let h = match a.genes {
-                GeneSet::Hvg => Some(pipeline::select_hvg(
-                    &p,
-                    &hvg_params(&a.prep),
-                    a.prep.on,
-                    a.prep.batch_key.as_deref(),
-                )?),
+                GeneSet::Hvg => Some(hvg_for(&p, &a.prep)?),
                 GeneSet::All => None,
             };
             let s = pipeline::deviation_sentences(&p, a.genes, h.as_ref(), &params)?;
@@ -468,12 +472,7 @@ fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
     let x = match a.genes {
         GeneSet::All => p.data.x.clone(),
         GeneSet::Hvg => {
-            let h = pipeline::select_hvg(
-                &p,
-                &hvg_params(&a.prep),
-                a.prep.on,
-                a.prep.batch_key.as_deref(),
-            )?;
+            let h = hvg_for(&p, &a.prep)?;
             p.data.x.select_cols(&h.indices())
         }
     };
@@ -596,6 +595,7 @@ pub fn main() -> i32 {
         Command::Embed(a) => lm::cmd_embed(a),
         Command::Annotate(a) => annotate::cmd_annotate(a),
         Command::Metrics(a) => metrics::cmd_metrics(a),
+        Command::Merge(a) => merge::cmd_merge(a),
         Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
         Command::PretrainLm(a) => lm::cmd_pretrain(a, cli.quiet),
         Command::LmProbe(a) => probe::cmd_probe(a),

@@ -74,3 +74,220 @@ pub fn write_embeddings(
     }
     renamed
 }
+
+/// An embedding read back from an `.h5ad` that [`write_embeddings`] wrote.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    /// The `obs` index.
+    pub cells: Vec<String>,
+    /// `obsm[OBSM_KEY]`, cells × dims.
+    pub m: Matrix,
+    /// `uns[UNS_KEY]`, parsed (`null` when the file has none).
+    pub about: serde_json::Value,
+}
+
+/// Reads the cells, `obsm[OBSM_KEY]` (float32) and `uns[UNS_KEY]` of `path`.
+pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
+    let fail = |what: String| {
+        Error::format(
+            path,
+            what,
+            format!("pass an .h5ad written by `cellsentence embed --out X.h5ad` (obsm[\"{OBSM_KEY}\"], float32)"),
+        )
+    };
+    if !path.is_file() {
+        return Err(Error::io(path, std::io::ErrorKind::NotFound.into()));
+    }
+    type Parts = (Vec<String>, Option<Array2<f32>>, Option<String>);
+    let read = (|| -> anyhow::Result<Parts> {
+        let store = <H5 as anndata::Backend>::open(path)?;
+        let a = AnnData::<H5>::open(store)?;
+        let cells = a.obs_names().into_vec();
+        let x = a.obsm().get_item::<Array2<f32>>(OBSM_KEY)?;
+        let about = a.uns().get_item::<String>(UNS_KEY).ok().flatten();
+        Ok((cells, x, about))
+    })();
+    let (cells, x, about) = read.map_err(|e| fail(format!("reading AnnData: {e:#}")))?;
+    let x = x.ok_or_else(|| fail(format!("has no obsm[\"{OBSM_KEY}\"]")))?;
+    if x.nrows() != cells.len() {
+        return Err(fail(format!(
+            "obsm[\"{OBSM_KEY}\"] has {} rows for {} cells",
+            x.nrows(),
+            cells.len()
+        )));
+    }
+    let about = match about {
+        Some(s) => serde_json::from_str(&s)
+            .map_err(|e| fail(format!("uns[\"{UNS_KEY}\"] is not JSON ({e})")))?,
+        None => serde_json::Value::Null,
+    };
+    let (rows, cols) = x.dim();
+    Ok(Embeddings {
+        cells,
+        m: Matrix {
+            rows,
+            cols,
+            data: x.iter().copied().collect(),
+        },
+        about,
+    })
+}
+
+/// The cell range `START:END` of a shard (`uns[UNS_KEY]["cells"]`; the whole input when unset)
+/// and the input's cell count (`["n_cells"]`).
+fn shard_range(path: &Path, about: &serde_json::Value) -> Result<(usize, usize, usize)> {
+    let field = format!("uns/{UNS_KEY}/n_cells");
+    let n = about["n_cells"].as_u64().ok_or_else(|| {
+        Error::missing(
+            path,
+            &field,
+            "embed the shard again with this version (it records the input's cell count)",
+        )
+    })? as usize;
+    match about["cells"].as_str() {
+        None => Ok((0, n, n)),
+        Some(r) => {
+            let bad = || {
+                Error::bad_value(
+                    path,
+                    format!("uns/{UNS_KEY}/cells"),
+                    format!("`{r}` is not a shard range START:END within {n} cells"),
+                    "embed the shard again with `embed --cells START:END`",
+                )
+            };
+            let (s, e) = r.split_once(':').ok_or_else(bad)?;
+            let s: usize = s.parse().map_err(|_| bad())?;
+            let e: usize = e.parse().map_err(|_| bad())?;
+            if s >= e || e > n {
+                return Err(bad());
+            }
+            Ok((s, e, n))
+        }
+    }
+}
+
+/// Stacks the shards of one sharded `embed` run (any order) into the embedding of all its cells,
+/// as one unsharded run writes it (`uns["cells"]` unset, `["shards"]` listing the files).
+/// Refused, naming the file and the field: shards of different runs (input, model, layer, …),
+/// overlapping shards, and cells no shard covers (a missing shard).
+pub fn merge_shards(shards: &[(std::path::PathBuf, Embeddings)]) -> Result<Embeddings> {
+    let Some((first_path, first)) = shards.first() else {
+        return Err(Error::param("shards", "give at least one shard"));
+    };
+    let run = |a: &serde_json::Value| {
+        let mut a = a.clone();
+        if let Some(o) = a.as_object_mut() {
+            o.remove("cells");
+        }
+        a
+    };
+    let reference = run(&first.about);
+    let mut ranges = Vec::with_capacity(shards.len());
+    for (i, (path, e)) in shards.iter().enumerate() {
+        let this = run(&e.about);
+        if this != reference {
+            let key = reference
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.as_str())
+                .chain(
+                    this.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, _)| k.as_str()),
+                )
+                .find(|k| reference[*k] != this[*k])
+                .unwrap_or("");
+            return Err(Error::bad_value(
+                path,
+                format!("uns/{UNS_KEY}/{key}"),
+                format!(
+                    "is {} but {} has {}: the shards come from different runs",
+                    this[key],
+                    first_path.display(),
+                    reference[key]
+                ),
+                "merge the shards of one run (same input, model, layer, pool and options)",
+            ));
+        }
+        if e.m.cols != first.m.cols {
+            return Err(Error::bad_value(
+                path,
+                format!("obsm/{OBSM_KEY}"),
+                format!(
+                    "has {} dims, {} has {}",
+                    e.m.cols,
+                    first_path.display(),
+                    first.m.cols
+                ),
+                "merge the shards of one run",
+            ));
+        }
+        let (s, end, n) = shard_range(path, &e.about)?;
+        if e.m.rows != end - s {
+            return Err(Error::bad_value(
+                path,
+                format!("obsm/{OBSM_KEY}"),
+                format!("has {} rows for the shard {s}:{end}", e.m.rows),
+                "embed the shard again",
+            ));
+        }
+        ranges.push((s, end, n, i));
+    }
+    ranges.sort_unstable();
+    let n = ranges[0].2;
+    let mut next = 0;
+    for &(s, end, _, i) in &ranges {
+        let path = &shards[i].0;
+        if s > next {
+            return Err(Error::bad_value(
+                path,
+                format!("uns/{UNS_KEY}/cells"),
+                format!("cells {next}:{s} of {n} are in no shard (a shard is missing)"),
+                format!("embed them (`embed --cells {next}:{s}` with the same options) and merge all shards"),
+            ));
+        }
+        if s < next {
+            return Err(Error::bad_value(
+                path,
+                format!("uns/{UNS_KEY}/cells"),
+                format!("the shard {s}:{end} overlaps cells below {next} of another shard"),
+                "merge each shard once, and shards that do not overlap",
+            ));
+        }
+        next = end;
+    }
+    if next < n {
+        return Err(Error::bad_value(
+            &shards[ranges[ranges.len() - 1].3].0,
+            format!("uns/{UNS_KEY}/cells"),
+            format!("cells {next}:{n} of {n} are in no shard (a shard is missing)"),
+            format!("embed them (`embed --cells {next}:{n}` with the same options) and merge all shards"),
+        ));
+    }
+    let mut cells = Vec::with_capacity(n);
+    let mut data = Vec::with_capacity(n * first.m.cols);
+    for &(_, _, _, i) in &ranges {
+        cells.extend(shards[i].1.cells.iter().cloned());
+        data.extend_from_slice(&shards[i].1.m.data);
+    }
+    let mut about = reference;
+    if let Some(o) = about.as_object_mut() {
+        o.insert("cells".into(), serde_json::Value::Null);
+        let files: Vec<String> = ranges
+            .iter()
+            .map(|&(_, _, _, i)| shards[i].0.display().to_string())
+            .collect();
+        o.insert("shards".into(), files.into());
+    }
+    Ok(Embeddings {
+        cells,
+        m: Matrix {
+            rows: n,
+            cols: first.m.cols,
+            data,
+        },
+        about,
+    })
+}

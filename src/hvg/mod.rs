@@ -105,6 +105,52 @@ pub struct HvgResult {
 }
 
 impl HvgResult {
+    /// The selection a gene list names (one gene a line; `list` is its file, for errors), over
+    /// `genes`. Only the mask is known: means and scores are NaN, `n_batches` 0.
+    pub fn from_list(genes: &[String], list: &std::path::Path, text: &str) -> Result<Self> {
+        let pos: std::collections::HashMap<&str, usize> = genes
+            .iter()
+            .enumerate()
+            .map(|(j, g)| (g.as_str(), j))
+            .collect();
+        let mut mask = vec![false; genes.len()];
+        let fix = "make the list with `cellsentence hvg` on the same input and options";
+        for (i, g) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let g = g.trim();
+            let j = *pos.get(g).ok_or_else(|| {
+                Error::bad_value(
+                    list,
+                    format!("line {}", i + 1),
+                    format!("`{g}` is not a gene of the input (after QC)"),
+                    fix,
+                )
+            })?;
+            if std::mem::replace(&mut mask[j], true) {
+                return Err(Error::bad_value(
+                    list,
+                    format!("line {}", i + 1),
+                    format!("`{g}` is listed twice"),
+                    fix,
+                ));
+            }
+        }
+        if !mask.contains(&true) {
+            return Err(Error::format(list, "lists no gene", fix));
+        }
+        let n = genes.len();
+        Ok(HvgResult {
+            highly_variable: mask,
+            means: vec![f64::NAN; n],
+            score: vec![f64::NAN; n],
+            n_batches: vec![0; n],
+            tie_dependent: vec![false; n],
+        })
+    }
+
     /// Indices of the selected genes, increasing.
     pub fn indices(&self) -> Vec<usize> {
         (0..self.highly_variable.len())
