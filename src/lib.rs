@@ -33,6 +33,7 @@ pub mod report;
 pub mod reproduce;
 pub mod sentence;
 pub mod stats;
+pub mod stream;
 pub mod validate;
 
 pub use error::{Error, Result};

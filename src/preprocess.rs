@@ -173,9 +173,27 @@ pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
         .map(|g| g.starts_with(&p.mt_prefix))
         .collect();
     let m = qc_metrics(x, &step1, &gene_ok, &is_mt);
+    let (kept_cells, removed_max_genes, removed_mt) = cell_filter(&m, &step1, p);
+    let report = QcReport {
+        cells_in: x.n_rows,
+        genes_in: x.n_cols,
+        removed_genes: x.n_cols - kept_genes.len(),
+        kept_cells,
+        kept_genes,
+        removed_min_genes,
+        removed_max_genes,
+        removed_mt,
+    };
+    check_report(&report, step1.len(), p, &ds.source)?;
+    Ok(report)
+}
+
+/// The `max_genes` / `max_pct_mt` filters on the cells `rows` (metrics `m`, in that order): the
+/// kept cells and how many each filter removed.
+pub fn cell_filter(m: &QcMetrics, rows: &[usize], p: &QcParams) -> (Vec<usize>, usize, usize) {
     let (mut removed_max_genes, mut removed_mt) = (0, 0);
-    let mut kept_cells = Vec::with_capacity(step1.len());
-    for (k, &r) in step1.iter().enumerate() {
+    let mut kept_cells = Vec::with_capacity(rows.len());
+    for (k, &r) in rows.iter().enumerate() {
         let ok_genes = p.max_genes.is_none_or(|mx| m.n_genes_by_counts[k] < mx);
         // NaN (empty cell) compares false, so such a cell is removed, as in scanpy/pandas.
         let ok_mt = p.max_pct_mt.is_none_or(|mx| m.pct_counts_mt[k] < mx);
@@ -189,24 +207,25 @@ pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
             kept_cells.push(r);
         }
     }
-    let report = QcReport {
-        cells_in: x.n_rows,
-        genes_in: x.n_cols,
-        removed_genes: x.n_cols - kept_genes.len(),
-        kept_cells,
-        kept_genes,
-        removed_min_genes,
-        removed_max_genes,
-        removed_mt,
-    };
-    if report.kept_genes.is_empty() && !step1.is_empty() {
+    (kept_cells, removed_max_genes, removed_mt)
+}
+
+/// Refuses a QC result without cells or genes, saying which filter emptied it (`step1`: the
+/// cells that passed `min_genes`).
+pub fn check_report(
+    report: &QcReport,
+    step1: usize,
+    p: &QcParams,
+    source: &std::path::Path,
+) -> Result<()> {
+    if report.kept_genes.is_empty() && step1 > 0 {
         // the gene filter empties every cell, so the cell filters after it are not the cause
         return Err(Error::Empty {
-            path: ds.source.clone(),
+            path: source.to_path_buf(),
             what: format!(
                 "0 genes left after QC: no gene is detected in min_cells = {} of the {} cells that pass min_genes = {} ({} cells in)",
                 p.min_cells,
-                step1.len(),
+                step1,
                 p.min_genes,
                 report.cells_in
             ),
@@ -219,7 +238,7 @@ pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
     if report.kept_cells.is_empty() || report.kept_genes.is_empty() {
         let limit = |v: Option<String>| v.unwrap_or_else(|| "no limit".into());
         return Err(Error::Empty {
-            path: ds.source.clone(),
+            path: source.to_path_buf(),
             what: format!(
                 "0 cells left after QC ({} cells in; removed: {} with < {} genes, {} with >= {} genes, {} with >= {} % `{}` counts; {} genes in < {} cells)",
                 report.cells_in,
@@ -236,13 +255,18 @@ pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
             fix: "check that X holds raw counts of whole transcriptomes, or relax `qc` thresholds in the experiment file (e.g. min_genes)".into(),
         });
     }
-    Ok(report)
+    Ok(())
 }
 
 /// scanpy's `normalize_total(target_sum)`: scales every cell to `target_sum` total counts
 /// (default: the median of the cells' totals). Returns the target used.
 pub fn normalize_total(ds: &mut Dataset, target_sum: Option<f32>) -> f32 {
-    let x = &mut ds.x;
+    normalize_rows(&mut ds.x, target_sum)
+}
+
+/// [`normalize_total`] of a matrix (a whole dataset, or a row chunk with the whole dataset's
+/// target).
+pub fn normalize_rows(x: &mut Csr, target_sum: Option<f32>) -> f32 {
     let totals: Vec<f32> = x.row_sums().into_iter().map(|t| t as f32).collect();
     let target = target_sum.unwrap_or_else(|| median_f32(&totals));
     let factors: Vec<f32> = totals
@@ -292,15 +316,20 @@ pub fn median_f32(v: &[f32]) -> f32 {
 
 /// scanpy's `log1p(base)`: `ln(1 + x)` (f32), divided by `ln(base)` (f64) when a base is given.
 pub fn log1p(ds: &mut Dataset, base: Option<f64>) {
+    log1p_values(&mut ds.x, base);
+    ds.state = XState::LogNormalized { base };
+}
+
+/// [`log1p`] of a matrix's stored values.
+pub fn log1p_values(x: &mut Csr, base: Option<f64>) {
     let lb = base.map(f64::ln);
-    ds.x.data.par_iter_mut().for_each(|v| {
+    x.data.par_iter_mut().for_each(|v| {
         let l = v.ln_1p();
         *v = match lb {
             Some(lb) => (l as f64 / lb) as f32,
             None => l,
         };
     });
-    ds.state = XState::LogNormalized { base };
 }
 
 /// Parameters of the whole preprocessing stage.

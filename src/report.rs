@@ -214,3 +214,107 @@ pub fn write_frame(df: &DataFrame, dir: &Path, stem: &str, heading: &str) -> Res
     )?;
     Ok(t)
 }
+
+/// Cell sentences written to Parquet as they come (columns `cell`, `sentence`, `n_genes`, as
+/// [`write_sentences`]), a row group every `BATCH` cells: nothing is held but one batch. Written
+/// beside the path and renamed by [`SentenceParquet::finish`]: whole or absent.
+pub struct SentenceParquet {
+    writer: Option<polars::io::parquet::write::BatchedWriter<std::fs::File>>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    cells: Vec<String>,
+    sentences: Vec<String>,
+    rows: usize,
+}
+
+impl SentenceParquet {
+    const BATCH: usize = 65_536;
+
+    /// Starts writing `path`.
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = crate::output::write_temp(dir, &[])?;
+        Ok(SentenceParquet {
+            writer: None,
+            tmp,
+            path: path.to_path_buf(),
+            cells: Vec::new(),
+            sentences: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Adds one cell's sentence.
+    pub fn push(&mut self, cell: &str, sentence: &str) -> Result<()> {
+        self.cells.push(cell.to_string());
+        self.sentences.push(sentence.to_string());
+        if self.cells.len() >= Self::BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        use polars::prelude::ParquetWriter;
+        let fail = |e: &dyn std::fmt::Display| {
+            Error::param("parquet", format!("{}: {e}", self.path.display()))
+        };
+        let cells = std::mem::take(&mut self.cells);
+        let sentences = std::mem::take(&mut self.sentences);
+        let n_genes = sentences
+            .iter()
+            .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64)
+            .collect();
+        self.rows += cells.len();
+        let df = frame(vec![
+            ("cell", Col::Str(cells.into_iter().map(Some).collect())),
+            (
+                "sentence",
+                Col::Str(sentences.into_iter().map(Some).collect()),
+            ),
+            ("n_genes", Col::I64(n_genes)),
+        ])?;
+        if self.writer.is_none() {
+            let f = std::fs::File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+            let w = ParquetWriter::new(f)
+                .batched(df.schema())
+                .map_err(|e| fail(&e))?;
+            self.writer = Some(w);
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.write_batch(&df).map_err(|e| fail(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the last batch and renames the file into place; returns the number of rows.
+    pub fn finish(mut self) -> Result<usize> {
+        let done = (|| {
+            if !self.cells.is_empty() || self.writer.is_none() {
+                self.flush()?;
+            }
+            if let Some(w) = self.writer.take() {
+                w.finish().map_err(|e| {
+                    Error::param("parquet", format!("{}: {e}", self.path.display()))
+                })?;
+            }
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
+        })();
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        done.map(|()| self.rows)
+    }
+}
+
+impl Drop for SentenceParquet {
+    /// An unfinished file (an error on the way) is removed.
+    fn drop(&mut self) {
+        if self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

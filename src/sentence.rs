@@ -112,12 +112,25 @@ pub fn for_each_ranked_map<T: Send>(
     x: &Csr,
     seed: u32,
     map: impl Fn(&[u32]) -> T + Sync,
+    f: impl FnMut(usize, T),
+) {
+    let mut rng = NumpyLegacyRng::new(seed);
+    let pb = crate::progress::Progress::bar(x.n_rows > 20_000, x.n_rows as u64, "cell sentences");
+    ranked_map_with(x, &mut rng, Some(&pb), map, f);
+    pb.finish();
+}
+
+/// [`for_each_ranked_map`] drawing from `rng`, which carries the shuffle stream on to the next
+/// call (a matrix arriving in row chunks).
+fn ranked_map_with<T: Send>(
+    x: &Csr,
+    rng: &mut NumpyLegacyRng,
+    pb: Option<&crate::progress::Progress>,
+    map: impl Fn(&[u32]) -> T + Sync,
     mut f: impl FnMut(usize, T),
 ) {
     use rayon::prelude::*;
     const WINDOW: usize = 1024;
-    let mut rng = NumpyLegacyRng::new(seed);
-    let pb = crate::progress::Progress::bar(x.n_rows > 20_000, x.n_rows as u64, "cell sentences");
     let mut start = 0;
     while start < x.n_rows {
         let end = (start + WINDOW).min(x.n_rows);
@@ -135,10 +148,59 @@ pub fn for_each_ranked_map<T: Send>(
         for (k, t) in out.into_iter().enumerate() {
             f(start + k, t);
         }
-        pb.inc((end - start) as u64);
+        if let Some(pb) = pb {
+            pb.inc((end - start) as u64);
+        }
         start = end;
     }
-    pb.finish();
+}
+
+/// Sentences of a matrix that arrives in row chunks: the tie-shuffle stream runs on from one
+/// chunk to the next, so the sentences equal [`cell_sentences`] of the stacked chunks.
+pub struct SentenceStream {
+    rng: NumpyLegacyRng,
+    words: Vec<String>,
+    max_genes: Option<usize>,
+}
+
+impl SentenceStream {
+    /// A stream over matrices whose columns are `genes`.
+    pub fn new(genes: &[String], p: &SentenceParams) -> Result<Self> {
+        crate::validate::Validate::validate(p)?;
+        Ok(SentenceStream {
+            rng: NumpyLegacyRng::new(p.seed),
+            words: gene_words(genes)?,
+            max_genes: p.max_genes,
+        })
+    }
+
+    /// Hands the sentences of the next chunk's rows to `f` (row index within the chunk).
+    pub fn feed(&mut self, x: &Csr, f: impl FnMut(usize, &str)) -> Result<()> {
+        if self.words.len() != x.n_cols {
+            return Err(Error::param(
+                "genes",
+                format!("{} names for {} columns", self.words.len(), x.n_cols),
+            ));
+        }
+        let (words, max_genes) = (&self.words, self.max_genes);
+        let build = |ranked: &[u32]| sentence_text(words, ranked, max_genes);
+        let mut f = f;
+        ranked_map_with(x, &mut self.rng, None, build, |r, s: String| f(r, &s));
+        Ok(())
+    }
+}
+
+/// The first `max_genes` words of a ranking, space-separated.
+fn sentence_text(words: &[String], ranked: &[u32], max_genes: Option<usize>) -> String {
+    let take = max_genes.unwrap_or(usize::MAX).min(ranked.len());
+    let mut s = String::with_capacity(take * 8);
+    for (k, &j) in ranked[..take].iter().enumerate() {
+        if k > 0 {
+            s.push(' ');
+        }
+        s.push_str(&words[j as usize]);
+    }
+    s
 }
 
 /// Key whose unsigned order is the total order of f32 values.
@@ -218,17 +280,7 @@ pub fn for_each_sentence(
         ));
     }
     let words = gene_words(genes)?;
-    let build = |ranked: &[u32]| {
-        let take = p.max_genes.unwrap_or(usize::MAX).min(ranked.len());
-        let mut s = String::with_capacity(take * 8);
-        for (k, &j) in ranked[..take].iter().enumerate() {
-            if k > 0 {
-                s.push(' ');
-            }
-            s.push_str(&words[j as usize]);
-        }
-        s
-    };
+    let build = |ranked: &[u32]| sentence_text(&words, ranked, p.max_genes);
     for_each_ranked_map(x, p.seed, build, |r, s: String| f(r, &s));
     Ok(())
 }

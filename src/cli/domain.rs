@@ -129,3 +129,23 @@ pub fn shard(s: &str) -> std::result::Result<(usize, usize), String> {
 pub fn shard_cells((k, n): (usize, usize), total: usize) -> (usize, usize) {
     ((k - 1) * total / n, k * total / n)
 }
+
+/// A size in bytes: a number with an optional unit K, M, G or T (powers of 1024), e.g. `2G`.
+pub fn bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 2G, 500M, 1048576)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("`{s}` must be a positive size"));
+    }
+    Ok((v * mult as f64) as u64)
+}

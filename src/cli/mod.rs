@@ -6,6 +6,7 @@ mod lm;
 mod merge;
 mod metrics;
 mod probe;
+mod stream;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -203,6 +204,13 @@ pub struct SentenceArgs {
     /// stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Stream the .h5ad in chunks of N cells (QC, normalization, seurat_v3 HVG and sentences in
+    /// passes over the file; memory holds one chunk): the same output as in memory.
+    #[arg(long, value_parser = self::domain::count())]
+    pub chunk_cells: Option<usize>,
+    /// Files larger than this stream in chunks of 10,000 cells when the options allow (e.g. 2G).
+    #[arg(long, value_parser = self::domain::bytes, default_value = "2G")]
+    pub max_memory: u64,
 }
 
 /// `reconstruct` options.
@@ -436,6 +444,9 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
             ));
         }
         crate::output::check_out("--out", out, &[Path::new(&a.input.input)], OutKind::File)?;
+    }
+    if let Some(chunk) = stream::chunk_for(a)? {
+        return stream::stream_sentences(a, chunk);
     }
     let params = SentenceParams {
         seed: a.seed,

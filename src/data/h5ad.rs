@@ -421,7 +421,17 @@ fn read_frame_h5(path: &Path, file: &hdf5::File, key: &str) -> Result<(Vec<Strin
 
 /// Reads an AnnData `.h5ad` file.
 pub fn read_h5ad(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Dataset> {
-    let path = path.as_ref();
+    read_impl(path.as_ref(), opts, true).map(|(ds, _)| ds)
+}
+
+/// Reads everything of an `.h5ad` but the matrix's entries: its `x` has the matrix's shape and
+/// no stored entry, for a reader of row chunks ([`super::backed`]). Also returns the matrix's
+/// key (`X`, `layers/NAME` or `raw/X`).
+pub fn read_h5ad_meta(path: &Path, opts: &ReadOptions) -> Result<(Dataset, String)> {
+    read_impl(path, opts, false)
+}
+
+fn read_impl(path: &Path, opts: &ReadOptions, with_x: bool) -> Result<(Dataset, String)> {
     if !path.exists() {
         return Err(Error::NotFound {
             path: path.into(),
@@ -477,7 +487,13 @@ pub fn read_h5ad(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Dataset> 
         };
         return Err(Error::missing(path, field, fix));
     }
-    let x = read_matrix(path, &file, &xkey, opts.progress)?;
+    let x = if with_x {
+        read_matrix(path, &file, &xkey, opts.progress)?
+    } else {
+        let (nr, nc) = matrix_shape(path, &file, &xkey)?;
+        Csr::from_parts(nr, nc, vec![0; nr + 1], Vec::new(), Vec::new())
+            .map_err(|e| Error::format(path, e, "rewrite the file with anndata"))?
+    };
     let state = match file.group("uns").and_then(|u| u.group("log1p")) {
         Ok(g) => {
             let base = g
@@ -555,5 +571,30 @@ pub fn read_h5ad(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Dataset> 
         warnings,
     };
     ds.check_finite()?;
-    Ok(ds)
+    Ok((ds, xkey))
+}
+
+/// The shape of the matrix at `key` (a sparse group's `shape` attribute, or a dense dataset's).
+fn matrix_shape(path: &Path, file: &hdf5::File, key: &str) -> Result<(usize, usize)> {
+    let shape: Vec<u64> = match file.group(key) {
+        Ok(g) => g
+            .attr("shape")
+            .and_then(|a| a.read_raw::<u64>())
+            .map_err(|e| h5err(path, &format!("{key}.attrs[shape]"), e))?,
+        Err(_) => file
+            .dataset(key)
+            .map_err(|e| h5err(path, key, e))?
+            .shape()
+            .into_iter()
+            .map(|v| v as u64)
+            .collect(),
+    };
+    match shape[..] {
+        [nr, nc] => Ok((nr as usize, nc as usize)),
+        _ => Err(Error::format(
+            path,
+            format!("`{key}` has shape {shape:?}, expected 2 dimensions"),
+            "store a cells × genes matrix",
+        )),
+    }
 }

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use crate::csr::Csr;
 use crate::error::{Error, Result};
 
+pub mod backed;
 pub mod catalog;
 pub mod h5ad;
 pub mod h5ad_out;
@@ -171,41 +172,65 @@ impl Dataset {
 
     /// Errors if any stored value is NaN or infinite.
     pub fn check_finite(&self) -> Result<()> {
-        if let Some(k) = first_where(&self.x.data, |v| !v.is_finite()) {
-            let row = self.x.indptr.partition_point(|&p| p <= k) - 1;
-            return Err(Error::bad_value(
-                &self.source,
-                "X",
-                format!(
-                    "non-finite value {} at cell {} ({}), gene {}",
-                    self.x.data[k], row, self.cells[row], self.genes[self.x.indices[k] as usize]
-                ),
-                "remove or impute NaN/Inf entries before running cellsentence",
-            ));
-        }
-        Ok(())
+        check_matrix(&self.x, 0, &self.cells, &self.genes, &self.source, None)
     }
 
-    /// Errors unless every value is a non-negative integer (raw counts).
+    /// Errors unless X holds raw counts (finite, non-negative integers); `what` needs them.
     pub fn check_counts(&self, what: &str) -> Result<()> {
-        self.check_finite()?;
-        if let Some(k) = first_where(&self.x.data, |v| v < 0.0 || v != v.trunc()) {
-            let row = self.x.indptr.partition_point(|&p| p <= k) - 1;
-            let v = self.x.data[k];
-            let kind = if v < 0.0 {
-                "negative count"
-            } else {
-                "non-integer value"
-            };
-            return Err(Error::bad_value(
-                &self.source,
-                "X",
-                format!("{kind} {v} at cell {row} ({}), gene {}: {what} needs raw counts", self.cells[row], self.genes[self.x.indices[k] as usize]),
-                "point at a file (or --layer) holding raw counts, or pass --no-preprocess for already normalized data",
-            ));
-        }
-        Ok(())
+        check_matrix(
+            &self.x,
+            0,
+            &self.cells,
+            &self.genes,
+            &self.source,
+            Some(what),
+        )
     }
+}
+
+/// Checks the values of `x`, whose rows are the cells `cells[row0..]`: finite, and with
+/// `counts_for` (what needs them) non-negative integers. The error names the cell and gene.
+pub fn check_matrix(
+    x: &Csr,
+    row0: usize,
+    cells: &[String],
+    genes: &[String],
+    source: &Path,
+    counts_for: Option<&str>,
+) -> Result<()> {
+    let at = |k: usize| {
+        let row = x.indptr.partition_point(|&p| p <= k) - 1 + row0;
+        format!(
+            "cell {row} ({}), gene {}",
+            cells[row], genes[x.indices[k] as usize]
+        )
+    };
+    if let Some(k) = first_where(&x.data, |v| !v.is_finite()) {
+        return Err(Error::bad_value(
+            source,
+            "X",
+            format!("non-finite value {} at {}", x.data[k], at(k)),
+            "remove or impute NaN/Inf entries before running cellsentence",
+        ));
+    }
+    let Some(what) = counts_for else {
+        return Ok(());
+    };
+    if let Some(k) = first_where(&x.data, |v| v < 0.0 || v != v.trunc()) {
+        let v = x.data[k];
+        let kind = if v < 0.0 {
+            "negative count"
+        } else {
+            "non-integer value"
+        };
+        return Err(Error::bad_value(
+            source,
+            "X",
+            format!("{kind} {v} at {}: {what} needs raw counts", at(k)),
+            "point at a file (or --layer) holding raw counts, or pass --no-preprocess for already normalized data",
+        ));
+    }
+    Ok(())
 }
 
 /// Index of the first value matching `bad`, scanning chunks in parallel.

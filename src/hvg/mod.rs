@@ -165,21 +165,49 @@ pub fn mean_var(x: &Csr, rows: Option<&[usize]>) -> (Vec<f64>, Vec<f64>) {
     let n = rows.map_or(x.n_rows, |r| r.len());
     let mut s = vec![0f64; x.n_cols];
     let mut sq = vec![0f64; x.n_cols];
-    let mut acc = |r: usize| {
+    match rows {
+        Some(rs) => add_sums(x, rs.iter().copied(), &mut s, &mut sq, None),
+        None => add_sums(x, 0..x.n_rows, &mut s, &mut sq, None),
+    }
+    finish_mean_var(&s, &sq, n)
+}
+
+/// Adds the rows' per-gene sums and sums of squares to `s` and `sq` (f64; squares in f32, as
+/// [`mean_var`]; with `clip`, each value first clipped to its gene's bound, in f64, as
+/// `seurat_v3` does). Row order is the summation order: chunks added in row order give the
+/// whole matrix's sums bit for bit.
+pub fn add_sums(
+    x: &Csr,
+    rows: impl Iterator<Item = usize>,
+    s: &mut [f64],
+    sq: &mut [f64],
+    clip: Option<&[f64]>,
+) {
+    for r in rows {
         let (c, v) = x.row(r);
         for (&cc, &vv) in c.iter().zip(v) {
-            s[cc as usize] += vv as f64;
-            sq[cc as usize] += (vv * vv) as f64;
+            let j = cc as usize;
+            match clip {
+                None => {
+                    s[j] += vv as f64;
+                    sq[j] += (vv * vv) as f64;
+                }
+                Some(clip) => {
+                    let e = (vv as f64).min(clip[j]);
+                    sq[j] += e * e;
+                    s[j] += e;
+                }
+            }
         }
-    };
-    match rows {
-        Some(rs) => rs.iter().for_each(|&r| acc(r)),
-        None => (0..x.n_rows).for_each(acc),
     }
+}
+
+/// Means and unbiased variances from the sums of `n` rows ([`add_sums`]).
+pub fn finish_mean_var(s: &[f64], sq: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let nf = n as f64;
-    let mut mean = vec![0f64; x.n_cols];
-    let mut var = vec![0f64; x.n_cols];
-    for j in 0..x.n_cols {
+    let mut mean = vec![0f64; s.len()];
+    let mut var = vec![0f64; s.len()];
+    for j in 0..s.len() {
         mean[j] = s[j] / nf;
         var[j] = sq[j] / nf - (s[j] / nf).powi(2);
         if n != 1 {
@@ -611,39 +639,60 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
         .par_iter()
         .map(|rows| -> Result<Vec<f64>> {
             let (mean, var) = mean_var(x, Some(rows));
-            let nc: Vec<usize> = (0..ng).filter(|&j| var[j] > 0.0).collect();
-            let xs: Vec<f64> = nc.iter().map(|&j| mean[j].log10()).collect();
-            let ys: Vec<f64> = nc.iter().map(|&j| var[j].log10()).collect();
-            let fitted = loess::fit(&xs, &ys, p.span, 2)
-                .map_err(|e| Error::param("flavor", format!("seurat_v3 LOESS fit failed: {e}")))?;
-            let mut est = vec![0f64; ng];
-            for (k, &j) in nc.iter().enumerate() {
-                est[j] = fitted[k];
-            }
-            let reg_std: Vec<f64> = est.iter().map(|e| 10f64.powf(*e).sqrt()).collect();
-            let n = rows.len() as f64;
-            let vmax = n.sqrt();
-            let clip: Vec<f64> = (0..ng).map(|j| reg_std[j] * vmax + mean[j]).collect();
-            let mut sq = vec![0f64; ng];
-            let mut s = vec![0f64; ng];
-            for &r in rows {
-                let (c, v) = x.row(r);
-                for (&cc, &vv) in c.iter().zip(v) {
-                    let j = cc as usize;
-                    let e = (vv as f64).min(clip[j]);
-                    sq[j] += e * e;
-                    s[j] += e;
-                }
-            }
-            Ok((0..ng)
-                .map(|j| {
-                    (1.0 / ((n - 1.0) * reg_std[j].powi(2)))
-                        * ((n * mean[j].powi(2)) + sq[j] - 2.0 * s[j] * mean[j])
-                })
-                .collect())
+            let (reg_std, clip) = seurat_v3_trend(&mean, &var, rows.len(), p.span)?;
+            let (mut s, mut sq) = (vec![0f64; ng], vec![0f64; ng]);
+            add_sums(x, rows.iter().copied(), &mut s, &mut sq, Some(&clip));
+            Ok(seurat_v3_norm_var(&mean, &reg_std, &s, &sq, rows.len()))
         })
         .collect::<Result<_>>()?;
-    let n_top = p.n_top_genes;
+    Ok(seurat_v3_select(&norm_vars, p.n_top_genes, means_all))
+}
+
+/// `seurat_v3`'s trend of one batch of `n` cells: the LOESS-regularized standard deviation of each
+/// gene and the bound its values are clipped to (`reg_std · √n + mean`).
+pub fn seurat_v3_trend(
+    mean: &[f64],
+    var: &[f64],
+    n: usize,
+    span: f64,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let ng = mean.len();
+    let nc: Vec<usize> = (0..ng).filter(|&j| var[j] > 0.0).collect();
+    let xs: Vec<f64> = nc.iter().map(|&j| mean[j].log10()).collect();
+    let ys: Vec<f64> = nc.iter().map(|&j| var[j].log10()).collect();
+    let fitted = loess::fit(&xs, &ys, span, 2)
+        .map_err(|e| Error::param("flavor", format!("seurat_v3 LOESS fit failed: {e}")))?;
+    let mut est = vec![0f64; ng];
+    for (k, &j) in nc.iter().enumerate() {
+        est[j] = fitted[k];
+    }
+    let reg_std: Vec<f64> = est.iter().map(|e| 10f64.powf(*e).sqrt()).collect();
+    let vmax = (n as f64).sqrt();
+    let clip: Vec<f64> = (0..ng).map(|j| reg_std[j] * vmax + mean[j]).collect();
+    Ok((reg_std, clip))
+}
+
+/// `seurat_v3`'s normalized variance of each gene from the clipped sums `s`, `sq` of `n` cells.
+pub fn seurat_v3_norm_var(
+    mean: &[f64],
+    reg_std: &[f64],
+    s: &[f64],
+    sq: &[f64],
+    n: usize,
+) -> Vec<f64> {
+    let n = n as f64;
+    (0..mean.len())
+        .map(|j| {
+            (1.0 / ((n - 1.0) * reg_std[j].powi(2)))
+                * ((n * mean[j].powi(2)) + sq[j] - 2.0 * s[j] * mean[j])
+        })
+        .collect()
+}
+
+/// `seurat_v3`'s selection from the per-batch normalized variances: the `n_top` genes by median
+/// rank within the batches' top `n_top`, then by number of such batches.
+pub fn seurat_v3_select(norm_vars: &[Vec<f64>], n_top: usize, means_all: Vec<f64>) -> HvgResult {
+    let ng = means_all.len();
     let nbat = norm_vars.len();
     // ranks are per batch; a gene tied at rank k < n_top could take any rank of its tie group
     // per batch: rank = position in descending order of normalized variance
@@ -711,13 +760,13 @@ fn seurat_v3(x: &Csr, p: &HvgParams, batches: Option<&[String]>) -> Result<HvgRe
     for &j in order.iter().take(n_top.min(ng)) {
         hv[j] = true;
     }
-    Ok(HvgResult {
+    HvgResult {
         highly_variable: hv,
         means: means_all,
         score,
         n_batches: nbatches,
         tie_dependent,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,137 @@
+//! `sentences --chunk-cells`: the streaming pipeline ([`crate::stream`]) from the command line.
+use std::io::Write;
+
+use super::{DataDirArgs, SentenceArgs};
+use crate::data::{self, MatrixSource};
+use crate::deviation::Order;
+use crate::error::{Error, Result};
+use crate::pipeline::HvgInput;
+use crate::preprocess::PreprocessParams;
+use crate::sentence::{GeneSet, SentenceParams};
+
+/// Cells a chunk holds when a file over `--max-memory` streams without `--chunk-cells`.
+pub const AUTO_CHUNK: usize = 10_000;
+
+/// The chunk size `sentences` streams with: `--chunk-cells`, or [`AUTO_CHUNK`] for an `.h5ad`
+/// larger than `--max-memory` whose options streaming supports; `None`: in memory.
+pub(super) fn chunk_for(a: &SentenceArgs) -> Result<Option<usize>> {
+    let why_not = unsupported(a);
+    if let Some(n) = a.chunk_cells {
+        if let Some(why) = why_not {
+            return Err(Error::param(
+                "--chunk-cells",
+                format!("{why}; leave out --chunk-cells"),
+            ));
+        }
+        return Ok(Some(n));
+    }
+    let path = resolve(&a.input.input, &a.input.dirs)?.0;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if size <= a.max_memory || path.is_dir() {
+        return Ok(None);
+    }
+    match why_not {
+        None => {
+            eprintln!(
+                "[sentences] {} is {:.1} GB, over --max-memory: streaming in chunks of {AUTO_CHUNK} cells",
+                path.display(),
+                size as f64 / 1e9
+            );
+            Ok(Some(AUTO_CHUNK))
+        }
+        Some(why) => {
+            eprintln!(
+                "warning: {} is over --max-memory but {why}: reading it whole",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Why these options need the whole matrix in memory, if they do.
+fn unsupported(a: &SentenceArgs) -> Option<String> {
+    let p = &a.prep;
+    let why = if a.order == Order::Deviation {
+        "deviation sentences need the mean profile of all cells first"
+    } else if a.genes == GeneSet::Hvg && p.flavor != crate::hvg::Flavor::SeuratV3 {
+        "streaming selects HVG with seurat_v3 only"
+    } else if a.genes == GeneSet::Hvg && p.on != HvgInput::Log {
+        "streaming selects HVG on the log data only (--on log)"
+    } else if p.batch_key.is_some() {
+        "--batch-key is not streamed"
+    } else if p.hvg_list.is_some() {
+        "--hvg-list is not streamed"
+    } else {
+        return None;
+    };
+    Some(why.to_string())
+}
+
+fn resolve(input: &str, dirs: &DataDirArgs) -> Result<(std::path::PathBuf, MatrixSource)> {
+    let e = data::resolve(input, &data::default_data_dirs(dirs.data_dir.as_deref()))?;
+    Ok((e.path, e.matrix))
+}
+
+/// `sentences` streamed in chunks of `chunk` cells: to `--out` (Parquet, a row group at a time)
+/// or stdout, one sentence a line as they are made.
+pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
+    let (path, mut matrix) = resolve(&a.input.input, &a.input.dirs)?;
+    if let Some(l) = &a.input.layer {
+        matrix = MatrixSource::Layer(l.clone());
+    }
+    if a.input.raw {
+        matrix = MatrixSource::Raw;
+    }
+    if path.is_dir() {
+        return Err(Error::bad_value(
+            &path,
+            "--chunk-cells",
+            "is a 10x directory; streaming reads .h5ad files",
+            "convert it to .h5ad (scanpy.read_10x_mtx(d).write_h5ad(f)), or leave out --chunk-cells",
+        ));
+    }
+    let b = data::backed::Backed::open(&path, matrix)?;
+    let hvg = super::hvg_params(&a.prep);
+    let sp = SentenceParams {
+        seed: a.seed,
+        max_genes: a.max_genes,
+    };
+    let params = crate::stream::StreamParams {
+        chunk_cells: chunk,
+        preprocess: (!a.prep.no_preprocess).then(PreprocessParams::default),
+        hvg: (a.genes == GeneSet::Hvg).then_some(hvg),
+        sentence: sp,
+        progress: true, // silenced by --quiet
+    };
+    let r = match &a.out {
+        Some(out) => {
+            let mut w = crate::report::SentenceParquet::create(out)?;
+            let r = crate::stream::sentences(&b, &params, |c, s| w.push(c, s))?;
+            w.finish()?;
+            r
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let io = |e: std::io::Error| Error::io("<stdout>", e);
+            let r = crate::stream::sentences(&b, &params, |_, s| {
+                w.write_all(s.as_bytes()).map_err(io)?;
+                w.write_all(b"\n").map_err(io)
+            })?;
+            w.flush().map_err(io)?;
+            r
+        }
+    };
+    eprintln!(
+        "[sentences] {} of {} cells streamed in {} chunks of {chunk}{}",
+        r.report.kept_cells.len(),
+        r.report.cells_in,
+        r.n_chunks,
+        a.out
+            .as_deref()
+            .map(|o| format!(" → {}", o.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! The streaming pipeline for files larger than memory: QC → `normalize_total` → `log1p` → HVG
+//! (`seurat_v3` on the log data, the paper's) → sentences, reading an `.h5ad` in row chunks
+//! ([`crate::data::backed`]) in passes, as scanpy orders the steps: cell-level `min_genes` and
+//! the gene counts (pass 1), the `max_genes`/`pct_mt` filters and the cells' totals (pass 2),
+//! per-gene sums and sums of squares (pass 3), `seurat_v3`'s clipped sums (pass 4), sentences
+//! (last pass). Each pass adds in row order, so the result equals the in-memory path
+//! (`pipeline::prepare` → `select_hvg` → `sentences`) byte for byte; memory holds one chunk and
+//! per-gene and per-cell vectors.
+use std::path::{Path, PathBuf};
+
+use crate::csr::Csr;
+use crate::data::backed::Backed;
+use crate::error::{Error, Result};
+use crate::hvg::{self, Flavor, HvgParams, HvgResult};
+use crate::preprocess::{self, PreprocessParams, QcReport};
+use crate::progress::Progress;
+use crate::sentence::{SentenceParams, SentenceStream};
+
+/// What the streamed run kept and selected.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// What QC kept (indices into the file's cells and genes).
+    pub report: QcReport,
+    /// The `normalize_total` target (`None`: the data came log-normalized).
+    pub target_sum: Option<f32>,
+    /// The HVG selection over the kept genes (HVG sentences only).
+    pub hvg: Option<HvgResult>,
+    /// Number of row chunks of each pass.
+    pub n_chunks: usize,
+}
+
+/// A row-chunked reader that refuses a file changed between passes (size or modification time).
+struct Passes<'a> {
+    b: &'a Backed,
+    path: PathBuf,
+    chunk: usize,
+    stamp: (u64, Option<std::time::SystemTime>),
+    progress: bool,
+}
+
+fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    Ok((m.len(), m.modified().ok()))
+}
+
+impl Passes<'_> {
+    /// Runs `f` on every chunk `(first row, rows)`, in order.
+    fn run(&self, what: &str, mut f: impl FnMut(usize, Csr) -> Result<()>) -> Result<()> {
+        self.unchanged(&format!("before the pass `{what}`"))?;
+        let n = self.b.n_rows();
+        let pb = Progress::bar(self.progress, n as u64, what);
+        for c in self.b.chunks(self.chunk) {
+            let (s, x) = c?;
+            let rows = x.n_rows as u64;
+            f(s, x)?;
+            pb.inc(rows);
+        }
+        pb.finish();
+        Ok(())
+    }
+
+    /// Errors if the file's size or modification time differ from the first pass's.
+    fn unchanged(&self, when: &str) -> Result<()> {
+        if stamp(&self.path)? != self.stamp {
+            return Err(Error::format(
+                &self.path,
+                format!("changed while it was being read ({when}): the passes would mix two files"),
+                "do not write the file during a run; run again on the finished file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How [`sentences`] streams.
+#[derive(Debug, Clone)]
+pub struct StreamParams {
+    /// Cells a chunk holds.
+    pub chunk_cells: usize,
+    /// QC, `normalize_total` and `log1p` (`None`: X is already log-normalized).
+    pub preprocess: Option<PreprocessParams>,
+    /// HVG sentences with this selection (`seurat_v3`, one batch); `None`: all genes.
+    pub hvg: Option<HvgParams>,
+    /// The sentences' tie seed and gene budget.
+    pub sentence: SentenceParams,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// Streams `b` in chunks and hands each kept cell's name and sentence to `out`, in order.
+/// Supports the paper's preprocessing and `seurat_v3` on the log data without a batch key; other
+/// HVG settings are refused (use the in-memory path).
+pub fn sentences(
+    b: &Backed,
+    params: &StreamParams,
+    mut out: impl FnMut(&str, &str) -> Result<()>,
+) -> Result<Streamed> {
+    let (pre, hvg, sp) = (
+        params.preprocess.as_ref(),
+        params.hvg.as_ref(),
+        &params.sentence,
+    );
+    if let Some(pre) = pre {
+        crate::validate::Validate::validate(pre)?;
+    }
+    if let Some(h) = hvg {
+        crate::validate::Validate::validate(h)?;
+        if h.flavor != Flavor::SeuratV3 {
+            return Err(Error::param(
+                "chunk_cells",
+                format!("streaming selects HVG with seurat_v3 on log data; flavor {} needs the whole matrix in memory (leave out --chunk-cells)", h.flavor),
+            ));
+        }
+    }
+    let passes = Passes {
+        b,
+        path: b.path().to_path_buf(),
+        chunk: params.chunk_cells.max(1),
+        stamp: stamp(b.path())?,
+        progress: params.progress,
+    };
+    let (report, target) = match pre {
+        Some(pre) => {
+            let (report, totals) = qc(&passes, pre)?;
+            let target = pre
+                .target_sum
+                .unwrap_or_else(|| preprocess::median_f32(&totals));
+            (report, Some((target, pre.log_base)))
+        }
+        None => (as_is(&passes)?, None),
+    };
+    let prep = Prep {
+        report: &report,
+        normalize: target,
+    };
+    let names: Vec<String> = report
+        .kept_genes
+        .iter()
+        .map(|&j| b.meta.genes[j].clone())
+        .collect();
+    let h = hvg
+        .map(|h| select_hvg(&passes, &prep, h, names.len()))
+        .transpose()?;
+    let cols = h.as_ref().map(HvgResult::indices);
+    let words: Vec<String> = match &cols {
+        Some(c) => c.iter().map(|&j| names[j].clone()).collect(),
+        None => names,
+    };
+    let mut stream = SentenceStream::new(&words, sp)?;
+    let mut failed = None;
+    passes.run("sentences (streamed)", |s, x| {
+        let (x, kept) = prep.chunk(s, x);
+        let x = match &cols {
+            Some(c) => x.select_cols(c),
+            None => x,
+        };
+        stream.feed(&x, |r, sentence| {
+            if failed.is_none() {
+                if let Err(e) = out(&b.meta.cells[kept[r]], sentence) {
+                    failed = Some(e);
+                }
+            }
+        })?;
+        failed.take().map_or(Ok(()), Err)
+    })?;
+    passes.unchanged("during the last pass")?;
+    Ok(Streamed {
+        report,
+        target_sum: target.map(|t| t.0),
+        hvg: h,
+        n_chunks: b.n_rows().div_ceil(passes.chunk),
+    })
+}
+
+/// Passes 1 and 2: what QC keeps (as `preprocess::qc_report`) and the kept cells' totals over
+/// the kept genes.
+fn qc(passes: &Passes<'_>, pre: &PreprocessParams) -> Result<(QcReport, Vec<f32>)> {
+    let p = &pre.qc;
+    let meta = &passes.b.meta;
+    let ng = meta.x.n_cols;
+    let mut step1 = Vec::new();
+    let mut cells_per_gene = vec![0usize; ng];
+    passes.run("QC: cells (streamed)", |s, x| {
+        crate::data::check_matrix(
+            &x,
+            s,
+            &meta.cells,
+            &meta.genes,
+            &meta.source,
+            Some("quality control"),
+        )?;
+        for r in 0..x.n_rows {
+            let (c, v) = x.row(r);
+            if v.iter().filter(|&&v| v != 0.0).count() >= p.min_genes {
+                step1.push(s + r);
+                for (&cc, &vv) in c.iter().zip(v) {
+                    if vv > 0.0 {
+                        cells_per_gene[cc as usize] += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let gene_ok: Vec<bool> = cells_per_gene.iter().map(|&n| n >= p.min_cells).collect();
+    let kept_genes: Vec<usize> = (0..ng).filter(|&j| gene_ok[j]).collect();
+    let is_mt: Vec<bool> = meta
+        .genes
+        .iter()
+        .map(|g| g.starts_with(&p.mt_prefix))
+        .collect();
+    let (mut kept_cells, mut totals) = (Vec::new(), Vec::new());
+    let (mut removed_max_genes, mut removed_mt) = (0, 0);
+    let mut next = 0;
+    passes.run("QC: filters (streamed)", |s, x| {
+        let end = next + step1[next..].partition_point(|&r| r < s + x.n_rows);
+        let local: Vec<usize> = step1[next..end].iter().map(|&r| r - s).collect();
+        next = end;
+        let m = preprocess::qc_metrics(&x, &local, &gene_ok, &is_mt);
+        let (kept, a, b) = preprocess::cell_filter(&m, &local, p);
+        removed_max_genes += a;
+        removed_mt += b;
+        let t = x.select(&kept, Some(&kept_genes)).row_sums();
+        totals.extend(t.into_iter().map(|t| t as f32));
+        kept_cells.extend(kept.into_iter().map(|r| s + r));
+        Ok(())
+    })?;
+    let report = QcReport {
+        cells_in: meta.x.n_rows,
+        genes_in: ng,
+        removed_genes: ng - kept_genes.len(),
+        removed_min_genes: meta.x.n_rows - step1.len(),
+        kept_cells,
+        kept_genes,
+        removed_max_genes,
+        removed_mt,
+    };
+    preprocess::check_report(&report, step1.len(), p, &meta.source)?;
+    Ok((report, totals))
+}
+
+/// Data taken as already log-normalized (`--no-preprocess`): every cell and gene, the values
+/// checked finite (one pass), as `pipeline::prepare` without preprocessing.
+fn as_is(passes: &Passes<'_>) -> Result<QcReport> {
+    let meta = &passes.b.meta;
+    passes.run("checking values (streamed)", |s, x| {
+        crate::data::check_matrix(&x, s, &meta.cells, &meta.genes, &meta.source, None)
+    })?;
+    let (n, ng) = (meta.x.n_rows, meta.x.n_cols);
+    Ok(QcReport {
+        cells_in: n,
+        genes_in: ng,
+        kept_cells: (0..n).collect(),
+        kept_genes: (0..ng).collect(),
+        removed_min_genes: 0,
+        removed_max_genes: 0,
+        removed_mt: 0,
+        removed_genes: 0,
+    })
+}
+
+/// A chunk's kept cells and genes, normalized (to the target) and logged (in the base) as
+/// `preprocess_owned` does; `normalize: None` keeps the values.
+struct Prep<'a> {
+    report: &'a QcReport,
+    normalize: Option<(f32, Option<f64>)>,
+}
+
+impl Prep<'_> {
+    /// The chunk starting at row `s`, preprocessed, and its rows' cell indices.
+    fn chunk(&self, s: usize, mut x: Csr) -> (Csr, Vec<usize>) {
+        let kc = &self.report.kept_cells;
+        let lo = kc.partition_point(|&r| r < s);
+        let hi = kc.partition_point(|&r| r < s + x.n_rows);
+        let local: Vec<usize> = kc[lo..hi].iter().map(|&r| r - s).collect();
+        x.retain(&local, Some(&self.report.kept_genes));
+        if let Some((target, base)) = self.normalize {
+            preprocess::normalize_rows(&mut x, Some(target));
+            preprocess::log1p_values(&mut x, base);
+        }
+        x.eliminate_zeros();
+        (x, kc[lo..hi].to_vec())
+    }
+}
+
+/// Passes 3 and 4: `seurat_v3` (one batch) from streamed sums, as `hvg::highly_variable_genes`.
+fn select_hvg(passes: &Passes<'_>, prep: &Prep<'_>, h: &HvgParams, ng: usize) -> Result<HvgResult> {
+    let n = prep.report.kept_cells.len();
+    if n < 2 {
+        return Err(Error::param(
+            "cells",
+            format!("HVG needs at least 2 cells, got {n}"),
+        ));
+    }
+    let (mut s, mut sq) = (vec![0f64; ng], vec![0f64; ng]);
+    passes.run("HVG: gene sums (streamed)", |r0, x| {
+        let (x, _) = prep.chunk(r0, x);
+        hvg::add_sums(&x, 0..x.n_rows, &mut s, &mut sq, None);
+        Ok(())
+    })?;
+    let (mean, var) = hvg::finish_mean_var(&s, &sq, n);
+    let (reg_std, clip) = hvg::seurat_v3_trend(&mean, &var, n, h.span)?;
+    let (mut cs, mut csq) = (vec![0f64; ng], vec![0f64; ng]);
+    passes.run("HVG: clipped sums (streamed)", |r0, x| {
+        let (x, _) = prep.chunk(r0, x);
+        hvg::add_sums(&x, 0..x.n_rows, &mut cs, &mut csq, Some(&clip));
+        Ok(())
+    })?;
+    let nv = hvg::seurat_v3_norm_var(&mean, &reg_std, &cs, &csq, n);
+    Ok(hvg::seurat_v3_select(&[nv], h.n_top_genes, mean))
+}
