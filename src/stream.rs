@@ -30,12 +30,21 @@ pub struct Streamed {
 }
 
 /// A row-chunked reader that refuses a file changed between passes (size or modification time).
+/// The first pass decompresses the `.h5ad` and spills each chunk, uncompressed, to an unnamed
+/// temporary file (removed by the system even after a kill); later passes read the spill.
 struct Passes<'a> {
     b: &'a Backed,
     path: PathBuf,
     chunk: usize,
     stamp: (u64, Option<std::time::SystemTime>),
     progress: bool,
+    spill: std::cell::RefCell<Option<Spill>>,
+}
+
+/// Chunks written as `indptr` (u64), `indices` (u32) and `data` (f32) slices, with their sizes.
+struct Spill {
+    file: std::fs::File,
+    chunks: Vec<(usize, usize, usize)>,
 }
 
 fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
@@ -46,14 +55,57 @@ fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
 impl Passes<'_> {
     /// Runs `f` on every chunk `(first row, rows)`, in order.
     fn run(&self, what: &str, mut f: impl FnMut(usize, Csr) -> Result<()>) -> Result<()> {
+        use std::io::{Read, Seek, Write};
         self.unchanged(&format!("before the pass `{what}`"))?;
         let n = self.b.n_rows();
+        let nc = self.b.meta.x.n_cols;
         let pb = Progress::bar(self.progress, n as u64, what);
-        for c in self.b.chunks(self.chunk) {
-            let (s, x) = c?;
-            let rows = x.n_rows as u64;
-            f(s, x)?;
-            pb.inc(rows);
+        let tmp = std::env::temp_dir();
+        let io = |e: std::io::Error| Error::io(&tmp, e);
+        let mut spill = self.spill.borrow_mut();
+        match spill.as_mut() {
+            None => {
+                let file = tempfile::tempfile().map_err(io)?;
+                let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
+                let mut chunks = Vec::new();
+                for c in self.b.chunks(self.chunk) {
+                    let (s, x) = c?;
+                    let ptr: Vec<u64> = x.indptr.iter().map(|&p| p as u64).collect();
+                    w.write_all(bytemuck::cast_slice(&ptr)).map_err(io)?;
+                    w.write_all(bytemuck::cast_slice(&x.indices)).map_err(io)?;
+                    w.write_all(bytemuck::cast_slice(&x.data)).map_err(io)?;
+                    chunks.push((s, x.n_rows, x.nnz()));
+                    let rows = x.n_rows as u64;
+                    f(s, x)?;
+                    pb.inc(rows);
+                }
+                let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+                *spill = Some(Spill { file, chunks });
+            }
+            Some(sp) => {
+                sp.file.rewind().map_err(io)?;
+                let mut r = std::io::BufReader::with_capacity(1 << 22, &sp.file);
+                for &(s, rows, nnz) in &sp.chunks {
+                    let mut ptr = vec![0u64; rows + 1];
+                    let mut indices = vec![0u32; nnz];
+                    let mut data = vec![0f32; nnz];
+                    r.read_exact(bytemuck::cast_slice_mut(&mut ptr))
+                        .map_err(io)?;
+                    r.read_exact(bytemuck::cast_slice_mut(&mut indices))
+                        .map_err(io)?;
+                    r.read_exact(bytemuck::cast_slice_mut(&mut data))
+                        .map_err(io)?;
+                    let x = Csr {
+                        n_rows: rows,
+                        n_cols: nc,
+                        indptr: ptr.into_iter().map(|p| p as usize).collect(),
+                        indices,
+                        data,
+                    };
+                    f(s, x)?;
+                    pb.inc(rows as u64);
+                }
+            }
         }
         pb.finish();
         Ok(())
@@ -118,6 +170,7 @@ pub fn sentences(
         chunk: params.chunk_cells.max(1),
         stamp: stamp(b.path())?,
         progress: params.progress,
+        spill: std::cell::RefCell::new(None),
     };
     let (report, target) = match pre {
         Some(pre) => {

@@ -1,6 +1,7 @@
 //! The `cellsentence` command line.
 mod annotate;
 mod bench_embed;
+mod bench_scale;
 pub mod domain;
 mod lm;
 mod merge;
@@ -85,6 +86,16 @@ pub enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// One streamed run printed as JSON (used by `bench scale`).
+    #[command(hide = true)]
+    BenchStream {
+        /// Input .h5ad.
+        #[arg(long)]
+        input: PathBuf,
+        /// Cells per chunk.
+        #[arg(long, default_value_t = 10_000)]
+        chunk_cells: usize,
+    },
 }
 
 /// Benchmark subcommands.
@@ -121,6 +132,9 @@ pub enum BenchCmd {
     /// MLP epoch time vs PyTorch and linear-SVM fit time vs scikit-learn on the same data;
     /// writes results/benchmarks/annotation.*
     Annotate(annotate::BenchAnnotateArgs),
+    /// The streaming pipeline on synthetic atlases of 100k–500k cells vs scanpy + cell2sentence:
+    /// memory and cells/s; writes results/benchmarks/scale.*
+    Scale(bench_scale::BenchScaleArgs),
 }
 
 /// Input file options.
@@ -630,6 +644,10 @@ pub fn main() -> i32 {
             repeats: *repeats,
         })
         .and_then(|t| print_out(&t.to_markdown())),
+        Command::Bench(BenchCmd::Scale(a)) => bench_scale::cmd_bench_scale(a),
+        Command::BenchStream { input, chunk_cells } => {
+            bench_scale::cmd_bench_stream(input, *chunk_cells)
+        }
         Command::BenchRun { input } => crate::bench::run_pipeline(input).and_then(|r| {
             print_out(&format!(
                 "{}\n",

@@ -128,11 +128,8 @@ impl Backed {
                 }
                 let (lo, hi) = (ptr[0] as usize, ptr[ptr.len() - 1] as usize);
                 let data = to_f32(read("data", lo, hi)?).map_err(|e| corrupt("data", e))?;
-                let idx = to_i64(read("indices", lo, hi)?).map_err(|e| corrupt("indices", e))?;
-                let indices = idx
-                    .into_iter()
-                    .map(|i| u32::try_from(i).map_err(|_| corrupt("indices", format!("index {i}"))))
-                    .collect::<Result<Vec<u32>>>()?;
+                let indices =
+                    to_u32(read("indices", lo, hi)?).map_err(|e| corrupt("indices", e))?;
                 let indptr = ptr.iter().map(|&p| p as usize - lo).collect();
                 Csr::from_parts(end - start, nc, indptr, indices, data).map_err(|e| corrupt("", e))
             }
@@ -158,7 +155,41 @@ macro_rules! convert {
 }
 
 fn to_f32(a: DynArray) -> std::result::Result<Vec<f32>, String> {
-    convert!(a, f32, [I8, I16, I32, I64, U8, U16, U32, U64, F32, F64])
+    match a {
+        // the common layout: no conversion, no copy
+        DynArray::F32(x) => Ok(x.into_raw_vec_and_offset().0),
+        a => convert!(a, f32, [I8, I16, I32, I64, U8, U16, U32, U64, F32, F64]),
+    }
+}
+
+/// Column indices as `u32`; a negative or too large index is an error.
+fn to_u32(a: DynArray) -> std::result::Result<Vec<u32>, String> {
+    fn narrow<T: Copy + std::fmt::Display>(
+        v: &[T],
+        ok: impl Fn(T) -> Option<u32>,
+    ) -> std::result::Result<Vec<u32>, String> {
+        v.iter()
+            .map(|&i| ok(i).ok_or_else(|| format!("index {i} is not a column")))
+            .collect()
+    }
+    match a {
+        DynArray::I32(x) => {
+            let v = x.into_raw_vec_and_offset().0;
+            if let Some(i) = v.iter().find(|&&i| i < 0) {
+                return Err(format!("index {i} is not a column"));
+            }
+            // non-negative i32 have the same bits as u32
+            Ok(v.into_iter().map(|i| i as u32).collect())
+        }
+        DynArray::I64(x) => narrow(&x.into_raw_vec_and_offset().0, |i| u32::try_from(i).ok()),
+        DynArray::U32(x) => Ok(x.into_raw_vec_and_offset().0),
+        DynArray::U64(x) => narrow(&x.into_raw_vec_and_offset().0, |i| u32::try_from(i).ok()),
+        DynArray::I16(x) => narrow(&x.into_raw_vec_and_offset().0, |i| u32::try_from(i).ok()),
+        DynArray::U16(x) => Ok(x.iter().map(|&i| i as u32).collect()),
+        DynArray::I8(x) => narrow(&x.into_raw_vec_and_offset().0, |i| u32::try_from(i).ok()),
+        DynArray::U8(x) => Ok(x.iter().map(|&i| i as u32).collect()),
+        _ => Err("is not an integer array".to_string()),
+    }
 }
 
 fn to_i64(a: DynArray) -> std::result::Result<Vec<i64>, String> {
