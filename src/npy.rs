@@ -18,21 +18,26 @@ impl Matrix {
     }
 }
 
-/// The bytes of an f32 `.npy` file.
-pub fn to_bytes(m: &Matrix) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        m.rows, m.cols
-    );
+/// The header of an f32 `.npy` file of `rows` × `cols` (the values follow, row-major).
+pub fn header(rows: usize, cols: usize) -> Vec<u8> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * m.data.len());
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// The bytes of an f32 `.npy` file.
+pub fn to_bytes(m: &Matrix) -> Vec<u8> {
+    let mut out = header(m.rows, m.cols);
+    out.reserve(4 * m.data.len());
     for v in &m.data {
         out.extend_from_slice(&v.to_le_bytes());
     }

@@ -236,3 +236,75 @@ fn a_file_changed_during_the_run_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn streamed_embeddings_equal_in_memory() {
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    let f = fx.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let cfg = r#"{"layers": 1, "hidden": 32, "heads": 4, "intermediate": 64, "steps": 3, "batch_size": 8, "max_genes": 50}"#;
+    let run = |args: &[&str]| {
+        let r = Command::cargo_bin("cellsentence")
+            .unwrap()
+            .arg("--quiet")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    };
+    let m = model.to_str().unwrap();
+    run(&[
+        "train-lm", "--input", f, "--genes", "hvg", "--config", cfg, "--out", m,
+    ]);
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    for genes in ["all", "hvg"] {
+        let (mem, st) = (
+            dir.path().join(format!("m_{genes}.npy")),
+            dir.path().join(format!("s_{genes}.npy")),
+        );
+        let e = |out: &Path, extra: &[&str]| {
+            let mut args = vec![
+                "embed", "--model", m, "--input", f, "--genes", genes, "--cache", c,
+            ];
+            args.extend(extra);
+            args.extend(["--out", out.to_str().unwrap()]);
+            run(&args);
+        };
+        e(&mem, &[]);
+        e(&st, &["--chunk-cells", "70"]);
+        assert_eq!(
+            std::fs::read(&mem).unwrap(),
+            std::fs::read(&st).unwrap(),
+            "{genes}: streamed .npy differs"
+        );
+        assert_eq!(
+            std::fs::read(mem.with_extension("cells.txt")).unwrap(),
+            std::fs::read(st.with_extension("cells.txt")).unwrap()
+        );
+    }
+    // streamed embeddings refuse what they cannot write
+    let r = Command::cargo_bin("cellsentence")
+        .unwrap()
+        .args([
+            "--quiet",
+            "embed",
+            "--model",
+            m,
+            "--input",
+            f,
+            "--chunk-cells",
+            "70",
+            "--out",
+        ])
+        .arg(dir.path().join("x.h5ad"))
+        .output()
+        .unwrap();
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains(".npy"));
+}

@@ -102,6 +102,13 @@ pub struct EmbedArgs {
     /// as `--cells` would (the form a workflow engine's job index gives; `merge` stacks them).
     #[arg(long, value_parser = domain::shard)]
     pub shard: Option<(usize, usize)>,
+    /// Stream the .h5ad in chunks of N cells: sentences and embeddings chunk by chunk, rows
+    /// written as they come (.npy output; no stage cache); the same bytes as in memory.
+    #[arg(long, value_parser = domain::count())]
+    pub chunk_cells: Option<usize>,
+    /// Files larger than this stream in chunks of 10,000 cells when the options allow (e.g. 2G).
+    #[arg(long, value_parser = domain::bytes, default_value = "2G")]
+    pub max_memory: u64,
 }
 
 /// Device, precision and batching.
@@ -238,7 +245,7 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn style_for(a: &EmbedArgs) -> Result<PromptStyle> {
+pub(super) fn style_for(a: &EmbedArgs) -> Result<PromptStyle> {
     let own = lm::prompt_style(&a.model)?;
     Ok(match own {
         PromptStyle::Sentence => PromptStyle::Sentence,
@@ -314,6 +321,29 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         }
         _ => None,
     };
+    if let (Some(input), None) = (&a.input, &a.prompts) {
+        let why_not = super::stream::unsupported(
+            crate::deviation::Order::Expression,
+            a.source.genes,
+            &a.source.prep,
+        )
+        .or_else(|| {
+            (to_h5ad || a.cells.is_some() || a.shard.is_some()).then(|| {
+                "streamed embeddings go to an .npy of all cells (no .h5ad, --cells or --shard)"
+                    .to_string()
+            })
+        });
+        let dirs = &a.source.dirs;
+        if let Some(chunk) =
+            super::stream::decide(a.chunk_cells, a.max_memory, input, dirs, why_not)?
+        {
+            let budget = a
+                .max_genes
+                .or_else(|| model_budget(&a.model))
+                .unwrap_or(200);
+            return super::embed_stream::stream_embed(a, chunk, budget);
+        }
+    }
     let (cells, texts) = match (&a.input, &a.prompts) {
         (_, Some(p)) => {
             let t = read_prompts(p)?;

@@ -3,6 +3,7 @@ mod annotate;
 mod bench_embed;
 mod bench_scale;
 pub mod domain;
+mod embed_stream;
 mod lm;
 mod merge;
 mod metrics;

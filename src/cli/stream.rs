@@ -15,8 +15,26 @@ pub const AUTO_CHUNK: usize = 10_000;
 /// The chunk size `sentences` streams with: `--chunk-cells`, or [`AUTO_CHUNK`] for an `.h5ad`
 /// larger than `--max-memory` whose options streaming supports; `None`: in memory.
 pub(super) fn chunk_for(a: &SentenceArgs) -> Result<Option<usize>> {
-    let why_not = unsupported(a);
-    if let Some(n) = a.chunk_cells {
+    let why_not = unsupported(a.order, a.genes, &a.prep);
+    decide(
+        a.chunk_cells,
+        a.max_memory,
+        &a.input.input,
+        &a.input.dirs,
+        why_not,
+    )
+}
+
+/// `--chunk-cells` if given (an error when `why_not`), else [`AUTO_CHUNK`] for an `.h5ad` over
+/// `max_memory` bytes that streaming supports (a warning when it does not).
+pub(super) fn decide(
+    chunk_cells: Option<usize>,
+    max_memory: u64,
+    input: &str,
+    dirs: &DataDirArgs,
+    why_not: Option<String>,
+) -> Result<Option<usize>> {
+    if let Some(n) = chunk_cells {
         if let Some(why) = why_not {
             return Err(Error::param(
                 "--chunk-cells",
@@ -25,15 +43,15 @@ pub(super) fn chunk_for(a: &SentenceArgs) -> Result<Option<usize>> {
         }
         return Ok(Some(n));
     }
-    let path = resolve(&a.input.input, &a.input.dirs)?.0;
+    let path = resolve(input, dirs)?.0;
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    if size <= a.max_memory || path.is_dir() {
+    if size <= max_memory || path.is_dir() {
         return Ok(None);
     }
     match why_not {
         None => {
             eprintln!(
-                "[sentences] {} is {:.1} GB, over --max-memory: streaming in chunks of {AUTO_CHUNK} cells",
+                "[stream] {} is {:.1} GB, over --max-memory: streaming in chunks of {AUTO_CHUNK} cells",
                 path.display(),
                 size as f64 / 1e9
             );
@@ -50,13 +68,12 @@ pub(super) fn chunk_for(a: &SentenceArgs) -> Result<Option<usize>> {
 }
 
 /// Why these options need the whole matrix in memory, if they do.
-fn unsupported(a: &SentenceArgs) -> Option<String> {
-    let p = &a.prep;
-    let why = if a.order == Order::Deviation {
+pub(super) fn unsupported(order: Order, genes: GeneSet, p: &super::PrepArgs) -> Option<String> {
+    let why = if order == Order::Deviation {
         "deviation sentences need the mean profile of all cells first"
-    } else if a.genes == GeneSet::Hvg && p.flavor != crate::hvg::Flavor::SeuratV3 {
+    } else if genes == GeneSet::Hvg && p.flavor != crate::hvg::Flavor::SeuratV3 {
         "streaming selects HVG with seurat_v3 only"
-    } else if a.genes == GeneSet::Hvg && p.on != HvgInput::Log {
+    } else if genes == GeneSet::Hvg && p.on != HvgInput::Log {
         "streaming selects HVG on the log data only (--on log)"
     } else if p.batch_key.is_some() {
         "--batch-key is not streamed"
@@ -68,19 +85,13 @@ fn unsupported(a: &SentenceArgs) -> Option<String> {
     Some(why.to_string())
 }
 
-fn resolve(input: &str, dirs: &DataDirArgs) -> Result<(std::path::PathBuf, MatrixSource)> {
-    let e = data::resolve(input, &data::default_data_dirs(dirs.data_dir.as_deref()))?;
-    Ok((e.path, e.matrix))
-}
-
-/// `sentences` streamed in chunks of `chunk` cells: to `--out` (Parquet, a row group at a time)
-/// or stdout, one sentence a line as they are made.
-pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
-    let (path, mut matrix) = resolve(&a.input.input, &a.input.dirs)?;
-    if let Some(l) = &a.input.layer {
+/// The `.h5ad` to stream (refusing a 10x directory) opened for chunked reading.
+pub(super) fn open_backed(input: &super::InputArgs) -> Result<data::backed::Backed> {
+    let (path, mut matrix) = resolve(&input.input, &input.dirs)?;
+    if let Some(l) = &input.layer {
         matrix = MatrixSource::Layer(l.clone());
     }
-    if a.input.raw {
+    if input.raw {
         matrix = MatrixSource::Raw;
     }
     if path.is_dir() {
@@ -91,7 +102,18 @@ pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
             "convert it to .h5ad (scanpy.read_10x_mtx(d).write_h5ad(f)), or leave out --chunk-cells",
         ));
     }
-    let b = data::backed::Backed::open(&path, matrix)?;
+    data::backed::Backed::open(&path, matrix)
+}
+
+fn resolve(input: &str, dirs: &DataDirArgs) -> Result<(std::path::PathBuf, MatrixSource)> {
+    let e = data::resolve(input, &data::default_data_dirs(dirs.data_dir.as_deref()))?;
+    Ok((e.path, e.matrix))
+}
+
+/// `sentences` streamed in chunks of `chunk` cells: to `--out` (Parquet, a row group at a time)
+/// or stdout, one sentence a line as they are made.
+pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
+    let b = open_backed(&a.input)?;
     let hvg = super::hvg_params(&a.prep);
     let sp = SentenceParams {
         seed: a.seed,

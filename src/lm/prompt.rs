@@ -67,29 +67,52 @@ impl PromptStyle {
 
     /// Prompt texts for sentences (each a list of gene words, already truncated to `budget`).
     pub fn render(&self, sentences: &[Vec<&str>], budget: usize) -> Vec<String> {
-        match self {
-            PromptStyle::Sentence => sentences.iter().map(|s| s.join(" ")).collect(),
+        let mut r = self.renderer(budget);
+        sentences.iter().map(|s| r.render(s)).collect()
+    }
+
+    /// A renderer of one prompt at a time, its template draw carried from cell to cell: the
+    /// prompts of sentences given in chunks equal [`PromptStyle::render`] of all of them.
+    pub fn renderer(&self, budget: usize) -> Renderer<'_> {
+        let seed = match self {
+            PromptStyle::C2s { template_seed, .. } => *template_seed,
+            PromptStyle::Sentence => 0,
+        };
+        Renderer {
+            style: self,
+            budget,
+            rng: PyRandom::new(seed),
+        }
+    }
+}
+
+/// See [`PromptStyle::renderer`].
+pub struct Renderer<'a> {
+    style: &'a PromptStyle,
+    budget: usize,
+    rng: PyRandom,
+}
+
+impl Renderer<'_> {
+    /// The prompt of the next cell's sentence (gene words, truncated to the budget).
+    pub fn render(&mut self, s: &[&str]) -> String {
+        match self.style {
+            PromptStyle::Sentence => s.join(" "),
             PromptStyle::C2s {
                 templates,
                 organism,
                 actual_count,
-                template_seed,
+                ..
             } => {
-                let mut rng = PyRandom::new(*template_seed);
-                sentences
-                    .iter()
-                    .map(|s| {
-                        let t = if templates.len() == 1 {
-                            &templates[0]
-                        } else {
-                            &templates[rng.below(templates.len() as u32) as usize]
-                        };
-                        let n = if *actual_count { s.len() } else { budget };
-                        t.replace("{num_genes}", &n.to_string())
-                            .replace("{organism}", organism)
-                            .replace("{cell_sentence}", &s.join(" "))
-                    })
-                    .collect()
+                let t = if templates.len() == 1 {
+                    &templates[0]
+                } else {
+                    &templates[self.rng.below(templates.len() as u32) as usize]
+                };
+                let n = if *actual_count { s.len() } else { self.budget };
+                t.replace("{num_genes}", &n.to_string())
+                    .replace("{organism}", organism)
+                    .replace("{cell_sentence}", &s.join(" "))
             }
         }
     }

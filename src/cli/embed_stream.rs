@@ -1,0 +1,129 @@
+//! `embed --chunk-cells`: cells embedded chunk by chunk as the streaming pipeline
+//! ([`crate::stream`]) makes their sentences; the rows go to disk as they are computed. Prompts,
+//! tie shuffle and template draws run on from chunk to chunk, and an embedding does not depend
+//! on its batch, so the output equals the in-memory `embed` byte for byte.
+use std::io::Write;
+use std::path::Path;
+
+use super::lm::EmbedArgs;
+use super::stream::open_backed;
+use super::InputArgs;
+use crate::error::{Error, Result};
+use crate::lm::{self, EmbedOptions};
+use crate::sentence::{GeneSet, SentenceParams};
+
+/// Streams `a.input` in chunks of `chunk` cells into `a.out` (.npy) and `<out>.cells.txt`.
+pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result<()> {
+    let start = std::time::Instant::now();
+    if a.out.extension().is_none_or(|e| e != "npy") || a.cells.is_some() || a.shard.is_some() {
+        return Err(Error::param(
+            "--chunk-cells",
+            "streamed embeddings go to an .npy of all cells (no --cells/--shard); use `sentences --chunk-cells` for the sentences, or leave out --chunk-cells",
+        ));
+    }
+    let s = &a.source;
+    let input = InputArgs {
+        input: a.input.clone().unwrap_or_default(),
+        layer: s.adata_layer.clone(),
+        raw: s.raw,
+        dirs: s.dirs.clone(),
+    };
+    let b = open_backed(&input)?;
+    let upper = lm::ModelMeta::read(&a.model)?.is_some_and(|m| m.upper_case_genes);
+    let style = super::lm::style_for(a)?;
+    let mut renderer = style.renderer(budget);
+    let (device, kind) = lm::device_and_kind(a.run.cuda, a.run.dtype)?;
+    let ck = lm::load(&a.model, device, kind)?;
+    let opts = EmbedOptions {
+        layer: a.layer,
+        pool: a.pool,
+        batch_tokens: a.run.batch_tokens,
+        ..EmbedOptions::default()
+    };
+    let params = crate::stream::StreamParams {
+        chunk_cells: chunk,
+        preprocess: (!s.prep.no_preprocess).then(Default::default),
+        hvg: (s.genes == GeneSet::Hvg).then(|| super::hvg_params(&s.prep)),
+        sentence: SentenceParams {
+            seed: s.tie_seed,
+            max_genes: Some(budget),
+        },
+        progress: true,
+    };
+    let dir = a
+        .out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::output::clean_leftovers(dir)?;
+    let rows_tmp = crate::output::write_temp(dir, &[])?;
+    let io = |e: std::io::Error| Error::io(&rows_tmp, e);
+    let mut rows = std::io::BufWriter::new(std::fs::File::create(&rows_tmp).map_err(io)?);
+    let (mut names, mut texts, mut cols) = (Vec::new(), Vec::new(), 0);
+    let mut flush =
+        |texts: &mut Vec<String>, rows: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
+            if texts.is_empty() {
+                return Ok(());
+            }
+            let m = lm::embed_texts(&ck, texts, &opts)?;
+            cols = m.cols;
+            rows.write_all(bytemuck::cast_slice(&m.data)).map_err(io)?;
+            texts.clear();
+            Ok(())
+        };
+    let streamed = crate::stream::sentences(&b, &params, |cell, sentence| {
+        if cell.is_empty() || cell.chars().any(char::is_control) {
+            return Err(Error::bad_value(
+                b.path(),
+                "obs_names",
+                format!("cell name {cell:?} is empty or contains a control character; the .cells.txt lists one cell per line"),
+                "rename the cells in obs",
+            ));
+        }
+        names.push(cell.to_string());
+        let mut words: Vec<String> = sentence
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect();
+        if upper {
+            words.iter_mut().for_each(|w| *w = w.to_uppercase());
+        }
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        texts.push(renderer.render(&refs));
+        if texts.len() >= chunk {
+            flush(&mut texts, &mut rows)?;
+        }
+        Ok(())
+    });
+    let done = streamed.and_then(|_| flush(&mut texts, &mut rows));
+    let file = rows.into_inner().map_err(|e| io(e.into_error()));
+    let committed = done.and(file).and_then(|file| {
+        drop(file);
+        let npy_tmp = crate::output::write_temp(dir, &crate::npy::header(names.len(), cols))?;
+        let mut npy = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&npy_tmp)
+            .map_err(|e| Error::io(&npy_tmp, e))?;
+        let mut src = std::fs::File::open(&rows_tmp).map_err(io)?;
+        std::io::copy(&mut src, &mut npy).map_err(|e| Error::io(&npy_tmp, e))?;
+        let names_tmp = crate::output::write_temp(dir, (names.join("\n") + "\n").as_bytes())?;
+        crate::output::commit_files(
+            dir,
+            "embed",
+            &[
+                (npy_tmp, a.out.clone()),
+                (names_tmp, a.out.with_extension("cells.txt")),
+            ],
+        )
+    });
+    let _ = std::fs::remove_file(&rows_tmp);
+    committed?;
+    eprintln!(
+        "[embed] {} cells × {cols} dims streamed in chunks of {chunk} → {} in {:.1} s",
+        names.len(),
+        a.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
