@@ -9,9 +9,7 @@ Usage: python bench/scale_ref.py IN.h5ad
 """
 
 import importlib.metadata as md
-import importlib.util
 import json
-import pathlib
 import resource
 import sys
 import time
@@ -24,13 +22,7 @@ import anndata as ad  # noqa: E402
 import scanpy as sc  # noqa: E402
 from scipy import sparse  # noqa: E402
 
-
-def c2s_utils():
-    path = pathlib.Path(md.distribution("cell2sentence").locate_file("cell2sentence/utils.py"))
-    spec = importlib.util.spec_from_file_location("c2s_utils", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from preprocess_ref import c2s_utils  # noqa: E402  (same folder: cell2sentence's utils module)
 
 
 def run(path):
