@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::report::{self, Table};
 
 /// Cells per chunk, written and streamed.
-const CHUNK: usize = 10_000;
+const CHUNK: usize = 5_000;
 
 /// The synthetic atlas: `cells` × `genes` counts, ~`expressed` genes per cell, 10 cell types each
 /// with its own block of 200 marker genes, 13 `MT-` genes; every cell from its own seeded stream.

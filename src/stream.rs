@@ -31,20 +31,29 @@ pub struct Streamed {
 
 /// A row-chunked reader that refuses a file changed between passes (size or modification time).
 /// The first pass decompresses the `.h5ad` and spills each chunk, uncompressed, to an unnamed
-/// temporary file (removed by the system even after a kill); later passes read the spill.
+/// temporary file (removed by the system even after a kill); later passes read the spill. The
+/// first pass over preprocessed chunks spills those too, for the passes after it.
 struct Passes<'a> {
     b: &'a Backed,
     path: PathBuf,
     chunk: usize,
     stamp: (u64, Option<std::time::SystemTime>),
     progress: bool,
-    spill: std::cell::RefCell<Option<Spill>>,
+    raw: std::cell::RefCell<Option<Spill>>,
+    prepped: std::cell::RefCell<Option<Spill>>,
 }
 
-/// Chunks written as `indptr` (u64), `indices` (u32) and `data` (f32) slices, with their sizes.
+/// Chunks written as `indptr` (u64), `indices` (u32) and `data` (f32) slices; per chunk the
+/// first file row of its span, the span's rows, and the chunk's rows and entries.
 struct Spill {
     file: std::fs::File,
-    chunks: Vec<(usize, usize, usize)>,
+    chunks: Vec<(usize, usize, usize, usize)>,
+}
+
+/// A [`Spill`] being written.
+struct SpillWriter {
+    w: std::io::BufWriter<std::fs::File>,
+    chunks: Vec<(usize, usize, usize, usize)>,
 }
 
 fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
@@ -52,62 +61,150 @@ fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
     Ok((m.len(), m.modified().ok()))
 }
 
+fn spill_io(e: std::io::Error) -> Error {
+    Error::io(std::env::temp_dir(), e)
+}
+
+impl SpillWriter {
+    fn new() -> Result<Self> {
+        let file = tempfile::tempfile().map_err(spill_io)?;
+        Ok(SpillWriter {
+            w: std::io::BufWriter::with_capacity(1 << 22, file),
+            chunks: Vec::new(),
+        })
+    }
+
+    /// Appends `x`, the chunk of the file rows `start..start + span`.
+    fn push(&mut self, start: usize, span: usize, x: &Csr) -> Result<()> {
+        use std::io::Write;
+        let ptr: Vec<u64> = x.indptr.iter().map(|&p| p as u64).collect();
+        self.w
+            .write_all(bytemuck::cast_slice(&ptr))
+            .map_err(spill_io)?;
+        self.w
+            .write_all(bytemuck::cast_slice(&x.indices))
+            .map_err(spill_io)?;
+        self.w
+            .write_all(bytemuck::cast_slice(&x.data))
+            .map_err(spill_io)?;
+        self.chunks.push((start, span, x.n_rows, x.nnz()));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Spill> {
+        let file = self.w.into_inner().map_err(|e| spill_io(e.into_error()))?;
+        Ok(Spill {
+            file,
+            chunks: self.chunks,
+        })
+    }
+}
+
+impl Spill {
+    /// Runs `f(start, span, chunk)` on every chunk, in order.
+    fn for_each(
+        &mut self,
+        n_cols: usize,
+        mut f: impl FnMut(usize, usize, Csr) -> Result<()>,
+    ) -> Result<()> {
+        use std::io::{Read, Seek};
+        self.file.rewind().map_err(spill_io)?;
+        let mut r = std::io::BufReader::with_capacity(1 << 22, &self.file);
+        for &(start, span, rows, nnz) in &self.chunks {
+            let mut ptr = vec![0u64; rows + 1];
+            let mut indices = vec![0u32; nnz];
+            let mut data = vec![0f32; nnz];
+            r.read_exact(bytemuck::cast_slice_mut(&mut ptr))
+                .map_err(spill_io)?;
+            r.read_exact(bytemuck::cast_slice_mut(&mut indices))
+                .map_err(spill_io)?;
+            r.read_exact(bytemuck::cast_slice_mut(&mut data))
+                .map_err(spill_io)?;
+            let x = Csr {
+                n_rows: rows,
+                n_cols,
+                indptr: ptr.into_iter().map(|p| p as usize).collect(),
+                indices,
+                data,
+            };
+            f(start, span, x)?;
+        }
+        Ok(())
+    }
+}
+
 impl Passes<'_> {
-    /// Runs `f` on every chunk `(first row, rows)`, in order.
+    /// Runs `f` on every chunk `(first row, rows)` of the file, in order.
     fn run(&self, what: &str, mut f: impl FnMut(usize, Csr) -> Result<()>) -> Result<()> {
-        use std::io::{Read, Seek, Write};
         self.unchanged(&format!("before the pass `{what}`"))?;
-        let n = self.b.n_rows();
-        let nc = self.b.meta.x.n_cols;
-        let pb = Progress::bar(self.progress, n as u64, what);
-        let tmp = std::env::temp_dir();
-        let io = |e: std::io::Error| Error::io(&tmp, e);
-        let mut spill = self.spill.borrow_mut();
-        match spill.as_mut() {
+        let pb = Progress::bar(self.progress, self.b.n_rows() as u64, what);
+        let mut raw = self.raw.borrow_mut();
+        match raw.as_mut() {
             None => {
-                let file = tempfile::tempfile().map_err(io)?;
-                let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
-                let mut chunks = Vec::new();
+                let mut w = SpillWriter::new()?;
                 for c in self.b.chunks(self.chunk) {
                     let (s, x) = c?;
-                    let ptr: Vec<u64> = x.indptr.iter().map(|&p| p as u64).collect();
-                    w.write_all(bytemuck::cast_slice(&ptr)).map_err(io)?;
-                    w.write_all(bytemuck::cast_slice(&x.indices)).map_err(io)?;
-                    w.write_all(bytemuck::cast_slice(&x.data)).map_err(io)?;
-                    chunks.push((s, x.n_rows, x.nnz()));
+                    w.push(s, x.n_rows, &x)?;
                     let rows = x.n_rows as u64;
                     f(s, x)?;
                     pb.inc(rows);
                 }
-                let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-                *spill = Some(Spill { file, chunks });
+                *raw = Some(w.finish()?);
             }
-            Some(sp) => {
-                sp.file.rewind().map_err(io)?;
-                let mut r = std::io::BufReader::with_capacity(1 << 22, &sp.file);
-                for &(s, rows, nnz) in &sp.chunks {
-                    let mut ptr = vec![0u64; rows + 1];
-                    let mut indices = vec![0u32; nnz];
-                    let mut data = vec![0f32; nnz];
-                    r.read_exact(bytemuck::cast_slice_mut(&mut ptr))
-                        .map_err(io)?;
-                    r.read_exact(bytemuck::cast_slice_mut(&mut indices))
-                        .map_err(io)?;
-                    r.read_exact(bytemuck::cast_slice_mut(&mut data))
-                        .map_err(io)?;
-                    let x = Csr {
-                        n_rows: rows,
-                        n_cols: nc,
-                        indptr: ptr.into_iter().map(|p| p as usize).collect(),
-                        indices,
-                        data,
-                    };
-                    f(s, x)?;
-                    pb.inc(rows as u64);
-                }
-            }
+            Some(sp) => sp.for_each(self.b.meta.x.n_cols, |s, span, x| {
+                f(s, x)?;
+                pb.inc(span as u64);
+                Ok(())
+            })?,
         }
         pb.finish();
+        Ok(())
+    }
+
+    /// Runs `f(chunk, its cells)` on every chunk preprocessed by `prep`, in order; `keep`: spill
+    /// the preprocessed chunks for the passes after this one.
+    fn run_prepped(
+        &self,
+        what: &str,
+        prep: &Prep<'_>,
+        keep: bool,
+        mut f: impl FnMut(Csr, &[usize]) -> Result<()>,
+    ) -> Result<()> {
+        let kept = |s: usize, span: usize| {
+            let kc = &prep.report.kept_cells;
+            &kc[kc.partition_point(|&r| r < s)..kc.partition_point(|&r| r < s + span)]
+        };
+        let mut prepped = self.prepped.borrow_mut();
+        if let Some(sp) = prepped.as_mut() {
+            self.unchanged(&format!("before the pass `{what}`"))?;
+            let pb = Progress::bar(self.progress, self.b.n_rows() as u64, what);
+            let nc = prep.report.kept_genes.len();
+            sp.for_each(nc, |s, span, x| {
+                f(x, kept(s, span))?;
+                pb.inc(span as u64);
+                Ok(())
+            })?;
+            pb.finish();
+            return Ok(());
+        }
+        let mut w = if keep {
+            Some(SpillWriter::new()?)
+        } else {
+            None
+        };
+        self.run(what, |s, x| {
+            let span = x.n_rows;
+            let x = prep.chunk(s, x);
+            if let Some(w) = w.as_mut() {
+                w.push(s, span, &x)?;
+            }
+            f(x, kept(s, span))
+        })?;
+        *prepped = w.map(SpillWriter::finish).transpose()?;
+        if prepped.is_some() {
+            // later passes read the preprocessed spill: the raw one is done
+            *self.raw.borrow_mut() = None;
+        }
         Ok(())
     }
 
@@ -170,7 +267,8 @@ pub fn sentences(
         chunk: params.chunk_cells.max(1),
         stamp: stamp(b.path())?,
         progress: params.progress,
-        spill: std::cell::RefCell::new(None),
+        raw: std::cell::RefCell::new(None),
+        prepped: std::cell::RefCell::new(None),
     };
     let (report, target) = match pre {
         Some(pre) => {
@@ -201,8 +299,7 @@ pub fn sentences(
     };
     let mut stream = SentenceStream::new(&words, sp)?;
     let mut failed = None;
-    passes.run("sentences (streamed)", |s, x| {
-        let (x, kept) = prep.chunk(s, x);
+    passes.run_prepped("sentences (streamed)", &prep, false, |x, kept| {
         let x = match &cols {
             Some(c) => x.select_cols(c),
             None => x,
@@ -320,8 +417,8 @@ struct Prep<'a> {
 }
 
 impl Prep<'_> {
-    /// The chunk starting at row `s`, preprocessed, and its rows' cell indices.
-    fn chunk(&self, s: usize, mut x: Csr) -> (Csr, Vec<usize>) {
+    /// The chunk starting at file row `s`, preprocessed (its kept cells and genes).
+    fn chunk(&self, s: usize, mut x: Csr) -> Csr {
         let kc = &self.report.kept_cells;
         let lo = kc.partition_point(|&r| r < s);
         let hi = kc.partition_point(|&r| r < s + x.n_rows);
@@ -332,7 +429,7 @@ impl Prep<'_> {
             preprocess::log1p_values(&mut x, base);
         }
         x.eliminate_zeros();
-        (x, kc[lo..hi].to_vec())
+        x
     }
 }
 
@@ -346,16 +443,14 @@ fn select_hvg(passes: &Passes<'_>, prep: &Prep<'_>, h: &HvgParams, ng: usize) ->
         ));
     }
     let (mut s, mut sq) = (vec![0f64; ng], vec![0f64; ng]);
-    passes.run("HVG: gene sums (streamed)", |r0, x| {
-        let (x, _) = prep.chunk(r0, x);
+    passes.run_prepped("HVG: gene sums (streamed)", prep, true, |x, _| {
         hvg::add_sums(&x, 0..x.n_rows, &mut s, &mut sq, None);
         Ok(())
     })?;
     let (mean, var) = hvg::finish_mean_var(&s, &sq, n);
     let (reg_std, clip) = hvg::seurat_v3_trend(&mean, &var, n, h.span)?;
     let (mut cs, mut csq) = (vec![0f64; ng], vec![0f64; ng]);
-    passes.run("HVG: clipped sums (streamed)", |r0, x| {
-        let (x, _) = prep.chunk(r0, x);
+    passes.run_prepped("HVG: clipped sums (streamed)", prep, true, |x, _| {
         hvg::add_sums(&x, 0..x.n_rows, &mut cs, &mut csq, Some(&clip));
         Ok(())
     })?;

@@ -106,7 +106,7 @@ pub struct EmbedArgs {
     /// written as they come (.npy output; no stage cache); the same bytes as in memory.
     #[arg(long, value_parser = domain::count())]
     pub chunk_cells: Option<usize>,
-    /// Files larger than this stream in chunks of 10,000 cells when the options allow (e.g. 2G).
+    /// Files larger than this stream in chunks of 5,000 cells when the options allow (e.g. 2G).
     #[arg(long, value_parser = domain::bytes, default_value = "2G")]
     pub max_memory: u64,
 }

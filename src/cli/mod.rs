@@ -94,7 +94,7 @@ pub enum Command {
         #[arg(long)]
         input: PathBuf,
         /// Cells per chunk.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 5_000)]
         chunk_cells: usize,
     },
 }
@@ -223,7 +223,7 @@ pub struct SentenceArgs {
     /// passes over the file; memory holds one chunk): the same output as in memory.
     #[arg(long, value_parser = self::domain::count())]
     pub chunk_cells: Option<usize>,
-    /// Files larger than this stream in chunks of 10,000 cells when the options allow (e.g. 2G).
+    /// Files larger than this stream in chunks of 5,000 cells when the options allow (e.g. 2G).
     #[arg(long, value_parser = self::domain::bytes, default_value = "2G")]
     pub max_memory: u64,
 }

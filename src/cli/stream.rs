@@ -10,7 +10,7 @@ use crate::preprocess::PreprocessParams;
 use crate::sentence::{GeneSet, SentenceParams};
 
 /// Cells a chunk holds when a file over `--max-memory` streams without `--chunk-cells`.
-pub const AUTO_CHUNK: usize = 10_000;
+pub const AUTO_CHUNK: usize = 5_000;
 
 /// The chunk size `sentences` streams with: `--chunk-cells`, or [`AUTO_CHUNK`] for an `.h5ad`
 /// larger than `--max-memory` whose options streaming supports; `None`: in memory.
