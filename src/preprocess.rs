@@ -146,25 +146,10 @@ pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
     crate::validate::Validate::validate(p)?;
     ds.check_counts("quality control")?;
     let x = &ds.x;
-    let all_genes = vec![true; x.n_cols];
-    let no_mt = vec![false; x.n_cols];
-    let all_rows: Vec<usize> = (0..x.n_rows).collect();
-    let m0 = qc_metrics(x, &all_rows, &all_genes, &no_mt);
-    let step1: Vec<usize> = all_rows
-        .iter()
-        .copied()
-        .filter(|&r| m0.n_genes_by_counts[r] >= p.min_genes)
-        .collect();
-    let removed_min_genes = x.n_rows - step1.len();
+    let mut step1 = Vec::new();
     let mut cells_per_gene = vec![0usize; x.n_cols];
-    for &r in &step1 {
-        let (c, v) = x.row(r);
-        for (&cc, &vv) in c.iter().zip(v) {
-            if vv > 0.0 {
-                cells_per_gene[cc as usize] += 1;
-            }
-        }
-    }
+    min_genes_pass(x, 0, p.min_genes, &mut step1, &mut cells_per_gene);
+    let removed_min_genes = x.n_rows - step1.len();
     let gene_ok: Vec<bool> = cells_per_gene.iter().map(|&n| n >= p.min_cells).collect();
     let kept_genes: Vec<usize> = (0..x.n_cols).filter(|&j| gene_ok[j]).collect();
     let is_mt: Vec<bool> = ds
@@ -186,6 +171,29 @@ pub fn qc_report(ds: &Dataset, p: &QcParams) -> Result<QcReport> {
     };
     check_report(&report, step1.len(), p, &ds.source)?;
     Ok(report)
+}
+
+/// `filter_cells(min_genes)` on the rows of `x` (file rows `row0..`, all genes): appends the
+/// passing rows to `step1` and counts, per gene, the passing cells that detect it
+/// (`filter_genes`' count). Chunks fed in row order give the whole matrix's result.
+pub fn min_genes_pass(
+    x: &Csr,
+    row0: usize,
+    min_genes: usize,
+    step1: &mut Vec<usize>,
+    cells_per_gene: &mut [usize],
+) {
+    for r in 0..x.n_rows {
+        let (c, v) = x.row(r);
+        if v.iter().filter(|&&v| v != 0.0).count() >= min_genes {
+            step1.push(row0 + r);
+            for (&cc, &vv) in c.iter().zip(v) {
+                if vv > 0.0 {
+                    cells_per_gene[cc as usize] += 1;
+                }
+            }
+        }
+    }
 }
 
 /// The `max_genes` / `max_pct_mt` filters on the cells `rows` (metrics `m`, in that order): the

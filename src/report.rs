@@ -57,18 +57,23 @@ pub fn write_parquet(df: &DataFrame, path: &Path) -> Result<()> {
 
 /// Writes cell sentences as Parquet: columns `cell`, `sentence`, `n_genes`.
 pub fn write_sentences(path: &Path, cells: &[String], sentences: &[String]) -> Result<()> {
+    write_parquet(&sentence_frame(cells.to_vec(), sentences.to_vec())?, path)
+}
+
+/// The sentence table: `cell`, `sentence` and its word count `n_genes`.
+fn sentence_frame(cells: Vec<String>, sentences: Vec<String>) -> Result<DataFrame> {
     let n_genes = sentences
         .iter()
-        .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64);
-    let df = frame(vec![
-        ("cell", Col::Str(cells.iter().cloned().map(Some).collect())),
+        .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64)
+        .collect();
+    frame(vec![
+        ("cell", Col::Str(cells.into_iter().map(Some).collect())),
         (
             "sentence",
-            Col::Str(sentences.iter().cloned().map(Some).collect()),
+            Col::Str(sentences.into_iter().map(Some).collect()),
         ),
-        ("n_genes", Col::I64(n_genes.collect())),
-    ])?;
-    write_parquet(&df, path)
+        ("n_genes", Col::I64(n_genes)),
+    ])
 }
 
 /// A table row from values of any `Display` type: `t.push(row![name, cells, f4(r2)])`.
@@ -264,19 +269,8 @@ impl SentenceParquet {
         };
         let cells = std::mem::take(&mut self.cells);
         let sentences = std::mem::take(&mut self.sentences);
-        let n_genes = sentences
-            .iter()
-            .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64)
-            .collect();
         self.rows += cells.len();
-        let df = frame(vec![
-            ("cell", Col::Str(cells.into_iter().map(Some).collect())),
-            (
-                "sentence",
-                Col::Str(sentences.into_iter().map(Some).collect()),
-            ),
-            ("n_genes", Col::I64(n_genes)),
-        ])?;
+        let df = sentence_frame(cells, sentences)?;
         if self.writer.is_none() {
             let f = std::fs::File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
             let w = ParquetWriter::new(f)

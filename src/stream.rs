@@ -339,17 +339,7 @@ fn qc(passes: &Passes<'_>, pre: &PreprocessParams) -> Result<(QcReport, Vec<f32>
             &meta.source,
             Some("quality control"),
         )?;
-        for r in 0..x.n_rows {
-            let (c, v) = x.row(r);
-            if v.iter().filter(|&&v| v != 0.0).count() >= p.min_genes {
-                step1.push(s + r);
-                for (&cc, &vv) in c.iter().zip(v) {
-                    if vv > 0.0 {
-                        cells_per_gene[cc as usize] += 1;
-                    }
-                }
-            }
-        }
+        preprocess::min_genes_pass(&x, s, p.min_genes, &mut step1, &mut cells_per_gene);
         Ok(())
     })?;
     let gene_ok: Vec<bool> = cells_per_gene.iter().map(|&n| n >= p.min_cells).collect();

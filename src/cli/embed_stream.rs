@@ -15,12 +15,6 @@ use crate::sentence::{GeneSet, SentenceParams};
 /// Streams `a.input` in chunks of `chunk` cells into `a.out` (.npy) and `<out>.cells.txt`.
 pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result<()> {
     let start = std::time::Instant::now();
-    if a.out.extension().is_none_or(|e| e != "npy") || a.cells.is_some() || a.shard.is_some() {
-        return Err(Error::param(
-            "--chunk-cells",
-            "streamed embeddings go to an .npy of all cells (no --cells/--shard); use `sentences --chunk-cells` for the sentences, or leave out --chunk-cells",
-        ));
-    }
     let s = &a.source;
     let input = InputArgs {
         input: a.input.clone().unwrap_or_default(),
