@@ -275,9 +275,20 @@ pub fn normalize_total(ds: &mut Dataset, target_sum: Option<f32>) -> f32 {
 /// [`normalize_total`] of a matrix (a whole dataset, or a row chunk with the whole dataset's
 /// target).
 pub fn normalize_rows(x: &mut Csr, target_sum: Option<f32>) -> f32 {
-    let totals: Vec<f32> = x.row_sums().into_iter().map(|t| t as f32).collect();
+    let totals = row_totals(x);
     let target = target_sum.unwrap_or_else(|| median_f32(&totals));
-    let factors: Vec<f32> = totals
+    normalize_rows_by(x, &totals, target);
+    target
+}
+
+/// Each row's total as `normalize_total` takes it (f64 sum, stored as f32).
+pub fn row_totals(x: &Csr) -> Vec<f32> {
+    x.row_sums().into_iter().map(|t| t as f32).collect()
+}
+
+/// `normalize_total`'s divisor of each row: `total / target` (1 for an empty row).
+fn norm_factors(totals: &[f32], target: f32) -> Vec<f32> {
+    totals
         .iter()
         .map(|&t| {
             let f = t / target;
@@ -287,24 +298,63 @@ pub fn normalize_rows(x: &mut Csr, target_sum: Option<f32>) -> f32 {
                 f
             }
         })
-        .collect();
-    let indptr = x.indptr.clone();
-    let data = &mut x.data;
+        .collect()
+}
+
+/// `x`'s rows as mutable value slices, with `totals`' divisors, for a parallel pass over rows.
+fn rows_mut<'a>(
+    x: &'a mut Csr,
+    factors: &'a [f32],
+) -> impl IndexedParallelIterator<Item = (&'a mut [f32], &'a f32)> {
+    let indptr = &x.indptr;
     let mut rows: Vec<&mut [f32]> = Vec::with_capacity(indptr.len() - 1);
-    let mut rest: &mut [f32] = data;
+    let mut rest: &mut [f32] = &mut x.data;
     for w in indptr.windows(2) {
         let (a, b) = rest.split_at_mut(w[1] - w[0]);
         rows.push(a);
         rest = b;
     }
-    rows.into_par_iter()
-        .zip(factors.par_iter())
-        .for_each(|(row, &f)| {
-            for v in row.iter_mut() {
-                *v /= f;
-            }
-        });
-    target
+    rows.into_par_iter().zip(factors.par_iter())
+}
+
+/// Scales row `r` of `x` by `target / totals[r]` (a zero total leaves the row), as
+/// [`normalize_rows`]; `totals` may come from a wider matrix (all kept genes when `x` holds some
+/// of their columns).
+pub fn normalize_rows_by(x: &mut Csr, totals: &[f32], target: f32) {
+    let factors = norm_factors(totals, target);
+    rows_mut(x, &factors).for_each(|(row, &f)| {
+        for v in row.iter_mut() {
+            *v /= f;
+        }
+    });
+}
+
+/// [`normalize_rows_by`] then [`log1p_values`], bit for bit, in one pass: a row's small whole
+/// counts (the bulk of its entries) are each normalized and logged once.
+pub fn normalize_log1p_rows_by(x: &mut Csr, totals: &[f32], target: f32, base: Option<f64>) {
+    const SMALL: usize = 64;
+    let factors = norm_factors(totals, target);
+    let lb = base.map(f64::ln);
+    rows_mut(x, &factors).for_each(|(row, &f)| {
+        let mut memo = [None::<f32>; SMALL];
+        for v in row.iter_mut() {
+            let k = *v as usize;
+            *v = if k < SMALL && (k as f32).to_bits() == v.to_bits() {
+                *memo[k].get_or_insert_with(|| log1p_one(*v / f, lb))
+            } else {
+                log1p_one(*v / f, lb)
+            };
+        }
+    });
+}
+
+/// scanpy's `log1p` of one value: `ln(1 + v)` in f32, divided by `ln(base)` in f64 when given.
+fn log1p_one(v: f32, ln_base: Option<f64>) -> f32 {
+    let l = v.ln_1p();
+    match ln_base {
+        Some(lb) => (l as f64 / lb) as f32,
+        None => l,
+    }
 }
 
 /// numpy's median of a float32 array (mean of the two middle values, in f32).
@@ -331,13 +381,7 @@ pub fn log1p(ds: &mut Dataset, base: Option<f64>) {
 /// [`log1p`] of a matrix's stored values.
 pub fn log1p_values(x: &mut Csr, base: Option<f64>) {
     let lb = base.map(f64::ln);
-    x.data.par_iter_mut().for_each(|v| {
-        let l = v.ln_1p();
-        *v = match lb {
-            Some(lb) => (l as f64 / lb) as f32,
-            None => l,
-        };
-    });
+    x.data.par_iter_mut().for_each(|v| *v = log1p_one(*v, lb));
 }
 
 /// Parameters of the whole preprocessing stage.

@@ -2,8 +2,9 @@
 //! (`seurat_v3` on the log data, the paper's) → sentences, reading an `.h5ad` in row chunks
 //! ([`crate::data::backed`]) in passes, as scanpy orders the steps: cell-level `min_genes` and
 //! the gene counts (pass 1), the `max_genes`/`pct_mt` filters and the cells' totals (pass 2),
-//! per-gene sums and sums of squares (pass 3), `seurat_v3`'s clipped sums (pass 4), sentences
-//! (last pass). Each pass adds in row order, so the result equals the in-memory path
+//! per-gene sums and sums of squares (pass 3), `seurat_v3`'s clipped sums (pass 4, only when a
+//! value lies above its gene's clip: otherwise pass 3's unclipped sums are those sums exactly),
+//! sentences (last pass, normalizing and logging the sentence genes only). Each pass adds in row order, so the result equals the in-memory path
 //! (`pipeline::prepare` → `select_hvg` → `sentences`) byte for byte; memory holds one chunk and
 //! per-gene and per-cell vectors.
 use std::path::{Path, PathBuf};
@@ -30,9 +31,9 @@ pub struct Streamed {
 }
 
 /// A row-chunked reader that refuses a file changed between passes (size or modification time).
-/// The first pass decompresses the `.h5ad` and spills each chunk, uncompressed, to an unnamed
-/// temporary file (removed by the system even after a kill); later passes read the spill. The
-/// first pass over preprocessed chunks spills those too, for the passes after it.
+/// The first pass decompresses the `.h5ad` in a reader thread (overlapping the work on the
+/// previous chunk) and spills each chunk, uncompressed and compact, to an unnamed temporary file
+/// (removed by the system even after a kill); later passes read the spill into reused buffers.
 struct Passes<'a> {
     b: &'a Backed,
     path: PathBuf,
@@ -40,20 +41,32 @@ struct Passes<'a> {
     stamp: (u64, Option<std::time::SystemTime>),
     progress: bool,
     raw: std::cell::RefCell<Option<Spill>>,
-    prepped: std::cell::RefCell<Option<Spill>>,
 }
 
-/// Chunks written as `indptr` (u64), `indices` (u32) and `data` (f32) slices; per chunk the
-/// first file row of its span, the span's rows, and the chunk's rows and entries.
+/// Where and how one chunk lies in a [`Spill`].
+#[derive(Debug, Clone, Copy)]
+struct SpillChunk {
+    /// First file row and rows of the chunk.
+    start: usize,
+    rows: usize,
+    nnz: usize,
+    /// Column indices stored as u32 (else u16: every column < 65,536).
+    wide_indices: bool,
+    /// Values stored as f32 (else u16: every value a whole count < 65,536, bit for bit).
+    float_data: bool,
+}
+
+/// Chunks written as `indptr` (u64), `indices` (u16 or u32) and `data` (u16 or f32) slices.
 struct Spill {
     file: std::fs::File,
-    chunks: Vec<(usize, usize, usize, usize)>,
+    chunks: Vec<SpillChunk>,
 }
 
-/// A [`Spill`] being written.
+/// A [`Spill`] being written (with scratch buffers reused across chunks).
 struct SpillWriter {
     w: std::io::BufWriter<std::fs::File>,
-    chunks: Vec<(usize, usize, usize, usize)>,
+    chunks: Vec<SpillChunk>,
+    narrow: Vec<u16>,
 }
 
 fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
@@ -65,29 +78,59 @@ fn spill_io(e: std::io::Error) -> Error {
     Error::io(std::env::temp_dir(), e)
 }
 
+/// `v` as a whole count that u16 holds exactly (same bits back as f32).
+fn as_u16(v: f32) -> Option<u16> {
+    let n = v as u16;
+    ((n as f32).to_bits() == v.to_bits()).then_some(n)
+}
+
 impl SpillWriter {
     fn new() -> Result<Self> {
         let file = tempfile::tempfile().map_err(spill_io)?;
         Ok(SpillWriter {
             w: std::io::BufWriter::with_capacity(1 << 22, file),
             chunks: Vec::new(),
+            narrow: Vec::new(),
         })
     }
 
-    /// Appends `x`, the chunk of the file rows `start..start + span`.
-    fn push(&mut self, start: usize, span: usize, x: &Csr) -> Result<()> {
-        use std::io::Write;
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        std::io::Write::write_all(&mut self.w, bytes).map_err(spill_io)
+    }
+
+    /// Appends `x`, the chunk of the file rows from `start`.
+    fn push(&mut self, start: usize, x: &Csr) -> Result<()> {
         let ptr: Vec<u64> = x.indptr.iter().map(|&p| p as u64).collect();
-        self.w
-            .write_all(bytemuck::cast_slice(&ptr))
-            .map_err(spill_io)?;
-        self.w
-            .write_all(bytemuck::cast_slice(&x.indices))
-            .map_err(spill_io)?;
-        self.w
-            .write_all(bytemuck::cast_slice(&x.data))
-            .map_err(spill_io)?;
-        self.chunks.push((start, span, x.n_rows, x.nnz()));
+        self.write(bytemuck::cast_slice(&ptr))?;
+        let wide_indices = x.n_cols > 1 << 16;
+        if wide_indices {
+            self.write(bytemuck::cast_slice(&x.indices))?;
+        } else {
+            let mut n = std::mem::take(&mut self.narrow);
+            n.clear();
+            n.extend(x.indices.iter().map(|&i| i as u16));
+            self.write(bytemuck::cast_slice(&n))?;
+            self.narrow = n;
+        }
+        let mut n = std::mem::take(&mut self.narrow);
+        n.clear();
+        let float_data = x
+            .data
+            .iter()
+            .any(|&v| as_u16(v).map(|c| n.push(c)).is_none());
+        if float_data {
+            self.write(bytemuck::cast_slice(&x.data))?;
+        } else {
+            self.write(bytemuck::cast_slice(&n))?;
+        }
+        self.narrow = n;
+        self.chunks.push(SpillChunk {
+            start,
+            rows: x.n_rows,
+            nnz: x.nnz(),
+            wide_indices,
+            float_data,
+        });
         Ok(())
     }
 
@@ -101,59 +144,74 @@ impl SpillWriter {
 }
 
 impl Spill {
-    /// Runs `f(start, span, chunk)` on every chunk, in order.
+    /// Runs `f(start, chunk)` on every chunk, in order, reading into buffers reused across
+    /// chunks (`f` may change the chunk in place).
     fn for_each(
         &mut self,
         n_cols: usize,
-        mut f: impl FnMut(usize, usize, Csr) -> Result<()>,
+        mut f: impl FnMut(usize, &mut Csr) -> Result<()>,
     ) -> Result<()> {
         use std::io::{Read, Seek};
         self.file.rewind().map_err(spill_io)?;
         let mut r = std::io::BufReader::with_capacity(1 << 22, &self.file);
-        for &(start, span, rows, nnz) in &self.chunks {
-            let mut ptr = vec![0u64; rows + 1];
-            let mut indices = vec![0u32; nnz];
-            let mut data = vec![0f32; nnz];
-            r.read_exact(bytemuck::cast_slice_mut(&mut ptr))
-                .map_err(spill_io)?;
-            r.read_exact(bytemuck::cast_slice_mut(&mut indices))
-                .map_err(spill_io)?;
-            r.read_exact(bytemuck::cast_slice_mut(&mut data))
-                .map_err(spill_io)?;
-            let x = Csr {
-                n_rows: rows,
-                n_cols,
-                indptr: ptr.into_iter().map(|p| p as usize).collect(),
-                indices,
-                data,
-            };
-            f(start, span, x)?;
+        let mut read = |buf: &mut [u8]| r.read_exact(buf).map_err(spill_io);
+        let (mut ptr, mut narrow) = (Vec::<u64>::new(), Vec::<u16>::new());
+        let mut x = Csr {
+            n_rows: 0,
+            n_cols,
+            indptr: vec![0],
+            indices: Vec::new(),
+            data: Vec::new(),
+        };
+        for c in &self.chunks {
+            ptr.resize(c.rows + 1, 0);
+            read(bytemuck::cast_slice_mut(&mut ptr))?;
+            x.indptr.clear();
+            x.indptr.extend(ptr.iter().map(|&p| p as usize));
+            if c.wide_indices {
+                x.indices.resize(c.nnz, 0);
+                read(bytemuck::cast_slice_mut(&mut x.indices))?;
+            } else {
+                narrow.resize(c.nnz, 0);
+                read(bytemuck::cast_slice_mut(&mut narrow))?;
+                x.indices.clear();
+                x.indices.extend(narrow.iter().map(|&i| i as u32));
+            }
+            if c.float_data {
+                x.data.resize(c.nnz, 0.0);
+                read(bytemuck::cast_slice_mut(&mut x.data))?;
+            } else {
+                narrow.resize(c.nnz, 0);
+                read(bytemuck::cast_slice_mut(&mut narrow))?;
+                x.data.clear();
+                x.data.extend(narrow.iter().map(|&v| v as f32));
+            }
+            (x.n_rows, x.n_cols) = (c.rows, n_cols);
+            f(c.start, &mut x)?;
         }
         Ok(())
     }
 }
 
 impl Passes<'_> {
-    /// Runs `f` on every chunk `(first row, rows)` of the file, in order.
-    fn run(&self, what: &str, mut f: impl FnMut(usize, Csr) -> Result<()>) -> Result<()> {
+    /// Runs `f(first row, chunk)` on every chunk of the file, in order (`f` may change the chunk).
+    fn run(&self, what: &str, mut f: impl FnMut(usize, &mut Csr) -> Result<()>) -> Result<()> {
         self.unchanged(&format!("before the pass `{what}`"))?;
         let pb = Progress::bar(self.progress, self.b.n_rows() as u64, what);
         let mut raw = self.raw.borrow_mut();
         match raw.as_mut() {
             None => {
-                let mut w = SpillWriter::new()?;
-                for c in self.b.chunks(self.chunk) {
-                    let (s, x) = c?;
-                    w.push(s, x.n_rows, &x)?;
+                *raw = Some(self.first(|s, x| {
                     let rows = x.n_rows as u64;
                     f(s, x)?;
                     pb.inc(rows);
-                }
-                *raw = Some(w.finish()?);
+                    Ok(())
+                })?)
             }
-            Some(sp) => sp.for_each(self.b.meta.x.n_cols, |s, span, x| {
+            Some(sp) => sp.for_each(self.b.meta.x.n_cols, |s, x| {
+                let rows = x.n_rows as u64;
                 f(s, x)?;
-                pb.inc(span as u64);
+                pb.inc(rows);
                 Ok(())
             })?,
         }
@@ -161,51 +219,47 @@ impl Passes<'_> {
         Ok(())
     }
 
-    /// Runs `f(chunk, its cells)` on every chunk preprocessed by `prep`, in order; `keep`: spill
-    /// the preprocessed chunks for the passes after this one.
+    /// The first pass: chunks decoded from the file in a reader thread, spilled, then handed to
+    /// `f`.
+    fn first(&self, mut f: impl FnMut(usize, &mut Csr) -> Result<()>) -> Result<Spill> {
+        let mut w = SpillWriter::new()?;
+        let (b, size) = (self.b, self.chunk);
+        std::thread::scope(|sc| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            sc.spawn(move || {
+                for c in b.chunks(size) {
+                    let failed = c.is_err();
+                    if tx.send(c).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            // an early return drops `rx`, which ends the reader at its next chunk
+            for c in rx {
+                let (s, mut x) = c?;
+                w.push(s, &x)?;
+                f(s, &mut x)?;
+            }
+            Ok(())
+        })?;
+        w.finish()
+    }
+
+    /// Runs `f(chunk, its cells)` on every chunk preprocessed by `prep`, keeping the file
+    /// columns `cols` (default: every kept gene), in order.
     fn run_prepped(
         &self,
         what: &str,
         prep: &Prep<'_>,
-        keep: bool,
-        mut f: impl FnMut(Csr, &[usize]) -> Result<()>,
+        cols: Option<&[usize]>,
+        mut f: impl FnMut(&Csr, &[usize]) -> Result<()>,
     ) -> Result<()> {
-        let kept = |s: usize, span: usize| {
-            let kc = &prep.report.kept_cells;
-            &kc[kc.partition_point(|&r| r < s)..kc.partition_point(|&r| r < s + span)]
-        };
-        let mut prepped = self.prepped.borrow_mut();
-        if let Some(sp) = prepped.as_mut() {
-            self.unchanged(&format!("before the pass `{what}`"))?;
-            let pb = Progress::bar(self.progress, self.b.n_rows() as u64, what);
-            let nc = prep.report.kept_genes.len();
-            sp.for_each(nc, |s, span, x| {
-                f(x, kept(s, span))?;
-                pb.inc(span as u64);
-                Ok(())
-            })?;
-            pb.finish();
-            return Ok(());
-        }
-        let mut w = if keep {
-            Some(SpillWriter::new()?)
-        } else {
-            None
-        };
+        let cols = cols.unwrap_or(&prep.report.kept_genes);
         self.run(what, |s, x| {
-            let span = x.n_rows;
-            let x = prep.chunk(s, x);
-            if let Some(w) = w.as_mut() {
-                w.push(s, span, &x)?;
-            }
-            f(x, kept(s, span))
-        })?;
-        *prepped = w.map(SpillWriter::finish).transpose()?;
-        if prepped.is_some() {
-            // later passes read the preprocessed spill: the raw one is done
-            *self.raw.borrow_mut() = None;
-        }
-        Ok(())
+            let (lo, hi) = prep.span(s, x.n_rows);
+            prep.chunk(s, x, cols);
+            f(x, &prep.report.kept_cells[lo..hi])
+        })
     }
 
     /// Errors if the file's size or modification time differ from the first pass's.
@@ -268,21 +322,20 @@ pub fn sentences(
         stamp: stamp(b.path())?,
         progress: params.progress,
         raw: std::cell::RefCell::new(None),
-        prepped: std::cell::RefCell::new(None),
     };
-    let (report, target) = match pre {
+    let (report, norm) = match pre {
         Some(pre) => {
             let (report, totals) = qc(&passes, pre)?;
             let target = pre
                 .target_sum
                 .unwrap_or_else(|| preprocess::median_f32(&totals));
-            (report, Some((target, pre.log_base)))
+            (report, Some((target, pre.log_base, totals)))
         }
         None => (as_is(&passes)?, None),
     };
     let prep = Prep {
         report: &report,
-        normalize: target,
+        normalize: norm.as_ref().map(|(t, b, totals)| (*t, *b, &totals[..])),
     };
     let names: Vec<String> = report
         .kept_genes
@@ -297,26 +350,31 @@ pub fn sentences(
         Some(c) => c.iter().map(|&j| names[j].clone()).collect(),
         None => names,
     };
+    // the sentence genes' file columns: only they are normalized and logged in the last pass
+    let file_cols: Option<Vec<usize>> = cols
+        .as_ref()
+        .map(|c| c.iter().map(|&j| report.kept_genes[j]).collect());
     let mut stream = SentenceStream::new(&words, sp)?;
     let mut failed = None;
-    passes.run_prepped("sentences (streamed)", &prep, false, |x, kept| {
-        let x = match &cols {
-            Some(c) => x.select_cols(c),
-            None => x,
-        };
-        stream.feed(&x, |r, sentence| {
-            if failed.is_none() {
-                if let Err(e) = out(&b.meta.cells[kept[r]], sentence) {
-                    failed = Some(e);
+    passes.run_prepped(
+        "sentences (streamed)",
+        &prep,
+        file_cols.as_deref(),
+        |x, kept| {
+            stream.feed(x, |r, sentence| {
+                if failed.is_none() {
+                    if let Err(e) = out(&b.meta.cells[kept[r]], sentence) {
+                        failed = Some(e);
+                    }
                 }
-            }
-        })?;
-        failed.take().map_or(Ok(()), Err)
-    })?;
+            })?;
+            failed.take().map_or(Ok(()), Err)
+        },
+    )?;
     passes.unchanged("during the last pass")?;
     Ok(Streamed {
         report,
-        target_sum: target.map(|t| t.0),
+        target_sum: norm.map(|t| t.0),
         hvg: h,
         n_chunks: b.n_rows().div_ceil(passes.chunk),
     })
@@ -332,14 +390,14 @@ fn qc(passes: &Passes<'_>, pre: &PreprocessParams) -> Result<(QcReport, Vec<f32>
     let mut cells_per_gene = vec![0usize; ng];
     passes.run("QC: cells (streamed)", |s, x| {
         crate::data::check_matrix(
-            &x,
+            x,
             s,
             &meta.cells,
             &meta.genes,
             &meta.source,
             Some("quality control"),
         )?;
-        preprocess::min_genes_pass(&x, s, p.min_genes, &mut step1, &mut cells_per_gene);
+        preprocess::min_genes_pass(x, s, p.min_genes, &mut step1, &mut cells_per_gene);
         Ok(())
     })?;
     let gene_ok: Vec<bool> = cells_per_gene.iter().map(|&n| n >= p.min_cells).collect();
@@ -356,12 +414,11 @@ fn qc(passes: &Passes<'_>, pre: &PreprocessParams) -> Result<(QcReport, Vec<f32>
         let end = next + step1[next..].partition_point(|&r| r < s + x.n_rows);
         let local: Vec<usize> = step1[next..end].iter().map(|&r| r - s).collect();
         next = end;
-        let m = preprocess::qc_metrics(&x, &local, &gene_ok, &is_mt);
+        let m = preprocess::qc_metrics(x, &local, &gene_ok, &is_mt);
         let (kept, a, b) = preprocess::cell_filter(&m, &local, p);
         removed_max_genes += a;
         removed_mt += b;
-        let t = x.select(&kept, Some(&kept_genes)).row_sums();
-        totals.extend(t.into_iter().map(|t| t as f32));
+        totals.extend(preprocess::row_totals(&x.select(&kept, Some(&kept_genes))));
         kept_cells.extend(kept.into_iter().map(|r| s + r));
         Ok(())
     })?;
@@ -384,7 +441,7 @@ fn qc(passes: &Passes<'_>, pre: &PreprocessParams) -> Result<(QcReport, Vec<f32>
 fn as_is(passes: &Passes<'_>) -> Result<QcReport> {
     let meta = &passes.b.meta;
     passes.run("checking values (streamed)", |s, x| {
-        crate::data::check_matrix(&x, s, &meta.cells, &meta.genes, &meta.source, None)
+        crate::data::check_matrix(x, s, &meta.cells, &meta.genes, &meta.source, None)
     })?;
     let (n, ng) = (meta.x.n_rows, meta.x.n_cols);
     Ok(QcReport {
@@ -399,31 +456,42 @@ fn as_is(passes: &Passes<'_>) -> Result<QcReport> {
     })
 }
 
-/// A chunk's kept cells and genes, normalized (to the target) and logged (in the base) as
-/// `preprocess_owned` does; `normalize: None` keeps the values.
+/// A chunk's kept cells and genes, normalized (to the target, by the cells' totals over every
+/// kept gene) and logged (in the base) as `preprocess_owned` does; `normalize: None` keeps the
+/// values.
 struct Prep<'a> {
     report: &'a QcReport,
-    normalize: Option<(f32, Option<f64>)>,
+    normalize: Option<(f32, Option<f64>, &'a [f32])>,
 }
 
 impl Prep<'_> {
-    /// The chunk starting at file row `s`, preprocessed (its kept cells and genes).
-    fn chunk(&self, s: usize, mut x: Csr) -> Csr {
+    /// The range of `kept_cells` in the file rows `s..s + rows`.
+    fn span(&self, s: usize, rows: usize) -> (usize, usize) {
         let kc = &self.report.kept_cells;
-        let lo = kc.partition_point(|&r| r < s);
-        let hi = kc.partition_point(|&r| r < s + x.n_rows);
-        let local: Vec<usize> = kc[lo..hi].iter().map(|&r| r - s).collect();
-        x.retain(&local, Some(&self.report.kept_genes));
-        if let Some((target, base)) = self.normalize {
-            preprocess::normalize_rows(&mut x, Some(target));
-            preprocess::log1p_values(&mut x, base);
+        (
+            kc.partition_point(|&r| r < s),
+            kc.partition_point(|&r| r < s + rows),
+        )
+    }
+
+    /// Preprocesses the chunk `x` starting at file row `s` in place, keeping its kept cells and
+    /// the file columns `cols` (kept genes, increasing).
+    fn chunk(&self, s: usize, x: &mut Csr, cols: &[usize]) {
+        let (lo, hi) = self.span(s, x.n_rows);
+        let local: Vec<usize> = self.report.kept_cells[lo..hi]
+            .iter()
+            .map(|&r| r - s)
+            .collect();
+        x.retain(&local, Some(cols));
+        if let Some((target, base, totals)) = self.normalize {
+            preprocess::normalize_log1p_rows_by(x, &totals[lo..hi], target, base);
         }
         x.eliminate_zeros();
-        x
     }
 }
 
-/// Passes 3 and 4: `seurat_v3` (one batch) from streamed sums, as `hvg::highly_variable_genes`.
+/// Passes 3 and (only when a value reaches above its gene's clip) 4: `seurat_v3` (one batch)
+/// from streamed sums, as `hvg::highly_variable_genes`.
 fn select_hvg(passes: &Passes<'_>, prep: &Prep<'_>, h: &HvgParams, ng: usize) -> Result<HvgResult> {
     let n = prep.report.kept_cells.len();
     if n < 2 {
@@ -432,18 +500,77 @@ fn select_hvg(passes: &Passes<'_>, prep: &Prep<'_>, h: &HvgParams, ng: usize) ->
             format!("HVG needs at least 2 cells, got {n}"),
         ));
     }
-    let (mut s, mut sq) = (vec![0f64; ng], vec![0f64; ng]);
-    passes.run_prepped("HVG: gene sums (streamed)", prep, true, |x, _| {
-        hvg::add_sums(&x, 0..x.n_rows, &mut s, &mut sq, None);
+    let zeros = || (vec![0f64; ng], vec![0f64; ng]);
+    let ((mut s, mut sq), (mut cs, mut csq)) = (zeros(), zeros());
+    let (unclipped, mut max) = (vec![f64::INFINITY; ng], vec![f32::NEG_INFINITY; ng]);
+    passes.run_prepped("HVG: gene sums (streamed)", prep, None, |x, _| {
+        hvg::add_sums(x, 0..x.n_rows, &mut s, &mut sq, None);
+        // the clipped sums as they are when nothing is clipped, and each gene's largest value
+        hvg::add_sums(x, 0..x.n_rows, &mut cs, &mut csq, Some(&unclipped));
+        for (&j, &v) in x.indices.iter().zip(&x.data) {
+            max[j as usize] = max[j as usize].max(v);
+        }
         Ok(())
     })?;
     let (mean, var) = hvg::finish_mean_var(&s, &sq, n);
     let (reg_std, clip) = hvg::seurat_v3_trend(&mean, &var, n, h.span)?;
-    let (mut cs, mut csq) = (vec![0f64; ng], vec![0f64; ng]);
-    passes.run_prepped("HVG: clipped sums (streamed)", prep, true, |x, _| {
-        hvg::add_sums(&x, 0..x.n_rows, &mut cs, &mut csq, Some(&clip));
-        Ok(())
-    })?;
+    if (0..ng).any(|j| max[j] as f64 > clip[j]) {
+        (cs, csq) = zeros();
+        passes.run_prepped("HVG: clipped sums (streamed)", prep, None, |x, _| {
+            hvg::add_sums(x, 0..x.n_rows, &mut cs, &mut csq, Some(&clip));
+            Ok(())
+        })?;
+    }
     let nv = hvg::seurat_v3_norm_var(&mean, &reg_std, &cs, &csq, n);
     Ok(hvg::seurat_v3_select(&[nv], h.n_top_genes, mean))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(n_cols: usize, indices: Vec<u32>, data: Vec<f32>) -> Csr {
+        let n = data.len();
+        Csr::from_parts(2, n_cols, vec![0, 1, n], indices, data).unwrap()
+    }
+
+    #[test]
+    fn spill_gives_back_every_layout_bit_for_bit() {
+        let chunks = [
+            // u16 columns, whole counts (u16 values; -0.0 must stay -0.0, so that chunk is f32)
+            csr(100, vec![3, 0, 99], vec![1.0, 65535.0, 7.0]),
+            csr(100, vec![3, 0, 99], vec![1.0, -0.0, 7.0]),
+            // a count u16 cannot hold, a fraction: f32 values
+            csr(100, vec![5, 1, 2], vec![65536.0, 0.5, 3.0]),
+            // more columns than u16 indexes: u32 columns
+            csr(70_000, vec![69_999, 0, 65_536], vec![2.0, 1.0, 1e-3]),
+        ];
+        let mut w = SpillWriter::new().unwrap();
+        for (k, x) in chunks.iter().enumerate() {
+            w.push(10 * k, x).unwrap();
+        }
+        let mut sp = w.finish().unwrap();
+        let layouts: Vec<(bool, bool)> = sp
+            .chunks
+            .iter()
+            .map(|c| (c.wide_indices, c.float_data))
+            .collect();
+        assert_eq!(
+            layouts,
+            [(false, false), (false, true), (false, true), (true, true)]
+        );
+        let mut back = Vec::new();
+        sp.for_each(70_000, |s, x| {
+            back.push((s, x.clone()));
+            Ok(())
+        })
+        .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (k, (s, x)) in back.into_iter().enumerate() {
+            let want = &chunks[k];
+            assert_eq!(s, 10 * k);
+            assert_eq!((&x.indptr, &x.indices), (&want.indptr, &want.indices));
+            assert_eq!(bits(&x.data), bits(&want.data), "chunk {k}");
+        }
+    }
 }
