@@ -184,6 +184,7 @@ pub fn stream_run(path: &Path, chunk_cells: usize) -> Result<ScaleRun> {
         chunk_cells,
         preprocess: Some(Default::default()),
         hvg: Some(Default::default()),
+        batch_key: None,
         sentence: Default::default(),
         progress: false,
     };

@@ -1,12 +1,13 @@
 //! The streaming pipeline for files larger than memory: QC → `normalize_total` → `log1p` → HVG
-//! (`seurat_v3` on the log data, the paper's) → sentences, reading an `.h5ad` in row chunks
-//! ([`crate::data::backed`]) in passes, as scanpy orders the steps: cell-level `min_genes` and
-//! the gene counts (pass 1), the `max_genes`/`pct_mt` filters and the cells' totals (pass 2),
-//! per-gene sums and sums of squares (pass 3), `seurat_v3`'s clipped sums (pass 4, only when a
-//! value lies above its gene's clip: otherwise pass 3's unclipped sums are those sums exactly),
-//! sentences (last pass, normalizing and logging the sentence genes only). Each pass adds in row order, so the result equals the in-memory path
-//! (`pipeline::prepare` → `select_hvg` → `sentences`) byte for byte; memory holds one chunk and
-//! per-gene and per-cell vectors.
+//! (`seurat_v3` on the log data, the paper's, or `seurat`/`cell_ranger`; per batch with a batch
+//! key) → sentences, reading an `.h5ad` in row chunks ([`crate::data::backed`]) in passes, as
+//! scanpy orders the steps: cell-level `min_genes` and the gene counts (pass 1), the
+//! `max_genes`/`pct_mt` filters and the cells' totals (pass 2), the flavor's per-gene sums
+//! (pass 3), `seurat_v3`'s clipped sums (pass 4, only when a value lies above its gene's clip:
+//! otherwise pass 3's unclipped sums are those sums exactly), sentences (last pass, normalizing
+//! and logging the sentence genes only). Each pass adds in row order, so the result equals the
+//! in-memory path (`pipeline::prepare` → `select_hvg` → `sentences`) byte for byte; memory holds
+//! one chunk and per-gene and per-cell vectors.
 use std::path::{Path, PathBuf};
 
 use crate::csr::Csr;
@@ -245,20 +246,20 @@ impl Passes<'_> {
         w.finish()
     }
 
-    /// Runs `f(chunk, its cells)` on every chunk preprocessed by `prep`, keeping the file
-    /// columns `cols` (default: every kept gene), in order.
+    /// Runs `f(chunk, its cells as a range of the kept cells)` on every chunk preprocessed by
+    /// `prep`, keeping the file columns `cols` (default: every kept gene), in order.
     fn run_prepped(
         &self,
         what: &str,
         prep: &Prep<'_>,
         cols: Option<&[usize]>,
-        mut f: impl FnMut(&Csr, &[usize]) -> Result<()>,
+        mut f: impl FnMut(&Csr, std::ops::Range<usize>) -> Result<()>,
     ) -> Result<()> {
         let cols = cols.unwrap_or(&prep.report.kept_genes);
         self.run(what, |s, x| {
             let (lo, hi) = prep.span(s, x.n_rows);
             prep.chunk(s, x, cols);
-            f(x, &prep.report.kept_cells[lo..hi])
+            f(x, lo..hi)
         })
     }
 
@@ -282,8 +283,10 @@ pub struct StreamParams {
     pub chunk_cells: usize,
     /// QC, `normalize_total` and `log1p` (`None`: X is already log-normalized).
     pub preprocess: Option<PreprocessParams>,
-    /// HVG sentences with this selection (`seurat_v3`, one batch); `None`: all genes.
+    /// HVG sentences with this selection (on the log data); `None`: all genes.
     pub hvg: Option<HvgParams>,
+    /// The `obs` column of the cells' batches for the HVG selection (scanpy's `batch_key`).
+    pub batch_key: Option<String>,
     /// The sentences' tie seed and gene budget.
     pub sentence: SentenceParams,
     /// Show progress bars.
@@ -291,8 +294,9 @@ pub struct StreamParams {
 }
 
 /// Streams `b` in chunks and hands each kept cell's name and sentence to `out`, in order.
-/// Supports the paper's preprocessing and `seurat_v3` on the log data without a batch key; other
-/// HVG settings are refused (use the in-memory path).
+/// Supports the paper's preprocessing and the HVG flavors of log data (`seurat_v3`, `seurat`,
+/// `cell_ranger`, with or without a batch key); the count-model flavors are refused (use the
+/// in-memory path).
 pub fn sentences(
     b: &Backed,
     params: &StreamParams,
@@ -308,10 +312,10 @@ pub fn sentences(
     }
     if let Some(h) = hvg {
         crate::validate::Validate::validate(h)?;
-        if h.flavor != Flavor::SeuratV3 {
+        if h.flavor.models_counts() {
             return Err(Error::param(
                 "chunk_cells",
-                format!("streaming selects HVG with seurat_v3 on log data; flavor {} needs the whole matrix in memory (leave out --chunk-cells)", h.flavor),
+                format!("streaming selects HVG on log data; flavor {} models counts and needs the whole matrix in memory (leave out --chunk-cells)", h.flavor),
             ));
         }
     }
@@ -343,7 +347,22 @@ pub fn sentences(
         .map(|&j| b.meta.genes[j].clone())
         .collect();
     let h = hvg
-        .map(|h| select_hvg(&passes, &prep, h, names.len()))
+        .map(|h| {
+            let batches = params
+                .batch_key
+                .as_deref()
+                .map(|k| {
+                    b.meta
+                        .subset(&report.kept_cells, None)?
+                        .obs_labels(k, "give every cell a batch, or leave batch_key unset")
+                })
+                .transpose()?;
+            let base = match &norm {
+                Some((_, base, _)) => *base,
+                None => crate::pipeline::log_base(&b.meta),
+            };
+            select_hvg(&passes, &prep, h, &names, base, batches.as_deref())
+        })
         .transpose()?;
     let cols = h.as_ref().map(HvgResult::indices);
     let words: Vec<String> = match &cols {
@@ -360,7 +379,8 @@ pub fn sentences(
         "sentences (streamed)",
         &prep,
         file_cols.as_deref(),
-        |x, kept| {
+        |x, range| {
+            let kept = &report.kept_cells[range];
             stream.feed(x, |r, sentence| {
                 if failed.is_none() {
                     if let Err(e) = out(&b.meta.cells[kept[r]], sentence) {
@@ -490,9 +510,17 @@ impl Prep<'_> {
     }
 }
 
-/// Passes 3 and (only when a value reaches above its gene's clip) 4: `seurat_v3` (one batch)
-/// from streamed sums, as `hvg::highly_variable_genes`.
-fn select_hvg(passes: &Passes<'_>, prep: &Prep<'_>, h: &HvgParams, ng: usize) -> Result<HvgResult> {
+/// Pass 3 (and for `seurat_v3`, only when a value lies above its gene's clip, 4): the HVG
+/// selection of the kept genes `names` from streamed per-batch sums, as
+/// `hvg::highly_variable_genes` (`base`: the log base `seurat` undoes).
+fn select_hvg(
+    passes: &Passes<'_>,
+    prep: &Prep<'_>,
+    h: &HvgParams,
+    names: &[String],
+    base: Option<f64>,
+    batches: Option<&[String]>,
+) -> Result<HvgResult> {
     let n = prep.report.kept_cells.len();
     if n < 2 {
         return Err(Error::param(
@@ -500,29 +528,123 @@ fn select_hvg(passes: &Passes<'_>, prep: &Prep<'_>, h: &HvgParams, ng: usize) ->
             format!("HVG needs at least 2 cells, got {n}"),
         ));
     }
-    let zeros = || (vec![0f64; ng], vec![0f64; ng]);
-    let ((mut s, mut sq), (mut cs, mut csq)) = (zeros(), zeros());
-    let (unclipped, mut max) = (vec![f64::INFINITY; ng], vec![f32::NEG_INFINITY; ng]);
-    passes.run_prepped("HVG: gene sums (streamed)", prep, None, |x, _| {
-        hvg::add_sums(x, 0..x.n_rows, &mut s, &mut sq, None);
-        // the clipped sums as they are when nothing is clipped, and each gene's largest value
-        hvg::add_sums(x, 0..x.n_rows, &mut cs, &mut csq, Some(&unclipped));
-        for (&j, &v) in x.indices.iter().zip(&x.data) {
-            max[j as usize] = max[j as usize].max(v);
+    let (cats, of) = match batches {
+        Some(b) => hvg::batch_index(b),
+        None => (Vec::new(), vec![0; n]),
+    };
+    let groups = Groups {
+        of,
+        n: cats.len().max(1),
+    };
+    match h.flavor {
+        Flavor::SeuratV3 => seurat_v3(passes, prep, h, names.len(), &groups, &cats),
+        Flavor::Seurat | Flavor::CellRanger => {
+            let mut sums = vec![hvg::DispSums::new(names.len()); groups.n];
+            passes.run_prepped("HVG: dispersions (streamed)", prep, None, |x, range| {
+                for (g, rows) in groups.rows(range).into_iter().enumerate() {
+                    sums[g].add(x, rows.into_iter(), h.flavor, base);
+                }
+                Ok(())
+            })?;
+            hvg::dispersion_select(&sums, names, h, batches.is_some())
+        }
+        f => Err(Error::param(
+            "chunk_cells",
+            format!("flavor {f} models counts; streaming selects HVG on log data"),
+        )),
+    }
+}
+
+/// Each kept cell's batch (an index into the sorted batch names; all 0 without batches).
+struct Groups {
+    of: Vec<usize>,
+    n: usize,
+}
+
+impl Groups {
+    /// The rows of a chunk holding the kept cells `range`, by batch, in row order.
+    fn rows(&self, range: std::ops::Range<usize>) -> Vec<Vec<usize>> {
+        let mut rows = vec![Vec::new(); self.n];
+        for (r, &g) in self.of[range].iter().enumerate() {
+            rows[g].push(r);
+        }
+        rows
+    }
+
+    fn sizes(&self) -> Vec<usize> {
+        let mut n = vec![0; self.n];
+        self.of.iter().for_each(|&g| n[g] += 1);
+        n
+    }
+}
+
+/// `seurat_v3` from streamed sums, per batch: pass 3 adds each batch's sums and, as they are
+/// when nothing is clipped, its clipped sums and each gene's largest value; pass 4 adds the
+/// clipped sums again only when a value lies above its gene's clip.
+fn seurat_v3(
+    passes: &Passes<'_>,
+    prep: &Prep<'_>,
+    h: &HvgParams,
+    ng: usize,
+    groups: &Groups,
+    cats: &[&String],
+) -> Result<HvgResult> {
+    let sizes = groups.sizes();
+    if !cats.is_empty() {
+        hvg::seurat_v3_check_batches(cats, &sizes)?;
+    }
+    let zeros = || vec![vec![0f64; ng]; groups.n];
+    let (mut s, mut sq, mut cs, mut csq) = (zeros(), zeros(), zeros(), zeros());
+    let mut max = vec![vec![f32::NEG_INFINITY; ng]; groups.n];
+    // every cell's sums give the means reported (the one batch's without a batch key)
+    let (mut s_all, mut sq_all) = (vec![0f64; ng], vec![0f64; ng]);
+    let unclipped = vec![f64::INFINITY; ng];
+    passes.run_prepped("HVG: gene sums (streamed)", prep, None, |x, range| {
+        if groups.n > 1 {
+            hvg::add_sums(x, 0..x.n_rows, &mut s_all, &mut sq_all, None);
+        }
+        for (g, rows) in groups.rows(range).iter().enumerate() {
+            let rows = || rows.iter().copied();
+            hvg::add_sums(x, rows(), &mut s[g], &mut sq[g], None);
+            hvg::add_sums(x, rows(), &mut cs[g], &mut csq[g], Some(&unclipped));
+            for r in rows() {
+                let (c, v) = x.row(r);
+                for (&j, &v) in c.iter().zip(v) {
+                    max[g][j as usize] = max[g][j as usize].max(v);
+                }
+            }
         }
         Ok(())
     })?;
-    let (mean, var) = hvg::finish_mean_var(&s, &sq, n);
-    let (reg_std, clip) = hvg::seurat_v3_trend(&mean, &var, n, h.span)?;
-    if (0..ng).any(|j| max[j] as f64 > clip[j]) {
-        (cs, csq) = zeros();
-        passes.run_prepped("HVG: clipped sums (streamed)", prep, None, |x, _| {
-            hvg::add_sums(x, 0..x.n_rows, &mut cs, &mut csq, Some(&clip));
+    let mut trends = Vec::with_capacity(groups.n);
+    for g in 0..groups.n {
+        let (mean, var) = hvg::finish_mean_var(&s[g], &sq[g], sizes[g]);
+        let (reg_std, clip) = hvg::seurat_v3_trend(&mean, &var, sizes[g], h.span)?;
+        trends.push((mean, reg_std, clip));
+    }
+    let clipped = |g: usize| (0..ng).any(|j| max[g][j] as f64 > trends[g].2[j]);
+    if (0..groups.n).any(clipped) {
+        (cs, csq) = (zeros(), zeros());
+        passes.run_prepped("HVG: clipped sums (streamed)", prep, None, |x, range| {
+            for (g, rows) in groups.rows(range).iter().enumerate() {
+                let clip = Some(&trends[g].2[..]);
+                hvg::add_sums(x, rows.iter().copied(), &mut cs[g], &mut csq[g], clip);
+            }
             Ok(())
         })?;
     }
-    let nv = hvg::seurat_v3_norm_var(&mean, &reg_std, &cs, &csq, n);
-    Ok(hvg::seurat_v3_select(&[nv], h.n_top_genes, mean))
+    let norm_vars: Vec<Vec<f64>> = (0..groups.n)
+        .map(|g| {
+            let (mean, reg_std, _) = &trends[g];
+            hvg::seurat_v3_norm_var(mean, reg_std, &cs[g], &csq[g], sizes[g])
+        })
+        .collect();
+    let means_all = if groups.n > 1 {
+        hvg::finish_mean_var(&s_all, &sq_all, prep.report.kept_cells.len()).0
+    } else {
+        trends.swap_remove(0).0
+    };
+    Ok(hvg::seurat_v3_select(&norm_vars, h.n_top_genes, means_all))
 }
 
 #[cfg(test)]

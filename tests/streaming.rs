@@ -84,6 +84,76 @@ fn streaming_equals_in_memory_on_every_dataset() {
     }
 }
 
+/// A batch column of `path`'s obs (`batch`, or Baron's `donor`), if it has one.
+fn batch_key(path: &Path) -> Option<&'static str> {
+    let ds = cellsentence::data::backed::Backed::open(path, Default::default()).unwrap();
+    ["batch", "donor"]
+        .into_iter()
+        .find(|k| ds.meta.obs_column(k).is_ok())
+}
+
+#[test]
+fn every_log_data_flavor_and_batch_key_streams_as_in_memory() {
+    for (path, log) in datasets() {
+        let p = path.to_str().unwrap();
+        let b = cellsentence::data::backed::Backed::open(&path, Default::default()).unwrap();
+        let chunk = (b.n_rows() / 5).max(1).to_string();
+        let key = batch_key(&path);
+        for flavor in ["seurat_v3", "seurat", "cell_ranger"] {
+            for batch in std::iter::once(None).chain(key.map(Some)) {
+                if flavor == "seurat_v3" && batch.is_none() {
+                    continue; // streaming_equals_in_memory_on_every_dataset
+                }
+                let mut args = vec!["--input", p, "--genes", "hvg", "--flavor", flavor];
+                if log {
+                    args.push("--no-preprocess");
+                }
+                if let Some(k) = batch {
+                    args.extend(["--batch-key", k]);
+                }
+                let memory = sentences(&args);
+                args.extend(["--chunk-cells", &chunk]);
+                let streamed = sentences(&args);
+                let what = format!("{p} {flavor} batch {batch:?}");
+                assert_eq!(
+                    memory.status.success(),
+                    streamed.status.success(),
+                    "{what}: in memory {}, streamed {}",
+                    String::from_utf8_lossy(&memory.stderr),
+                    String::from_utf8_lossy(&streamed.stderr)
+                );
+                if memory.status.success() {
+                    assert!(!memory.stdout.is_empty(), "{what}");
+                    assert!(memory.stdout == streamed.stdout, "{what}: sentences differ");
+                    eprintln!("{what}: {} bytes equal", memory.stdout.len());
+                } else {
+                    let err = |o: &std::process::Output| {
+                        String::from_utf8_lossy(&o.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    assert_eq!(err(&memory), err(&streamed), "{what}: errors differ");
+                    eprintln!("{what}: both refuse: {}", err(&memory));
+                }
+            }
+        }
+    }
+    // the count-model flavors need the whole matrix: refused before any work, naming the option
+    let f = root().join("tests/fixtures/synthetic.h5ad");
+    let args = ["--input", f.to_str().unwrap(), "--genes", "hvg"];
+    for flavor in ["deviance", "pearson_residuals"] {
+        let r = sentences(&[&args[..], &["--flavor", flavor, "--chunk-cells", "50"]].concat());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && r.stdout.is_empty(), "{flavor}");
+        assert!(
+            err.contains("--chunk-cells") && err.contains("seurat_v3, seurat, cell_ranger"),
+            "{err}"
+        );
+    }
+}
+
 fn read_parquet(p: &Path) -> polars::prelude::DataFrame {
     use polars::prelude::{ParquetReader, SerReader};
     ParquetReader::new(std::fs::File::open(p).unwrap())
@@ -213,6 +283,7 @@ fn a_file_changed_during_the_run_is_refused() {
         chunk_cells: 50,
         preprocess: Some(pre),
         hvg: None,
+        batch_key: None,
         sentence: sp,
         progress: false,
     };

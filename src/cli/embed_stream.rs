@@ -38,6 +38,7 @@ pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result
         chunk_cells: chunk,
         preprocess: (!s.prep.no_preprocess).then(Default::default),
         hvg: (s.genes == GeneSet::Hvg).then(|| super::hvg_params(&s.prep)),
+        batch_key: s.prep.batch_key.clone(),
         sentence: SentenceParams {
             seed: s.tie_seed,
             max_genes: Some(budget),

@@ -219,7 +219,7 @@ pub struct SentenceArgs {
     /// stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Stream the .h5ad in chunks of N cells (QC, normalization, seurat_v3 HVG and sentences in
+    /// Stream the .h5ad in chunks of N cells (QC, normalization, HVG of log data and sentences in
     /// passes over the file; memory holds one chunk): the same output as in memory.
     #[arg(long, value_parser = self::domain::count())]
     pub chunk_cells: Option<usize>,

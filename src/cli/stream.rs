@@ -71,12 +71,10 @@ pub(super) fn decide(
 pub(super) fn unsupported(order: Order, genes: GeneSet, p: &super::PrepArgs) -> Option<String> {
     let why = if order == Order::Deviation {
         "deviation sentences need the mean profile of all cells first"
-    } else if genes == GeneSet::Hvg && p.flavor != crate::hvg::Flavor::SeuratV3 {
-        "streaming selects HVG with seurat_v3 only"
+    } else if genes == GeneSet::Hvg && p.flavor.models_counts() {
+        "streaming selects HVG with the flavors of log data (seurat_v3, seurat, cell_ranger)"
     } else if genes == GeneSet::Hvg && p.on != HvgInput::Log {
         "streaming selects HVG on the log data only (--on log)"
-    } else if p.batch_key.is_some() {
-        "--batch-key is not streamed"
     } else if p.hvg_list.is_some() {
         "--hvg-list is not streamed"
     } else {
@@ -123,6 +121,7 @@ pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
         chunk_cells: chunk,
         preprocess: (!a.prep.no_preprocess).then(PreprocessParams::default),
         hvg: (a.genes == GeneSet::Hvg).then_some(hvg),
+        batch_key: a.prep.batch_key.clone(),
         sentence: sp,
         progress: true, // silenced by --quiet
     };

@@ -19,15 +19,8 @@ pub(super) fn seurat_v3(
         None => vec![(0..x.n_rows).collect()],
         Some(b) => {
             let (cats, groups) = batch_groups(b);
-            if let Some((c, g)) = cats.iter().zip(&groups).find(|(_, g)| g.len() < 2) {
-                return Err(Error::param(
-                    "batch_key",
-                    format!(
-                        "batch `{c}` has {} cell(s) after QC; seurat_v3 fits each batch's mean-variance trend and needs at least 2 cells per batch (use another batch key, merge or drop that batch, or leave batch_key unset)",
-                        g.len()
-                    ),
-                ));
-            }
+            let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+            seurat_v3_check_batches(&cats, &sizes)?;
             groups
         }
     };
@@ -42,6 +35,19 @@ pub(super) fn seurat_v3(
         })
         .collect::<Result<_>>()?;
     Ok(seurat_v3_select(&norm_vars, p.n_top_genes, means_all))
+}
+
+/// Refuses a batch (`cats`, with `sizes` cells each) too small for `seurat_v3`'s trend.
+pub fn seurat_v3_check_batches(cats: &[&String], sizes: &[usize]) -> Result<()> {
+    match cats.iter().zip(sizes).find(|(_, &n)| n < 2) {
+        Some((c, n)) => Err(Error::param(
+            "batch_key",
+            format!(
+                "batch `{c}` has {n} cell(s) after QC; seurat_v3 fits each batch's mean-variance trend and needs at least 2 cells per batch (use another batch key, merge or drop that batch, or leave batch_key unset)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `seurat_v3`'s trend of one batch of `n` cells: the LOESS-regularized standard deviation of each
