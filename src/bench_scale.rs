@@ -185,6 +185,7 @@ pub fn stream_run(path: &Path, chunk_cells: usize) -> Result<ScaleRun> {
         preprocess: Some(Default::default()),
         hvg: Some(Default::default()),
         batch_key: None,
+        hvg_list: None,
         sentence: Default::default(),
         progress: false,
     };

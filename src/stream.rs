@@ -194,7 +194,19 @@ impl Spill {
     }
 }
 
-impl Passes<'_> {
+impl<'a> Passes<'a> {
+    /// The passes over `b` in chunks of `params.chunk_cells`.
+    fn new(b: &'a Backed, params: &StreamParams) -> Result<Self> {
+        Ok(Passes {
+            b,
+            path: b.path().to_path_buf(),
+            chunk: params.chunk_cells.max(1),
+            stamp: stamp(b.path())?,
+            progress: params.progress,
+            raw: std::cell::RefCell::new(None),
+        })
+    }
+
     /// Runs `f(first row, chunk)` on every chunk of the file, in order (`f` may change the chunk).
     fn run(&self, what: &str, mut f: impl FnMut(usize, &mut Csr) -> Result<()>) -> Result<()> {
         self.unchanged(&format!("before the pass `{what}`"))?;
@@ -287,6 +299,9 @@ pub struct StreamParams {
     pub hvg: Option<HvgParams>,
     /// The `obs` column of the cells' batches for the HVG selection (scanpy's `batch_key`).
     pub batch_key: Option<String>,
+    /// A file naming the HVG (one gene a line, as `cellsentence hvg` writes it) instead of a
+    /// selection (no HVG passes).
+    pub hvg_list: Option<PathBuf>,
     /// The sentences' tie seed and gene budget.
     pub sentence: SentenceParams,
     /// Show progress bars.
@@ -300,87 +315,39 @@ pub struct StreamParams {
 pub fn sentences(
     b: &Backed,
     params: &StreamParams,
+    out: impl FnMut(&str, &str) -> Result<()>,
+) -> Result<Streamed> {
+    sentences_with(b, params, |_| Ok(()), out)
+}
+
+/// [`sentences`], calling `on_kept(n)` with the number of QC-kept cells as soon as QC has
+/// counted them (before the HVG passes and the sentences; an error there stops the run).
+pub fn sentences_with(
+    b: &Backed,
+    params: &StreamParams,
+    on_kept: impl FnOnce(usize) -> Result<()>,
     mut out: impl FnMut(&str, &str) -> Result<()>,
 ) -> Result<Streamed> {
-    let (pre, hvg, sp) = (
-        params.preprocess.as_ref(),
-        params.hvg.as_ref(),
-        &params.sentence,
-    );
-    if let Some(pre) = pre {
-        crate::validate::Validate::validate(pre)?;
-    }
-    if let Some(h) = hvg {
-        crate::validate::Validate::validate(h)?;
-        if h.flavor.models_counts() {
-            return Err(Error::param(
-                "chunk_cells",
-                format!("streaming selects HVG on log data; flavor {} models counts and needs the whole matrix in memory (leave out --chunk-cells)", h.flavor),
-            ));
-        }
-    }
-    let passes = Passes {
-        b,
-        path: b.path().to_path_buf(),
-        chunk: params.chunk_cells.max(1),
-        stamp: stamp(b.path())?,
-        progress: params.progress,
-        raw: std::cell::RefCell::new(None),
-    };
-    let (report, norm) = match pre {
-        Some(pre) => {
-            let (report, totals) = qc(&passes, pre)?;
-            let target = pre
-                .target_sum
-                .unwrap_or_else(|| preprocess::median_f32(&totals));
-            (report, Some((target, pre.log_base, totals)))
-        }
-        None => (as_is(&passes)?, None),
-    };
-    let prep = Prep {
-        report: &report,
-        normalize: norm.as_ref().map(|(t, b, totals)| (*t, *b, &totals[..])),
-    };
-    let names: Vec<String> = report
-        .kept_genes
-        .iter()
-        .map(|&j| b.meta.genes[j].clone())
-        .collect();
-    let h = hvg
-        .map(|h| {
-            let batches = params
-                .batch_key
-                .as_deref()
-                .map(|k| {
-                    b.meta
-                        .subset(&report.kept_cells, None)?
-                        .obs_labels(k, "give every cell a batch, or leave batch_key unset")
-                })
-                .transpose()?;
-            let base = match &norm {
-                Some((_, base, _)) => *base,
-                None => crate::pipeline::log_base(&b.meta),
-            };
-            select_hvg(&passes, &prep, h, &names, base, batches.as_deref())
-        })
-        .transpose()?;
-    let cols = h.as_ref().map(HvgResult::indices);
+    let passes = Passes::new(b, params)?;
+    let sel = select(&passes, params, on_kept)?;
+    let prep = sel.prep();
+    let cols = sel.hvg.as_ref().map(HvgResult::indices);
     let words: Vec<String> = match &cols {
-        Some(c) => c.iter().map(|&j| names[j].clone()).collect(),
-        None => names,
+        Some(c) => c.iter().map(|&j| sel.names[j].clone()).collect(),
+        None => sel.names.clone(),
     };
     // the sentence genes' file columns: only they are normalized and logged in the last pass
     let file_cols: Option<Vec<usize>> = cols
         .as_ref()
-        .map(|c| c.iter().map(|&j| report.kept_genes[j]).collect());
-    let mut stream = SentenceStream::new(&words, sp)?;
+        .map(|c| c.iter().map(|&j| sel.report.kept_genes[j]).collect());
+    let mut stream = SentenceStream::new(&words, &params.sentence)?;
     let mut failed = None;
     passes.run_prepped(
         "sentences (streamed)",
         &prep,
         file_cols.as_deref(),
         |x, range| {
-            let kept = &report.kept_cells[range];
+            let kept = &sel.report.kept_cells[range];
             stream.feed(x, |r, sentence| {
                 if failed.is_none() {
                     if let Err(e) = out(&b.meta.cells[kept[r]], sentence) {
@@ -392,12 +359,126 @@ pub fn sentences(
         },
     )?;
     passes.unchanged("during the last pass")?;
-    Ok(Streamed {
+    Ok(sel.finish(&passes))
+}
+
+/// The QC and HVG passes of [`sentences`] alone (`params.hvg` must be set): what QC keeps and
+/// the HVG selection, as the in-memory `cellsentence hvg` reports them.
+pub fn hvg(b: &Backed, params: &StreamParams) -> Result<Streamed> {
+    if params.hvg.is_none() {
+        return Err(Error::param("hvg", "give the HVG selection to stream"));
+    }
+    let passes = Passes::new(b, params)?;
+    let sel = select(&passes, params, |_| Ok(()))?;
+    passes.unchanged("after the last pass")?;
+    Ok(sel.finish(&passes))
+}
+
+/// What QC kept (with the normalization: target, log base, the kept cells' totals), the kept
+/// genes' names and the HVG selection.
+struct Selected {
+    report: QcReport,
+    norm: Option<(f32, Option<f64>, Vec<f32>)>,
+    names: Vec<String>,
+    hvg: Option<HvgResult>,
+}
+
+impl Selected {
+    fn prep(&self) -> Prep<'_> {
+        Prep {
+            report: &self.report,
+            normalize: self
+                .norm
+                .as_ref()
+                .map(|(t, b, totals)| (*t, *b, &totals[..])),
+        }
+    }
+
+    fn finish(self, passes: &Passes<'_>) -> Streamed {
+        Streamed {
+            report: self.report,
+            target_sum: self.norm.map(|t| t.0),
+            hvg: self.hvg,
+            n_chunks: passes.b.n_rows().div_ceil(passes.chunk),
+        }
+    }
+}
+
+/// The passes before the sentences: QC (1–2) and, for HVG sentences, the selection (3–4) or
+/// the `hvg_list`; `on_kept` hears the number of kept cells after QC.
+fn select(
+    passes: &Passes<'_>,
+    params: &StreamParams,
+    on_kept: impl FnOnce(usize) -> Result<()>,
+) -> Result<Selected> {
+    let list = match &params.hvg_list {
+        Some(p) => Some((p, std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?)),
+        None => None,
+    };
+    let (pre, hvg) = (params.preprocess.as_ref(), params.hvg.as_ref());
+    if let Some(pre) = pre {
+        crate::validate::Validate::validate(pre)?;
+    }
+    if let Some(h) = hvg {
+        crate::validate::Validate::validate(h)?;
+        if h.flavor.models_counts() && list.is_none() {
+            return Err(Error::param(
+                "chunk_cells",
+                format!("streaming selects HVG on log data; flavor {} models counts and needs the whole matrix in memory (leave out --chunk-cells)", h.flavor),
+            ));
+        }
+    }
+    let meta = &passes.b.meta;
+    let (report, norm) = match pre {
+        Some(pre) => {
+            let (report, totals) = qc(passes, pre)?;
+            let target = pre
+                .target_sum
+                .unwrap_or_else(|| preprocess::median_f32(&totals));
+            (report, Some((target, pre.log_base, totals)))
+        }
+        None => (as_is(passes)?, None),
+    };
+    let names: Vec<String> = report
+        .kept_genes
+        .iter()
+        .map(|&j| meta.genes[j].clone())
+        .collect();
+    on_kept(report.kept_cells.len())?;
+    let mut sel = Selected {
         report,
-        target_sum: norm.map(|t| t.0),
-        hvg: h,
-        n_chunks: b.n_rows().div_ceil(passes.chunk),
-    })
+        norm,
+        names,
+        hvg: None,
+    };
+    sel.hvg = match (hvg, list) {
+        (None, _) => None,
+        (Some(_), Some((path, text))) => Some(HvgResult::from_list(&sel.names, path, &text)?),
+        (Some(h), None) => {
+            let batches = params
+                .batch_key
+                .as_deref()
+                .map(|k| {
+                    meta.subset(&sel.report.kept_cells, None)?
+                        .obs_labels(k, "give every cell a batch, or leave batch_key unset")
+                })
+                .transpose()?;
+            let base = match &sel.norm {
+                Some((_, base, _)) => *base,
+                None => crate::pipeline::log_base(meta),
+            };
+            let prep = sel.prep();
+            Some(select_hvg(
+                passes,
+                &prep,
+                h,
+                &sel.names,
+                base,
+                batches.as_deref(),
+            )?)
+        }
+    };
+    Ok(sel)
 }
 
 /// Passes 1 and 2: what QC keeps (as `preprocess::qc_report`) and the kept cells' totals over

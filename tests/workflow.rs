@@ -1,5 +1,6 @@
 //! The sharded workflow (issue 15): `workflow/Snakefile` run locally by Snakemake (2 shards,
-//! 2 cores) gives the embeddings of one unsharded `embed` byte for byte and annotates them;
+//! 2 cores), reading the input whole or streaming it, gives the embeddings of one unsharded
+//! `embed` byte for byte and annotates them;
 //! `merge` refuses a missing shard, shards of different runs, and shards of an input that
 //! changed between the jobs, writing nothing.
 use assert_cmd::Command;
@@ -44,21 +45,7 @@ fn snakemake_sharded_embedding_equals_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(fx, dir.path());
     let work = dir.path().join("run");
-    let r = std::process::Command::new("snakemake")
-        .args([
-            "-s",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/workflow/Snakefile"),
-        ])
-        .args(["--cores", "2", "--directory"])
-        .arg(&work)
-        .arg("--config")
-        .arg(format!("input={fx}"))
-        .arg(format!("model={model}"))
-        .args(["shards=2", "label_key=cell_type"])
-        .arg(format!("cellsentence={}", bin().display()))
-        .output()
-        .expect("snakemake (installed into the project venv by scripts/test.sh) on PATH");
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    snakemake(&work, fx, &model, &["label_key=cell_type"]);
     let out = work.join("results/workflow");
     let merged = read_embeddings(&out.join("embeddings.h5ad")).unwrap();
     let one = dir.path().join("one.h5ad");
@@ -79,6 +66,29 @@ fn snakemake_sharded_embedding_equals_one_run() {
     )
     .unwrap();
     assert_eq!(summary["n_folds"], 5);
+
+    // the same workflow streaming the input in chunks of 50 cells (hvg and embed jobs): the
+    // same HVG list and embeddings; its shards and the in-memory ones are interchangeable
+    let streamed = dir.path().join("streamed");
+    snakemake(&streamed, fx, &model, &["chunk_cells=50"]);
+    let sout = streamed.join("results/workflow");
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(sout.join("hvg.txt")), read(out.join("hvg.txt")));
+    let smerged = read_embeddings(&sout.join("embeddings.h5ad")).unwrap();
+    assert_eq!(smerged.cells, one.cells);
+    assert_eq!(
+        smerged.m.data, one.m.data,
+        "streamed shards differ from one run"
+    );
+    let mixed = dir.path().join("mixed.h5ad");
+    ok(&[
+        "merge",
+        out.join("shards/1.h5ad").to_str().unwrap(),
+        sout.join("shards/2.h5ad").to_str().unwrap(),
+        "--out",
+        mixed.to_str().unwrap(),
+    ]);
+    assert_eq!(read_embeddings(&mixed).unwrap().m.data, one.m.data);
 
     // a missing shard: named with the cells it would hold; nothing written
     let s1 = out.join("shards/1.h5ad");
@@ -176,6 +186,26 @@ fn snakemake_sharded_embedding_equals_one_run() {
             && err.contains("NOT_A_GENE"),
         "{err}"
     );
+}
+
+/// Runs `workflow/Snakefile` (2 shards, 2 cores) in `work` on `fx` with `model`.
+fn snakemake(work: &Path, fx: &str, model: &str, config: &[&str]) {
+    let r = std::process::Command::new("snakemake")
+        .args([
+            "-s",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/workflow/Snakefile"),
+        ])
+        .args(["--cores", "2", "--directory"])
+        .arg(work)
+        .arg("--config")
+        .arg(format!("input={fx}"))
+        .arg(format!("model={model}"))
+        .arg("shards=2")
+        .args(config)
+        .arg(format!("cellsentence={}", bin().display()))
+        .output()
+        .expect("snakemake (installed into the project venv by scripts/test.sh) on PATH");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }
 
 /// Rewrites `path` through Python anndata with one obs column more: the same cells, new bytes.

@@ -1,7 +1,9 @@
 //! `embed --chunk-cells`: cells embedded chunk by chunk as the streaming pipeline
-//! ([`crate::stream`]) makes their sentences; the rows go to disk as they are computed. Prompts,
-//! tie shuffle and template draws run on from chunk to chunk, and an embedding does not depend
-//! on its batch, so the output equals the in-memory `embed` byte for byte.
+//! ([`crate::stream`]) makes their sentences; `.npy` rows go to disk as they are computed, an
+//! `.h5ad`'s are kept for its one write. Prompts, tie shuffle and template draws run on from
+//! chunk to chunk through every cell (`--cells`/`--shard` embed only theirs), and an embedding
+//! does not depend on its batch, so the output equals the in-memory `embed` byte for byte.
+use std::cell::Cell;
 use std::io::Write;
 use std::path::Path;
 
@@ -12,8 +14,14 @@ use crate::error::{Error, Result};
 use crate::lm::{self, EmbedOptions};
 use crate::sentence::{GeneSet, SentenceParams};
 
-/// Streams `a.input` in chunks of `chunk` cells into `a.out` (.npy) and `<out>.cells.txt`.
-pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result<()> {
+/// Streams `a.input` in chunks of `chunk` cells into `a.out`: an .npy and `<out>.cells.txt`, or
+/// an .h5ad (`input_sha256`: the input's digest, recorded in its `uns`).
+pub(super) fn stream_embed(
+    a: &EmbedArgs,
+    chunk: usize,
+    budget: usize,
+    input_sha256: Option<String>,
+) -> Result<()> {
     let start = std::time::Instant::now();
     let s = &a.source;
     let input = InputArgs {
@@ -34,17 +42,12 @@ pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result
         batch_tokens: a.run.batch_tokens,
         ..EmbedOptions::default()
     };
-    let params = crate::stream::StreamParams {
-        chunk_cells: chunk,
-        preprocess: (!s.prep.no_preprocess).then(Default::default),
-        hvg: (s.genes == GeneSet::Hvg).then(|| super::hvg_params(&s.prep)),
-        batch_key: s.prep.batch_key.clone(),
-        sentence: SentenceParams {
-            seed: s.tie_seed,
-            max_genes: Some(budget),
-        },
-        progress: true,
+    let sentence = SentenceParams {
+        seed: s.tie_seed,
+        max_genes: Some(budget),
     };
+    let params = super::stream::params(&s.prep, chunk, s.genes == GeneSet::Hvg, sentence);
+    let to_h5ad = a.out.extension().is_some_and(|e| e == "h5ad");
     let dir = a
         .out
         .parent()
@@ -54,7 +57,10 @@ pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result
     let rows_tmp = crate::output::write_temp(dir, &[])?;
     let io = |e: std::io::Error| Error::io(&rows_tmp, e);
     let mut rows = std::io::BufWriter::new(std::fs::File::create(&rows_tmp).map_err(io)?);
-    let (mut names, mut texts, mut cols) = (Vec::new(), Vec::new(), 0);
+    let (mut names, mut texts, mut kept) = (Vec::new(), Vec::new(), Vec::<f32>::new());
+    let (mut cols, mut k) = (0, 0usize);
+    // the QC-kept cells and the range of them to embed, known once QC has counted them
+    let (n_cells, range) = (Cell::new(0), Cell::new((0, usize::MAX)));
     let mut flush =
         |texts: &mut Vec<String>, rows: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
             if texts.is_empty() {
@@ -62,20 +68,21 @@ pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result
             }
             let m = lm::embed_texts(&ck, texts, &opts)?;
             cols = m.cols;
-            rows.write_all(bytemuck::cast_slice(&m.data)).map_err(io)?;
+            if to_h5ad {
+                kept.extend_from_slice(&m.data);
+            } else {
+                rows.write_all(bytemuck::cast_slice(&m.data)).map_err(io)?;
+            }
             texts.clear();
             Ok(())
         };
-    let streamed = crate::stream::sentences(&b, &params, |cell, sentence| {
-        if cell.is_empty() || cell.chars().any(char::is_control) {
-            return Err(Error::bad_value(
-                b.path(),
-                "obs_names",
-                format!("cell name {cell:?} is empty or contains a control character; the .cells.txt lists one cell per line"),
-                "rename the cells in obs",
-            ));
-        }
-        names.push(cell.to_string());
+    let on_kept = |n: usize| {
+        n_cells.set(n);
+        range.set(super::lm::shard_range(a, n)?.unwrap_or((0, n)));
+        Ok(())
+    };
+    let streamed = crate::stream::sentences_with(&b, &params, on_kept, |cell, sentence| {
+        // every cell draws its template; only the selected ones are embedded
         let mut words: Vec<String> = sentence
             .split(' ')
             .filter(|w| !w.is_empty())
@@ -85,7 +92,22 @@ pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result
             words.iter_mut().for_each(|w| *w = w.to_uppercase());
         }
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-        texts.push(renderer.render(&refs));
+        let text = renderer.render(&refs);
+        k += 1;
+        let (lo, hi) = range.get();
+        if !(lo < k && k <= hi) {
+            return Ok(());
+        }
+        if cell.is_empty() || cell.chars().any(char::is_control) {
+            return Err(Error::bad_value(
+                b.path(),
+                "obs_names",
+                format!("cell name {cell:?} is empty or contains a control character; the .cells.txt lists one cell per line"),
+                "rename the cells in obs",
+            ));
+        }
+        names.push(cell.to_string());
+        texts.push(text);
         if texts.len() >= chunk {
             flush(&mut texts, &mut rows)?;
         }
@@ -95,6 +117,16 @@ pub(super) fn stream_embed(a: &EmbedArgs, chunk: usize, budget: usize) -> Result
     let file = rows.into_inner().map_err(|e| io(e.into_error()));
     let committed = done.and(file).and_then(|file| {
         drop(file);
+        if to_h5ad {
+            let m = crate::npy::Matrix {
+                rows: names.len(),
+                cols,
+                data: std::mem::take(&mut kept),
+            };
+            let shard = (a.cells.is_some() || a.shard.is_some()).then(|| range.get());
+            let about = super::lm::embedding_about(a, shard, n_cells.get(), input_sha256)?;
+            return crate::data::h5ad_out::write_embeddings(&a.out, &names, &m, &about);
+        }
         let npy_tmp = crate::output::write_temp(dir, &crate::npy::header(names.len(), cols))?;
         let mut npy = std::fs::OpenOptions::new()
             .append(true)

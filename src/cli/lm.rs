@@ -102,8 +102,9 @@ pub struct EmbedArgs {
     /// as `--cells` would (the form a workflow engine's job index gives; `merge` stacks them).
     #[arg(long, value_parser = domain::shard)]
     pub shard: Option<(usize, usize)>,
-    /// Stream the .h5ad in chunks of N cells: sentences and embeddings chunk by chunk, rows
-    /// written as they come (.npy output; no stage cache); the same bytes as in memory.
+    /// Stream the .h5ad in chunks of N cells: sentences and embeddings chunk by chunk (no stage
+    /// cache); .npy rows are written as they come, an .h5ad holds its cells' embeddings in memory
+    /// (use --shard for atlases); the same bytes as in memory.
     #[arg(long, value_parser = domain::count())]
     pub chunk_cells: Option<usize>,
     /// Files larger than this stream in chunks of 5,000 cells when the options allow (e.g. 2G).
@@ -326,13 +327,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
             crate::deviation::Order::Expression,
             a.source.genes,
             &a.source.prep,
-        )
-        .or_else(|| {
-            (to_h5ad || a.cells.is_some() || a.shard.is_some()).then(|| {
-                "streamed embeddings go to an .npy of all cells (no .h5ad, --cells or --shard)"
-                    .to_string()
-            })
-        });
+        );
         let dirs = &a.source.dirs;
         if let Some(chunk) =
             super::stream::decide(a.chunk_cells, a.max_memory, input, dirs, why_not)?
@@ -341,7 +336,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
                 .max_genes
                 .or_else(|| model_budget(&a.model))
                 .unwrap_or(200);
-            return super::embed_stream::stream_embed(a, chunk, budget);
+            return super::embed_stream::stream_embed(a, chunk, budget, input_digest);
         }
     }
     let (cells, texts) = match (&a.input, &a.prompts) {
@@ -370,34 +365,10 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         (None, None) => return Err(Error::param("input", "give --input or --prompts")),
     };
     let n_cells = cells.len();
-    let range = a
-        .cells
-        .or_else(|| a.shard.map(|s| domain::shard_cells(s, n_cells)));
+    let range = shard_range(a, n_cells)?;
     let (cells, texts) = match range {
         None => (cells, texts),
-        Some((start, end)) if start == end => {
-            return Err(Error::param(
-                "--shard",
-                format!("shard {start}:{end} of {n_cells} cells is empty; use fewer shards"),
-            ))
-        }
-        Some((start, end)) if end <= cells.len() => {
-            (cells[start..end].to_vec(), texts[start..end].to_vec())
-        }
-        Some((start, end)) => {
-            return Err(Error::bad_value(
-                a.input
-                    .as_deref()
-                    .or(a.prompts.as_deref().and_then(Path::to_str))
-                    .unwrap_or("input"),
-                "--cells",
-                format!(
-                    "the shard {start}:{end} reaches past the {} cells (QC-kept) of the input",
-                    cells.len()
-                ),
-                format!("give 0 ≤ START < END ≤ {}", cells.len()),
-            ))
-        }
+        Some((start, end)) => (cells[start..end].to_vec(), texts[start..end].to_vec()),
     };
     let names = a.out.with_extension("cells.txt");
     // one name per line: a control character would shift every later row
@@ -448,10 +419,36 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     Ok(())
 }
 
+/// The cells `--cells` or `--shard` select of the `n_cells` QC-kept cells (`None`: all of them);
+/// an empty shard or a range past the last cell is an error.
+pub(super) fn shard_range(a: &EmbedArgs, n_cells: usize) -> Result<Option<(usize, usize)>> {
+    match a
+        .cells
+        .or_else(|| a.shard.map(|s| domain::shard_cells(s, n_cells)))
+    {
+        Some((start, end)) if start == end => Err(Error::param(
+            "--shard",
+            format!("shard {start}:{end} of {n_cells} cells is empty; use fewer shards"),
+        )),
+        Some((start, end)) if end > n_cells => Err(Error::bad_value(
+            a.input
+                .as_deref()
+                .or(a.prompts.as_deref().and_then(Path::to_str))
+                .unwrap_or("input"),
+            "--cells",
+            format!(
+                "the shard {start}:{end} reaches past the {n_cells} cells (QC-kept) of the input"
+            ),
+            format!("give 0 ≤ START < END ≤ {n_cells}"),
+        )),
+        range => Ok(range),
+    }
+}
+
 /// What `uns["cellsentence"]` says about an embedding: the input (and its digest), how its
 /// sentences were built, the model and its manifests (`cellsentence.json`, `corpus.json` where
 /// the model has them), the layer and pooling, and the shard (`cells`) of the `n_cells` cells.
-fn embedding_about(
+pub(super) fn embedding_about(
     a: &EmbedArgs,
     range: Option<(usize, usize)>,
     n_cells: usize,

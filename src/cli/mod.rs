@@ -193,6 +193,8 @@ pub struct HvgArgs {
     pub input: InputArgs,
     #[command(flatten)]
     pub prep: PrepArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
 }
 
 /// `sentences` options.
@@ -219,6 +221,13 @@ pub struct SentenceArgs {
     /// stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// When an `.h5ad` is read in row chunks instead of whole.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
     /// Stream the .h5ad in chunks of N cells (QC, normalization, HVG of log data and sentences in
     /// passes over the file; memory holds one chunk): the same output as in memory.
     #[arg(long, value_parser = self::domain::count())]
@@ -409,6 +418,9 @@ fn print_out(s: &str) -> Result<()> {
 }
 
 fn cmd_hvg(a: &HvgArgs) -> Result<()> {
+    if let Some(chunk) = stream::hvg_chunk_for(a)? {
+        return stream::stream_hvg(a, chunk);
+    }
     let p = prepare(&a.input, &a.prep)?;
     let h = hvg_for(&p, &a.prep)?;
     let mut out = String::new();

@@ -1,7 +1,7 @@
 //! `sentences --chunk-cells`: the streaming pipeline ([`crate::stream`]) from the command line.
 use std::io::Write;
 
-use super::{DataDirArgs, SentenceArgs};
+use super::{DataDirArgs, HvgArgs, SentenceArgs};
 use crate::data::{self, MatrixSource};
 use crate::deviation::Order;
 use crate::error::{Error, Result};
@@ -16,9 +16,23 @@ pub const AUTO_CHUNK: usize = 5_000;
 /// larger than `--max-memory` whose options streaming supports; `None`: in memory.
 pub(super) fn chunk_for(a: &SentenceArgs) -> Result<Option<usize>> {
     let why_not = unsupported(a.order, a.genes, &a.prep);
+    let s = &a.stream;
     decide(
-        a.chunk_cells,
-        a.max_memory,
+        s.chunk_cells,
+        s.max_memory,
+        &a.input.input,
+        &a.input.dirs,
+        why_not,
+    )
+}
+
+/// The chunk size `hvg` streams with, as [`chunk_for`].
+pub(super) fn hvg_chunk_for(a: &HvgArgs) -> Result<Option<usize>> {
+    let why_not = unsupported(Order::Expression, GeneSet::Hvg, &a.prep);
+    let s = &a.stream;
+    decide(
+        s.chunk_cells,
+        s.max_memory,
         &a.input.input,
         &a.input.dirs,
         why_not,
@@ -71,12 +85,10 @@ pub(super) fn decide(
 pub(super) fn unsupported(order: Order, genes: GeneSet, p: &super::PrepArgs) -> Option<String> {
     let why = if order == Order::Deviation {
         "deviation sentences need the mean profile of all cells first"
-    } else if genes == GeneSet::Hvg && p.flavor.models_counts() {
+    } else if genes == GeneSet::Hvg && p.hvg_list.is_none() && p.flavor.models_counts() {
         "streaming selects HVG with the flavors of log data (seurat_v3, seurat, cell_ranger)"
-    } else if genes == GeneSet::Hvg && p.on != HvgInput::Log {
+    } else if genes == GeneSet::Hvg && p.hvg_list.is_none() && p.on != HvgInput::Log {
         "streaming selects HVG on the log data only (--on log)"
-    } else if p.hvg_list.is_some() {
-        "--hvg-list is not streamed"
     } else {
         return None;
     };
@@ -112,19 +124,11 @@ fn resolve(input: &str, dirs: &DataDirArgs) -> Result<(std::path::PathBuf, Matri
 /// or stdout, one sentence a line as they are made.
 pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
     let b = open_backed(&a.input)?;
-    let hvg = super::hvg_params(&a.prep);
-    let sp = SentenceParams {
+    let sentence = SentenceParams {
         seed: a.seed,
         max_genes: a.max_genes,
     };
-    let params = crate::stream::StreamParams {
-        chunk_cells: chunk,
-        preprocess: (!a.prep.no_preprocess).then(PreprocessParams::default),
-        hvg: (a.genes == GeneSet::Hvg).then_some(hvg),
-        batch_key: a.prep.batch_key.clone(),
-        sentence: sp,
-        progress: true, // silenced by --quiet
-    };
+    let params = params(&a.prep, chunk, a.genes == GeneSet::Hvg, sentence);
     let r = match &a.out {
         Some(out) => {
             let mut w = crate::report::SentenceParquet::create(out)?;
@@ -155,4 +159,40 @@ pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
             .unwrap_or_default()
     );
     Ok(())
+}
+
+/// The streaming parameters of the preprocessing options `prep` (`hvg`: HVG sentences).
+pub(super) fn params(
+    prep: &super::PrepArgs,
+    chunk: usize,
+    hvg: bool,
+    sentence: SentenceParams,
+) -> crate::stream::StreamParams {
+    crate::stream::StreamParams {
+        chunk_cells: chunk,
+        preprocess: (!prep.no_preprocess).then(PreprocessParams::default),
+        hvg: hvg.then(|| super::hvg_params(prep)),
+        batch_key: prep.batch_key.clone(),
+        hvg_list: prep.hvg_list.clone(),
+        sentence,
+        progress: true, // silenced by --quiet
+    }
+}
+
+/// `hvg` streamed in chunks of `chunk` cells: the selected genes, one a line, as in memory.
+pub(super) fn stream_hvg(a: &HvgArgs, chunk: usize) -> Result<()> {
+    let b = open_backed(&a.input)?;
+    let p = params(&a.prep, chunk, true, SentenceParams::default());
+    let r = crate::stream::hvg(&b, &p)?;
+    let mut out = String::new();
+    for j in r
+        .hvg
+        .as_ref()
+        .map(crate::hvg::HvgResult::indices)
+        .unwrap_or_default()
+    {
+        out.push_str(&b.meta.genes[r.report.kept_genes[j]]);
+        out.push('\n');
+    }
+    super::print_out(&out)
 }
