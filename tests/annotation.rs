@@ -480,6 +480,12 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
         .replace("lm_protocol: pretrained", "lm_protocol: per_mode")
         .replace("max_epochs: 150", "max_epochs: 8");
     let dir = tempfile::tempdir().unwrap();
+    // the LM embeddings also go to .h5ad files, for scanpy
+    let emb = dir.path().join("emb");
+    let text = text.replace(
+        "  folds: 5\n",
+        &format!("  folds: 5\n  embeddings_dir: {}\n", emb.display()),
+    );
     let file = root().join("experiments").join(".test-annotation.yaml");
     let file = dir.path().join(file.file_name().unwrap());
     std::fs::write(&file, text).unwrap();
@@ -524,6 +530,23 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
         reported.contains("C2S Pythia-410M,0.9810,0.8980,reported"),
         "{reported}"
     );
+    for mode in ["full", "hvg"] {
+        let f = emb.join(format!("pbmc68k_reduced/LM_{mode}.h5ad"));
+        let r = std::process::Command::new("python")
+            .arg("-c")
+            .arg("import sys, anndata; a = anndata.read_h5ad(sys.argv[1]); print(a.n_obs, a.obsm['X_cell_sentence'].shape[1], a.obs_names[0])")
+            .arg(&f)
+            .output()
+            .expect("python (the project venv) on PATH");
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            r.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert_eq!(out.trim(), "700 32 AAAGCCTGGCTAAC-1", "{}", f.display());
+    }
     // warm rerun: everything from the cache, same bytes
     let log = run("b", "c1");
     assert!(log.contains(" 0 computed"), "{log}");

@@ -56,6 +56,24 @@ pub mod names {
             crate::experiment::mode_label(mode)
         )
     }
+    /// An LM embedding the annotation runner writes as `.h5ad` (`annotation.embeddings_dir`):
+    /// `<dataset>/<model source>_<mode>[_deviation].h5ad`.
+    pub fn embedding_h5ad(
+        dataset: &str,
+        source: crate::experiment::lm_protocol::LmSource,
+        mode: GeneSet,
+        order: crate::deviation::Order,
+    ) -> String {
+        let deviation = match order {
+            crate::deviation::Order::Deviation => "_deviation",
+            crate::deviation::Order::Expression => "",
+        };
+        format!(
+            "{dataset}/{}_{}{deviation}.h5ad",
+            source.prefix().replace([' ', '-'], "_"),
+            crate::experiment::mode_label(mode)
+        )
+    }
     /// Per-class F1 table of one dataset.
     pub fn per_class(dataset: &str) -> String {
         format!("per_class_{dataset}")

@@ -87,6 +87,12 @@ pub struct AnnotationSection {
     /// the given checkpoint, and the sentence SVM).
     #[serde(skip_serializing_if = "is_expression_only")]
     pub orders: Vec<Order>,
+    /// Also write every LM embedding the run computes as an `.h5ad` in this folder
+    /// (`<dataset>/<model source>_<mode>.h5ad`: the kept cells as the obs index,
+    /// `obsm["X_cell_sentence"]`, `uns["cellsentence"]` with the model's manifests), for scanpy;
+    /// `null` (default): none. Relative to the working directory; keep it out of `results/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embeddings_dir: Option<PathBuf>,
 }
 
 fn is_expression_only(v: &[Order]) -> bool {
@@ -117,6 +123,7 @@ impl Default for AnnotationSection {
             device: DeviceChoice::Auto,
             quality: Some(QualityParams::default()),
             orders: vec![Order::Expression],
+            embeddings_dir: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::deviation::{self, Order};
 use crate::error::{Error, Result};
 use crate::experiment::context::DatasetContext;
 use crate::experiment::lm_protocol::{self, LmSource};
+use crate::experiment::outputs::names;
 use crate::experiment::sweep::sentence_features;
 use crate::experiment::{mode_label, Experiment, RunDataset};
 use crate::lm::{self, EmbedOptions};
@@ -298,6 +299,32 @@ impl Ctx<'_> {
                 || compute(self),
             )?,
         };
+        if let Some(dir) = &a.embeddings_dir {
+            let name = names::embedding_h5ad(&id, source, mode, order);
+            let about = serde_json::json!({
+                "input": self.d.entry.path,
+                "input_sha256": digest,
+                "sentences": {
+                    "genes": mode.to_string(),
+                    "order": order.to_string(),
+                    "max_genes": a.max_genes,
+                    "tie_seed": crate::sentence::C2S_TIE_SEED,
+                },
+                "model": model,
+                "model_source": source.prefix(),
+                "layer": -1,
+                "pool": "mean",
+                "model_meta": lm::ModelMeta::read(&model)?,
+                "corpus": lm::Corpus::read(&model)?,
+                "made_by": format!("cellsentence {} (annotation runner)", env!("CARGO_PKG_VERSION")),
+            });
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            let cells = &self.prepared()?.0.data.cells;
+            crate::data::h5ad_out::write_embeddings(&path, cells, &m, &about)?;
+        }
         Ok(m)
     }
 
