@@ -83,16 +83,18 @@ pub(super) fn stream_embed(
     };
     let streamed = crate::stream::sentences_with(&b, &params, on_kept, |cell, sentence| {
         // every cell draws its template; only the selected ones are embedded
-        let mut words: Vec<String> = sentence
+        let words: Vec<String> = sentence
             .split(' ')
             .filter(|w| !w.is_empty())
-            .map(String::from)
+            .map(|w| {
+                if upper {
+                    w.to_uppercase()
+                } else {
+                    w.to_string()
+                }
+            })
             .collect();
-        if upper {
-            words.iter_mut().for_each(|w| *w = w.to_uppercase());
-        }
-        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-        let text = renderer.render(&refs);
+        let text = renderer.render(&words.iter().map(String::as_str).collect::<Vec<_>>());
         k += 1;
         let (lo, hi) = range.get();
         if !(lo < k && k <= hi) {
@@ -127,22 +129,7 @@ pub(super) fn stream_embed(
             let about = super::lm::embedding_about(a, shard, n_cells.get(), input_sha256)?;
             return crate::data::h5ad_out::write_embeddings(&a.out, &names, &m, &about);
         }
-        let npy_tmp = crate::output::write_temp(dir, &crate::npy::header(names.len(), cols))?;
-        let mut npy = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&npy_tmp)
-            .map_err(|e| Error::io(&npy_tmp, e))?;
-        let mut src = std::fs::File::open(&rows_tmp).map_err(io)?;
-        std::io::copy(&mut src, &mut npy).map_err(|e| Error::io(&npy_tmp, e))?;
-        let names_tmp = crate::output::write_temp(dir, (names.join("\n") + "\n").as_bytes())?;
-        crate::output::commit_files(
-            dir,
-            "embed",
-            &[
-                (npy_tmp, a.out.clone()),
-                (names_tmp, a.out.with_extension("cells.txt")),
-            ],
-        )
+        commit_npy(dir, &rows_tmp, &a.out, &names, cols)
     });
     let _ = std::fs::remove_file(&rows_tmp);
     committed?;
@@ -153,4 +140,31 @@ pub(super) fn stream_embed(
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Commits `<out>` (.npy: the header, then the rows spilled to `rows_tmp`) and `<out>.cells.txt`
+/// as one unit.
+fn commit_npy(
+    dir: &Path,
+    rows_tmp: &Path,
+    out: &Path,
+    names: &[String],
+    cols: usize,
+) -> Result<()> {
+    let npy_tmp = crate::output::write_temp(dir, &crate::npy::header(names.len(), cols))?;
+    let mut npy = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&npy_tmp)
+        .map_err(|e| Error::io(&npy_tmp, e))?;
+    let mut src = std::fs::File::open(rows_tmp).map_err(|e| Error::io(rows_tmp, e))?;
+    std::io::copy(&mut src, &mut npy).map_err(|e| Error::io(&npy_tmp, e))?;
+    let names_tmp = crate::output::write_temp(dir, (names.join("\n") + "\n").as_bytes())?;
+    crate::output::commit_files(
+        dir,
+        "embed",
+        &[
+            (npy_tmp, out.to_path_buf()),
+            (names_tmp, out.with_extension("cells.txt")),
+        ],
+    )
 }
