@@ -4,7 +4,7 @@ use assert_cmd::Command;
 use cellsentence::classify::{self, metrics, Classifier, MlpConfig, SvmConfig};
 use cellsentence::npy::{self, Matrix};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -480,19 +480,24 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
         .replace("lm_protocol: pretrained", "lm_protocol: per_mode")
         .replace("max_epochs: 150", "max_epochs: 8");
     let dir = tempfile::tempdir().unwrap();
-    // the LM embeddings also go to .h5ad files, for scanpy
-    let emb = dir.path().join("emb");
-    let text = text.replace(
-        "  folds: 5\n",
-        &format!("  folds: 5\n  embeddings_dir: {}\n", emb.display()),
-    );
     let file = root().join("experiments").join(".test-annotation.yaml");
     let file = dir.path().join(file.file_name().unwrap());
+    // the same experiment writing its LM embeddings as .h5ad files too, for scanpy
+    let emb = dir.path().join("emb");
+    let file_emb = dir.path().join(".test-annotation-emb.yaml");
+    std::fs::write(
+        &file_emb,
+        text.replace(
+            "  folds: 5\n",
+            &format!("  folds: 5\n  embeddings_dir: {}\n", emb.display()),
+        ),
+    )
+    .unwrap();
     std::fs::write(&file, text).unwrap();
-    let run = |out: &str, cache: &str| {
+    let run_file = |file: &Path, out: &str, cache: &str| {
         let r = bin()
             .args(["--quiet", "run"])
-            .arg(&file)
+            .arg(file)
             .arg("--out")
             .arg(dir.path().join(out))
             .arg("--cache")
@@ -502,6 +507,7 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         String::from_utf8_lossy(&r.stderr).to_string()
     };
+    let run = |out: &str, cache: &str| run_file(&file, out, cache);
     let log = run("a", "c1");
     // a fresh cache: the only hits are the quality panel re-reading the two LM embeddings the
     // rows computed in this run
@@ -530,6 +536,9 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
         reported.contains("C2S Pythia-410M,0.9810,0.8980,reported"),
         "{reported}"
     );
+    // warm rerun with embeddings_dir: everything from the cache, same bytes, and the LM
+    // embeddings written as .h5ad (from their cached stages)
+    let log = run_file(&file_emb, "b", "c1");
     for mode in ["full", "hvg"] {
         let f = emb.join(format!("pbmc68k_reduced/LM_{mode}.h5ad"));
         let r = std::process::Command::new("python")
@@ -547,8 +556,6 @@ fn annotation_experiment_runs_from_cache_and_is_deterministic() {
         );
         assert_eq!(out.trim(), "700 32 AAAGCCTGGCTAAC-1", "{}", f.display());
     }
-    // warm rerun: everything from the cache, same bytes
-    let log = run("b", "c1");
     assert!(log.contains(" 0 computed"), "{log}");
     // fresh cache, same seed: same tables
     run("c", "c2");

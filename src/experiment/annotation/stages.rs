@@ -299,33 +299,45 @@ impl Ctx<'_> {
                 || compute(self),
             )?,
         };
-        if let Some(dir) = &a.embeddings_dir {
-            let name = names::embedding_h5ad(&id, source, mode, order);
-            let about = serde_json::json!({
-                "input": self.d.entry.path,
-                "input_sha256": digest,
-                "sentences": {
-                    "genes": mode.to_string(),
-                    "order": order.to_string(),
-                    "max_genes": a.max_genes,
-                    "tie_seed": crate::sentence::C2S_TIE_SEED,
-                },
-                "model": model,
-                "model_source": source.prefix(),
-                "layer": -1,
-                "pool": "mean",
-                "model_meta": lm::ModelMeta::read(&model)?,
-                "corpus": lm::Corpus::read(&model)?,
-                "made_by": format!("cellsentence {} (annotation runner)", env!("CARGO_PKG_VERSION")),
-            });
-            let path = dir.join(name);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            let cells = &self.prepared()?.0.data.cells;
-            crate::data::h5ad_out::write_embeddings(&path, cells, &m, &about)?;
-        }
         Ok(m)
+    }
+
+    /// Writes the LM embedding of `mode` sentences in `order` by `source`'s model as
+    /// `dir/<dataset>/…h5ad` (`annotation.embeddings_dir`): the kept cells as the obs index, the
+    /// embedding in obsm, how it was made in uns.
+    fn write_embedding(
+        &mut self,
+        dir: &Path,
+        mode: GeneSet,
+        source: LmSource,
+        order: Order,
+    ) -> Result<()> {
+        let (e, a) = (self.e, self.a);
+        let m = self.lm_features(mode, source, order)?;
+        let model = self.lm_model(mode, source)?;
+        let about = serde_json::json!({
+            "input": self.d.entry.path,
+            "input_sha256": self.cache.file_digest(&self.d.entry.path)?,
+            "sentences": {
+                "genes": mode.to_string(),
+                "order": order.to_string(),
+                "max_genes": a.max_genes,
+                "tie_seed": e.sentences.tie_seed,
+            },
+            "model": model,
+            "model_source": source.prefix(),
+            "layer": -1,
+            "pool": "mean",
+            "model_meta": lm::ModelMeta::read(&model)?,
+            "corpus": lm::Corpus::read(&model)?,
+            "made_by": format!("cellsentence {} (annotation runner)", env!("CARGO_PKG_VERSION")),
+        });
+        let path = dir.join(names::embedding_h5ad(&self.d.entry.id, source, mode, order));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let cells = &self.prepared()?.0.data.cells;
+        crate::data::h5ad_out::write_embeddings(&path, cells, &m, &about)
     }
 
     /// What the sentences of `mode` alone carry (the sentence SVM's input): each expressed gene
@@ -536,6 +548,10 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
         Order::Expression => cache.json("annotation", &label, &key, || compute(cx))?,
         Order::Deviation => cache.json("annotation", &label, &(&key, order), || compute(cx))?,
     };
+    // on every run, the row cached or not (the embedding then comes from its own cache)
+    if let (Some(dir), Some(g)) = (&a.embeddings_dir, mode.filter(|_| m == Method::Lm)) {
+        cx.write_embedding(dir, g, source, order)?;
+    }
     Ok(Row {
         dataset: d.entry.id.clone(),
         paper: d.paper.clone(),
