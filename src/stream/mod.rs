@@ -72,22 +72,16 @@ impl<'a> Passes<'a> {
     fn run(&self, what: &str, mut f: impl FnMut(usize, &mut Csr) -> Result<()>) -> Result<()> {
         self.unchanged(&format!("before the pass `{what}`"))?;
         let pb = Progress::bar(self.progress, self.b.n_rows() as u64, what);
+        let mut counted = |s: usize, x: &mut Csr| {
+            let rows = x.n_rows as u64;
+            f(s, x)?;
+            pb.inc(rows);
+            Ok(())
+        };
         let mut raw = self.raw.borrow_mut();
         match raw.as_mut() {
-            None => {
-                *raw = Some(self.first(|s, x| {
-                    let rows = x.n_rows as u64;
-                    f(s, x)?;
-                    pb.inc(rows);
-                    Ok(())
-                })?)
-            }
-            Some(sp) => sp.for_each(self.b.meta.x.n_cols, |s, x| {
-                let rows = x.n_rows as u64;
-                f(s, x)?;
-                pb.inc(rows);
-                Ok(())
-            })?,
+            None => *raw = Some(self.first(&mut counted)?),
+            Some(sp) => sp.for_each(self.b.meta.x.n_cols, &mut counted)?,
         }
         pb.finish();
         Ok(())
@@ -130,9 +124,8 @@ impl<'a> Passes<'a> {
     ) -> Result<()> {
         let cols = cols.unwrap_or(&prep.report.kept_genes);
         self.run(what, |s, x| {
-            let (lo, hi) = prep.span(s, x.n_rows);
-            prep.chunk(s, x, cols);
-            f(x, lo..hi)
+            let kept = prep.chunk(s, x, cols);
+            f(x, kept)
         })
     }
 
@@ -437,8 +430,9 @@ impl Prep<'_> {
     }
 
     /// Preprocesses the chunk `x` starting at file row `s` in place, keeping its kept cells and
-    /// the file columns `cols` (kept genes, increasing).
-    fn chunk(&self, s: usize, x: &mut Csr, cols: &[usize]) {
+    /// the file columns `cols` (kept genes, increasing); returns its cells' range of the kept
+    /// cells.
+    fn chunk(&self, s: usize, x: &mut Csr, cols: &[usize]) -> std::ops::Range<usize> {
         let (lo, hi) = self.span(s, x.n_rows);
         let local: Vec<usize> = self.report.kept_cells[lo..hi]
             .iter()
@@ -449,5 +443,6 @@ impl Prep<'_> {
             preprocess::normalize_log1p_rows_by(x, &totals[lo..hi], target, base);
         }
         x.eliminate_zeros();
+        lo..hi
     }
 }

@@ -54,6 +54,16 @@ impl SpillWriter {
         std::io::Write::write_all(&mut self.w, bytes).map_err(spill_io)
     }
 
+    /// Writes `v` through the reused u16 buffer.
+    fn write_u16(&mut self, v: impl Iterator<Item = u16>) -> Result<()> {
+        let mut n = std::mem::take(&mut self.narrow);
+        n.clear();
+        n.extend(v);
+        let written = self.write(bytemuck::cast_slice(&n));
+        self.narrow = n;
+        written
+    }
+
     /// Appends `x`, the chunk of the file rows from `start`.
     pub(super) fn push(&mut self, start: usize, x: &Csr) -> Result<()> {
         let ptr: Vec<u64> = x.indptr.iter().map(|&p| p as u64).collect();
@@ -62,24 +72,14 @@ impl SpillWriter {
         if wide_indices {
             self.write(bytemuck::cast_slice(&x.indices))?;
         } else {
-            let mut n = std::mem::take(&mut self.narrow);
-            n.clear();
-            n.extend(x.indices.iter().map(|&i| i as u16));
-            self.write(bytemuck::cast_slice(&n))?;
-            self.narrow = n;
+            self.write_u16(x.indices.iter().map(|&i| i as u16))?;
         }
-        let mut n = std::mem::take(&mut self.narrow);
-        n.clear();
-        let float_data = x
-            .data
-            .iter()
-            .any(|&v| as_u16(v).map(|c| n.push(c)).is_none());
+        let float_data = !x.data.iter().all(|&v| as_u16(v).is_some());
         if float_data {
             self.write(bytemuck::cast_slice(&x.data))?;
         } else {
-            self.write(bytemuck::cast_slice(&n))?;
+            self.write_u16(x.data.iter().map(|&v| v as u16))?;
         }
-        self.narrow = n;
         self.chunks.push(SpillChunk {
             start,
             rows: x.n_rows,
@@ -107,10 +107,9 @@ impl Spill {
         n_cols: usize,
         mut f: impl FnMut(usize, &mut Csr) -> Result<()>,
     ) -> Result<()> {
-        use std::io::{Read, Seek};
+        use std::io::Seek;
         self.file.rewind().map_err(spill_io)?;
         let mut r = std::io::BufReader::with_capacity(1 << 22, &self.file);
-        let mut read = |buf: &mut [u8]| r.read_exact(buf).map_err(spill_io);
         let (mut ptr, mut narrow) = (Vec::<u64>::new(), Vec::<u16>::new());
         let mut x = Csr {
             n_rows: 0,
@@ -121,32 +120,47 @@ impl Spill {
         };
         for c in &self.chunks {
             ptr.resize(c.rows + 1, 0);
-            read(bytemuck::cast_slice_mut(&mut ptr))?;
+            read(&mut r, &mut ptr)?;
             x.indptr.clear();
             x.indptr.extend(ptr.iter().map(|&p| p as usize));
             if c.wide_indices {
                 x.indices.resize(c.nnz, 0);
-                read(bytemuck::cast_slice_mut(&mut x.indices))?;
+                read(&mut r, &mut x.indices)?;
             } else {
-                narrow.resize(c.nnz, 0);
-                read(bytemuck::cast_slice_mut(&mut narrow))?;
-                x.indices.clear();
-                x.indices.extend(narrow.iter().map(|&i| i as u32));
+                read_widened(&mut r, &mut narrow, c.nnz, &mut x.indices, u32::from)?;
             }
             if c.float_data {
                 x.data.resize(c.nnz, 0.0);
-                read(bytemuck::cast_slice_mut(&mut x.data))?;
+                read(&mut r, &mut x.data)?;
             } else {
-                narrow.resize(c.nnz, 0);
-                read(bytemuck::cast_slice_mut(&mut narrow))?;
-                x.data.clear();
-                x.data.extend(narrow.iter().map(|&v| v as f32));
+                read_widened(&mut r, &mut narrow, c.nnz, &mut x.data, f32::from)?;
             }
             (x.n_rows, x.n_cols) = (c.rows, n_cols);
             f(c.start, &mut x)?;
         }
         Ok(())
     }
+}
+
+/// Fills `buf` from `r`.
+fn read<T: bytemuck::Pod>(r: &mut impl std::io::Read, buf: &mut [T]) -> Result<()> {
+    r.read_exact(bytemuck::cast_slice_mut(buf))
+        .map_err(spill_io)
+}
+
+/// Reads `n` u16 values (through `scratch`) into `out`, widened by `widen`.
+fn read_widened<T>(
+    r: &mut impl std::io::Read,
+    scratch: &mut Vec<u16>,
+    n: usize,
+    out: &mut Vec<T>,
+    widen: impl Fn(u16) -> T,
+) -> Result<()> {
+    scratch.resize(n, 0);
+    read(r, scratch)?;
+    out.clear();
+    out.extend(scratch.iter().map(|&v| widen(v)));
+    Ok(())
 }
 
 #[cfg(test)]
