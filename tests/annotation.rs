@@ -935,7 +935,7 @@ fn pretrained_protocol_and_scaling_sweep_on_generated_counts() {
 
 /// The committed pretrained model (`models/pretrained`) comes from this code: its corpus is rebuilt
 /// from the same files (digests checked against `corpus.json`), and its first training steps'
-/// losses, as logged in `training_log.csv`, come out the same.
+/// losses, as logged in `training_log.csv`, come out the same (to a CPU kernel's rounding).
 #[test]
 fn committed_pretrained_model_reproduces_its_first_steps() {
     use cellsentence::experiment::pretrain::{self, CorpusSpec};
@@ -955,11 +955,17 @@ fn committed_pretrained_model_reproduces_its_first_steps() {
         e.annotation.pretrain.lm, meta.training,
         "the default experiment's settings"
     );
+    assert_eq!(
+        e.annotation.pretrain.cell_type_task,
+        corpus.task.is_some(),
+        "the default experiment's pretraining task"
+    );
     let spec = CorpusSpec {
         datasets: Some(corpus.datasets.iter().map(|d| d.id.clone()).collect()),
         exclude: Vec::new(),
         preprocess: e.preprocess.clone(),
         tie_seed: e.sentences.tie_seed,
+        cell_type_task: corpus.task.is_some(),
     };
     let (entries, _) = pretrain::plan(&spec, &cellsentence::data::corpus_data_dirs(None));
     let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
@@ -987,7 +993,7 @@ fn committed_pretrained_model_reproduces_its_first_steps() {
     let steps = 3;
     let f = train::fit(
         &sentences,
-        &meta.training,
+        &lm::corpus::fit_config(&parts, &meta.training),
         train::Init::Scratch {
             vocab: Some(&vocab),
         },
@@ -998,19 +1004,29 @@ fn committed_pretrained_model_reproduces_its_first_steps() {
     )
     .unwrap();
     assert_eq!(f.vocab, corpus.vocab_size);
-    let ours = train::LogRow::to_csv(&f.log);
-    let committed = train::LogRow::to_csv(&train::LogRow::read(&dir).unwrap());
-    let head = |t: &str| t.lines().take(steps + 2).collect::<Vec<_>>().join("\n");
-    assert_eq!(
-        head(&ours),
-        head(&committed),
-        "first steps (step 0 = the initialisation)"
-    );
+    // the same steps and learning rates, the same losses to the log's last digits: libtorch's CPU
+    // kernels differ between processors by a rounding (seen: 9.986641 against 9.986643), while
+    // any other data, vocabulary, seed or setting moves the first losses by far more
+    let committed = train::LogRow::read(&dir).unwrap();
+    assert!(f.log.len() >= steps && committed.len() > steps);
+    let near = |a: f64, b: f64| (a.is_nan() && b.is_nan()) || (a - b).abs() < 2e-5;
+    for (o, c) in f.log.iter().zip(&committed) {
+        assert!(
+            o.step == c.step
+                && (o.lr - c.lr).abs() <= 1e-6 * c.lr
+                && near(o.train_loss, c.train_loss)
+                && near(
+                    o.val_loss.unwrap_or(f64::NAN),
+                    c.val_loss.unwrap_or(f64::NAN)
+                ),
+            "first steps (step 0 = the initialisation): {o:?} against the committed {c:?}"
+        );
+    }
 }
 
 /// The committed LM results (issue 12) under insta, and tied to the committed model: the scaling
 /// table's validation losses are the ones `models/pretrained` (and its snapshots) logged, and the
-/// attribution table ranks 20 genes per cell type.
+/// attribution table ranks 20 genes per cell type; the cell-type-task sweep's tables under insta.
 #[test]
 fn committed_lm_results_are_guarded_and_match_the_model() {
     let read = |p: &str| std::fs::read_to_string(root().join(p)).unwrap();
@@ -1019,6 +1035,13 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
     insta::assert_snapshot!("committed_lm_layers", read("results/lm_scaling/layers.csv"));
     let top = read("results/attribution/top_genes.csv");
     insta::assert_snapshot!("committed_attribution_top_genes", top);
+    // the pretraining on Cell2Sentence's cell-type task (experiments/extra/lm_cell_type_task.yaml)
+    for t in ["scaling", "layers"] {
+        insta::assert_snapshot!(
+            format!("committed_lm_cell_type_task_{t}"),
+            read(&format!("results/lm_cell_type_task/{t}.csv"))
+        );
+    }
 
     let log = cellsentence::lm::train::LogRow::read(&root().join("models/pretrained")).unwrap();
     let val_at = |step: usize| {

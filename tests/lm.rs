@@ -539,6 +539,25 @@ fn train_embed_cli_round_trip() {
     let e2 = dir.path().join("E2.npy");
     embed(&["--input", fx.to_str().unwrap(), "--genes", "hvg"], &e2);
     assert_eq!(std::fs::read(&e).unwrap(), std::fs::read(&e2).unwrap());
+    // --templates reach a gene-level model too: the bare template gives the same embeddings, one
+    // with a word after the sentence gives others (it was once dropped without a word)
+    let tpl = |name: &str, t: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, serde_json::to_string(&[t]).unwrap()).unwrap();
+        let out = dir.path().join(format!("{name}.npy"));
+        let fxs = fx.to_str().unwrap();
+        let fs = f.to_str().unwrap();
+        embed(&["--input", fxs, "--genes", "hvg", "--templates", fs], &out);
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(
+        tpl("bare.json", "{cell_sentence}"),
+        std::fs::read(&e).unwrap()
+    );
+    assert_ne!(
+        tpl("suffix.json", "{cell_sentence} <|endoftext|>"),
+        std::fs::read(&e).unwrap()
+    );
     // two shards (--cells), stacked, are the unsharded run byte for byte; a shard past the end
     // is refused before anything is written
     let n = m.rows;

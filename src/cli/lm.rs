@@ -167,6 +167,10 @@ pub struct PretrainArgs {
     /// Seed of the sentences' tie-breaking shuffle (Cell2Sentence: 42).
     #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
     pub tie_seed: u32,
+    /// Cell2Sentence's cell-type-prediction task: each corpus sentence is followed by its cell
+    /// type (the corpus datasets' labels; held-out datasets are never read).
+    #[arg(long)]
+    pub cell_type_task: bool,
     #[command(flatten)]
     pub dirs: DataDirArgs,
     /// Train on the first CUDA device.
@@ -248,9 +252,11 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
 
 pub(super) fn style_for(a: &EmbedArgs) -> Result<PromptStyle> {
     let own = lm::prompt_style(&a.model)?;
-    Ok(match own {
-        PromptStyle::Sentence => PromptStyle::Sentence,
-        PromptStyle::C2s { .. } => PromptStyle::C2s {
+    // templates given are used whatever the model (a gene-level model reads their words as its
+    // vocabulary has them), never dropped
+    Ok(match (own, &a.templates) {
+        (PromptStyle::Sentence, None) => PromptStyle::Sentence,
+        _ => PromptStyle::C2s {
             templates: match &a.templates {
                 Some(p) => PromptStyle::templates_from_file(p)?,
                 None => vec![lm::prompt::C2S_CELL_TYPE.to_string()],
@@ -559,6 +565,7 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
         datasets: a.datasets.clone(),
         exclude: a.exclude.clone(),
         tie_seed: a.tie_seed,
+        cell_type_task: a.cell_type_task,
         ..Default::default()
     };
     let dirs = crate::data::corpus_data_dirs(a.dirs.data_dir.as_deref());

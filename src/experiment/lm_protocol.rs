@@ -56,6 +56,10 @@ pub struct PretrainSection {
     pub finetune: Option<TrainConfig>,
     /// Add the untrained (random-initialisation) model of the same shape as a control row.
     pub untrained_control: bool,
+    /// Pretrain on Cell2Sentence's cell-type-prediction task: each corpus sentence followed by its
+    /// cell type (corpus labels only; the evaluated datasets stay unlabelled and held out).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cell_type_task: bool,
     /// Use the pretrained run's snapshot at this step instead of its end (set by the scaling
     /// sweep; the step must be in `lm.snapshots`).
     #[serde(skip)]
@@ -74,6 +78,7 @@ impl Default for PretrainSection {
             lm: TrainConfig::default(),
             finetune: None,
             untrained_control: true,
+            cell_type_task: false,
             at_step: None,
             retrain: false,
         }
@@ -150,6 +155,7 @@ pub fn pretrained_model(
         exclude,
         preprocess: e.preprocess.clone(),
         tie_seed: e.sentences.tie_seed,
+        cell_type_task: p.cell_type_task,
     };
     let dirs = data::corpus_data_dirs(data_dir);
     let (entries, held) = pretrain::plan(&spec, &dirs);
@@ -175,7 +181,9 @@ pub fn pretrained_model(
         Ok(())
     };
     let (dir, outcome) = match &p.checkpoint {
-        Some(ck) if lm.steps == p.lm.steps => committed(ck, &lm, &digests, p.retrain, train)?,
+        Some(ck) if lm.steps == p.lm.steps => {
+            committed(ck, &lm, p.cell_type_task, &digests, p.retrain, train)?
+        }
         _ => {
             let label = if lm.steps == 0 {
                 "untrained (corpus vocabulary)".to_string()
@@ -277,6 +285,7 @@ fn initialisation_of(dir: &Path, cache: &Cache) -> Result<(PathBuf, Outcome)> {
 fn committed(
     dir: &Path,
     lm: &TrainConfig,
+    cell_type_task: bool,
     digests: &[(String, String)],
     retrain: bool,
     train: impl FnOnce(&Path) -> Result<()>,
@@ -301,6 +310,16 @@ fn committed(
             fix,
         )
     })?;
+    if corpus.task.is_some() != cell_type_task {
+        return Err(crate::Error::format(
+            dir.join(lm::corpus::CORPUS),
+            format!(
+                "the committed model was pretrained {} the cell-type task, annotation.pretrain.cell_type_task is {cell_type_task}",
+                if cell_type_task { "without" } else { "with" }
+            ),
+            fix,
+        ));
+    }
     for (id, sha) in digests {
         if let Some(d) = corpus.datasets.iter().find(|d| &d.id == id) {
             if &d.sha256 != sha {

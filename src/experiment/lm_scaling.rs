@@ -190,8 +190,14 @@ fn scaling_table(e: &Experiment, points: &[Point], o: &mut Outputs) -> Result<()
     ])?;
     let p = &e.annotation.pretrain.lm;
     o.table(&df, names::SCALING, &format!(
-        "# {} — language-model scaling\n\nOne cell-sentence LM ({} layers, hidden {}, heads {}, {} genes per sentence, batch {}, peak lr {}, cosine to {}×) pretrained for {} steps on every reachable dataset except the evaluated ones; each budget is a checkpoint of that one run (as Pythia publishes its checkpoints; the learning rate at a budget is the run's schedule there, not a finished cosine; budget 0 = the untrained initialisation). `val_loss`: next-gene cross-entropy on the corpus's held-out 5 %. Accuracy and macro-F1: the paper's MLP on the mean-pooled last hidden state, {}-fold.",
-        e.name, p.layers, p.hidden, p.heads, p.max_genes, p.batch_size, p.lr, p.min_lr, p.steps, e.annotation.folds
+        "# {} — language-model scaling\n\nOne cell-sentence LM ({} layers, hidden {}, heads {}, {} genes per sentence, batch {}, peak lr {}, cosine to {}×) pretrained for {} steps on every reachable dataset except the evaluated ones{}; each budget is a checkpoint of that one run (as Pythia publishes its checkpoints; the learning rate at a budget is the run's schedule there, not a finished cosine; budget 0 = the untrained initialisation). `val_loss`: next-gene cross-entropy on the corpus's held-out 5 %. Accuracy and macro-F1: the paper's MLP on the mean-pooled last hidden state, {}-fold.",
+        e.name, p.layers, p.hidden, p.heads, p.max_genes, p.batch_size, p.lr, p.min_lr, p.steps,
+        if e.annotation.pretrain.cell_type_task {
+            " on Cell2Sentence's cell-type-prediction task (each corpus sentence followed by its cell type; the evaluated cells are embedded from their bare sentences)"
+        } else {
+            ""
+        },
+        e.annotation.folds
     ))?;
     Ok(())
 }

@@ -41,6 +41,11 @@ pub struct CorpusSpec {
     pub preprocess: PreprocessParams,
     /// Tie-breaking shuffle seed of the sentences (Cell2Sentence: 42).
     pub tie_seed: u32,
+    /// Train Cell2Sentence's cell-type-prediction task on the corpus: each corpus sentence is
+    /// followed by its cell type (from the dataset's label column; the evaluated datasets' labels
+    /// are never read).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cell_type_task: bool,
 }
 
 impl Default for CorpusSpec {
@@ -50,6 +55,7 @@ impl Default for CorpusSpec {
             exclude: Vec::new(),
             preprocess: PreprocessParams::default(),
             tie_seed: crate::sentence::C2S_TIE_SEED,
+            cell_type_task: false,
         }
     }
 }
@@ -90,6 +96,10 @@ pub fn part(
         .iter()
         .map(|l| l.split_whitespace().map(String::from).collect())
         .collect();
+    let labels = match (&e.label_key, spec.cell_type_task) {
+        (Some(key), true) => Some(p.data.obs_column(key)?),
+        _ => None,
+    };
     Ok(CorpusPart {
         dataset: CorpusDataset {
             id: e.id.clone(),
@@ -102,6 +112,7 @@ pub fn part(
         },
         genes: p.data.genes.clone(),
         sentences,
+        labels,
     })
 }
 

@@ -39,6 +39,23 @@ pub struct Corpus {
     pub command: String,
     /// Gene vocabulary size (upper-case symbols, plus the special tokens).
     pub vocab_size: usize,
+    /// The training task when not plain cell sentences: [`CELL_TYPE_TASK`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+/// Token that ends a cell sentence in Cell2Sentence's cell-type-prediction task; the cell type's
+/// token ([`cell_type_token`]) follows it.
+pub const CELL_TYPE_SEP: &str = "<|CELL_TYPE|>";
+
+/// The manifest's `task` when the corpus sentences carry their cell types.
+pub const CELL_TYPE_TASK: &str =
+    "cell type prediction (Cell2Sentence): each corpus sentence is followed by <|CELL_TYPE|> and a token of its cell type";
+
+/// The one-word token of a cell type label: `CELL_TYPE:` and the label upper-cased, blanks as `_`.
+pub fn cell_type_token(label: &str) -> String {
+    let words: Vec<&str> = label.split_whitespace().collect();
+    format!("CELL_TYPE:{}", words.join("_").to_uppercase())
 }
 
 impl Corpus {
@@ -86,6 +103,9 @@ pub struct CorpusPart {
     pub genes: Vec<String>,
     /// Cell sentences (gene words, most expressed first).
     pub sentences: Vec<Vec<String>>,
+    /// Each sentence's cell type, when the corpus trains Cell2Sentence's cell-type-prediction
+    /// task (the sentence, then [`CELL_TYPE_SEP`] and the type's token).
+    pub labels: Option<Vec<String>>,
 }
 
 /// Upper-case gene vocabulary of a corpus: every dataset's symbols, most frequent in the
@@ -108,17 +128,43 @@ fn vocabulary(parts: &[CorpusPart]) -> Vec<String> {
 }
 
 /// What [`pretrain`] trains on: the corpus vocabulary and every part's sentences, upper-cased and
-/// pooled in part order.
+/// pooled in part order; a labelled part's sentences end with [`CELL_TYPE_SEP`] and the cell type's
+/// token.
 pub fn training_inputs(parts: &[CorpusPart]) -> (Vec<String>, Vec<Vec<String>>) {
-    let sentences = parts
+    let sentences: Vec<Vec<String>> = parts
         .iter()
         .flat_map(|p| {
-            p.sentences
-                .iter()
-                .map(|s| s.iter().map(|w| w.to_uppercase()).collect())
+            p.sentences.iter().enumerate().map(move |(i, s)| {
+                let mut w: Vec<String> = s.iter().map(|w| w.to_uppercase()).collect();
+                if let Some(l) = &p.labels {
+                    w.push(CELL_TYPE_SEP.to_string());
+                    w.push(cell_type_token(&l[i]));
+                }
+                w
+            })
         })
         .collect();
-    (vocabulary(parts), sentences)
+    let mut vocab = vocabulary(parts);
+    let mut extra: Vec<String> = sentences
+        .iter()
+        .filter(|s| s.len() >= 2 && s[s.len() - 2] == CELL_TYPE_SEP)
+        .flat_map(|s| s[s.len() - 2..].iter().cloned())
+        .collect();
+    extra.sort();
+    extra.dedup();
+    extra.retain(|t| !vocab.contains(t));
+    vocab.extend(extra);
+    (vocab, sentences)
+}
+
+/// The settings [`pretrain`] fits with: `c`, with room after the gene budget for the cell-type
+/// task's two tokens when a part is labelled.
+pub fn fit_config(parts: &[CorpusPart], c: &TrainConfig) -> TrainConfig {
+    let task = parts.iter().any(|p| p.labels.is_some());
+    TrainConfig {
+        max_genes: c.max_genes + if task { 2 } else { 0 },
+        ..c.clone()
+    }
 }
 
 /// Pretrains one small cell-sentence model on every part's sentences (upper-cased, pooled) and
@@ -139,10 +185,22 @@ pub fn pretrain(
             "no datasets left to pretrain on; add data (--data-dir) or exclude fewer",
         ));
     }
+    if let Some(p) = parts.iter().find(|p| {
+        p.labels
+            .as_ref()
+            .is_some_and(|l| l.len() != p.sentences.len())
+    }) {
+        return Err(Error::param(
+            "corpus",
+            format!("{}: labels and sentences differ in number", p.dataset.id),
+        ));
+    }
+    let task = parts.iter().any(|p| p.labels.is_some());
     let (vocab, sentences) = training_inputs(parts);
+    let fit_c = fit_config(parts, c);
     let f: Fitted = train::fit(
         &sentences,
-        c,
+        &fit_c,
         Init::Scratch {
             vocab: Some(&vocab),
         },
@@ -160,6 +218,7 @@ pub fn pretrain(
         wall_seconds: (f.seconds * 1000.0).round() / 1000.0,
         command: command.to_string(),
         vocab_size: f.vocab,
+        task: task.then(|| CELL_TYPE_TASK.to_string()),
     };
     let json = |c: &Corpus| serde_json::to_string_pretty(c).expect("corpus serializes") + "\n";
     train::save(out, &f, &ModelMeta::new(c, true), &|step, tokens, _| {
@@ -167,4 +226,59 @@ pub fn pretrain(
     })?;
     let corpus = corpus_at(c.steps, f.tokens);
     Ok((f.report(out), corpus))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(id: &str, sentences: &[&[&str]], labels: Option<&[&str]>) -> CorpusPart {
+        CorpusPart {
+            dataset: CorpusDataset {
+                id: id.into(),
+                file: format!("{id}.h5ad"),
+                sha256: String::new(),
+                cells: sentences.len(),
+            },
+            genes: vec!["Ins".into(), "Gcg".into(), "CD3E".into()],
+            sentences: sentences
+                .iter()
+                .map(|s| s.iter().map(|w| w.to_string()).collect())
+                .collect(),
+            labels: labels.map(|l| l.iter().map(|w| w.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn labelled_parts_end_their_sentences_with_the_cell_type() {
+        let parts = [
+            part(
+                "a",
+                &[&["Ins", "Gcg"], &["Gcg"]],
+                Some(&["beta", "alpha cell"]),
+            ),
+            part("b", &[&["CD3E"]], None),
+        ];
+        let (vocab, s) = training_inputs(&parts);
+        assert_eq!(
+            s,
+            vec![
+                vec!["INS", "GCG", CELL_TYPE_SEP, "CELL_TYPE:BETA"],
+                vec!["GCG", CELL_TYPE_SEP, "CELL_TYPE:ALPHA_CELL"],
+                vec!["CD3E"],
+            ]
+        );
+        // genes by count first, then the task's tokens once each
+        assert_eq!(
+            vocab,
+            vec![
+                "GCG",
+                "CD3E",
+                "INS",
+                "<|CELL_TYPE|>",
+                "CELL_TYPE:ALPHA_CELL",
+                "CELL_TYPE:BETA"
+            ]
+        );
+    }
 }
