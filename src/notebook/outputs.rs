@@ -163,9 +163,8 @@ fn tokens(s: &str) -> Vec<(bool, &str)> {
     out
 }
 
-/// Whether two numbers agree: decimals within 0.03 (libtorch/BLAS differences between machines,
-/// the snapshot guard's tolerance), integers exactly (pixel positions in SVG within 5, what 0.03
-/// moves a bar).
+/// Whether two numbers agree: decimals within 0.02 (libtorch/BLAS differences between machines,
+/// the snapshot guard's tolerance), integers exactly (pixel positions in SVG within 3).
 fn same_number(a: &str, b: &str, svg: bool) -> bool {
     if a == b {
         return true;
@@ -175,9 +174,9 @@ fn same_number(a: &str, b: &str, svg: bool) -> bool {
     };
     let decimal = a.contains('.') || b.contains('.');
     let tol = if svg {
-        5.0
+        3.0
     } else if decimal {
-        0.03
+        0.02
     } else {
         0.0
     };
