@@ -145,11 +145,16 @@ pub fn training_inputs(parts: &[CorpusPart]) -> (Vec<String>, Vec<Vec<String>>) 
         })
         .collect();
     let mut vocab = vocabulary(parts);
-    let mut extra: Vec<String> = sentences
+    // the task's tokens, from the labels (not by scanning the sentences again)
+    let mut extra: Vec<String> = parts
         .iter()
-        .filter(|s| s.len() >= 2 && s[s.len() - 2] == CELL_TYPE_SEP)
-        .flat_map(|s| s[s.len() - 2..].iter().cloned())
+        .filter_map(|p| p.labels.as_deref())
+        .flatten()
+        .map(|l| cell_type_token(l))
         .collect();
+    if !extra.is_empty() {
+        extra.push(CELL_TYPE_SEP.to_string());
+    }
     extra.sort();
     extra.dedup();
     extra.retain(|t| !vocab.contains(t));
