@@ -12,3 +12,6 @@ if ! "$VENV/bin/python" -c "import torch, cmake; assert torch.__version__.split(
 fi
 export PATH="$VENV/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
+# libtorch's CPU kernels pinned to AVX2 (as the binary and .cargo/config.toml do), for processes
+# started outside cargo, e.g. the evcxr notebook kernel; a value already set is kept.
+export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" MKL_CBWR="${MKL_CBWR:-AVX2,STRICT}" ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"

@@ -77,9 +77,15 @@ impl Cache {
         &self.dir
     }
 
-    /// The key of `stage` for `inputs`.
+    /// The key of `stage` for `inputs`. The libtorch CPU-kernel settings in effect
+    /// ([`crate::CPU_KERNEL_PINS`]) are part of it: an entry computed under other kernels holds
+    /// other numbers and is not reused.
     pub fn key(stage: &str, inputs: &impl Serialize) -> String {
-        let js = serde_json::to_string(&(stage, CACHE_FORMAT, inputs)).unwrap_or_default();
+        let kernels: Vec<(&str, Option<String>)> = crate::CPU_KERNEL_PINS
+            .iter()
+            .map(|(k, _)| (*k, std::env::var(k).ok()))
+            .collect();
+        let js = serde_json::to_string(&(stage, CACHE_FORMAT, kernels, inputs)).unwrap_or_default();
         sha256_hex(js.as_bytes())
     }
 

@@ -39,6 +39,31 @@ pub mod validate;
 
 pub use error::{Error, Result};
 
+/// Environment variables that pin libtorch's CPU kernels (ATen, MKL, oneDNN) to AVX2 code paths.
+/// AVX-512 and AVX2 kernels round differently; LM training and the MLP amplify that into
+/// macro-F1s 0.02–0.04 apart, so without the pins the committed numbers depend on which x86-64
+/// CPU ran them. MKL's strict mode also keeps a cell's result independent of its batch (sharded
+/// embeddings stack into the one-run matrix byte for byte) and of the thread count.
+/// `.cargo/config.toml` sets the same values for `cargo test`.
+pub const CPU_KERNEL_PINS: [(&str, &str); 3] = [
+    ("ATEN_CPU_CAPABILITY", "avx2"),
+    ("MKL_CBWR", "AVX2,STRICT"),
+    ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+];
+
+/// Sets each of [`CPU_KERNEL_PINS`] the user has not set (a value already in the environment is
+/// kept, e.g. `ATEN_CPU_CAPABILITY=default`). Call first thing in `main`, before any libtorch
+/// operation and before other threads start; x86-64 only.
+pub fn pin_cpu_kernels() {
+    if cfg!(target_arch = "x86_64") {
+        for (key, value) in CPU_KERNEL_PINS {
+            if std::env::var_os(key).is_none() {
+                std::env::set_var(key, value);
+            }
+        }
+    }
+}
+
 static TORCH_SEED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `f` right after seeding libtorch's process-wide generator, with no other seeded section
@@ -55,4 +80,26 @@ pub fn torch_seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
 pub fn torch_unseeded<T>(f: impl FnOnce() -> T) -> T {
     let _guard = TORCH_SEED.lock().unwrap_or_else(|p| p.into_inner());
     f()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The pins the binary sets and the ones `cargo test` gets from `.cargo/config.toml` agree,
+    /// and this test process has them.
+    #[test]
+    fn cpu_kernel_pins_match_the_cargo_config() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.cargo/config.toml");
+        let config = std::fs::read_to_string(path).unwrap();
+        for (key, value) in super::CPU_KERNEL_PINS {
+            let line = format!("{key} = \"{value}\"");
+            assert!(
+                config.lines().any(|l| l.trim() == line),
+                "{path} lacks `{line}`"
+            );
+            assert!(
+                std::env::var_os(key).is_some(),
+                "{key} is not set for this test"
+            );
+        }
+    }
 }

@@ -604,6 +604,10 @@ fn cmd_reproduce(a: &ReproduceArgs, quiet: bool) -> Result<()> {
 fn cmd_env() -> Result<()> {
     let mut out = String::new();
     out.push_str(&format!("libtorch threads: {}\n", tch::get_num_threads()));
+    for (key, _) in crate::CPU_KERNEL_PINS {
+        let value = std::env::var(key).unwrap_or_else(|_| "(unset)".into());
+        out.push_str(&format!("{key}: {value}\n"));
+    }
     out.push_str(&format!(
         "cuda available: {} (devices: {})\n",
         tch::Cuda::is_available(),
@@ -619,6 +623,7 @@ fn cmd_env() -> Result<()> {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    crate::pin_cpu_kernels();
     let cli = Cli::parse();
     crate::progress::set_quiet(cli.quiet);
     let r = match &cli.command {
