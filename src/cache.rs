@@ -81,10 +81,7 @@ impl Cache {
     /// ([`crate::CPU_KERNEL_PINS`]) are part of it: an entry computed under other kernels holds
     /// other numbers and is not reused.
     pub fn key(stage: &str, inputs: &impl Serialize) -> String {
-        let kernels: Vec<(&str, Option<String>)> = crate::CPU_KERNEL_PINS
-            .iter()
-            .map(|(k, _)| (*k, std::env::var(k).ok()))
-            .collect();
+        let kernels = crate::cpu_kernels();
         let js = serde_json::to_string(&(stage, CACHE_FORMAT, kernels, inputs)).unwrap_or_default();
         sha256_hex(js.as_bytes())
     }

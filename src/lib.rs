@@ -64,6 +64,14 @@ pub fn pin_cpu_kernels() {
     }
 }
 
+/// The value of each of [`CPU_KERNEL_PINS`] in this process's environment (`None`: unset).
+pub fn cpu_kernels() -> Vec<(&'static str, Option<String>)> {
+    CPU_KERNEL_PINS
+        .iter()
+        .map(|(key, _)| (*key, std::env::var(key).ok()))
+        .collect()
+}
+
 static TORCH_SEED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `f` right after seeding libtorch's process-wide generator, with no other seeded section

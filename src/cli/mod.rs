@@ -604,8 +604,8 @@ fn cmd_reproduce(a: &ReproduceArgs, quiet: bool) -> Result<()> {
 fn cmd_env() -> Result<()> {
     let mut out = String::new();
     out.push_str(&format!("libtorch threads: {}\n", tch::get_num_threads()));
-    for (key, _) in crate::CPU_KERNEL_PINS {
-        let value = std::env::var(key).unwrap_or_else(|_| "(unset)".into());
+    for (key, value) in crate::cpu_kernels() {
+        let value = value.unwrap_or_else(|| "(unset)".into());
         out.push_str(&format!("{key}: {value}\n"));
     }
     out.push_str(&format!(
