@@ -61,7 +61,18 @@ pub struct TrainConfig {
     /// Steps between validation losses.
     pub eval_every: usize,
     pub seed: u64,
+    /// Fraction of each attention head's dimensions that get rotary position embeddings (Pythia:
+    /// 0.25; 0: no position signal beyond the causal order).
+    #[serde(skip_serializing_if = "is_pythia_rotary")]
+    pub rotary_pct: f64,
 }
+
+/// Pythia's rotary fraction (left out of serialised settings, so earlier keys stay valid).
+fn is_pythia_rotary(v: &f64) -> bool {
+    *v == PYTHIA_ROTARY_PCT
+}
+
+const PYTHIA_ROTARY_PCT: f64 = 0.25;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -84,13 +95,14 @@ impl Default for TrainConfig {
             snapshots: Vec::new(),
             eval_every: 50,
             seed: 0,
+            rotary_pct: PYTHIA_ROTARY_PCT,
         }
     }
 }
 
 impl TrainConfig {
-    /// The GPT-NeoX shape these settings describe (Pythia's choices elsewhere: rotary on a quarter
-    /// of each head, parallel residual), no BOS/EOS token.
+    /// The GPT-NeoX shape these settings describe (Pythia's choices elsewhere: parallel
+    /// residual), no BOS/EOS token.
     pub fn neox_config(&self, vocab_size: i64, max_position_embeddings: i64) -> NeoxConfig {
         NeoxConfig {
             vocab_size,
@@ -98,7 +110,7 @@ impl TrainConfig {
             num_hidden_layers: self.layers,
             num_attention_heads: self.heads,
             intermediate_size: self.intermediate,
-            rotary_pct: 0.25,
+            rotary_pct: self.rotary_pct,
             rotary_emb_base: 10000.0,
             max_position_embeddings,
             layer_norm_eps: 1e-5,
@@ -154,6 +166,9 @@ fn check(c: &TrainConfig) -> Result<()> {
         || !(0.0..=1.0).contains(&c.warmup)
     {
         return bad("lr must be positive; val_fraction and warmup in [0, 1)");
+    }
+    if !(0.0..=1.0).contains(&c.rotary_pct) {
+        return bad("rotary_pct must be in [0, 1] (Pythia: 0.25)");
     }
     Ok(())
 }

@@ -114,13 +114,18 @@ impl Ctx<'_> {
             }
             _ => None,
         };
+        // embeddings of the same sentences share their stage
+        let key_emb = match emb {
+            Embedding::Lm(g, s) => Embedding::Lm(self.sentence_set(g)?, s),
+            other => other,
+        };
         let e = self.e;
         let inputs = (
             (digest, e.preprocess.clone(), &e.hvg, e.sentences.tie_seed),
             (
                 &lk,
                 &bk,
-                emb,
+                key_emb,
                 model_digest,
                 self.a.max_genes,
                 self.a.pca_components,
@@ -131,7 +136,7 @@ impl Ctx<'_> {
         let label = format!("{} {embedding}", self.d.entry.id);
         let id = self.d.entry.id.clone();
         let cache = self.cache;
-        let (row, _) = cache.json("quality", &label, &inputs, || {
+        let (mut row, _) = cache.json("quality", &label, &inputs, || {
             let x = self.embedding(emb)?;
             let (p, _) = self.prepared()?;
             let labels = p.data.obs_labels(
@@ -156,13 +161,15 @@ impl Ctx<'_> {
             };
             Ok(QualityRow {
                 dataset: id,
-                embedding,
+                embedding: embedding.clone(),
                 panel: q.panel,
                 map,
                 labels,
                 batches,
             })
         })?;
+        // a shared stage may have been computed under the other mode's name
+        row.embedding = embedding;
         Ok(row)
     }
 }

@@ -151,6 +151,19 @@ impl Ctx<'_> {
         self.data.hvg()
     }
 
+    /// The gene set whose sentences `mode` stands for in stage keys: where every gene is highly
+    /// variable (pbmc68k_reduced ships 765 genes, fewer than `n_top_genes`), the HVG sentences are
+    /// the full sentences, so their models, embeddings and evaluations are computed once.
+    pub(super) fn sentence_set(&mut self, mode: GeneSet) -> Result<GeneSet> {
+        if mode == GeneSet::Hvg {
+            let (p, h) = self.prepared()?;
+            if h.len() == p.data.genes.len() && h.iter().enumerate().all(|(i, &j)| i == j) {
+                return Ok(GeneSet::All);
+            }
+        }
+        Ok(mode)
+    }
+
     pub(super) fn label_key(&self) -> String {
         self.a
             .label_key
@@ -203,6 +216,7 @@ impl Ctx<'_> {
         if let Some(m) = &a.model {
             return Ok(m.clone());
         }
+        let mode = self.sentence_set(mode)?;
         let key_mode = if matches!(source, LmSource::Pretrained | LmSource::Untrained) {
             GeneSet::All // one model for both modes
         } else {
@@ -266,6 +280,7 @@ impl Ctx<'_> {
 
     fn lm_features(&mut self, mode: GeneSet, source: LmSource, order: Order) -> Result<Matrix> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
+        let mode = self.sentence_set(mode)?;
         let digest = self.cache.file_digest(&self.d.entry.path)?;
         let base = lm_inputs(&digest, e, mode);
         let model = self.lm_model(mode, source)?;
@@ -488,6 +503,11 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
         _ => Classifier::Mlp(a.mlp.clone()),
     };
     let lm_part = (m == Method::Lm).then_some((&a.lm, &a.model, a.max_genes));
+    // rows reading the same sentences share their stage
+    let key_mode = match mode {
+        Some(g) => Some(cx.sentence_set(g)?),
+        None => None,
+    };
     let inputs = (
         digest,
         e.preprocess.clone(),
@@ -500,7 +520,7 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
         cx.label_key(),
         &a.batch_key,
         m,
-        mode,
+        key_mode,
         &classifier,
         lm_part,
         a.pca_components,
