@@ -928,3 +928,46 @@ fn killed_training_resumes_to_the_same_run_and_keeps_snapshots() {
         "the initialisation's validation loss"
     );
 }
+
+#[test]
+fn logit_prior_and_gene_shuffle_change_the_training_objective() {
+    let s = toy_sentences();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, cfg: TrainConfig| {
+        let out = dir.path().join(name);
+        let r = lm::train(&s, &cfg, None, &out, Device::Cpu, false).unwrap();
+        (r, std::fs::read(out.join("model.safetensors")).unwrap())
+    };
+    let at_init = TrainConfig {
+        snapshots: vec![0],
+        ..toy_config()
+    };
+    // at initialisation the logits are near zero: without the prior the loss is that of a uniform
+    // guess over the (padded) vocabulary, with it that of the training genes' frequencies
+    let (plain, w_plain) = run("plain", at_init.clone());
+    let (prior, w_prior) = run(
+        "prior",
+        TrainConfig {
+            logit_prior: true,
+            ..at_init.clone()
+        },
+    );
+    let v0 = |r: &lm::TrainReport| r.log[0].val_loss.unwrap();
+    assert!((v0(&plain) - 64f64.ln()).abs() < 0.05, "{}", v0(&plain));
+    assert!(
+        v0(&prior) < v0(&plain) - 0.03,
+        "{} vs {}",
+        v0(&prior),
+        v0(&plain)
+    );
+    assert_ne!(w_plain, w_prior);
+    // shuffled gene order: seeded, and a different run from the rank-ordered one
+    let shuf = TrainConfig {
+        shuffle_genes: true,
+        ..at_init
+    };
+    let (_, w_a) = run("shuf_a", shuf.clone());
+    let (_, w_b) = run("shuf_b", shuf);
+    assert_eq!(w_a, w_b, "same seed, different weights");
+    assert_ne!(w_a, w_plain);
+}

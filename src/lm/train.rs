@@ -65,6 +65,14 @@ pub struct TrainConfig {
     /// 0.25; 0: no position signal beyond the causal order).
     #[serde(skip_serializing_if = "is_pythia_rotary")]
     pub rotary_pct: f64,
+    /// Add the training sentences' log gene frequencies (add-one smoothed) to the logits while
+    /// training, so the network learns next-gene prediction relative to that corpus prior.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub logit_prior: bool,
+    /// Train on each sentence's genes in a fresh random order every time it is drawn (the loss
+    /// then rewards only which genes go together, not their rank).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shuffle_genes: bool,
 }
 
 /// Pythia's rotary fraction (left out of serialised settings, so earlier keys stay valid).
@@ -96,6 +104,8 @@ impl Default for TrainConfig {
             eval_every: 50,
             seed: 0,
             rotary_pct: PYTHIA_ROTARY_PCT,
+            logit_prior: false,
+            shuffle_genes: false,
         }
     }
 }
@@ -197,10 +207,14 @@ fn lm_batch(seqs: &[&Vec<i64>], device: Device) -> (Tensor, Tensor) {
     )
 }
 
-fn loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor) -> Tensor {
+fn loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor, prior: Option<&Tensor>) -> Tensor {
     let t = ids.size()[1];
     let (h, _) = model.hidden(ids, false);
     let logits = model.logits(&h.narrow(1, 0, t - 1));
+    let logits = match prior {
+        Some(p) => logits + p,
+        None => logits,
+    };
     let v = logits.size()[2];
     logits
         .view([-1, v])
@@ -332,13 +346,33 @@ fn vocabulary(sents: &[&[String]]) -> Vec<String> {
     words.into_iter().map(|(w, _)| w.to_string()).collect()
 }
 
+/// Log frequency of each token as a next-token target in the training sequences, add-one smoothed
+/// over `vocab` rows.
+fn log_prior(ids: &[Vec<i64>], train: &[usize], vocab: i64, device: Device) -> Tensor {
+    let mut counts = vec![1.0f64; vocab as usize];
+    for &i in train {
+        for &t in ids[i].iter().skip(1) {
+            counts[t as usize] += 1.0;
+        }
+    }
+    let total: f64 = counts.iter().sum();
+    let logp: Vec<f32> = counts.iter().map(|c| (c / total).ln() as f32).collect();
+    Tensor::from_slice(&logp).to_device(device)
+}
+
 /// Mean next-token loss over validation sequences.
-fn val_loss(model: &GptNeox, val: &[&Vec<i64>], batch: usize, device: Device) -> f64 {
+fn val_loss(
+    model: &GptNeox,
+    val: &[&Vec<i64>],
+    batch: usize,
+    device: Device,
+    prior: Option<&Tensor>,
+) -> f64 {
     tch::no_grad(|| {
         let mut sum = 0.0;
         for chunk in val.chunks(batch) {
             let (x, y) = lm_batch(chunk, device);
-            sum += loss(model, &x, &y).double_value(&[]) * chunk.len() as f64;
+            sum += loss(model, &x, &y, prior).double_value(&[]) * chunk.len() as f64;
         }
         sum / val.len() as f64
     })
@@ -394,7 +428,25 @@ pub fn fit(
     order.shuffle(&mut rng);
     let n_val = ((ids.len() as f64 * c.val_fraction).round() as usize).min(ids.len() / 2);
     let (val_idx, train_idx) = order.split_at(n_val);
-    let val: Vec<&Vec<i64>> = val_idx.iter().take(256).map(|&i| &ids[i]).collect();
+    let shuffled = |i: usize, rng: &mut rand_chacha::ChaCha8Rng| {
+        let mut s = ids[i].clone();
+        s.shuffle(rng);
+        s
+    };
+    let val_owned: Vec<Vec<i64>> = if c.shuffle_genes {
+        val_idx
+            .iter()
+            .take(256)
+            .map(|&i| shuffled(i, &mut rng))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let val: Vec<&Vec<i64>> = if c.shuffle_genes {
+        val_owned.iter().collect()
+    } else {
+        val_idx.iter().take(256).map(|&i| &ids[i]).collect()
+    };
     let train_idx = train_idx.to_vec();
 
     let vocab = tok.vocab_size() as i64;
@@ -438,6 +490,9 @@ pub fn fit(
         .iter()
         .map(|t| t.numel() as i64)
         .sum();
+    let prior = c
+        .logit_prior
+        .then(|| log_prior(&ids, &train_idx, cfg.vocab_size, device));
     let mut opt = AdamW::new(&vs, 0.9, 0.95, 1e-8, c.weight_decay);
     let data_digest = crate::cache::sha256_hex(texts.join("\n").as_bytes());
     let mut snapshots: Vec<Snapshot> = Vec::new();
@@ -466,7 +521,8 @@ pub fn fit(
             step: 0,
             lr: 0.0,
             train_loss: f64::NAN,
-            val_loss: (!val.is_empty()).then(|| val_loss(&model, &val, c.batch_size, device)),
+            val_loss: (!val.is_empty())
+                .then(|| val_loss(&model, &val, c.batch_size, device, prior.as_ref())),
         });
         snapshots.push(Snapshot::take(0, 0, &vs));
     }
@@ -484,14 +540,23 @@ pub fn fit(
             }
             batch.push(queue.pop().expect("refilled"));
         }
-        let seqs: Vec<&Vec<i64>> = batch.iter().map(|&i| &ids[i]).collect();
+        let owned: Vec<Vec<i64>> = if c.shuffle_genes {
+            batch.iter().map(|&i| shuffled(i, &mut rng)).collect()
+        } else {
+            Vec::new()
+        };
+        let seqs: Vec<&Vec<i64>> = if c.shuffle_genes {
+            owned.iter().collect()
+        } else {
+            batch.iter().map(|&i| &ids[i]).collect()
+        };
         tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
         if step < done {
             continue; // replaying the data order of the steps a resumed run already took
         }
         let (x, y) = lm_batch(&seqs, device);
         let lr = lr_at(c, step, c.steps);
-        let l = loss(&model, &x, &y);
+        let l = loss(&model, &x, &y, prior.as_ref());
         opt.zero_grad();
         l.backward();
         opt.clip_grad_norm(c.grad_clip);
@@ -506,7 +571,7 @@ pub fn fit(
         let last = step + 1 == c.steps;
         let at_eval = (step + 1) % c.eval_every.max(1) == 0;
         let val_loss = (!val.is_empty() && (last || at_eval))
-            .then(|| val_loss(&model, &val, c.batch_size, device));
+            .then(|| val_loss(&model, &val, c.batch_size, device, prior.as_ref()));
         log.push(LogRow {
             step: step + 1,
             lr,
@@ -537,7 +602,7 @@ pub fn fit(
             step: 0,
             lr: 0.0,
             train_loss: f64::NAN,
-            val_loss: Some(val_loss(&model, &val, c.batch_size, device)),
+            val_loss: Some(val_loss(&model, &val, c.batch_size, device, prior.as_ref())),
         });
     }
     Ok(Fitted {
