@@ -87,15 +87,23 @@ pub fn scatter_true_vs_pred(title: &str, truth: &[f64], pred: &[f64]) -> Plot {
             .name("y = x")
             .line(Line::new().color("black").width(1.0)),
     );
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text("true normalized expression")))
-            .y_axis(Axis::new().title(Title::with_text("reconstructed from log-rank")))
-            .width(720)
-            .height(640),
-    );
+    plot.set_layout(layout(
+        title,
+        "true normalized expression",
+        "reconstructed from log-rank",
+        (720, 640),
+    ));
     plot
+}
+
+/// A titled layout with both axes titled, `size` = (width, height) in pixels.
+fn layout(title: &str, x_title: &str, y_title: &str, size: (usize, usize)) -> Layout {
+    Layout::new()
+        .title(Title::with_text(title))
+        .x_axis(Axis::new().title(Title::with_text(x_title)))
+        .y_axis(Axis::new().title(Title::with_text(y_title)))
+        .width(size.0)
+        .height(size.1)
 }
 
 /// A scatter plot with one marker trace per named group (e.g. HVG vs other genes, or cell types).
@@ -117,14 +125,7 @@ pub fn scatter_groups(
             .marker(Marker::new().size(4).opacity(0.6)),
         );
     }
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text(x_title)))
-            .y_axis(Axis::new().title(Title::with_text(y_title)))
-            .width(760)
-            .height(560),
-    );
+    plot.set_layout(layout(title, x_title, y_title, (760, 560)));
     plot
 }
 
@@ -173,14 +174,12 @@ pub fn loss_curve(title: &str, steps: &[f64], train: &[f64], val: &[(f64, f64)])
             .name("validation loss"),
         );
     }
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text("step")))
-            .y_axis(Axis::new().title(Title::with_text("causal-LM cross-entropy (nats/token)")))
-            .width(720)
-            .height(480),
-    );
+    plot.set_layout(layout(
+        title,
+        "step",
+        "causal-LM cross-entropy (nats/token)",
+        (720, 480),
+    ));
     plot
 }
 
@@ -199,14 +198,7 @@ pub fn lines(
                 .name(name),
         );
     }
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text(x_title)))
-            .y_axis(Axis::new().title(Title::with_text(y_title)))
-            .width(760)
-            .height(480),
-    );
+    plot.set_layout(layout(title, x_title, y_title, (760, 480)));
     plot
 }
 
@@ -218,14 +210,7 @@ pub fn confusion(title: &str, labels: &[String], counts: &[Vec<usize>]) -> Plot 
         .collect();
     let mut plot = Plot::new();
     plot.add_trace(plotly::HeatMap::new(labels.to_vec(), labels.to_vec(), z).name("cells"));
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text("predicted")))
-            .y_axis(Axis::new().title(Title::with_text("true")))
-            .width(760)
-            .height(700),
-    );
+    plot.set_layout(layout(title, "predicted", "true", (760, 700)));
     plot
 }
 
@@ -244,14 +229,7 @@ pub fn heatmap(
         .collect();
     let mut plot = Plot::new();
     plot.add_trace(plotly::HeatMap::new(cols.to_vec(), rows.to_vec(), z).name("score"));
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text(x_title)))
-            .y_axis(Axis::new().title(Title::with_text(y_title)))
-            .width(1100)
-            .height(560),
-    );
+    plot.set_layout(layout(title, x_title, y_title, (1100, 560)));
     plot
 }
 
