@@ -17,6 +17,7 @@ use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
@@ -66,7 +67,9 @@ pub struct TrainConfig {
     #[serde(skip_serializing_if = "is_pythia_rotary")]
     pub rotary_pct: f64,
     /// Add the training sentences' log gene frequencies (add-one smoothed) to the logits while
-    /// training, so the network learns next-gene prediction relative to that corpus prior.
+    /// training, so the network learns next-gene prediction relative to that corpus prior. The
+    /// prior is not saved: the saved model's logits are relative to it (hidden states and
+    /// embeddings are unaffected); `cellsentence.json` records the setting.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub logit_prior: bool,
     /// Train on each sentence's genes in a fresh random order every time it is drawn (the loss
@@ -185,7 +188,7 @@ fn check(c: &TrainConfig) -> Result<()> {
 
 /// Pads id sequences on the right into `[batch, time]` ids and `[batch, time-1]` next-token targets
 /// (-100 where there is no next token).
-fn lm_batch(seqs: &[&Vec<i64>], device: Device) -> (Tensor, Tensor) {
+fn lm_batch(seqs: &[Cow<'_, [i64]>], device: Device) -> (Tensor, Tensor) {
     let t = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
     let b = seqs.len();
     let mut ids = vec![1i64; b * t];
@@ -346,6 +349,27 @@ fn vocabulary(sents: &[&[String]]) -> Vec<String> {
     words.into_iter().map(|(w, _)| w.to_string()).collect()
 }
 
+/// The sequences `idx` of `ids`, borrowed, or (with `shuffle`) each copied in a random order drawn
+/// from `rng`.
+fn sequences<'a>(
+    ids: &'a [Vec<i64>],
+    idx: &[usize],
+    shuffle: bool,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Vec<Cow<'a, [i64]>> {
+    idx.iter()
+        .map(|&i| {
+            if shuffle {
+                let mut s = ids[i].clone();
+                s.shuffle(rng);
+                Cow::Owned(s)
+            } else {
+                Cow::Borrowed(ids[i].as_slice())
+            }
+        })
+        .collect()
+}
+
 /// Log frequency of each token as a next-token target in the training sequences, add-one smoothed
 /// over `vocab` rows.
 fn log_prior(ids: &[Vec<i64>], train: &[usize], vocab: i64, device: Device) -> Tensor {
@@ -363,7 +387,7 @@ fn log_prior(ids: &[Vec<i64>], train: &[usize], vocab: i64, device: Device) -> T
 /// Mean next-token loss over validation sequences.
 fn val_loss(
     model: &GptNeox,
-    val: &[&Vec<i64>],
+    val: &[Cow<'_, [i64]>],
     batch: usize,
     device: Device,
     prior: Option<&Tensor>,
@@ -428,25 +452,8 @@ pub fn fit(
     order.shuffle(&mut rng);
     let n_val = ((ids.len() as f64 * c.val_fraction).round() as usize).min(ids.len() / 2);
     let (val_idx, train_idx) = order.split_at(n_val);
-    let shuffled = |i: usize, rng: &mut rand_chacha::ChaCha8Rng| {
-        let mut s = ids[i].clone();
-        s.shuffle(rng);
-        s
-    };
-    let val_owned: Vec<Vec<i64>> = if c.shuffle_genes {
-        val_idx
-            .iter()
-            .take(256)
-            .map(|&i| shuffled(i, &mut rng))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let val: Vec<&Vec<i64>> = if c.shuffle_genes {
-        val_owned.iter().collect()
-    } else {
-        val_idx.iter().take(256).map(|&i| &ids[i]).collect()
-    };
+    let n_val_used = val_idx.len().min(256);
+    let val = sequences(&ids, &val_idx[..n_val_used], c.shuffle_genes, &mut rng);
     let train_idx = train_idx.to_vec();
 
     let vocab = tok.vocab_size() as i64;
@@ -540,16 +547,7 @@ pub fn fit(
             }
             batch.push(queue.pop().expect("refilled"));
         }
-        let owned: Vec<Vec<i64>> = if c.shuffle_genes {
-            batch.iter().map(|&i| shuffled(i, &mut rng)).collect()
-        } else {
-            Vec::new()
-        };
-        let seqs: Vec<&Vec<i64>> = if c.shuffle_genes {
-            owned.iter().collect()
-        } else {
-            batch.iter().map(|&i| &ids[i]).collect()
-        };
+        let seqs = sequences(&ids, &batch, c.shuffle_genes, &mut rng);
         tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
         if step < done {
             continue; // replaying the data order of the steps a resumed run already took
