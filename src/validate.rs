@@ -161,6 +161,23 @@ impl Validate for crate::experiment::annotation::AnnotationSection {
         within("val_fraction", self.val_fraction, 0.0, 1.0, false, "0.1")?;
         positive("max_genes", self.max_genes, "200 (the C2S prompt budget)")?;
         positive("pca_components", self.pca_components, "50")?;
+        use crate::experiment::annotation::Method;
+        let answers = self
+            .methods
+            .iter()
+            .any(|m| matches!(m, Method::LmAnswer | Method::LmAnswerMlp));
+        if !self.answer.is_default() && !answers {
+            return Err(Error::param(
+                "annotation.answer",
+                "is set but no method uses it; add lm_answer or lm_answer_mlp to methods, or remove the section",
+            ));
+        }
+        if answers && self.answer.starts.is_empty() {
+            return Err(Error::param(
+                "annotation.answer.starts",
+                "is empty; give random, pretrained or both",
+            ));
+        }
         self.mlp.validate()?;
         self.svm.validate()?;
         self.scmap.validate()

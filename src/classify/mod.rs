@@ -203,6 +203,54 @@ pub fn evaluate_per_fold(
     Ok(summarise(classifier, out_folds, predictions))
 }
 
+/// Scores answers given per fold (`answer(fold)`: a label per test cell, e.g. a fine-tuned LM's),
+/// as [`evaluate`] scores a classifier's; `name` is the evaluation's classifier name.
+pub fn evaluate_answers(
+    name: &str,
+    labels: &[String],
+    folds: &[Fold],
+    mut answer: impl FnMut(&Fold) -> Result<Vec<String>>,
+) -> Result<Evaluation> {
+    let (mut out_folds, mut predictions) = (Vec::new(), Vec::new());
+    for f in folds {
+        let start = std::time::Instant::now();
+        let pred = answer(f)?;
+        if pred.len() != f.test.len() {
+            return Err(Error::param(
+                "answers",
+                format!("{} answers for {} test cells", pred.len(), f.test.len()),
+            ));
+        }
+        let truth: Vec<String> = f.test.iter().map(|&i| labels[i].clone()).collect();
+        out_folds.push(FoldMetrics {
+            fold: f.name.clone(),
+            n_train: f.train.len(),
+            n_val: f.val.len(),
+            n_test: f.test.len(),
+            accuracy: metrics::accuracy(&truth, &pred),
+            macro_f1: metrics::macro_f1(&truth, &pred),
+            unseen_labels: f.unseen_labels.clone(),
+            epochs: 0,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        for ((&cell, t), p) in f.test.iter().zip(truth).zip(pred) {
+            predictions.push(Prediction {
+                cell,
+                fold: f.name.clone(),
+                truth: t,
+                pred: p,
+            });
+        }
+    }
+    let mut ev = summarise(
+        &Classifier::Svm(SvmConfig::default()),
+        out_folds,
+        predictions,
+    );
+    ev.classifier = name.to_string();
+    Ok(ev)
+}
+
 fn summarise(
     classifier: &Classifier,
     out_folds: Vec<FoldMetrics>,

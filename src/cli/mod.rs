@@ -4,6 +4,7 @@ mod bench_embed;
 mod bench_scale;
 pub mod domain;
 mod embed_stream;
+mod finetune;
 mod lm;
 mod merge;
 mod metrics;
@@ -64,6 +65,13 @@ pub enum Command {
     /// Pretrain one cell-sentence LM on every reachable dataset except the held-out ones; writes
     /// corpus.json beside the Hugging Face files.
     PretrainLm(lm::PretrainArgs),
+    /// Fine-tune an LM on a task with labels: `--task cell_type` trains Cell2Sentence's cell-type
+    /// prediction (prompt → the cell type, loss on the answer alone) and keeps the step of the
+    /// lowest validation answer loss.
+    FinetuneLm(finetune::FinetuneArgs),
+    /// Answer each cell's type with a model from `finetune-lm --task cell_type` (answers restricted
+    /// to its trained labels; CSV of the answer and every label's score).
+    PredictCellType(finetune::PredictArgs),
     /// Embed every hidden state of one or more models and score each for cell identity (classifier
     /// probe, between-type variance share, anisotropy).
     LmProbe(probe::ProbeArgs),
@@ -641,6 +649,8 @@ pub fn main() -> i32 {
         Command::Merge(a) => merge::cmd_merge(a),
         Command::TrainLm(a) => lm::cmd_train(a, cli.quiet),
         Command::PretrainLm(a) => lm::cmd_pretrain(a, cli.quiet),
+        Command::FinetuneLm(a) => finetune::cmd_finetune(a, cli.quiet),
+        Command::PredictCellType(a) => finetune::cmd_predict(a),
         Command::LmProbe(a) => probe::cmd_probe(a),
         Command::Attribute(a) => probe::cmd_attribute(a),
         Command::Bench(BenchCmd::Embed(a)) => bench_embed::cmd_bench_embed(a),

@@ -1,6 +1,7 @@
 //! The language-model stage: GPT-NeoX (Pythia / C2S-Pythia) in libtorch, loaded from Hugging Face
 //! model directories, C2S prompts, batched cell embeddings, and small cell-sentence models trained
 //! by the harness.
+pub mod cell_type;
 pub mod config;
 pub mod corpus;
 pub mod embed;

@@ -132,7 +132,9 @@ impl ResumeState {
         })?;
         opt.load_state(&named, st.step as i64)
             .map_err(|e| Error::format(&file, e, fix))?;
-        for &k in c.snapshots.iter().filter(|&&k| k <= st.step) {
+        // every snapshot taken so far (a run's `snapshots`, or a fine-tune's best step)
+        let taken: Vec<usize> = st.snapshot_tokens.keys().copied().collect();
+        for k in taken {
             let p = format!("step{k}.");
             let weights: Vec<(String, Tensor)> = named
                 .iter()

@@ -160,7 +160,7 @@ pub fn lr_at(c: &TrainConfig, step: usize, n: usize) -> f64 {
     c.lr * (c.min_lr + (1.0 - c.min_lr) * cos)
 }
 
-fn check(c: &TrainConfig) -> Result<()> {
+pub(super) fn check(c: &TrainConfig) -> Result<()> {
     let bad = |what: &str| Err(Error::param("training", what.to_string()));
     if c.layers < 1 || c.hidden < 1 || c.heads < 1 || c.intermediate < 1 {
         return bad("layers, hidden, heads and intermediate must be positive");

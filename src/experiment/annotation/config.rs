@@ -37,6 +37,53 @@ pub enum Method {
     /// log-rank line (one row per sentence mode and order; deviation: the line plus the fold's
     /// training-cell profile).
     SentenceSvm,
+    /// The LM fine-tuned for annotation: per fold, Cell2Sentence's cell-type task (answer-only
+    /// loss) on the training part's labelled sentences; the test part's cells are answered.
+    LmAnswer,
+    /// The same per-fold fine-tunes' embeddings (mean over the prompt) → the paper's MLP.
+    LmAnswerMlp,
+}
+
+/// Where each fold's cell-type fine-tune starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerStart {
+    /// New weights of `answer.lm`'s shape, vocabulary from the fold's training sentences.
+    Random,
+    /// The experiment's pretrained model (`annotation.pretrain`, held out from the evaluated
+    /// datasets), its vocabulary grown by the task's tokens.
+    Pretrained,
+}
+
+/// Settings of the `lm_answer` / `lm_answer_mlp` rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerSection {
+    /// The starts to compare (one row each): does pretraining help?
+    pub starts: Vec<AnswerStart>,
+    /// Shape (random start) and optimisation of each fold's fine-tune; the kept step is the one
+    /// of the lowest answer loss on the fold's validation part (`val_fraction`).
+    pub lm: TrainConfig,
+}
+
+impl Default for AnswerSection {
+    fn default() -> Self {
+        AnswerSection {
+            starts: vec![AnswerStart::Random],
+            lm: TrainConfig {
+                steps: 400,
+                eval_every: 50,
+                ..TrainConfig::default()
+            },
+        }
+    }
+}
+
+impl AnswerSection {
+    /// Whether these are the default settings.
+    pub fn is_default(&self) -> bool {
+        *self == AnswerSection::default()
+    }
 }
 
 /// Annotation settings.
@@ -93,6 +140,9 @@ pub struct AnnotationSection {
     /// `null` (default): none. Relative to the working directory; keep it out of `results/`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embeddings_dir: Option<PathBuf>,
+    /// The LM fine-tuned for annotation (`lm_answer`, `lm_answer_mlp` rows).
+    #[serde(skip_serializing_if = "AnswerSection::is_default")]
+    pub answer: AnswerSection,
 }
 
 fn is_expression_only(v: &[Order]) -> bool {
@@ -124,6 +174,7 @@ impl Default for AnnotationSection {
             quality: Some(QualityParams::default()),
             orders: vec![Order::Expression],
             embeddings_dir: None,
+            answer: AnswerSection::default(),
         }
     }
 }

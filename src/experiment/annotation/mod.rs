@@ -25,11 +25,12 @@ use crate::paper::Reported;
 use crate::report::{self, Col};
 use crate::sentence::GeneSet;
 
+mod answer;
 mod config;
 mod quality;
 mod stages;
 
-pub use config::{AnnotationSection, DeviceChoice, Method, SplitKind};
+pub use config::{AnnotationSection, AnswerSection, AnswerStart, DeviceChoice, Method, SplitKind};
 pub use quality::{Embedding, QualityRow};
 pub use stages::{all_dense, hvg_dense, layer_evaluations, lm_evaluations, LmEvaluation};
 use stages::{dataset_outputs, Row};
@@ -52,6 +53,18 @@ pub(super) fn method_label(
         (Method::Pca, _) => "MLP (PCA of HVG)".into(),
         (Method::HvgMlp, _) => "MLP (HVG expression)".into(),
         (Method::Scmap, _) => "scmap-cluster".into(),
+        (Method::LmAnswer | Method::LmAnswerMlp, g) => {
+            let start = match source {
+                LmSource::Pretrained => "from the pretrained LM",
+                _ => "from random weights",
+            };
+            let how = match m {
+                Method::LmAnswer => "answer",
+                _ => "embedding + MLP",
+            };
+            let g = sentences(g.unwrap_or(GeneSet::All));
+            format!("LM fine-tuned for annotation {start}, {g} ({how})")
+        }
     }
 }
 
@@ -376,6 +389,15 @@ fn role(r: &Row) -> String {
         (LmSource::FineTuned, _) => {
             format!("{role}; fine-tuned on this dataset's unlabelled sentences (transductive)")
         }
+        _ => role,
+    };
+    let role = match (r.method, r.source) {
+        (Method::LmAnswer | Method::LmAnswerMlp, LmSource::Pretrained) => format!(
+            "{role}; fine-tuned per fold on the training part's labels only (answer-only loss), from the model pretrained without this dataset"
+        ),
+        (Method::LmAnswer | Method::LmAnswerMlp, _) => format!(
+            "{role}; fine-tuned per fold on the training part's labels only (answer-only loss), from random weights"
+        ),
         _ => role,
     };
     match (r.order, r.method) {

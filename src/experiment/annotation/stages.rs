@@ -20,7 +20,7 @@ use crate::pipeline::Prepared;
 use crate::reconstruct::RecModel;
 use crate::sentence::GeneSet;
 
-use super::config::{AnnotationSection, Method, SplitKind};
+use super::config::{AnnotationSection, AnswerStart, Method, SplitKind};
 use super::method_label;
 use super::quality::{self, QualityRow};
 
@@ -94,7 +94,7 @@ pub(super) struct Ctx<'a> {
     pub(super) a: &'a AnnotationSection,
     pub(super) d: &'a RunDataset,
     pub(super) cache: &'a Cache,
-    quiet: bool,
+    pub(super) quiet: bool,
     data: DatasetContext<'a>,
     /// LM directories already resolved in this run (each stage is counted once).
     lm_dirs: Vec<(LmSource, GeneSet, PathBuf)>,
@@ -137,6 +137,12 @@ impl Ctx<'_> {
                 hvg_dense(p, h)
             }
             Method::Scmap => all_dense(self.prepared()?.0),
+            Method::LmAnswer | Method::LmAnswerMlp => {
+                return Err(Error::param(
+                    "annotation.methods",
+                    "the fine-tuned-for-annotation rows have one model per fold, not one feature matrix",
+                ))
+            }
             Method::Pca => {
                 let (p, h) = self.prepared()?;
                 let x = hvg_dense(p, h);
@@ -181,7 +187,7 @@ impl Ctx<'_> {
     }
 
     /// Labels and folds of the QC-kept cells.
-    fn folds(&mut self) -> Result<(Vec<String>, Vec<Fold>)> {
+    pub(super) fn folds(&mut self) -> Result<(Vec<String>, Vec<Fold>)> {
         let (split, k, vf, seed) = (self.a.split, self.a.folds, self.a.val_fraction, self.e.seed);
         let lk = self.label_key();
         let bk = self.batch_key();
@@ -398,13 +404,17 @@ impl Ctx<'_> {
         )
     }
 
-    fn sentences(&mut self, mode: GeneSet, max_genes: usize) -> Result<Vec<Vec<String>>> {
+    pub(super) fn sentences(
+        &mut self,
+        mode: GeneSet,
+        max_genes: usize,
+    ) -> Result<Vec<Vec<String>>> {
         self.data.sentences(mode, max_genes)
     }
 }
 
 /// What the small LM of a dataset and mode depends on (besides its training settings).
-fn lm_inputs<'a>(
+pub(super) fn lm_inputs<'a>(
     digest: &'a str,
     e: &'a Experiment,
     mode: GeneSet,
@@ -487,6 +497,15 @@ pub(super) fn units(e: &Experiment, a: &AnnotationSection) -> Vec<Unit> {
                     units.push((m, Some(GeneSet::All), LmSource::Own, Order::Deviation));
                 }
             }
+            Method::LmAnswer | Method::LmAnswerMlp => {
+                for &start in &a.answer.starts {
+                    let s = match start {
+                        AnswerStart::Random => LmSource::Own,
+                        AnswerStart::Pretrained => LmSource::Pretrained,
+                    };
+                    units.extend(e.modes.iter().map(|&g| (m, Some(g), s, x)));
+                }
+            }
             _ => units.push((m, None, LmSource::Own, x)),
         }
     }
@@ -496,6 +515,9 @@ pub(super) fn units(e: &Experiment, a: &AnnotationSection) -> Vec<Unit> {
 /// One row: the cached evaluation of method `m` (LM rows: of `source`'s model reading `mode`).
 fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
     let (m, mode, source, order) = u;
+    if matches!(m, Method::LmAnswer | Method::LmAnswerMlp) {
+        return super::answer::row(cx, digest, u);
+    }
     let (e, a, d, cache) = (cx.e, cx.a, cx.d, cx.cache);
     let classifier = match m {
         Method::HvgSvm | Method::SentenceSvm => Classifier::Svm(a.svm.clone()),

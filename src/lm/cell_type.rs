@@ -1,0 +1,833 @@
+//! Cell2Sentence's cell-type prediction as a fine-tune (`CSModel.fine_tune`,
+//! `loss_on_response_only`): the model reads the prompt (the cell sentence, then `<|CELL_TYPE|>`)
+//! and is trained on the answer alone, the cell type's token. Label tokens enter the vocabulary
+//! (the embedding grows as transformers' `resize_token_embeddings` does); [`predict`] answers
+//! with the trained labels only, each with its score.
+use super::corpus::{cell_type_token, CELL_TYPE_SEP};
+use super::embed::{embed_ids, EmbedOptions, Pool};
+use super::model::GptNeox;
+use super::model_dir::{save, LogRow, ModelMeta};
+use super::optim::AdamW;
+use super::prompt::PromptStyle;
+use super::resume::{partial_dir, ResumeState, Snapshot};
+use super::tokenizer::{gene_tokenizer, Tok};
+use super::train::{self, lr_at, Fitted, TrainConfig};
+use super::NeoxConfig;
+use crate::npy::Matrix;
+use crate::progress::Progress;
+use crate::{Error, Result};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+use tokenizers::AddedToken;
+
+/// The file that makes a model directory a cell-type answerer.
+pub const HEAD: &str = "cell_type.json";
+
+/// What the task is, as recorded in [`HEAD`].
+pub const TASK: &str = "cell type prediction (Cell2Sentence, loss on the answer only): prompt = cell sentence + <|CELL_TYPE|>, answer = the cell type's token";
+
+/// One validation point of a fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValPoint {
+    pub step: usize,
+    /// Mean cross-entropy of the answer token (over the whole vocabulary).
+    pub loss: f64,
+    /// Share of validation cells answered right (answers restricted to the trained labels).
+    pub accuracy: f64,
+}
+
+/// `cell_type.json`: the labels a fine-tuned model answers with, and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellTypeHead {
+    pub task: String,
+    /// The trained labels, sorted; `tokens[i]` is the answer token of `labels[i]`.
+    pub labels: Vec<String>,
+    pub tokens: Vec<String>,
+    /// Training cells per label.
+    pub train_cells: Vec<usize>,
+    /// Validation cells (labels outside the trained ones are left out).
+    pub val_cells: usize,
+    /// `random` or the base model's directory.
+    pub start: String,
+    /// The step whose weights were kept: the lowest validation answer loss.
+    pub best_step: usize,
+    pub curve: Vec<ValPoint>,
+}
+
+impl CellTypeHead {
+    /// Reads `dir/cell_type.json`; an error naming the fix when the model is not a fine-tune.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let p = dir.join(HEAD);
+        train::read_json(&p, "a cell-type head", "re-run `cellsentence finetune-lm`")?.ok_or_else(
+            || {
+                Error::format(
+                    p,
+                    "missing: the model was not fine-tuned for cell-type prediction",
+                    "fine-tune it first: `cellsentence finetune-lm --task cell_type`",
+                )
+            },
+        )
+    }
+}
+
+/// Labelled cell sentences (gene words, most expressed first).
+#[derive(Clone, Copy)]
+pub struct Labelled<'a> {
+    pub sentences: &'a [Vec<String>],
+    pub labels: &'a [String],
+}
+
+impl<'a> Labelled<'a> {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.sentences.len() != self.labels.len() {
+            return Err(Error::param(
+                what,
+                format!(
+                    "{} sentences but {} labels; give one label per cell",
+                    self.sentences.len(),
+                    self.labels.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A fine-tune's summary.
+#[derive(Debug, Clone)]
+pub struct FinetuneReport {
+    pub head: CellTypeHead,
+    pub seconds: f64,
+    pub log: Vec<LogRow>,
+}
+
+/// The prompt a fine-tuned model reads: `style`'s text, then ` <|CELL_TYPE|>`.
+pub fn answer_style(style: &PromptStyle) -> PromptStyle {
+    let (templates, organism, actual_count, template_seed) = match style {
+        PromptStyle::Sentence => (
+            vec!["{cell_sentence}".to_string()],
+            "Homo sapiens".to_string(),
+            false,
+            super::prompt::C2S_TEMPLATE_SEED,
+        ),
+        PromptStyle::C2s {
+            templates,
+            organism,
+            actual_count,
+            template_seed,
+        } => (
+            templates.clone(),
+            organism.clone(),
+            *actual_count,
+            *template_seed,
+        ),
+    };
+    let sep = format!(" {CELL_TYPE_SEP}");
+    PromptStyle::C2s {
+        templates: templates
+            .into_iter()
+            .map(|t| if t.ends_with(&sep) { t } else { t + &sep })
+            .collect(),
+        organism,
+        actual_count,
+        template_seed,
+    }
+}
+
+/// Right-padded ids `[batch, time]` and next-token targets `[batch, time-1]` that keep only the
+/// answer: the target of position `j-1` is `s[j]` for `j ≥ prompt_len`, -100 (ignored) before.
+pub fn answer_batch(seqs: &[(&[i64], usize)], device: Device) -> (Tensor, Tensor) {
+    let t = seqs.iter().map(|s| s.0.len()).max().unwrap_or(2).max(2);
+    let b = seqs.len();
+    let mut ids = vec![1i64; b * t];
+    let mut tgt = vec![-100i64; b * (t - 1)];
+    for (r, (s, prompt_len)) in seqs.iter().enumerate() {
+        ids[r * t..r * t + s.len()].copy_from_slice(s);
+        for j in (*prompt_len).max(1)..s.len() {
+            tgt[r * (t - 1) + j - 1] = s[j];
+        }
+    }
+    let shape = |n: usize| [b as i64, n as i64];
+    (
+        Tensor::from_slice(&ids).view(shape(t)).to_device(device),
+        Tensor::from_slice(&tgt)
+            .view(shape(t - 1))
+            .to_device(device),
+    )
+}
+
+/// Mean cross-entropy of the kept targets (those not -100): logits are computed at those
+/// positions only.
+pub fn answer_loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor) -> Tensor {
+    let t = ids.size()[1];
+    let (h, _) = model.hidden(ids, false);
+    let hd = h.size()[2];
+    let h = h.narrow(1, 0, t - 1).reshape([-1, hd]);
+    let y = tgt.reshape([-1]);
+    let keep = y.ne(-100).nonzero().squeeze_dim(1);
+    model
+        .logits(&h.index_select(0, &keep))
+        .to_kind(Kind::Float)
+        .cross_entropy_for_logits(&y.index_select(0, &keep))
+}
+
+/// Sorted distinct labels and each cell's index into them.
+fn label_index(labels: &[String]) -> (Vec<String>, Vec<usize>) {
+    crate::classify::encode_labels(labels)
+}
+
+/// The model to fine-tune: a new one over the training genes, or `base` with the task's tokens
+/// added (its embedding grown when they do not fit).
+struct Start {
+    vs: nn::VarStore,
+    model: GptNeox,
+    cfg: NeoxConfig,
+    tok: Tok,
+    style: PromptStyle,
+    upper: bool,
+}
+
+fn start(
+    base: Option<&Path>,
+    train_sents: &[Vec<String>],
+    task_tokens: &[String],
+    c: &TrainConfig,
+    device: Device,
+) -> Result<Start> {
+    let Some(dir) = base else {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for s in train_sents {
+            for w in s.iter().take(c.max_genes) {
+                *counts.entry(w.as_str()).or_default() += 1;
+            }
+        }
+        let mut words: Vec<(&str, usize)> = counts.into_iter().collect();
+        words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut vocab: Vec<String> = words.into_iter().map(|(w, _)| w.to_string()).collect();
+        vocab.extend(task_tokens.iter().cloned());
+        let tok = Tok {
+            path: "tokenizer.json".into(),
+            inner: gene_tokenizer(&vocab)?,
+        };
+        let cfg = NeoxConfig {
+            bos_token_id: Some(0),
+            eos_token_id: Some(0),
+            ..c.neox_config(
+                (tok.vocab_size() as i64 + 63) / 64 * 64,
+                (c.max_genes + 3).next_power_of_two() as i64,
+            )
+        };
+        let (vs, model) = crate::torch_seeded(c.seed, || {
+            let vs = nn::VarStore::new(device);
+            let model = GptNeox::new(&vs.root(), &cfg);
+            (vs, model)
+        });
+        return Ok(Start {
+            vs,
+            model,
+            cfg,
+            tok,
+            style: answer_style(&PromptStyle::Sentence),
+            upper: false,
+        });
+    };
+    let ck = super::load(dir, device, Kind::Float)?;
+    let upper = ModelMeta::read(dir)?.is_some_and(|m| m.upper_case_genes);
+    let style = answer_style(&super::prompt_style(dir)?);
+    let mut tok = Tok {
+        path: "tokenizer.json".into(),
+        inner: ck.tokenizer.inner.clone(),
+    };
+    let missing: Vec<AddedToken> = task_tokens
+        .iter()
+        .filter(|t| tok.id(t).is_none())
+        .map(|t| AddedToken::from(t.clone(), true).single_word(true))
+        .collect();
+    tok.inner
+        .add_tokens(missing)
+        .map_err(|e| Error::param("vocabulary", e.to_string()))?;
+    let need = tok.vocab_size() as i64;
+    let (vs, model, cfg) = if need > ck.model.cfg.vocab_size {
+        grow_vocab(&ck.vs, &ck.model.cfg, (need + 63) / 64 * 64, device, c.seed)?
+    } else {
+        let cfg = ck.model.cfg.clone();
+        (ck.vs, ck.model, cfg)
+    };
+    Ok(Start {
+        vs,
+        model,
+        cfg,
+        tok,
+        style,
+        upper,
+    })
+}
+
+/// A copy of a model with `rows` vocabulary rows: the old rows kept, the new ones the mean of the
+/// old (transformers' `resize_token_embeddings` with mean resizing).
+fn grow_vocab(
+    old: &nn::VarStore,
+    cfg: &NeoxConfig,
+    rows: i64,
+    device: Device,
+    seed: u64,
+) -> Result<(nn::VarStore, GptNeox, NeoxConfig)> {
+    let cfg = NeoxConfig {
+        vocab_size: rows,
+        ..cfg.clone()
+    };
+    let (vs, model) = crate::torch_seeded(seed, || {
+        let vs = nn::VarStore::new(device);
+        let model = GptNeox::new(&vs.root(), &cfg);
+        (vs, model)
+    });
+    let old_vars = old.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut v) in vs.variables() {
+            let src = old_vars.get(&name).ok_or_else(|| {
+                Error::param("base", format!("the base model has no variable {name}"))
+            })?;
+            if src.size() == v.size() {
+                v.copy_(src);
+            } else {
+                let n = src.size()[0];
+                v.narrow(0, 0, n).copy_(src);
+                let mean = src.mean_dim(0, true, Kind::Float);
+                let rest = v.size()[0] - n;
+                v.narrow(0, n, rest).copy_(&mean.expand([rest, -1], false));
+            }
+        }
+        Ok(())
+    })?;
+    Ok((vs, model, cfg))
+}
+
+/// Prompt ids of each sentence (truncated to `max_genes`, upper-cased when the model reads
+/// upper-case symbols, rendered with `style`).
+fn prompt_ids(
+    tok: &Tok,
+    style: &PromptStyle,
+    sentences: &[Vec<String>],
+    max_genes: usize,
+    upper: bool,
+) -> Result<Vec<Vec<i64>>> {
+    let owned: Vec<Vec<String>> = sentences
+        .iter()
+        .map(|s| {
+            s.iter()
+                .take(max_genes)
+                .map(|w| if upper { w.to_uppercase() } else { w.clone() })
+                .collect()
+        })
+        .collect();
+    let words: Vec<Vec<&str>> = owned
+        .iter()
+        .map(|s| s.iter().map(String::as_str).collect())
+        .collect();
+    tok.encode_batch(&style.render(&words, max_genes))
+}
+
+/// Answer loss and accuracy (argmax over the label tokens) of validation prompts.
+fn validate(
+    model: &GptNeox,
+    prompts: &[&[i64]],
+    answers: &[usize],
+    label_ids: &Tensor,
+    batch: usize,
+) -> (f64, f64) {
+    tch::no_grad(|| {
+        let (mut loss, mut right) = (0.0, 0usize);
+        for (p, a) in prompts.chunks(batch).zip(answers.chunks(batch)) {
+            let logits = last_logits(model, p);
+            let y = label_ids.index_select(0, &Tensor::from_slice(&to_i64(a)));
+            let l = logits.cross_entropy_for_logits(&y.to_device(logits.device()));
+            loss += l.double_value(&[]) * p.len() as f64;
+            let pick = logits.index_select(1, label_ids).argmax(1, false);
+            let pick: Vec<i64> = Vec::try_from(pick.to_device(Device::Cpu)).unwrap_or_default();
+            right += pick
+                .iter()
+                .zip(a)
+                .filter(|(p, a)| **p as usize == **a)
+                .count();
+        }
+        let n = prompts.len().max(1) as f64;
+        (loss / n, right as f64 / n)
+    })
+}
+
+fn to_i64(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&x| x as i64).collect()
+}
+
+/// Full-vocabulary logits at each prompt's last token.
+fn last_logits(model: &GptNeox, prompts: &[&[i64]]) -> Tensor {
+    let device = model.device();
+    let t = prompts.iter().map(|p| p.len()).max().unwrap_or(1);
+    let mut ids = vec![1i64; prompts.len() * t];
+    let mut last = Vec::with_capacity(prompts.len());
+    for (r, p) in prompts.iter().enumerate() {
+        ids[r * t..r * t + p.len()].copy_from_slice(p);
+        last.push((r * t + p.len() - 1) as i64);
+    }
+    let x = Tensor::from_slice(&ids)
+        .view([prompts.len() as i64, t as i64])
+        .to_device(device);
+    let (h, _) = model.hidden(&x, false);
+    let hd = h.size()[2];
+    let h = h
+        .reshape([-1, hd])
+        .index_select(0, &Tensor::from_slice(&last).to_device(device));
+    model.logits(&h).to_kind(Kind::Float)
+}
+
+/// Fine-tunes a model (a new one of `c`'s shape, or `base`) on Cell2Sentence's cell-type task:
+/// class-balanced batches of `train`, the loss on the answer token alone, the validation answer
+/// loss and accuracy on `val` every `eval_every` steps; the weights of the lowest validation loss
+/// are saved to `out` (with [`HEAD`]). A killed run resumes from `out`'s partial state.
+pub fn finetune(
+    train_part: Labelled<'_>,
+    val_part: Labelled<'_>,
+    c: &TrainConfig,
+    base: Option<&Path>,
+    out: &Path,
+    device: Device,
+    progress: bool,
+) -> Result<FinetuneReport> {
+    train::check_out(out)?;
+    train::check(c)?;
+    train_part.check("training cells")?;
+    val_part.check("validation cells")?;
+    let (labels, y) = label_index(train_part.labels);
+    if labels.len() < 2 {
+        return Err(Error::param(
+            "labels",
+            format!(
+                "the training cells have {} distinct label(s); cell-type prediction needs at least 2",
+                labels.len()
+            ),
+        ));
+    }
+    let tokens: Vec<String> = labels.iter().map(|l| cell_type_token(l)).collect();
+    let mut task_tokens = vec![CELL_TYPE_SEP.to_string()];
+    task_tokens.extend(tokens.iter().cloned());
+    let s = start(base, train_part.sentences, &task_tokens, c, device)?;
+    let ids_of = |t: &str| {
+        s.tok
+            .id(t)
+            .ok_or_else(|| Error::param("vocabulary", format!("token {t} was not added")))
+    };
+    let label_ids: Vec<i64> = tokens.iter().map(|t| ids_of(t)).collect::<Result<_>>()?;
+    let enc = |sents: &[Vec<String>]| prompt_ids(&s.tok, &s.style, sents, c.max_genes, s.upper);
+    let train_prompts = enc(train_part.sentences)?;
+    let seqs: Vec<Vec<i64>> = train_prompts
+        .iter()
+        .zip(&y)
+        .map(|(p, &k)| p.iter().copied().chain([label_ids[k]]).collect())
+        .collect();
+    if let Some(long) = seqs
+        .iter()
+        .find(|q| q.len() as i64 > s.cfg.max_position_embeddings)
+    {
+        return Err(Error::param(
+            "training",
+            format!(
+                "a prompt with its answer has {} tokens, more than max_position_embeddings {}; lower max_genes",
+                long.len(),
+                s.cfg.max_position_embeddings
+            ),
+        ));
+    }
+    // validation cells of trained labels only
+    let known: BTreeMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let val_keep: Vec<usize> = (0..val_part.labels.len())
+        .filter(|&i| known.contains_key(val_part.labels[i].as_str()))
+        .collect();
+    let val_sents: Vec<Vec<String>> = val_keep
+        .iter()
+        .map(|&i| val_part.sentences[i].clone())
+        .collect();
+    let val_answers: Vec<usize> = val_keep
+        .iter()
+        .map(|&i| known[val_part.labels[i].as_str()])
+        .collect();
+    let val_prompts = enc(&val_sents)?;
+    let val_refs: Vec<&[i64]> = val_prompts.iter().map(Vec::as_slice).collect();
+    let label_t = Tensor::from_slice(&label_ids).to_device(device);
+
+    let parameters: i64 =
+        s.vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
+    let mut opt = AdamW::new(&s.vs, 0.9, 0.95, 1e-8, c.weight_decay);
+    let digest_text = format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        seqs, val_prompts, val_answers, base, c.max_genes
+    );
+    let data_digest = crate::cache::sha256_hex(digest_text.as_bytes());
+    let resume = partial_dir(out);
+    let mut log: Vec<LogRow> = Vec::new();
+    let mut curve: Vec<ValPoint> = Vec::new();
+    let mut best: Option<Snapshot> = None;
+    let mut seconds = 0.0;
+    let done = match ResumeState::load(&resume, c, &data_digest, &s.vs, &mut opt)? {
+        Some(st) => {
+            if progress {
+                eprintln!(
+                    "[finetune] resuming {} at step {}",
+                    resume.display(),
+                    st.step
+                );
+            }
+            log = st.log;
+            seconds = st.seconds;
+            best = st.snapshots.into_iter().next();
+            curve = read_curve(&resume)?;
+            st.step
+        }
+        None => 0,
+    };
+    let by_class: Vec<Vec<usize>> = (0..labels.len())
+        .map(|k| (0..y.len()).filter(|&i| y[i] == k).collect())
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
+    let start_t = std::time::Instant::now();
+    let bar = Progress::bar(
+        progress,
+        c.steps as u64,
+        "fine-tune LM for cell types (steps)",
+    );
+    bar.inc(done as u64);
+    let mut seen = 0usize;
+    for step in 0..c.steps {
+        // class-balanced: a class uniformly, then one of its cells
+        let batch: Vec<usize> = (0..c.batch_size)
+            .map(|_| {
+                let k = rng.random_range(0..by_class.len());
+                *by_class[k].choose(&mut rng).expect("every class has cells")
+            })
+            .collect();
+        seen += batch.iter().map(|&i| seqs[i].len()).sum::<usize>();
+        if step < done {
+            continue; // replaying the draws of the steps a resumed run already took
+        }
+        let items: Vec<(&[i64], usize)> = batch
+            .iter()
+            .map(|&i| (seqs[i].as_slice(), train_prompts[i].len()))
+            .collect();
+        let (x, t) = answer_batch(&items, device);
+        let lr = lr_at(c, step, c.steps);
+        let l = answer_loss(&s.model, &x, &t);
+        opt.zero_grad();
+        l.backward();
+        opt.clip_grad_norm(c.grad_clip);
+        opt.step(lr);
+        let train_loss = l.double_value(&[]);
+        if !train_loss.is_finite() {
+            return Err(Error::param(
+                "training",
+                format!("loss became {train_loss} at step {step}; lower lr"),
+            ));
+        }
+        let last = step + 1 == c.steps;
+        let at_eval = (step + 1) % c.eval_every.max(1) == 0;
+        let mut val_loss = None;
+        if !val_refs.is_empty() && (last || at_eval) {
+            let (vl, acc) = validate(&s.model, &val_refs, &val_answers, &label_t, 64);
+            val_loss = Some(vl);
+            curve.push(ValPoint {
+                step: step + 1,
+                loss: vl,
+                accuracy: acc,
+            });
+            if best.as_ref().is_none_or(|b| {
+                curve
+                    .iter()
+                    .find(|p| p.step == b.step)
+                    .is_none_or(|p| vl < p.loss)
+            }) {
+                best = Some(Snapshot::take(step + 1, seen, &s.vs));
+            }
+        }
+        log.push(LogRow {
+            step: step + 1,
+            lr,
+            train_loss,
+            val_loss,
+        });
+        bar.inc(1);
+        if at_eval && !last {
+            let st = ResumeState {
+                step: step + 1,
+                config: c.clone(),
+                data_digest: data_digest.clone(),
+                log: log.clone(),
+                seconds: seconds + start_t.elapsed().as_secs_f64(),
+                snapshot_tokens: best.iter().map(|b| (b.step, b.tokens)).collect(),
+                snapshots: Vec::new(),
+            };
+            st.save(&resume, &s.vs, &opt, best.as_slice())?;
+            write_curve(&resume, &curve)?;
+            crate::output::kill_point("finetune-state-saved");
+        }
+    }
+    bar.finish();
+    // the kept weights: the best validation step (the last one without validation cells)
+    let best_step = match &best {
+        Some(b) => {
+            tch::no_grad(|| {
+                let mut vars = s.vs.variables();
+                for (n, w) in &b.weights {
+                    if let Some(v) = vars.get_mut(n) {
+                        v.copy_(&w.to_device(device));
+                    }
+                }
+            });
+            b.step
+        }
+        None => c.steps,
+    };
+    let head = CellTypeHead {
+        task: TASK.into(),
+        labels: labels.clone(),
+        tokens,
+        train_cells: by_class.iter().map(Vec::len).collect(),
+        val_cells: val_refs.len(),
+        start: base.map_or_else(|| "random".into(), |b| b.display().to_string()),
+        best_step,
+        curve,
+    };
+    let f = Fitted {
+        n_train: seqs.len(),
+        n_val: val_refs.len(),
+        vocab: s.tok.vocab_size(),
+        parameters,
+        seconds: seconds + start_t.elapsed().as_secs_f64(),
+        tokens: seen,
+        log: log.clone(),
+        snapshots: Vec::new(),
+        half: c.half,
+        vs: s.vs,
+        cfg: s.cfg,
+        tok: s.tok,
+    };
+    let meta = ModelMeta {
+        prompt: s.style,
+        ..ModelMeta::new(c, s.upper)
+    };
+    let head_json = serde_json::to_string_pretty(&head).expect("head serializes") + "\n";
+    save(out, &f, &meta, &|_, _, _| {
+        vec![(HEAD, head_json.clone().into_bytes())]
+    })?;
+    Ok(FinetuneReport {
+        head,
+        seconds: f.seconds,
+        log,
+    })
+}
+
+const CURVE: &str = "curve.json";
+
+fn write_curve(dir: &Path, curve: &[ValPoint]) -> Result<()> {
+    let p = dir.join(CURVE);
+    std::fs::write(&p, serde_json::to_string(curve).expect("curve serializes"))
+        .map_err(|e| Error::io(&p, e))
+}
+
+fn read_curve(dir: &Path) -> Result<Vec<ValPoint>> {
+    Ok(train::read_json(
+        &dir.join(CURVE),
+        "a validation curve",
+        "delete the .partial directory to start afresh",
+    )?
+    .unwrap_or_default())
+}
+
+/// A fine-tuned model's answers.
+#[derive(Debug, Clone)]
+pub struct Answers {
+    /// The trained labels (columns of `scores`).
+    pub labels: Vec<String>,
+    /// Per cell, the softmax over the trained labels' answer tokens.
+    pub scores: Matrix,
+    /// Per cell, the best-scoring label.
+    pub predicted: Vec<String>,
+}
+
+/// Answers the cell type of each sentence with a model fine-tuned by [`finetune`]: the answer
+/// token's logits at the prompt's end, restricted to the trained labels.
+pub fn predict(
+    ck: &super::Checkpoint,
+    sentences: &[Vec<String>],
+    progress: bool,
+) -> Result<Answers> {
+    let head = CellTypeHead::read(&ck.dir)?;
+    let meta = ModelMeta::read(&ck.dir)?.ok_or_else(|| {
+        Error::format(
+            ck.dir.join(super::model_dir::META),
+            "missing",
+            "fine-tune the model with `cellsentence finetune-lm`",
+        )
+    })?;
+    let ids: Vec<i64> = head
+        .tokens
+        .iter()
+        .map(|t| {
+            ck.tokenizer.id(t).ok_or_else(|| {
+                Error::format(
+                    &ck.tokenizer.path,
+                    format!("the answer token {t} of cell_type.json is missing"),
+                    "use the tokenizer.json saved with the fine-tune",
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let texts = super::sentence_texts(ck, sentences, &meta.prompt, meta.max_genes)?;
+    let seqs = ck.tokenizer.encode_batch(&texts)?;
+    let opts = EmbedOptions {
+        pool: Pool::Last,
+        progress,
+        ..Default::default()
+    };
+    let h = embed_ids(&ck.model, &seqs, &opts)?;
+    let device = ck.model.device();
+    let kind = ck
+        .vs
+        .variables()
+        .values()
+        .next()
+        .map_or(Kind::Float, |v| v.kind());
+    let ht = Tensor::from_slice(&h.data)
+        .view([h.rows as i64, h.cols as i64])
+        .to_kind(kind)
+        .to_device(device);
+    let scores = tch::no_grad(|| {
+        ck.model
+            .logits(&ht)
+            .to_kind(Kind::Float)
+            .index_select(1, &Tensor::from_slice(&ids).to_device(device))
+            .softmax(1, Kind::Float)
+            .to_device(Device::Cpu)
+    });
+    let data: Vec<f32> = Vec::try_from(scores.reshape([-1]))
+        .map_err(|e: tch::TchError| Error::param("predict", e.to_string()))?;
+    let l = head.labels.len();
+    let predicted = data
+        .chunks(l)
+        .map(|r| {
+            let k = (0..l)
+                .max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a)))
+                .unwrap_or(0);
+            head.labels[k].clone()
+        })
+        .collect();
+    Ok(Answers {
+        labels: head.labels,
+        scores: Matrix {
+            rows: h.rows,
+            cols: l,
+            data,
+        },
+        predicted,
+    })
+}
+
+/// A seeded stratified split of `labels`' indices into (train, validation): `fraction` of each
+/// class (rounded, at least one cell left for training) goes to validation.
+pub fn stratified_split(labels: &[String], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, l) in labels.iter().enumerate() {
+        by.entry(l.as_str()).or_default().push(i);
+    }
+    let (mut tr, mut va) = (Vec::new(), Vec::new());
+    for (_, mut idx) in by {
+        idx.shuffle(&mut rng);
+        let n = ((idx.len() as f64 * fraction).round() as usize).min(idx.len() - 1);
+        va.extend_from_slice(&idx[..n]);
+        tr.extend_from_slice(&idx[n..]);
+    }
+    tr.sort_unstable();
+    va.sort_unstable();
+    (tr, va)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_targets_keep_only_the_answer() {
+        let s = [5i64, 6, 7, 9];
+        let (ids, tgt) = answer_batch(&[(&s, 3)], Device::Cpu);
+        assert_eq!(Vec::<i64>::try_from(ids.reshape([-1])).unwrap(), s.to_vec());
+        assert_eq!(
+            Vec::<i64>::try_from(tgt.reshape([-1])).unwrap(),
+            vec![-100, -100, 9]
+        );
+    }
+
+    /// The objective reads the answer alone: with the input fixed, changing a prompt token's
+    /// target leaves the loss unchanged and changing the answer's changes it (the full next-token
+    /// loss, by contrast, moves with the prompt target).
+    #[test]
+    fn the_loss_is_on_the_answer_alone() {
+        let c = TrainConfig {
+            layers: 1,
+            hidden: 32,
+            heads: 2,
+            intermediate: 64,
+            ..TrainConfig::default()
+        };
+        let cfg = c.neox_config(64, 16);
+        let (_vs, model) = crate::torch_seeded(3, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let m = GptNeox::new(&vs.root(), &cfg);
+            (vs, m)
+        });
+        let s = [0i64, 5, 6, 7, 8, 20];
+        let loss = |seq: &[i64], prompt_len: usize| {
+            let (ids, _) = answer_batch(&[(&s, prompt_len)], Device::Cpu);
+            let (_, tgt) = answer_batch(&[(seq, prompt_len)], Device::Cpu);
+            answer_loss(&model, &ids, &tgt).double_value(&[])
+        };
+        let base = loss(&s, 5);
+        let mut prompt_changed = s;
+        prompt_changed[3] = 9;
+        let mut answer_changed = s;
+        answer_changed[5] = 21;
+        assert_eq!(loss(&prompt_changed, 5), base);
+        assert_ne!(loss(&answer_changed, 5), base);
+        assert_ne!(loss(&prompt_changed, 1), loss(&s, 1));
+    }
+
+    #[test]
+    fn answer_style_appends_the_separator_once() {
+        let st = answer_style(&PromptStyle::Sentence);
+        assert_eq!(
+            st.render(&[vec!["INS", "GCG"]], 200),
+            vec!["INS GCG <|CELL_TYPE|>"]
+        );
+        assert_eq!(answer_style(&st), st);
+    }
+
+    #[test]
+    fn stratified_split_keeps_a_training_cell_per_class() {
+        let l: Vec<String> = ["a", "a", "a", "a", "a", "a", "a", "a", "a", "a", "b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (tr, va) = stratified_split(&l, 0.2, 0);
+        assert_eq!(va.len(), 2);
+        assert!(tr.contains(&10));
+        assert_eq!(tr.len() + va.len(), l.len());
+    }
+}

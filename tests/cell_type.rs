@@ -1,0 +1,199 @@
+//! The LM at Cell2Sentence's own task (`finetune-lm --task cell_type`): a killed fine-tune resumes
+//! to the same model, a pretrained start keeps its weights and grows its vocabulary, and answers
+//! are restricted to the trained labels.
+use cellsentence::lm::{self, cell_type, Device, Kind, TrainConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("cellsentence")
+}
+
+/// The model files of a directory that must not depend on wall time.
+fn weights(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    [
+        "model.safetensors",
+        "tokenizer.json",
+        "config.json",
+        "cell_type.json",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap()))
+    .collect()
+}
+
+fn finetune(cwd: &Path, out: &str, kill_at: Option<&str>) -> String {
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    let cfg = r#"{"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "steps": 12, "batch_size": 8, "max_genes": 40, "eval_every": 4}"#;
+    let mut c = Command::new(bin());
+    c.current_dir(cwd).args([
+        "--quiet",
+        "finetune-lm",
+        "--task",
+        "cell_type",
+        "--input",
+        fx.to_str().unwrap(),
+        "--label-key",
+        "cell_type",
+        "--config",
+        cfg,
+        "--out",
+        out,
+    ]);
+    if let Some(k) = kill_at {
+        c.env("CELLSENTENCE_KILL_AT", k);
+    }
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    match kill_at {
+        None => assert!(o.status.success(), "{err}"),
+        Some(_) => {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(o.status.signal(), Some(9), "not killed: {err}");
+        }
+    }
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn a_killed_cell_type_finetune_resumes_to_the_same_model() {
+    let d = tempfile::tempdir().unwrap();
+    finetune(d.path(), "whole", None);
+    finetune(d.path(), "m", Some("finetune-state-saved"));
+    assert!(d.path().join("m.partial/state.json").is_file());
+    assert!(!d.path().join("m").exists());
+    let out = finetune(d.path(), "m", None);
+    assert!(out.contains("\"best_step\""), "{out}");
+    assert_eq!(
+        weights(&d.path().join("whole")),
+        weights(&d.path().join("m"))
+    );
+    assert!(!d.path().join("m.partial").exists());
+    let head = cell_type::CellTypeHead::read(&d.path().join("m")).unwrap();
+    assert_eq!(head.curve.len(), 3);
+    let best = head
+        .curve
+        .iter()
+        .min_by(|a, b| a.loss.total_cmp(&b.loss))
+        .unwrap();
+    assert_eq!(head.best_step, best.step);
+}
+
+fn toy(n: usize) -> (Vec<Vec<String>>, Vec<String>) {
+    let types = ["alpha", "beta cell", "delta"];
+    let mut words = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let k = i % 3;
+        let mut s: Vec<String> = (0..4).map(|j| format!("M{k}_{j}")).collect();
+        s.extend((0..8).map(|j| format!("HK{}", (i + j) % 50)));
+        words.push(s);
+        labels.push(types[k].to_string());
+    }
+    (words, labels)
+}
+
+#[test]
+fn a_pretrained_start_keeps_its_weights_and_grows_its_vocabulary() {
+    let d = tempfile::tempdir().unwrap();
+    let (words, labels) = toy(60);
+    // a base whose padded vocabulary (64 rows) has no room for the task's 4 tokens
+    let base_cfg = TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 2,
+        intermediate: 64,
+        max_genes: 12,
+        steps: 3,
+        batch_size: 8,
+        ..TrainConfig::default()
+    };
+    let base = d.path().join("base");
+    lm::train(&words, &base_cfg, None, &base, Device::Cpu, false).unwrap();
+    let base_ck = lm::load(&base, Device::Cpu, Kind::Float).unwrap();
+    let v0 = base_ck.tokenizer.vocab_size();
+    assert!(v0 + 4 > 64, "the toy vocabulary must not fit: {v0}");
+    let c = TrainConfig {
+        steps: 0,
+        ..base_cfg.clone()
+    };
+    let out = d.path().join("ft0");
+    let part = cell_type::Labelled {
+        sentences: &words,
+        labels: &labels,
+    };
+    cell_type::finetune(part, part, &c, Some(&base), &out, Device::Cpu, false).unwrap();
+    let ck = lm::load(&out, Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(ck.model.cfg.vocab_size, 128);
+    let name = "gpt_neox.embed_in.weight";
+    let old = &base_ck.vs.variables()[name];
+    let new = &ck.vs.variables()[name];
+    assert_eq!(
+        (new.narrow(0, 0, old.size()[0]) - old)
+            .abs()
+            .max()
+            .double_value(&[]),
+        0.0,
+        "the base's rows changed"
+    );
+    // trained briefly, it answers with its labels only, scores summing to one
+    let c = TrainConfig {
+        steps: 100,
+        lr: 3e-3,
+        eval_every: 20,
+        ..base_cfg
+    };
+    let out = d.path().join("ft");
+    let r = cell_type::finetune(part, part, &c, Some(&base), &out, Device::Cpu, false).unwrap();
+    assert_eq!(r.head.labels, vec!["alpha", "beta cell", "delta"]);
+    assert_eq!(r.head.tokens[1], "CELL_TYPE:BETA_CELL");
+    let ck = lm::load(&out, Device::Cpu, Kind::Float).unwrap();
+    let ans = cell_type::predict(&ck, &words, false).unwrap();
+    for i in 0..ans.scores.rows {
+        let s: f32 = ans.scores.row(i).iter().sum();
+        assert!((s - 1.0).abs() < 1e-4);
+    }
+    let right = ans
+        .predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, t)| p == t)
+        .count();
+    assert!(
+        right * 10 >= labels.len() * 9,
+        "{right} of {} right",
+        labels.len()
+    );
+}
+
+/// A model that was not fine-tuned for the task is refused by name, with the fix.
+#[test]
+fn predicting_with_a_plain_lm_names_the_fix() {
+    let d = tempfile::tempdir().unwrap();
+    let (words, _) = toy(12);
+    let c = TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 2,
+        intermediate: 64,
+        max_genes: 12,
+        steps: 1,
+        batch_size: 4,
+        ..TrainConfig::default()
+    };
+    let m = d.path().join("plain");
+    lm::train(&words, &c, None, &m, Device::Cpu, false).unwrap();
+    let ck = lm::load(&m, Device::Cpu, Kind::Float).unwrap();
+    let e = cell_type::predict(&ck, &words, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cell_type.json") && e.contains("finetune-lm"),
+        "{e}"
+    );
+}
