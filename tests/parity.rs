@@ -500,3 +500,41 @@ fn pearson_residuals_equal_scanpy() {
         "no dataset available for the pearson_residuals parity test"
     );
 }
+
+/// A file normalized by scanpy itself (`sc.pp.log1p`, natural log: `uns['log1p']['base'] = None`,
+/// which anndata writes `null`-encoded) is read as natural-log data: its seurat and cell_ranger
+/// HVG sets equal scanpy's on the same file (tests/fixtures/make_log1p_fixture.py).
+#[test]
+fn scanpy_natural_log_files_give_scanpys_hvg_sets() {
+    let fx = root().join("tests/fixtures/log1p_natural.h5ad");
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/reference/scanpy_log1p_natural.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let ds = data::read(
+        &fx,
+        &ReadOptions {
+            matrix: MatrixSource::X,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(ds.state, data::XState::LogNormalized { base: None });
+    let p = pipeline::prepare(ds, None, false).unwrap();
+    for flavor in [Flavor::Seurat, Flavor::CellRanger] {
+        let (ours, ties) = hvg_case(&p, flavor, 200, HvgInput::Log, None).unwrap();
+        let theirs: BTreeSet<String> = r[flavor.to_string()]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect();
+        let differ: Vec<&String> = ours.symmetric_difference(&theirs).collect();
+        assert!(
+            differ.iter().all(|g| ties.contains(*g)),
+            "{flavor}: the HVG set differs from scanpy's beyond ties: {differ:?}"
+        );
+        assert!(differ.len() <= 2, "{flavor}: {differ:?}");
+    }
+}

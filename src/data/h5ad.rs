@@ -495,13 +495,9 @@ fn read_impl(path: &Path, opts: &ReadOptions, with_x: bool) -> Result<(Dataset, 
             .map_err(|e| Error::format(path, e, "rewrite the file with anndata"))?
     };
     let state = match file.group("uns").and_then(|u| u.group("log1p")) {
-        Ok(g) => {
-            let base = g
-                .dataset("base")
-                .ok()
-                .and_then(|d| d.read_scalar::<f64>().ok());
-            XState::LogNormalized { base }
-        }
+        Ok(g) => XState::LogNormalized {
+            base: log1p_base(path, &g)?,
+        },
         Err(_) => XState::Counts,
     };
     // obs/var through anndata-rs; files in older layouts (anndata <= 0.7) through our own reader
@@ -597,4 +593,32 @@ fn matrix_shape(path: &Path, file: &hdf5::File, key: &str) -> Result<(usize, usi
             "store a cells × genes matrix",
         )),
     }
+}
+
+/// `uns["log1p"]["base"]` as scanpy and anndata write it: absent or `None` (anndata's `null`
+/// encoding, an HDF5 dataset with a null dataspace) is the natural log; a number is that base.
+/// A base that is no logarithm base (≤ 0, 1, not finite) is refused by name.
+fn log1p_base(path: &Path, g: &hdf5::Group) -> Result<Option<f64>> {
+    let Ok(d) = g.dataset("base") else {
+        return Ok(None);
+    };
+    let null_encoded = attr_string(&d, "encoding-type").is_some_and(|v| v == "null");
+    if null_encoded || d.space().map_or(true, |s| s.is_null()) {
+        return Ok(None);
+    }
+    let bad = |what: String| {
+        Error::bad_value(
+            path,
+            "uns/log1p/base",
+            what,
+            "write the base scanpy used (None for the natural log, e.g. 2 or 10), or delete uns['log1p'] if X holds counts",
+        )
+    };
+    let b = d
+        .read_scalar::<f64>()
+        .map_err(|e| bad(format!("is not a number ({e})")))?;
+    if !b.is_finite() || b <= 0.0 || b == 1.0 {
+        return Err(bad(format!("is {b}, not a logarithm base")));
+    }
+    Ok(Some(b))
 }
