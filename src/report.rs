@@ -119,6 +119,48 @@ impl Table {
         }
         out
     }
+    /// Parses CSV text as [`Table::to_csv`] writes it (RFC 4180 quoting; the first line names the
+    /// columns). A row whose cell count differs from the header's is an error naming its line.
+    pub fn from_csv(text: &str) -> std::result::Result<Table, String> {
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let (mut row, mut cell) = (Vec::new(), String::new());
+        let (mut quoted, mut chars) = (false, text.chars().peekable());
+        while let Some(c) = chars.next() {
+            match (quoted, c) {
+                (true, '"') if chars.peek() == Some(&'"') => {
+                    cell.push('"');
+                    chars.next();
+                }
+                (true, '"') => quoted = false,
+                (true, c) => cell.push(c),
+                (false, '"') if cell.is_empty() => quoted = true,
+                (false, ',') => row.push(std::mem::take(&mut cell)),
+                (false, '\n') => {
+                    row.push(std::mem::take(&mut cell));
+                    rows.push(std::mem::take(&mut row));
+                }
+                (false, c) => cell.push(c),
+            }
+        }
+        if !cell.is_empty() || !row.is_empty() {
+            row.push(cell);
+            rows.push(row);
+        }
+        let mut it = rows.into_iter();
+        let mut t = Table::new(it.next().unwrap_or_default());
+        for (i, r) in it.enumerate() {
+            if r.len() != t.columns.len() {
+                return Err(format!(
+                    "line {}: {} cells for {} columns",
+                    i + 2,
+                    r.len(),
+                    t.columns.len()
+                ));
+            }
+            t.rows.push(r);
+        }
+        Ok(t)
+    }
     /// Index of the column named `name`.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
@@ -310,5 +352,19 @@ impl Drop for SentenceParquet {
         if self.tmp.exists() {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn csv_round_trips_quoted_cells() {
+        let mut t = Table::new(["a", "b"]);
+        t.push(["x, y", "say \"hi\""]);
+        t.push(["", "line\nbreak"]);
+        assert_eq!(Table::from_csv(&t.to_csv()).unwrap(), t);
+        assert!(Table::from_csv("a,b\n1\n").unwrap_err().contains("line 2"));
     }
 }
