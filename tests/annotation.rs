@@ -1044,6 +1044,12 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
         );
     }
 
+    // the LM fine-tuned for annotation (experiments/extra/lm_finetune_annotation.yaml)
+    insta::assert_snapshot!(
+        "committed_lm_finetune_annotation",
+        read("results/lm_finetune_annotation/annotation.csv")
+    );
+
     let log = cellsentence::lm::train::LogRow::read(&root().join("models/pretrained")).unwrap();
     let val_at = |step: usize| {
         log.iter()

@@ -737,3 +737,48 @@ fn deviation_sentences_reorder_the_same_genes() {
         "{err}"
     );
 }
+
+/// A typo in `pretrain-lm --exclude` would leave the dataset it meant in the corpus, and an
+/// unknown `--datasets` id answered "no dataset left": both are refused, naming the id and the
+/// known ones, before any work.
+#[test]
+fn pretrain_refuses_unknown_dataset_ids() {
+    for option in ["--exclude", "--datasets"] {
+        expect_error(
+            &[
+                "pretrain-lm",
+                option,
+                "baron_humann",
+                "--out",
+                "/tmp/never-written-cs",
+            ],
+            &[option, "`baron_humann`", "known:", "baron_human"],
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/never-written-cs").exists());
+}
+
+/// `--hvg-list` without `--genes hvg` would be ignored (the sentences hold all genes): refused,
+/// naming the option and the fix, for `sentences` and the commands that build sentences.
+#[test]
+fn hvg_list_without_hvg_sentences_is_refused() {
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+    let list = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/README.md");
+    expect_error(
+        &["sentences", "--input", fx, "--hvg-list", list],
+        &["--hvg-list", "--genes hvg"],
+    );
+    expect_error(
+        &[
+            "train-lm",
+            "--input",
+            fx,
+            "--hvg-list",
+            list,
+            "--out",
+            "/tmp/never-written-cs2",
+        ],
+        &["--hvg-list", "--genes hvg"],
+    );
+    assert!(!std::path::Path::new("/tmp/never-written-cs2").exists());
+}

@@ -569,6 +569,7 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
         ..Default::default()
     };
     let dirs = crate::data::corpus_data_dirs(a.dirs.data_dir.as_deref());
+    crate::experiment::pretrain::check_ids(&spec, &dirs)?;
     let (device, _) = lm::device_and_kind(a.cuda, lm::Precision::F32)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let cache = Cache::new(&a.cache, false).quiet(true);

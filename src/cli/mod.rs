@@ -450,6 +450,20 @@ fn hvg_for(p: &Prepared, prep: &PrepArgs) -> Result<crate::hvg::HvgResult> {
     }
 }
 
+/// `--hvg-list` is read only for HVG sentences: given with `--genes all` it is refused, not ignored.
+fn check_hvg_list(prep: &PrepArgs, genes: GeneSet) -> Result<()> {
+    match (&prep.hvg_list, genes) {
+        (Some(list), GeneSet::All) => Err(Error::bad_value(
+            list,
+            "--hvg-list",
+            "is given but the sentences hold all genes (--genes all), so it would be ignored"
+                .to_string(),
+            "add --genes hvg to build the sentences from that list, or leave --hvg-list out",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Prepares an input and builds its sentences (HVG-only when `genes` says so): the data and one
 /// sentence per kept cell.
 fn prepared_sentences(
@@ -458,6 +472,7 @@ fn prepared_sentences(
     genes: GeneSet,
     params: &SentenceParams,
 ) -> Result<(Prepared, Vec<String>)> {
+    check_hvg_list(prep, genes)?;
     let p = prepare(input, prep)?;
     let h = match genes {
         GeneSet::Hvg => Some(hvg_for(&p, prep)?),
@@ -480,6 +495,7 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
         }
         crate::output::check_out("--out", out, &[Path::new(&a.input.input)], OutKind::File)?;
     }
+    check_hvg_list(&a.prep, a.genes)?;
     if let Some(chunk) = stream::chunk_for(a)? {
         return stream::stream_sentences(a, chunk);
     }

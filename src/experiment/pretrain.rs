@@ -78,6 +78,33 @@ pub fn plan(spec: &CorpusSpec, dirs: &[PathBuf]) -> (Vec<DatasetEntry>, BTreeMap
     (entries, held)
 }
 
+/// Refuses ids in `spec.datasets` or `spec.exclude` that name no dataset found in `dirs`: a typo in
+/// `--exclude` would otherwise leave the dataset it meant in the corpus, and one in `--datasets`
+/// would answer "no dataset left" without saying which id was unknown.
+pub fn check_ids(spec: &CorpusSpec, dirs: &[PathBuf]) -> Result<()> {
+    let known: Vec<String> = data::catalog(dirs).into_iter().map(|e| e.id).collect();
+    let lists = [
+        ("--datasets", spec.datasets.clone().unwrap_or_default()),
+        ("--exclude", spec.exclude.clone()),
+    ];
+    for (option, ids) in lists {
+        if let Some(bad) = ids.iter().find(|id| !known.contains(id)) {
+            return Err(crate::error::Error::param(
+                option,
+                format!(
+                    "`{bad}` is no dataset found in {}; known: {}; check the spelling (`cellsentence datasets` lists them)",
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One dataset's corpus part: QC'd (for counts), full sentences of `max_genes` genes.
 pub fn part(
     e: &DatasetEntry,
