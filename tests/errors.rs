@@ -782,3 +782,47 @@ fn hvg_list_without_hvg_sentences_is_refused() {
     );
     assert!(!std::path::Path::new("/tmp/never-written-cs2").exists());
 }
+
+/// `--n-top` at or above the kept gene count selects every gene: warned about by name (exit 0,
+/// every gene printed).
+#[test]
+fn n_top_above_the_gene_count_is_warned_about() {
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+    let (code, out, err) = run(&["hvg", "--input", fx, "--n-top", "100000"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: --n-top 100000") && err.contains("lower --n-top"),
+        "{err}"
+    );
+    assert_eq!(out.lines().count(), 6342);
+}
+
+/// `metrics --n-neighbors` above the cell count is adjusted to it as scanpy does, warned about by
+/// name, and the JSON records the value used (it recorded the one asked for).
+#[test]
+fn metrics_n_neighbors_above_the_cells_is_adjusted_and_warned_about() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("m.json");
+    let (code, _, err) = run(&[
+        "metrics",
+        "--embeddings",
+        &bad("missing_labels.npy"),
+        "--input",
+        &bad("missing_labels.h5ad"),
+        "--label-key",
+        "cell_type",
+        "--drop-missing",
+        "--n-neighbors",
+        "500",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("--n-neighbors 500") && err.contains("adjusted to 37"),
+        "{err}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["params"]["n_neighbors"], 37);
+}

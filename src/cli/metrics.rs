@@ -78,8 +78,18 @@ pub fn cmd_metrics(a: &MetricsArgs) -> Result<()> {
             e => e,
         }
     })?;
+    // scanpy's neighbors: "n_obs too small: adjusting to `n_neighbors = n_obs`"
+    let n_neighbors = if a.n_neighbors > x.rows {
+        eprintln!(
+            "warning: --n-neighbors {} is more than the {} cells: adjusted to {} (as scanpy does); the graph links every cell to every other",
+            a.n_neighbors, x.rows, x.rows
+        );
+        x.rows
+    } else {
+        a.n_neighbors
+    };
     let params = QualityParams {
-        n_neighbors: a.n_neighbors,
+        n_neighbors,
         seed: a.seed,
         ..QualityParams::default()
     };

@@ -446,7 +446,16 @@ fn hvg_for(p: &Prepared, prep: &PrepArgs) -> Result<crate::hvg::HvgResult> {
             let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
             crate::hvg::HvgResult::from_list(&p.data.genes, list, &text)
         }
-        None => pipeline::select_hvg(p, &hvg_params(prep), prep.on, prep.batch_key.as_deref()),
+        None => {
+            let genes = p.data.genes.len();
+            if prep.n_top >= genes {
+                eprintln!(
+                    "warning: --n-top {} is not below the {genes} genes kept after QC: every gene is highly variable, so HVG sentences are the full sentences; lower --n-top",
+                    prep.n_top
+                );
+            }
+            pipeline::select_hvg(p, &hvg_params(prep), prep.on, prep.batch_key.as_deref())
+        }
     }
 }
 
