@@ -826,3 +826,39 @@ fn metrics_n_neighbors_above_the_cells_is_adjusted_and_warned_about() {
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(v["params"]["n_neighbors"], 37);
 }
+
+/// A constant embedding (every row identical, e.g. embeddings of empty prompts) scored NMI 0.32
+/// from Leiden on a graph of ties: refused, naming it.
+#[test]
+fn metrics_refuses_a_constant_embedding() {
+    let d = tempfile::tempdir().unwrap();
+    let npy = d.path().join("const.npy");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (40, 6), }".to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for _ in 0..240 {
+        bytes.extend(1f32.to_le_bytes());
+    }
+    std::fs::write(&npy, bytes).unwrap();
+    expect_error(
+        &[
+            "metrics",
+            "--embeddings",
+            npy.to_str().unwrap(),
+            "--input",
+            &bad("missing_labels.h5ad"),
+            "--label-key",
+            "cell_type",
+            "--drop-missing",
+            "--out",
+            d.path().join("m.json").to_str().unwrap(),
+        ],
+        &["identical", "constant embedding"],
+    );
+    assert!(!d.path().join("m.json").exists());
+}
