@@ -597,21 +597,26 @@ fn answer_section(out: &Path, reported: &Reported) -> Result<String> {
         paper.join(", ")
     ));
     let f1 = |method: String| {
-        t.rows
-            .iter()
-            .find(|r| t.cell(r, "method") == method)
-            .and_then(|r| t.cell(r, "macro_f1").parse::<f64>().ok())
+        let r = t.rows.iter().find(|r| t.cell(r, "method") == method)?;
+        let v = |c: &str| t.cell(r, c).parse::<f64>().ok();
+        Some((v("macro_f1")?, v("macro_f1_sd")?))
     };
     for mode in ["full", "hvg"] {
         let name = |start: &str| {
             format!("LM fine-tuned for annotation {start}, {mode} sentences (answer)")
         };
-        if let (Some(r), Some(p)) = (
+        if let (Some((r, rs)), Some((p, ps))) = (
             f1(name("from random weights")),
             f1(name("from the pretrained LM")),
         ) {
-            let verdict = if p > r { "helps" } else { "does not help" };
-            md.push_str(&format!("- {mode} sentences, answers: macro-F1 {} from random weights, {} from the pretrained LM ({:+.4}): pretraining {verdict} here.\n", f4(r), f4(p), p - r));
+            let verdict = if (p - r).abs() <= rs.max(ps) {
+                "no clear difference: within one fold sd"
+            } else if p > r {
+                "pretraining helps"
+            } else {
+                "pretraining hurts"
+            };
+            md.push_str(&format!("- {mode} sentences, answers: macro-F1 {} ± {} from random weights, {} ± {} from the pretrained LM ({:+.4}): {verdict}.\n", f4(r), f4(rs), f4(p), f4(ps), p - r));
         }
     }
     md.push_str(&format!(
