@@ -78,6 +78,17 @@ pub fn cmd_metrics(a: &MetricsArgs) -> Result<()> {
             e => e,
         }
     })?;
+    if x.rows > 1 && (1..x.rows).all(|i| x.row(i) == x.row(0)) {
+        return Err(Error::bad_value(
+            &a.embeddings,
+            "rows",
+            format!(
+                "all {} rows are identical (a constant embedding): clusters and silhouettes would score ties, not structure",
+                x.rows
+            ),
+            "check how it was made (e.g. embeddings of empty prompts, or of genes the model's vocabulary lacks)",
+        ));
+    }
     // scanpy's neighbors: "n_obs too small: adjusting to `n_neighbors = n_obs`"
     let n_neighbors = if a.n_neighbors > x.rows {
         eprintln!(

@@ -246,15 +246,6 @@ pub fn evaluate(
             "n_neighbors ≥ 2, knn_k ≥ 1 and at least one resolution",
         ));
     }
-    if x.rows > 1 && (1..x.rows).all(|i| x.row(i) == x.row(0)) {
-        return Err(Error::param(
-            "embedding",
-            format!(
-                "all {} rows are identical (a constant embedding): clusters and silhouettes would score ties, not structure; check how it was made (e.g. embeddings of empty prompts)",
-                x.rows
-            ),
-        ));
-    }
     let (y, names) = encode(labels);
     let nl = names.len();
     let enc_b = batches.map(encode);
