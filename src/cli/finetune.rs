@@ -72,13 +72,16 @@ pub struct PredictArgs {
     pub cuda: bool,
 }
 
+/// Cell names, sentence words and (with a label key) labels of an input's kept cells.
+type LabelledWords = (Vec<String>, Vec<Vec<String>>, Option<Vec<String>>);
+
 /// Cell names, sentence words and (with `label_key`) labels of an input's kept cells.
 fn labelled_words(
     input: &str,
     s: &SentenceSource,
     max_genes: usize,
     label_key: Option<&str>,
-) -> Result<(Vec<String>, Vec<Vec<String>>, Option<Vec<String>>)> {
+) -> Result<LabelledWords> {
     let args = InputArgs {
         input: input.to_string(),
         layer: s.adata_layer.clone(),
