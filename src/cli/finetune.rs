@@ -145,23 +145,11 @@ pub fn cmd_finetune(a: &FinetuneArgs, quiet: bool) -> Result<()> {
     let (_, words, labels) = labelled_words(&a.input, &a.source, cfg.max_genes, Some(&key))?;
     let labels = labels.expect("asked for");
     let (tr, va) = cell_type::stratified_split(&labels, a.val_fraction, cfg.seed);
-    let pick = |idx: &[usize]| -> (Vec<Vec<String>>, Vec<String>) {
-        (
-            idx.iter().map(|&i| words[i].clone()).collect(),
-            idx.iter().map(|&i| labels[i].clone()).collect(),
-        )
-    };
-    let ((ts, tl), (vs, vl)) = (pick(&tr), pick(&va));
     let (device, _) = lm::device_and_kind(a.cuda, lm::Precision::F32)?;
-    let r = cell_type::finetune(
-        cell_type::Labelled {
-            sentences: &ts,
-            labels: &tl,
-        },
-        cell_type::Labelled {
-            sentences: &vs,
-            labels: &vl,
-        },
+    let r = cell_type::finetune_indices(
+        &words,
+        &labels,
+        (&tr, &va),
         &cfg,
         a.base.as_deref(),
         &a.out,

@@ -315,20 +315,7 @@ fn prompt_ids(
     max_genes: usize,
     upper: bool,
 ) -> Result<Vec<Vec<i64>>> {
-    let owned: Vec<Vec<String>> = sentences
-        .iter()
-        .map(|s| {
-            s.iter()
-                .take(max_genes)
-                .map(|w| if upper { w.to_uppercase() } else { w.clone() })
-                .collect()
-        })
-        .collect();
-    let words: Vec<Vec<&str>> = owned
-        .iter()
-        .map(|s| s.iter().map(String::as_str).collect())
-        .collect();
-    tok.encode_batch(&style.render(&words, max_genes))
+    tok.encode_batch(&super::render_sentences(sentences, style, max_genes, upper))
 }
 
 /// Answer loss and accuracy (argmax over the label tokens) of validation prompts.
@@ -738,6 +725,37 @@ pub fn predict(
         },
         predicted,
     })
+}
+
+/// [`finetune`] on the cells `train` and `val` of `words` and `labels` (the others are never read).
+#[allow(clippy::too_many_arguments)]
+pub fn finetune_indices(
+    words: &[Vec<String>],
+    labels: &[String],
+    (train, val): (&[usize], &[usize]),
+    c: &TrainConfig,
+    base: Option<&Path>,
+    out: &Path,
+    device: Device,
+    progress: bool,
+) -> Result<FinetuneReport> {
+    let part = |idx: &[usize]| -> (Vec<Vec<String>>, Vec<String>) {
+        (
+            idx.iter().map(|&i| words[i].clone()).collect(),
+            idx.iter().map(|&i| labels[i].clone()).collect(),
+        )
+    };
+    let ((ts, tl), (vs, vl)) = (part(train), part(val));
+    let labelled = |sentences, labels| Labelled { sentences, labels };
+    finetune(
+        labelled(&ts, &tl),
+        labelled(&vs, &vl),
+        c,
+        base,
+        out,
+        device,
+        progress,
+    )
 }
 
 /// A seeded stratified split of `labels`' indices into (train, validation): `fraction` of each

@@ -162,6 +162,16 @@ pub fn sentence_texts(
     max_genes: usize,
 ) -> Result<Vec<String>> {
     let upper = ModelMeta::read(&ck.dir)?.is_some_and(|m| m.upper_case_genes);
+    Ok(render_sentences(sentences, style, max_genes, upper))
+}
+
+/// Sentences truncated to `max_genes`, upper-cased when `upper`, rendered with `style`.
+pub(crate) fn render_sentences(
+    sentences: &[Vec<String>],
+    style: &PromptStyle,
+    max_genes: usize,
+    upper: bool,
+) -> Vec<String> {
     let owned: Vec<Vec<String>> = sentences
         .iter()
         .map(|s| {
@@ -175,7 +185,7 @@ pub fn sentence_texts(
         .iter()
         .map(|s| s.iter().map(String::as_str).collect())
         .collect();
-    Ok(style.render(&words, max_genes))
+    style.render(&words, max_genes)
 }
 
 /// Embeds prompt texts as given.

@@ -23,27 +23,14 @@ pub fn finetune_fold(
     out: &Path,
     progress: bool,
 ) -> Result<()> {
-    let part = |idx: &[usize]| -> (Vec<Vec<String>>, Vec<String>) {
-        (
-            idx.iter().map(|&i| words[i].clone()).collect(),
-            idx.iter().map(|&i| labels[i].clone()).collect(),
-        )
-    };
-    let ((ts, tl), (vs, vl)) = (part(&fold.train), part(&fold.val));
-    let device = lm::Device::Cpu;
-    cell_type::finetune(
-        cell_type::Labelled {
-            sentences: &ts,
-            labels: &tl,
-        },
-        cell_type::Labelled {
-            sentences: &vs,
-            labels: &vl,
-        },
+    cell_type::finetune_indices(
+        words,
+        labels,
+        (&fold.train, &fold.val),
         c,
         base,
         out,
-        device,
+        lm::Device::Cpu,
         progress,
     )?;
     Ok(())
