@@ -2,6 +2,7 @@
 //! model directories, C2S prompts, batched cell embeddings, and small cell-sentence models trained
 //! by the harness.
 pub mod cell_type;
+mod cell_type_predict;
 pub mod config;
 pub mod corpus;
 pub mod embed;

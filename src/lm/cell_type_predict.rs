@@ -1,0 +1,97 @@
+//! Answers of a model fine-tuned by [`super::cell_type::finetune`]: the answer token's scores at
+//! the prompt's end, restricted to the trained labels.
+use super::cell_type::CellTypeHead;
+use super::embed::{embed_ids, EmbedOptions, Pool};
+use super::model_dir::ModelMeta;
+use crate::npy::Matrix;
+use crate::{Error, Result};
+use tch::{Device, Kind, Tensor};
+
+/// A fine-tuned model's answers.
+#[derive(Debug, Clone)]
+pub struct Answers {
+    /// The trained labels (columns of `scores`).
+    pub labels: Vec<String>,
+    /// Per cell, the softmax over the trained labels' answer tokens.
+    pub scores: Matrix,
+    /// Per cell, the best-scoring label.
+    pub predicted: Vec<String>,
+}
+
+/// Answers the cell type of each sentence with a model fine-tuned by [`super::cell_type::finetune`]: the answer
+/// token's logits at the prompt's end, restricted to the trained labels.
+pub fn predict(
+    ck: &super::Checkpoint,
+    sentences: &[Vec<String>],
+    progress: bool,
+) -> Result<Answers> {
+    let head = CellTypeHead::read(&ck.dir)?;
+    let meta = ModelMeta::read(&ck.dir)?.ok_or_else(|| {
+        Error::format(
+            ck.dir.join(super::model_dir::META),
+            "missing",
+            "fine-tune the model with `cellsentence finetune-lm`",
+        )
+    })?;
+    let ids: Vec<i64> = head
+        .tokens
+        .iter()
+        .map(|t| {
+            ck.tokenizer.id(t).ok_or_else(|| {
+                Error::format(
+                    &ck.tokenizer.path,
+                    format!("the answer token {t} of cell_type.json is missing"),
+                    "use the tokenizer.json saved with the fine-tune",
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let texts = super::sentence_texts(ck, sentences, &meta.prompt, meta.max_genes)?;
+    let seqs = ck.tokenizer.encode_batch(&texts)?;
+    let opts = EmbedOptions {
+        pool: Pool::Last,
+        progress,
+        ..Default::default()
+    };
+    let h = embed_ids(&ck.model, &seqs, &opts)?;
+    let device = ck.model.device();
+    let kind = ck
+        .vs
+        .variables()
+        .values()
+        .next()
+        .map_or(Kind::Float, |v| v.kind());
+    let ht = Tensor::from_slice(&h.data)
+        .view([h.rows as i64, h.cols as i64])
+        .to_kind(kind)
+        .to_device(device);
+    let scores = tch::no_grad(|| {
+        ck.model
+            .logits(&ht)
+            .to_kind(Kind::Float)
+            .index_select(1, &Tensor::from_slice(&ids).to_device(device))
+            .softmax(1, Kind::Float)
+            .to_device(Device::Cpu)
+    });
+    let data: Vec<f32> = Vec::try_from(scores.reshape([-1]))
+        .map_err(|e: tch::TchError| Error::param("predict", e.to_string()))?;
+    let l = head.labels.len();
+    let predicted = data
+        .chunks(l)
+        .map(|r| {
+            let k = (0..l)
+                .max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a)))
+                .unwrap_or(0);
+            head.labels[k].clone()
+        })
+        .collect();
+    Ok(Answers {
+        labels: head.labels,
+        scores: Matrix {
+            rows: h.rows,
+            cols: l,
+            data,
+        },
+        predicted,
+    })
+}
