@@ -61,7 +61,20 @@ enum CellKind {
 
 /// How far a libtorch-derived number may move between machines (BLAS, threads) before the guard
 /// fails: a real drift in Figures IX–XI (a macro-F1 off by 0.05) fails, float noise does not.
-const TORCH_TOLERANCE: f64 = 0.02;
+/// Measured between CPU vendors under the same kernel pins (results made on an AVX-512 Intel
+/// machine, rerun on an AMD EPYC): fold means moved by up to 0.034 (Baron's deviation-sentence
+/// macro-F1, fold SD 0.085) and 0.029 (a leave-one-donor-out accuracy), as the MLP's early stop
+/// and the 30-step fine-tune amplify last-bit differences.
+const TORCH_TOLERANCE: f64 = 0.04;
+
+/// The tolerance of a per-class number of a class with `support` cells: three of its cells
+/// answered differently (a class of 4 cells moves its F1 by up to 0.19 between CPU vendors).
+fn class_tolerance(support: Option<f64>) -> f64 {
+    match support {
+        Some(s) if s > 0.0 => TORCH_TOLERANCE.max(3.0 / s),
+        _ => TORCH_TOLERANCE,
+    }
+}
 
 /// The kind of each cell of `csv` (rows after the header).
 fn cell_kinds(name: &str, csv: &str) -> Vec<Vec<(String, CellKind)>> {
@@ -129,16 +142,21 @@ fn torch_drift(name: &str, fresh: &str, committed: &str) -> Vec<String> {
     if a.len() != b.len() {
         return vec![format!("{name}: {} rows, committed {}", a.len(), b.len())];
     }
+    let support = committed
+        .lines()
+        .next()
+        .and_then(|h| h.split(',').position(|c| c == "support"));
     let mut out = Vec::new();
     for (i, (ra, rb)) in a.iter().zip(&b).enumerate() {
+        let tol = class_tolerance(support.and_then(|k| rb.get(k)?.0.parse().ok()));
         for (j, ((va, ka), (vb, _))) in ra.iter().zip(rb).enumerate() {
             if *ka != CellKind::Torch {
                 continue;
             }
             match (va.parse::<f64>(), vb.parse::<f64>()) {
-                (Ok(x), Ok(y)) if (x - y).abs() <= TORCH_TOLERANCE => {}
+                (Ok(x), Ok(y)) if (x - y).abs() <= tol => {}
                 (Ok(x), Ok(y)) => out.push(format!(
-                    "{name} row {} column {}: {x} vs committed {y} (|diff| > {TORCH_TOLERANCE})",
+                    "{name} row {} column {}: {x} vs committed {y} (|diff| > {tol})",
                     i + 1,
                     j + 1
                 )),
@@ -184,7 +202,7 @@ fn torch_numbers_are_guarded_within_a_tolerance() {
     let found = torch_drift(name, &drifted, &committed);
     assert_eq!(found.len(), 1, "{found:?}");
     // within the tolerance: passes
-    f[f1] = format!("{:.4}", v + 0.01);
+    f[f1] = format!("{:.4}", v + 0.03);
     lines[row] = f.join(",");
     assert!(torch_drift(name, &(lines.join("\n") + "\n"), &committed).is_empty());
 }

@@ -331,12 +331,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         dir.join("top_genes.md"),
         format!("{heading}{}\n{}", summary.to_markdown(), md.to_markdown()).as_bytes(),
     )?;
-    crate::figure::write(
-        &fig,
-        &dir.join("figures"),
-        "attribution_heatmap",
-        "attribution",
-    )?;
+    crate::figure::write_in_results(&fig, dir, "attribution_heatmap", "attribution")?;
     staged.keep_from_old(crate::experiment::KEPT_NOTES)?;
     staged.commit("attribute")?;
     print_out(&summary.to_markdown())

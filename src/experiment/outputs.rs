@@ -141,7 +141,7 @@ impl Outputs {
 
     /// Writes `plot` as figure `stem` and keeps its spec.
     pub fn figure(&mut self, plot: &plotly::Plot, stem: &str, title: &str) -> Result<()> {
-        let spec = figure::write(plot, &self.dir.join("figures"), stem, title)?;
+        let spec = figure::write_in_results(plot, &self.dir, stem, title)?;
         self.files.push(names::html(stem));
         self.specs.insert(stem.to_string(), spec);
         Ok(())

@@ -1,7 +1,9 @@
-//! Figures: plotly specs (JSON, snapshot-tested) and self-contained offline HTML.
+//! Figures: plotly specs (JSON, snapshot-tested) and offline HTML.
 //!
-//! The HTML embeds plotly.js 3.0.1's cartesian bundle (`assets/plotly`, about 1.3 MB), the
-//! version the `plotly` crate targets, so a figure opens without network access and stays < 2 MB.
+//! plotly.js 3.0.1's cartesian bundle (`assets/plotly`, about 1.3 MB, the version the `plotly`
+//! crate targets) is built into the binary, so a figure opens without network access. A figure of
+//! a results folder (`<root>/<experiment>/figures/<stem>.html`) loads the one shared copy
+//! `<root>/plotly.min.js` ([`write_in_results`]); a page written on its own embeds it ([`html`]).
 pub mod svg;
 
 use std::path::Path;
@@ -35,8 +37,25 @@ pub fn spec(plot: &Plot) -> serde_json::Value {
     v
 }
 
+/// The shared copy of plotly.js at a results root, which every figure below it loads.
+pub const SHARED_JS: &str = "plotly.min.js";
+
+/// How a page loads plotly.js.
+#[derive(Debug, Clone, Copy)]
+pub enum Script<'a> {
+    /// Inlined in the page (standalone, about 1.3 MB).
+    Embedded,
+    /// A `<script src>` with this relative address.
+    Shared(&'a str),
+}
+
 /// A standalone HTML page showing `plot`, with plotly.js embedded.
 pub fn html(plot: &Plot, title: &str) -> String {
+    html_with(plot, title, Script::Embedded)
+}
+
+/// An HTML page showing `plot`, loading plotly.js as `script` says.
+pub fn html_with(plot: &Plot, title: &str, script: Script) -> String {
     // `</` inside a script must not close it
     let json = serde_json::to_string(&spec(plot))
         .unwrap_or_default()
@@ -45,12 +64,44 @@ pub fn html(plot: &Plot, title: &str) -> String {
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
+    let script = match script {
+        Script::Embedded => format!("<script type=\"text/javascript\">{PLOTLY_JS}</script>"),
+        Script::Shared(src) => format!(
+            "<script type=\"text/javascript\" src=\"{}\"></script>",
+            src.replace('&', "&amp;").replace('"', "&quot;")
+        ),
+    };
     format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\" />\n<title>{title}</title>\n<script type=\"text/javascript\">{PLOTLY_JS}</script>\n</head>\n<body>\n<div id=\"figure\" style=\"width:100%;height:90vh;\"></div>\n<script type=\"text/javascript\">\nPlotly.newPlot(\"figure\", {json});\n</script>\n</body>\n</html>\n"
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\" />\n<title>{title}</title>\n{script}\n</head>\n<body>\n<div id=\"figure\" style=\"width:100%;height:90vh;\"></div>\n<script type=\"text/javascript\">\nPlotly.newPlot(\"figure\", {json});\n</script>\n</body>\n</html>\n"
     )
 }
 
-/// Writes `<dir>/<stem>.html` and returns the spec.
+/// Writes `<folder>/figures/<stem>.html` of a results folder (`folder` = `<root>/<name>`, or its
+/// staging folder beside it) loading `<root>/plotly.min.js`, which is written when missing or
+/// stale; returns the spec.
+pub fn write_in_results(
+    plot: &Plot,
+    folder: &Path,
+    stem: &str,
+    title: &str,
+) -> Result<serde_json::Value> {
+    let root = folder
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let js = root.join(SHARED_JS);
+    if std::fs::read(&js).ok().as_deref() != Some(PLOTLY_JS.as_bytes()) {
+        write_atomic(&js, PLOTLY_JS.as_bytes())?;
+    }
+    let src = format!("../../{SHARED_JS}");
+    write_atomic(
+        folder.join("figures").join(format!("{stem}.html")),
+        html_with(plot, title, Script::Shared(&src)).as_bytes(),
+    )?;
+    Ok(spec(plot))
+}
+
+/// Writes `<dir>/<stem>.html` (plotly.js embedded) and returns the spec.
 pub fn write(plot: &Plot, dir: &Path, stem: &str, title: &str) -> Result<serde_json::Value> {
     write_atomic(
         dir.join(format!("{stem}.html")),
@@ -245,5 +296,26 @@ mod tests {
         assert!(h.contains("plotly.js (cartesian"));
         assert!(h.len() < 2_000_000);
         assert_eq!(spec(&p)["data"][0]["x"][0], 0.1);
+    }
+
+    #[test]
+    fn results_figures_share_one_plotly() {
+        let root = tempfile::tempdir().unwrap();
+        let p = scatter_true_vs_pred("t", &[0.1, 0.2], &[0.12, 0.18]);
+        for name in ["a", "b"] {
+            let spec = write_in_results(&p, &root.path().join(name), "fig", "t").unwrap();
+            assert_eq!(spec, super::spec(&p));
+        }
+        let js = std::fs::read_to_string(root.path().join(SHARED_JS)).unwrap();
+        assert_eq!(js, PLOTLY_JS);
+        let h = std::fs::read_to_string(root.path().join("b/figures/fig.html")).unwrap();
+        assert!(h.contains("src=\"../../plotly.min.js\""));
+        assert!(!h.contains("plotly.js (cartesian"), "not embedded");
+        assert!(h.len() < 20_000);
+        // a stale copy is replaced
+        std::fs::write(root.path().join(SHARED_JS), "old").unwrap();
+        write_in_results(&p, &root.path().join("a"), "fig", "t").unwrap();
+        let js = std::fs::read_to_string(root.path().join(SHARED_JS)).unwrap();
+        assert_eq!(js, PLOTLY_JS);
     }
 }
