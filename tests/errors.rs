@@ -862,3 +862,50 @@ fn metrics_refuses_a_constant_embedding() {
     );
     assert!(!d.path().join("m.json").exists());
 }
+
+/// A gene-level model that knows none of the input's genes would embed `<unk>` tokens: `embed`
+/// says the share and refuses above half unless `--allow-unknown-genes` (then it warns).
+#[test]
+fn embed_refuses_a_vocabulary_that_misses_most_genes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny_lm");
+    let model_s = model.to_str().unwrap();
+    let (code, _, err) = run(&[
+        "train-lm",
+        "-i",
+        "pbmc68k_reduced",
+        "--no-preprocess",
+        "--config",
+        r#"{"layers":1,"hidden":16,"heads":2,"intermediate":32,"steps":2,"batch_size":4,"max_genes":20}"#,
+        "--out",
+        model_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+    let out = dir.path().join("e.npy");
+    let cache = dir.path().join("cache");
+    let args = [
+        "embed",
+        "--model",
+        model_s,
+        "-i",
+        fx,
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    expect_error(
+        &args,
+        &["--model", "(100.0 %)", "<unk>", "--allow-unknown-genes"],
+    );
+    assert!(!out.exists());
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-unknown-genes");
+    let (code, _, err) = run(&allowed);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: 7960 of the sentences' 7960 gene tokens"),
+        "{err}"
+    );
+}

@@ -229,8 +229,18 @@ fn fit_seeded(
         .to_device(device);
     let yt = Tensor::from_slice(&y.iter().map(|&v| v as i64).collect::<Vec<_>>()).to_device(device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
-    let vs = nn::VarStore::new(device);
-    let net = build(&vs.root(), xs.cols as i64, n_classes as i64, c);
+    // initialised on the CPU (the generator is seeded), then copied: the same start on every device
+    let cpu = nn::VarStore::new(Device::Cpu);
+    let net = build(&cpu.root(), xs.cols as i64, n_classes as i64, c);
+    let (vs, net) = if device == Device::Cpu {
+        (cpu, net)
+    } else {
+        let mut vs = nn::VarStore::new(device);
+        let moved = build(&vs.root(), xs.cols as i64, n_classes as i64, c);
+        vs.copy(&cpu)
+            .expect("the same MLP built twice has the same variables");
+        (vs, moved)
+    };
     let mut opt = nn::Adam::default()
         .build(&vs, c.lr)
         .expect("Adam over the MLP's variables");

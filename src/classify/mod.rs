@@ -8,7 +8,7 @@ pub mod svm;
 
 pub use mlp::MlpConfig;
 pub use scmap::{ScmapConfig, UNASSIGNED};
-pub use splits::{leave_one_batch_out, stratified_kfold, Fold};
+pub use splits::{leave_one_batch_out, split_warnings, stratified_kfold, Fold};
 pub use svm::SvmConfig;
 
 use crate::npy::Matrix;

@@ -124,6 +124,36 @@ pub fn stratified_kfold(
         .collect())
 }
 
+/// What a split hides from its numbers, as scikit-learn warns it: classes with fewer cells than
+/// the `k` folds of a stratified split (some test folds lack them, and their F1 rests on a few
+/// cells), and per fold the test classes that training never saw (their cells can only be missed).
+pub fn split_warnings(labels: &[String], folds: &[Fold], k: Option<usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(k) = k {
+        let all: Vec<usize> = (0..labels.len()).collect();
+        let small: Vec<String> = by_class(labels, &all)
+            .into_iter()
+            .filter(|(_, m)| m.len() < k)
+            .map(|(c, m)| format!("{c} ({})", m.len()))
+            .collect();
+        if !small.is_empty() {
+            out.push(format!(
+                "{} class(es) have fewer cells than the {k} folds: {}; some test folds lack them and their F1 rests on those cells (scikit-learn warns the same)",
+                small.len(),
+                small.join(", ")
+            ));
+        }
+    }
+    for f in folds.iter().filter(|f| !f.unseen_labels.is_empty()) {
+        out.push(format!(
+            "{}: test class(es) never seen in training: {}; their cells can only be missed (reported in `unseen_test_labels`)",
+            f.name,
+            f.unseen_labels.join(", ")
+        ));
+    }
+    out
+}
+
 /// Leave-one-batch-out: each batch (sorted by name) is the test set once, all others train.
 pub fn leave_one_batch_out(
     labels: &[String],
@@ -163,4 +193,31 @@ pub fn leave_one_batch_out(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn small_and_unseen_classes_are_named() {
+        let mut labels: Vec<String> = (0..20).map(|i| ["a", "b"][i % 2].to_string()).collect();
+        labels.extend(["rare".to_string(), "rare".to_string()]);
+        let folds = stratified_kfold(&labels, 5, 0.0, 0).unwrap();
+        let w = split_warnings(&labels, &folds, Some(5));
+        assert!(
+            w[0].contains("rare (2)") && w[0].contains("5 folds"),
+            "{w:?}"
+        );
+        let batches: Vec<String> = (0..22)
+            .map(|i| if i < 20 && i % 3 != 0 { "b1" } else { "b2" }.to_string())
+            .collect();
+        let lobo = leave_one_batch_out(&labels, &batches, 0.0, 0).unwrap();
+        let w = split_warnings(&labels, &lobo, None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("b2: ") && w[0].contains("rare"), "{w:?}");
+        let even: Vec<String> = (0..20).map(|i| ["a", "b"][i % 2].to_string()).collect();
+        let folds = stratified_kfold(&even, 5, 0.0, 0).unwrap();
+        assert!(split_warnings(&even, &folds, Some(5)).is_empty());
+    }
 }

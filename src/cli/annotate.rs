@@ -294,6 +294,10 @@ pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
         Some(b) => classify::leave_one_batch_out(&labels, b, a.val_fraction, a.seed)?,
         None => classify::stratified_kfold(&labels, a.folds, a.val_fraction, a.seed)?,
     };
+    let k = batches.is_none().then_some(a.folds);
+    for w in classify::split_warnings(&labels, &folds, k) {
+        eprintln!("warning: {w}");
+    }
     let classifier = match a.classifier {
         ClassifierArg::Mlp => Classifier::Mlp(MlpConfig {
             seed: a.mlp_seed,

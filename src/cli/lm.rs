@@ -93,6 +93,10 @@ pub struct EmbedArgs {
     /// Recompute even when cached.
     #[arg(long)]
     pub force: bool,
+    /// Embed even when most of the sentences' genes are unknown to a gene-level model's vocabulary
+    /// (they are read as `<unk>`).
+    #[arg(long)]
+    pub allow_unknown_genes: bool,
     /// Embed only the cells START..END (0-based, END excluded) of the QC-kept cells: one shard
     /// of a sharded run. Sentences are made for every cell first (the tie shuffle runs through
     /// all cells), so the shards' rows, stacked, equal one unsharded run byte for byte.
@@ -268,6 +272,38 @@ pub(super) fn style_for(a: &EmbedArgs) -> Result<PromptStyle> {
     })
 }
 
+/// Above this share of unknown genes, `embed` refuses unless `--allow-unknown-genes`.
+const MAX_UNKNOWN_SHARE: f64 = 0.5;
+
+/// Says how many of the sentences' genes a gene-level model does not know (read as `<unk>`), and
+/// refuses when they are most of them unless `allow`.
+fn check_vocabulary(model: &Path, texts: &[String], allow: bool) -> Result<()> {
+    let tok = lm::tokenizer::Tok::load(&model.join("tokenizer.json"))?;
+    let Some((unknown, total)) = tok.unknown_tokens(texts)? else {
+        return Ok(());
+    };
+    if unknown == 0 {
+        return Ok(());
+    }
+    let share = unknown as f64 / total.max(1) as f64;
+    let what = format!(
+        "{unknown} of the sentences' {total} gene tokens ({:.1} %) are not in {}'s vocabulary and are read as `{}`",
+        100.0 * share,
+        model.display(),
+        lm::tokenizer::UNK
+    );
+    if share > MAX_UNKNOWN_SHARE && !allow {
+        return Err(Error::param(
+            "--model",
+            format!(
+                "{what}: the embedding would describe the unknown token more than the cells; use a model trained on this dataset's genes (same gene names and case), or pass --allow-unknown-genes"
+            ),
+        ));
+    }
+    eprintln!("warning: {what}");
+    Ok(())
+}
+
 /// The gene budget a model directory was trained with (`cellsentence.json`), if any.
 fn model_budget(dir: &Path) -> Option<usize> {
     lm::ModelMeta::read(dir).ok().flatten().map(|m| m.max_genes)
@@ -345,6 +381,8 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
             return super::embed_stream::stream_embed(a, chunk, budget, input_digest);
         }
     }
+    // gene sentences (not prompts or templates) are checked against a gene-level vocabulary
+    let mut sentences_only = false;
     let (cells, texts) = match (&a.input, &a.prompts) {
         (_, Some(p)) => {
             let t = read_prompts(p)?;
@@ -362,6 +400,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
                 }
             }
             let style = style_for(a)?;
+            sentences_only = matches!(style, PromptStyle::Sentence);
             let refs: Vec<Vec<&str>> = words
                 .iter()
                 .map(|w| w.iter().map(String::as_str).collect())
@@ -394,6 +433,9 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
             ),
             "rename the cells in obs (e.g. obs_names_make_unique after replacing the characters)",
         ));
+    }
+    if sentences_only {
+        check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
     }
     let cache = Cache::new(&a.cache, a.force);
     let m = embed_cached(

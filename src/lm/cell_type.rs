@@ -220,11 +220,8 @@ fn start(
                 (c.max_genes + 3).next_power_of_two() as i64,
             )
         };
-        let (vs, model) = crate::torch_seeded(c.seed, || {
-            let vs = nn::VarStore::new(device);
-            let model = GptNeox::new(&vs.root(), &cfg);
-            (vs, model)
-        });
+        let (vs, model) = super::model::init_on(c.seed, device, false, |r| GptNeox::new(r, &cfg))
+            .map_err(|e| Error::param("device", format!("{e}")))?;
         return Ok(Start {
             vs,
             model,
@@ -279,11 +276,8 @@ fn grow_vocab(
         vocab_size: rows,
         ..cfg.clone()
     };
-    let (vs, model) = crate::torch_seeded(seed, || {
-        let vs = nn::VarStore::new(device);
-        let model = GptNeox::new(&vs.root(), &cfg);
-        (vs, model)
-    });
+    let (vs, model) = super::model::init_on(seed, device, false, |r| GptNeox::new(r, &cfg))
+        .map_err(|e| Error::param("device", format!("{e}")))?;
     let old_vars = old.variables();
     tch::no_grad(|| -> Result<()> {
         for (name, mut v) in vs.variables() {

@@ -64,6 +64,34 @@ fn rotate_half(x: &Tensor) -> Tensor {
     Tensor::cat(&[x2.neg(), x1], -1)
 }
 
+/// Places `build`'s freshly initialised variables on `device` with the values `seed` gives them on
+/// the CPU: libtorch's CUDA generator draws other numbers than its CPU one, so a model is always
+/// initialised on the CPU (under `seed`) and then copied, and the same seed starts every device
+/// from the same weights. `copy` forces the copy path on the CPU too (tests).
+pub fn init_on<M>(
+    seed: u64,
+    device: Device,
+    copy: bool,
+    build: impl Fn(&nn::Path) -> M,
+) -> Result<(nn::VarStore, M), tch::TchError> {
+    let (cpu, model) = crate::torch_seeded(seed, || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = build(&vs.root());
+        (vs, model)
+    });
+    if device == Device::Cpu && !copy {
+        return Ok((cpu, model));
+    }
+    drop(model);
+    let (mut vs, model) = crate::torch_unseeded(|| {
+        let vs = nn::VarStore::new(device);
+        let model = build(&vs.root());
+        (vs, model)
+    });
+    vs.copy(&cpu)?;
+    Ok((vs, model))
+}
+
 impl GptNeox {
     /// Creates the model's variables under `root` (randomly initialised; load weights into the
     /// `VarStore` afterwards). Rotary tables are computed in float32 on `root`'s device.
@@ -230,4 +258,42 @@ fn rope_tables(cfg: &NeoxConfig, device: Device) -> (Tensor, Tensor) {
     let freqs = t.unsqueeze(1).matmul(&inv_freq.unsqueeze(0));
     let emb = Tensor::cat(&[&freqs, &freqs], -1);
     (emb.cos().to_device(device), emb.sin().to_device(device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(vs: &nn::VarStore) -> Vec<(String, Vec<f32>)> {
+        let mut v: Vec<(String, Vec<f32>)> = vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The start does not depend on where the model goes: the weights copied to the target
+    /// device's store equal the CPU initialisation under the seed, whatever the generator drew
+    /// before.
+    #[test]
+    fn initialisation_is_made_on_the_cpu_then_moved() {
+        let cfg = crate::lm::TrainConfig {
+            layers: 1,
+            hidden: 16,
+            heads: 2,
+            intermediate: 32,
+            ..Default::default()
+        }
+        .neox_config(64, 16);
+        let (direct, _) = init_on(7, Device::Cpu, false, |r| GptNeox::new(r, &cfg)).unwrap();
+        let _ = crate::torch_unseeded(|| Tensor::randn([1000], (Kind::Float, Device::Cpu)));
+        let (moved, m) = init_on(7, Device::Cpu, true, |r| GptNeox::new(r, &cfg)).unwrap();
+        assert_eq!(weights(&direct), weights(&moved));
+        assert!(!weights(&moved).is_empty());
+        let (other, _) = init_on(8, Device::Cpu, true, |r| GptNeox::new(r, &cfg)).unwrap();
+        assert_ne!(weights(&moved), weights(&other), "the seed matters");
+        assert_eq!(m.device(), Device::Cpu);
+    }
 }

@@ -66,6 +66,23 @@ impl Tok {
             .collect())
     }
 
+    /// For a gene-level tokenizer (one with `<unk>`): how many of the tokens of `texts` it reads as
+    /// `<unk>`, of how many; `None` for a subword tokenizer (Pythia's BPE knows every word).
+    pub fn unknown_tokens(&self, texts: &[String]) -> Result<Option<(usize, usize)>> {
+        let Some(unk) = self.id(UNK) else {
+            return Ok(None);
+        };
+        let specials: Vec<i64> = [EOS, PAD].iter().filter_map(|t| self.id(t)).collect();
+        let ids = self.encode_batch(texts)?;
+        let tokens = ids.iter().flatten().filter(|i| !specials.contains(i));
+        let (mut n, mut u) = (0, 0);
+        for &i in tokens {
+            n += 1;
+            u += usize::from(i == unk);
+        }
+        Ok(Some((u, n)))
+    }
+
     /// Id of a token, if the vocabulary has it.
     pub fn id(&self, token: &str) -> Option<i64> {
         self.inner.token_to_id(token).map(|i| i as i64)

@@ -471,11 +471,9 @@ pub fn fit(
                     (c.max_genes + 1).next_power_of_two() as i64,
                 )
             };
-            let (vs, model) = crate::torch_seeded(c.seed, || {
-                let vs = nn::VarStore::new(device);
-                let model = GptNeox::new(&vs.root(), &cfg);
-                (vs, model)
-            });
+            let (vs, model) =
+                super::model::init_on(c.seed, device, false, |r| GptNeox::new(r, &cfg))
+                    .map_err(|e| Error::param("device", format!("{e}")))?;
             (vs, model, cfg)
         }
     };

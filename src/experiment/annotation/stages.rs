@@ -98,6 +98,8 @@ pub(super) struct Ctx<'a> {
     data: DatasetContext<'a>,
     /// LM directories already resolved in this run (each stage is counted once).
     lm_dirs: Vec<(LmSource, GeneSet, PathBuf)>,
+    /// Whether the split's warnings (small or unseen classes) were printed.
+    split_warned: bool,
     /// Every dataset this run evaluates (held out of a pretraining corpus).
     evaluated: &'a [String],
     data_dir: Option<&'a Path>,
@@ -118,6 +120,7 @@ impl<'a> Ctx<'a> {
             quiet,
             data: DatasetContext::new(e, d, quiet),
             lm_dirs: Vec::new(),
+            split_warned: false,
             evaluated,
             data_dir,
         }
@@ -212,6 +215,13 @@ impl Ctx<'_> {
                 classify::leave_one_batch_out(&labels, &batches, vf, seed)?
             }
         };
+        if !self.split_warned {
+            self.split_warned = true;
+            let k = matches!(split, SplitKind::Kfold).then_some(k);
+            for w in classify::split_warnings(&labels, &folds, k) {
+                eprintln!("[run] warning: {}: {w}", self.d.entry.id);
+            }
+        }
         Ok((labels, folds))
     }
 
