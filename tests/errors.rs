@@ -909,3 +909,28 @@ fn embed_refuses_a_vocabulary_that_misses_most_genes() {
         "{err}"
     );
 }
+
+/// A `run` that fails before writing anything (an unknown dataset) leaves no empty results folder
+/// behind, and never removes a folder that was there before.
+#[test]
+fn failed_run_leaves_no_results_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let exp = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/annotation_intra.yaml"
+    );
+    let args = [
+        "run",
+        exp,
+        "--datasets",
+        "ghost",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    expect_error(&args, &["ghost", "datasets"]);
+    assert!(!out.exists(), "an empty {} was left", out.display());
+    std::fs::create_dir(&out).unwrap();
+    expect_error(&args, &["ghost"]);
+    assert!(out.is_dir(), "a folder that was there before is kept");
+}

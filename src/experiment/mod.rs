@@ -497,8 +497,18 @@ pub fn resolve_datasets(e: &Experiment, opts: &RunOptions) -> Result<Vec<RunData
     Ok(out)
 }
 
-/// Runs one experiment file.
+/// Runs one experiment file. A run that fails leaves no results folder it created.
 pub fn run(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+    let existed = opts.out.exists();
+    let r = run_staged(e, opts);
+    if r.is_err() && !existed {
+        // only an empty folder goes: whatever else is there stays
+        let _ = std::fs::remove_dir(&opts.out);
+    }
+    r
+}
+
+fn run_staged(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let mut e = e.clone();
     e.annotation.pretrain.retrain = opts.retrain_lm;
     let e = &e;

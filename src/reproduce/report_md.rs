@@ -556,6 +556,8 @@ fn lm_section(e: &Experiment) -> Result<String> {
 
 /// Where the LM fine-tuned for annotation writes (`experiments/extra/lm_finetune_annotation.yaml`).
 pub(super) const ANSWER_DIR: &str = "lm_finetune_annotation";
+/// The same, leave one donor out (`experiments/extra/lm_finetune_annotation_lobo.yaml`).
+pub(super) const ANSWER_LOBO_DIR: &str = "lm_finetune_annotation_lobo";
 
 /// The LM fine-tuned for annotation: the committed table of its extra experiment (not rerun by
 /// `reproduce`; the one section read back from a file), when the results root holds it, beside
@@ -621,6 +623,39 @@ fn answer_section(out: &Path, reported: &Reported) -> Result<String> {
     }
     md.push_str(&format!(
         "\nFolds, per-class F1 and confusion matrices: [{ANSWER_DIR}/index.md]({ANSWER_DIR}/index.md) (`cellsentence run experiments/extra/lm_finetune_annotation.yaml`).\n\n"
+    ));
+    md.push_str(&answer_lobo_section(out)?);
+    Ok(md)
+}
+
+/// The committed leave-one-donor-out table of the fine-tuned-for-annotation rows (empty when that
+/// extra experiment's results are not committed).
+fn answer_lobo_section(out: &Path) -> Result<String> {
+    let path = out.join(ANSWER_LOBO_DIR).join("annotation.csv");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(String::new());
+    };
+    let fix = "rerun `cellsentence run experiments/extra/lm_finetune_annotation_lobo.yaml`";
+    let t = Table::from_csv(&text).map_err(|e| Error::format(&path, e, fix))?;
+    let mut md = String::from("**Across donors** (leave one of Baron's donors out; random start; the held-out donor is never read before it is answered):\n\n");
+    let cols = [
+        ("method", "method"),
+        ("accuracy", "accuracy"),
+        ("accuracy_sd", "sd"),
+        ("macro_f1", "macro-F1"),
+        ("macro_f1_sd", "sd"),
+    ];
+    md.push_str(&t.select(&cols).to_markdown());
+    if let Some(unseen) = t
+        .rows
+        .first()
+        .map(|r| t.cell(r, "unseen_test_labels"))
+        .filter(|u| !u.is_empty())
+    {
+        md.push_str(&format!("\nClasses a held-out donor has and the other donors lack can only be missed: {unseen} (every row).\n"));
+    }
+    md.push_str(&format!(
+        "\nFolds, per-class F1 and confusion matrices: [{ANSWER_LOBO_DIR}/index.md]({ANSWER_LOBO_DIR}/index.md) (`cellsentence run experiments/extra/lm_finetune_annotation_lobo.yaml`).\n\n"
     ));
     Ok(md)
 }
