@@ -58,7 +58,7 @@ pub fn prepare(
         }
         None => {
             let mut data = ds;
-            data.check_finite()?;
+            data.check_log_normalized()?;
             if !matches!(data.state, XState::LogNormalized { .. }) {
                 // scanpy convention: no uns["log1p"] record means natural log
                 data.state = XState::LogNormalized { base: None };

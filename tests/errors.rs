@@ -934,3 +934,20 @@ fn failed_run_leaves_no_results_folder() {
     expect_error(&args, &["ghost"]);
     assert!(out.is_dir(), "a folder that was there before is kept");
 }
+
+/// `--no-preprocess` declares X log-normalized: a negative value (a scaled matrix) is refused,
+/// naming the cell, the gene and where the log-normalized matrix usually is.
+#[test]
+fn negative_values_in_declared_log_data_are_refused() {
+    expect_error(
+        &["sentences", "-i", &bad("negative.h5ad"), "--no-preprocess"],
+        &[
+            "negative.h5ad",
+            "`X`",
+            "negative value -4",
+            "gene G7",
+            "sc.pp.scale",
+            "--raw",
+        ],
+    );
+}

@@ -175,6 +175,35 @@ impl Dataset {
         check_matrix(&self.x, 0, &self.cells, &self.genes, &self.source, None)
     }
 
+    /// Errors unless X can be log-normalized expression, as `--no-preprocess` declares it: at
+    /// least one cell, finite, and no negative value (a scaled or centred matrix, as
+    /// `sc.pp.scale` writes, would rank genes by z-score and not by expression).
+    pub fn check_log_normalized(&self) -> Result<()> {
+        if self.n_cells() == 0 {
+            return Err(Error::Empty {
+                path: self.source.clone(),
+                what: "X has no cells".into(),
+                fix: "use a file with cells (with --no-preprocess nothing filters them)".into(),
+            });
+        }
+        self.check_finite()?;
+        if let Some(k) = first_where(&self.x.data, |v| v < 0.0) {
+            let row = self.x.indptr.partition_point(|&p| p <= k) - 1;
+            return Err(Error::bad_value(
+                &self.source,
+                "X",
+                format!(
+                    "negative value {} at cell {row} ({}), gene {}: log-normalized expression is never negative; this matrix looks scaled or centred (sc.pp.scale)",
+                    self.x.data[k],
+                    self.cells[row],
+                    self.genes[self.x.indices[k] as usize]
+                ),
+                "give the log-normalized matrix (--raw for adata.raw, --adata-layer NAME for a layer), or raw counts without --no-preprocess",
+            ));
+        }
+        Ok(())
+    }
+
     /// Errors unless X holds raw counts (finite, non-negative integers); `what` needs them.
     pub fn check_counts(&self, what: &str) -> Result<()> {
         check_matrix(
