@@ -44,15 +44,18 @@ pub enum Flavor {
     Seurat,
     /// Cell Ranger dispersion, percentile bins, median/MAD; expects log data.
     #[strum(to_string = "cell_ranger", serialize = "cell-ranger")]
+    #[serde(alias = "cell-ranger")]
     CellRanger,
     /// Seurat v3 normalized variance with LOESS (span 0.3); expects counts.
-    #[serde(rename = "seurat_v3")]
+    #[serde(rename = "seurat_v3", alias = "seurat-v3")]
     #[strum(to_string = "seurat_v3", serialize = "seurat-v3")]
     SeuratV3,
     /// Binomial deviance (scry's `devianceFeatureSelection`, Townes et al. 2019); needs counts.
     Deviance,
     /// Variance of analytic Pearson residuals (scanpy `experimental.pp.highly_variable_genes`,
     /// Lause et al. 2021); needs counts.
+    #[strum(to_string = "pearson_residuals", serialize = "pearson-residuals")]
+    #[serde(alias = "pearson-residuals")]
     PearsonResiduals,
 }
 
@@ -281,4 +284,26 @@ fn batch_groups(batches: &[String]) -> (Vec<&String>, Vec<Vec<usize>>) {
 /// The cells of each batch (sorted names), or all cells as one group without batches.
 fn cell_groups(n_rows: usize, batches: Option<&[String]>) -> Vec<Vec<usize>> {
     batches.map_or_else(|| vec![(0..n_rows).collect()], |b| batch_groups(b).1)
+}
+
+#[cfg(test)]
+mod flavor_tests {
+    use super::Flavor;
+
+    /// Experiment files take the flavors as the CLI does: scanpy's names and their hyphenated forms.
+    #[test]
+    fn yaml_takes_hyphenated_flavor_names() {
+        for (text, f) in [
+            ("cell_ranger", Flavor::CellRanger),
+            ("cell-ranger", Flavor::CellRanger),
+            ("seurat-v3", Flavor::SeuratV3),
+            ("pearson-residuals", Flavor::PearsonResiduals),
+        ] {
+            let parsed: Flavor = serde_norway::from_str(text).unwrap();
+            assert_eq!(parsed, f);
+            assert_eq!(text.parse::<Flavor>().unwrap(), f);
+        }
+        assert_eq!(Flavor::CellRanger.to_string(), "cell_ranger");
+        assert!(serde_norway::from_str::<Flavor>("cellranger").is_err());
+    }
 }
