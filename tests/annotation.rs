@@ -1049,6 +1049,11 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
         "committed_lm_finetune_annotation",
         read("results/lm_finetune_annotation/annotation.csv")
     );
+    // the same, leave one donor out (experiments/extra/lm_finetune_annotation_lobo.yaml)
+    insta::assert_snapshot!(
+        "committed_lm_finetune_annotation_lobo",
+        read("results/lm_finetune_annotation_lobo/annotation.csv")
+    );
 
     let log = cellsentence::lm::train::LogRow::read(&root().join("models/pretrained")).unwrap();
     let val_at = |step: usize| {

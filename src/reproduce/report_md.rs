@@ -624,13 +624,13 @@ fn answer_section(out: &Path, reported: &Reported) -> Result<String> {
     md.push_str(&format!(
         "\nFolds, per-class F1 and confusion matrices: [{ANSWER_DIR}/index.md]({ANSWER_DIR}/index.md) (`cellsentence run experiments/extra/lm_finetune_annotation.yaml`).\n\n"
     ));
-    md.push_str(&answer_lobo_section(out)?);
+    md.push_str(&answer_lobo_section(out, reported)?);
     Ok(md)
 }
 
 /// The committed leave-one-donor-out table of the fine-tuned-for-annotation rows (empty when that
 /// extra experiment's results are not committed).
-fn answer_lobo_section(out: &Path) -> Result<String> {
+fn answer_lobo_section(out: &Path, reported: &Reported) -> Result<String> {
     let path = out.join(ANSWER_LOBO_DIR).join("annotation.csv");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(String::new());
@@ -653,6 +653,26 @@ fn answer_lobo_section(out: &Path) -> Result<String> {
         .filter(|u| !u.is_empty())
     {
         md.push_str(&format!("\nClasses a held-out donor has and the other donors lack can only be missed: {unseen} (every row).\n"));
+    }
+    let paper: Vec<String> = ["C2S Pythia-410M", "HVG C2S Pythia-410M", "SVM"]
+        .iter()
+        .filter_map(|m| {
+            let get = |t: &crate::paper::Ordered<crate::paper::Ordered<f64>>| {
+                let (_, per) = t.iter().find(|(n, _)| n == m)?;
+                per.iter().find(|(d, _)| d == "Pancreas").map(|(_, v)| *v)
+            };
+            let (acc, f1) = (
+                get(&reported.inter_accuracy)?,
+                get(&reported.inter_macro_f1)?,
+            );
+            Some(format!("{m} {} / {}", f4(acc), f4(f1)))
+        })
+        .collect();
+    if !paper.is_empty() {
+        md.push_str(&format!(
+            "\nThe paper on Pancreas across batches (Figures X–XI, accuracy / macro-F1): {}.\n",
+            paper.join(", ")
+        ));
     }
     md.push_str(&format!(
         "\nFolds, per-class F1 and confusion matrices: [{ANSWER_LOBO_DIR}/index.md]({ANSWER_LOBO_DIR}/index.md) (`cellsentence run experiments/extra/lm_finetune_annotation_lobo.yaml`).\n\n"

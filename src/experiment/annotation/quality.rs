@@ -136,6 +136,7 @@ impl Ctx<'_> {
         let label = format!("{} {embedding}", self.d.entry.id);
         let id = self.d.entry.id.clone();
         let cache = self.cache;
+        let inputs = super::stages::on_device(self.a, inputs);
         let (mut row, _) = cache.json("quality", &label, &inputs, || {
             let x = self.embedding(emb)?;
             let (p, _) = self.prepared()?;

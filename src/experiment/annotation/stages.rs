@@ -20,7 +20,7 @@ use crate::pipeline::Prepared;
 use crate::reconstruct::RecModel;
 use crate::sentence::GeneSet;
 
-use super::config::{AnnotationSection, AnswerStart, Method, SplitKind};
+use super::config::{AnnotationSection, AnswerStart, DeviceChoice, Method, SplitKind};
 use super::method_label;
 use super::quality::{self, QualityRow};
 
@@ -423,24 +423,47 @@ impl Ctx<'_> {
     }
 }
 
-/// What the small LM of a dataset and mode depends on (besides its training settings).
+/// The inputs a libtorch stage's key is made of, with the device when it is not the CPU.
+pub(super) type OnDevice<T> = StageKey<T, &'static str>;
+
+/// `inputs` keyed with the device the annotation section's libtorch work runs on: CPU keys stay as
+/// they were; a CUDA run (`device: cuda`, or `auto` on a machine with a GPU) neither reuses nor
+/// overwrites a CPU result, as its numbers differ in the last bits.
+pub(super) fn on_device<T: Serialize>(a: &AnnotationSection, inputs: T) -> OnDevice<T> {
+    let cuda = match a.device {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => tch::Cuda::is_available(),
+    };
+    if cuda {
+        StageKey::Extended(inputs, "cuda f32")
+    } else {
+        StageKey::Legacy(inputs)
+    }
+}
+
+/// What the small LM of a dataset and mode depends on (besides its training settings), and the
+/// device every libtorch stage built on it runs on.
 pub(super) fn lm_inputs<'a>(
     digest: &'a str,
     e: &'a Experiment,
     mode: GeneSet,
-) -> (
+) -> OnDevice<(
     &'a str,
     crate::preprocess::PreprocessParams,
     &'a crate::experiment::HvgSection,
     u32,
     GeneSet,
-) {
-    (
-        digest,
-        e.preprocess.clone(),
-        &e.hvg,
-        e.sentences.tie_seed,
-        mode,
+)> {
+    on_device(
+        &e.annotation,
+        (
+            digest,
+            e.preprocess.clone(),
+            &e.hvg,
+            e.sentences.tie_seed,
+            mode,
+        ),
     )
 }
 
@@ -597,8 +620,13 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
     };
     // expression rows keep their keys; deviation rows add the order
     let (ev, _) = match order {
-        Order::Expression => cache.json("annotation", &label, &key, || compute(cx))?,
-        Order::Deviation => cache.json("annotation", &label, &(&key, order), || compute(cx))?,
+        Order::Expression => {
+            cache.json("annotation", &label, &on_device(a, &key), || compute(cx))?
+        }
+        Order::Deviation => {
+            let key = on_device(a, (&key, order));
+            cache.json("annotation", &label, &key, || compute(cx))?
+        }
     };
     // on every run, the row cached or not (the embedding then comes from its own cache)
     if let (Some(dir), Some(g)) = (&a.embeddings_dir, mode.filter(|_| m == Method::Lm)) {
@@ -709,7 +737,30 @@ pub fn layer_evaluations(
 /// A stage's inputs, optionally extended without changing the keys of the unextended ones.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum StageKey<A: Serialize, B: Serialize> {
+pub(super) enum StageKey<A: Serialize, B: Serialize> {
     Legacy(A),
     Extended(A, B),
+}
+
+#[cfg(test)]
+mod device_key_tests {
+    use super::*;
+
+    /// A CPU key is the inputs' own (existing caches stay valid); a CUDA key differs.
+    #[test]
+    fn cpu_keys_are_unchanged_and_cuda_keys_differ() {
+        let inputs = ("digest", 42u32);
+        let plain = Cache::key("annotation", &inputs);
+        let cpu: OnDevice<_> = StageKey::Legacy(inputs);
+        assert_eq!(Cache::key("annotation", &cpu), plain);
+        let cuda: OnDevice<_> = StageKey::Extended(inputs, "cuda f32");
+        assert_ne!(Cache::key("annotation", &cuda), plain);
+        let mut a = AnnotationSection {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        };
+        assert_eq!(Cache::key("annotation", &on_device(&a, inputs)), plain);
+        a.device = DeviceChoice::Cuda;
+        assert_ne!(Cache::key("annotation", &on_device(&a, inputs)), plain);
+    }
 }
