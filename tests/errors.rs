@@ -951,3 +951,41 @@ fn negative_values_in_declared_log_data_are_refused() {
         ],
     );
 }
+
+/// A training configuration that cannot fit in memory is refused before any work, naming the keys
+/// to lower (was: killed by the OOM killer, or a panic inside tch); a snapshot beyond `steps` is
+/// refused (it would never be taken).
+#[test]
+fn training_configurations_out_of_bounds_are_refused() {
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let o = out.to_str().unwrap();
+    for cfg in [r#"{"batch_size": 100000}"#, r#"{"hidden": 1048576}"#] {
+        expect_error(
+            &["train-lm", "--input", fx, "--config", cfg, "--out", o],
+            &[
+                "GiB",
+                "available",
+                "lower batch_size, hidden or intermediate",
+            ],
+        );
+        assert!(!out.exists());
+    }
+    expect_error(
+        &[
+            "train-lm",
+            "--input",
+            fx,
+            "--config",
+            r#"{"steps": 10, "snapshots": [5, 50]}"#,
+            "--out",
+            o,
+        ],
+        &[
+            "snapshots",
+            "step 50 is beyond steps 10",
+            "lower it or raise steps",
+        ],
+    );
+}

@@ -183,7 +183,65 @@ pub(super) fn check(c: &TrainConfig) -> Result<()> {
     if !(0.0..=1.0).contains(&c.rotary_pct) {
         return bad("rotary_pct must be in [0, 1] (Pythia: 0.25)");
     }
+    if let Some(k) = c.snapshots.iter().find(|&&k| k > c.steps) {
+        return Err(Error::param(
+            "snapshots",
+            format!(
+                "step {k} is beyond steps {}: it would never be taken; fix: lower it or raise steps",
+                c.steps
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Bytes a training step of `c` needs at least, with a vocabulary of `vocab` rows: parameters
+/// with their gradients and Adam's two moments (4 copies of f32), and the activations a batch
+/// keeps for the backward pass (per token and layer about 16 × hidden + 2 × intermediate floats,
+/// plus the logits over the vocabulary).
+pub fn memory_estimate(c: &TrainConfig, vocab: usize) -> u128 {
+    let (h, l, i) = (c.hidden as u128, c.layers as u128, c.intermediate as u128);
+    let params = l * (4 * h * h + 2 * h * i) + vocab as u128 * h * 2;
+    let tokens = c.batch_size as u128 * (c.max_genes as u128 + 2);
+    let activations = tokens * (l * (16 * h + 2 * i) + 2 * vocab as u128);
+    4 * (4 * params + activations)
+}
+
+/// Refuses a configuration whose [`memory_estimate`] exceeds the memory this machine has
+/// available (CPU training; on CUDA the device reports its own limit).
+pub(super) fn check_memory(c: &TrainConfig, vocab: usize, device: Device) -> Result<()> {
+    if device != Device::Cpu {
+        return Ok(());
+    }
+    let Some(avail) = available_memory() else {
+        return Ok(());
+    };
+    let need = memory_estimate(c, vocab);
+    if need > avail as u128 {
+        let gib = |b: u128| b as f64 / (1u128 << 30) as f64;
+        return Err(Error::param(
+            "training",
+            format!(
+                "this configuration needs at least {:.1} GiB (hidden {}, layers {}, intermediate {}, batch_size {} × {} tokens, vocabulary {vocab}) and {:.1} GiB are available; fix: lower batch_size, hidden or intermediate",
+                gib(need),
+                c.hidden,
+                c.layers,
+                c.intermediate,
+                c.batch_size,
+                c.max_genes + 2,
+                gib(avail as u128)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes (Linux; `None` elsewhere).
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Pads id sequences on the right into `[batch, time]` ids and `[batch, time-1]` next-token targets
@@ -457,6 +515,9 @@ pub fn fit(
     let train_idx = train_idx.to_vec();
 
     let vocab = tok.vocab_size() as i64;
+    if base_ck.is_none() {
+        check_memory(c, vocab as usize, device)?;
+    }
     let (vs, model, cfg) = match base_ck {
         Some(ck) => {
             let cfg = ck.model.cfg.clone();
