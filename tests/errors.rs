@@ -989,3 +989,37 @@ fn training_configurations_out_of_bounds_are_refused() {
         ],
     );
 }
+
+/// `--config` takes an inline JSON object: a file path or another JSON value is answered with
+/// what the option takes (was: a JSON parser message).
+#[test]
+fn config_that_is_no_inline_object_is_explained() {
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cfg.json");
+    std::fs::write(&file, r#"{"steps": 2}"#).unwrap();
+    let f = file.to_str().unwrap();
+    let out = dir.path().join("m");
+    let o = out.to_str().unwrap();
+    expect_error(
+        &["train-lm", "--input", fx, "--config", f, "--out", o],
+        &["--config", "is a file", "$(cat"],
+    );
+    expect_error(
+        &["train-lm", "--input", fx, "--config", "[1,2]", "--out", o],
+        &["--config", "not a JSON object", r#"{"steps": 200"#],
+    );
+    expect_error(
+        &[
+            "train-lm",
+            "--input",
+            fx,
+            "--config",
+            r#"{"stepz": 2}"#,
+            "--out",
+            o,
+        ],
+        &["--config", "stepz", "TrainConfig keys"],
+    );
+    assert!(!out.exists());
+}

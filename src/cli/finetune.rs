@@ -139,8 +139,7 @@ pub fn cmd_finetune(a: &FinetuneArgs, quiet: bool) -> Result<()> {
             format!("{} is outside [0, 0.5)", a.val_fraction),
         ));
     }
-    let cfg: TrainConfig = serde_json::from_str(&a.config)
-        .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
+    let cfg: TrainConfig = lm::TrainConfig::from_flag(&a.config)?;
     let key = label_key(&a.input, &a.source, a.label_key.as_deref());
     let (_, words, labels) = labelled_words(&a.input, &a.source, cfg.max_genes, Some(&key))?;
     let labels = labels.expect("asked for");

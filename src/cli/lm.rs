@@ -566,8 +566,7 @@ pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
         .flatten()
         .collect();
     check_out("--out", &a.out, &inputs, MODEL)?;
-    let cfg: TrainConfig = serde_json::from_str(&a.config)
-        .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
+    let cfg: TrainConfig = lm::TrainConfig::from_flag(&a.config)?;
     let (_, words) = sentence_words(&a.input, &a.source, Some(cfg.max_genes))?;
     let (device, _) = lm::device_and_kind(a.cuda, lm::Precision::F32)?;
     let what = format!("{} ({:?} sentences)", a.input, a.source.genes);
@@ -601,8 +600,7 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
     let dirs = crate::data::corpus_data_dirs(a.dirs.data_dir.as_deref());
     let inputs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
     check_out("--out", &a.out, &inputs, MODEL)?;
-    let cfg: TrainConfig = serde_json::from_str(&a.config)
-        .map_err(|e| Error::param("config", format!("{e}; keys are those of TrainConfig")))?;
+    let cfg: TrainConfig = lm::TrainConfig::from_flag(&a.config)?;
     let spec = crate::experiment::pretrain::CorpusSpec {
         datasets: a.datasets.clone(),
         exclude: a.exclude.clone(),

@@ -160,6 +160,29 @@ pub fn lr_at(c: &TrainConfig, step: usize, n: usize) -> f64 {
     c.lr * (c.min_lr + (1.0 - c.min_lr) * cos)
 }
 
+impl TrainConfig {
+    /// Reads `--config`: an inline JSON object of `TrainConfig` keys (`'{"steps": 200}'`). A file
+    /// path or another JSON value is refused with what the option takes.
+    pub fn from_flag(text: &str) -> Result<Self> {
+        let t = text.trim();
+        let example = r#"'{"steps": 200, "hidden": 128}'"#;
+        if !t.starts_with('{') {
+            let what = if std::path::Path::new(t).is_file() {
+                format!("`{t}` is a file; use its JSON object inline: --config \"$(cat {t})\"")
+            } else {
+                format!("`{t}` is not a JSON object; use an inline object of TrainConfig keys, e.g. {example}")
+            };
+            return Err(Error::param("--config", what));
+        }
+        serde_json::from_str(t).map_err(|e| {
+            Error::param(
+                "--config",
+                format!("{e}; use a JSON object of TrainConfig keys, e.g. {example}"),
+            )
+        })
+    }
+}
+
 pub(super) fn check(c: &TrainConfig) -> Result<()> {
     let bad = |what: &str| Err(Error::param("training", what.to_string()));
     if c.layers < 1 || c.hidden < 1 || c.heads < 1 || c.intermediate < 1 {
