@@ -900,6 +900,11 @@ fn embed_refuses_a_vocabulary_that_misses_most_genes() {
         &["--model", "(100.0 %)", "<unk>", "--allow-unknown-genes"],
     );
     assert!(!out.exists());
+    // streamed in chunks: the same check on the first chunk
+    let mut streamed = args.to_vec();
+    streamed.extend(["--chunk-cells", "50"]);
+    expect_error(&streamed, &["(100.0 %)", "--allow-unknown-genes"]);
+    assert!(!out.exists());
     let mut allowed = args.to_vec();
     allowed.push("--allow-unknown-genes");
     let (code, _, err) = run(&allowed);

@@ -61,10 +61,16 @@ pub(super) fn stream_embed(
     let (mut cols, mut k) = (0, 0usize);
     // the QC-kept cells and the range of them to embed, known once QC has counted them
     let (n_cells, range) = (Cell::new(0), Cell::new((0, usize::MAX)));
+    // the first chunk's gene sentences are checked against a gene-level vocabulary, as in memory
+    let mut vocabulary_checked = !matches!(style, lm::PromptStyle::Sentence);
     let mut flush =
         |texts: &mut Vec<String>, rows: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
             if texts.is_empty() {
                 return Ok(());
+            }
+            if !vocabulary_checked {
+                vocabulary_checked = true;
+                super::lm::check_vocabulary(&a.model, texts, a.allow_unknown_genes)?;
             }
             let m = lm::embed_texts(&ck, texts, &opts)?;
             cols = m.cols;

@@ -277,7 +277,7 @@ const MAX_UNKNOWN_SHARE: f64 = 0.5;
 
 /// Says how many of the sentences' genes a gene-level model does not know (read as `<unk>`), and
 /// refuses when they are most of them unless `allow`.
-fn check_vocabulary(model: &Path, texts: &[String], allow: bool) -> Result<()> {
+pub(super) fn check_vocabulary(model: &Path, texts: &[String], allow: bool) -> Result<()> {
     let tok = lm::tokenizer::Tok::load(&model.join("tokenizer.json"))?;
     let Some((unknown, total)) = tok.unknown_tokens(texts)? else {
         return Ok(());
