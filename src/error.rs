@@ -62,15 +62,37 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            return Error::NotFound {
-                path: path.into(),
-                hint: String::new(),
-            };
-        }
-        Error::Io {
+        use std::io::ErrorKind as K;
+        let (what, fix) = match source.kind() {
+            K::NotFound => {
+                return Error::NotFound {
+                    path: path.into(),
+                    hint: String::new(),
+                }
+            }
+            K::IsADirectory => (
+                "is a folder where a file is expected",
+                "give a file path (a file inside the folder, or a new file name)",
+            ),
+            K::NotADirectory => (
+                "a part of this path is a file where a folder is expected",
+                "check the path: every part before the last must be a folder",
+            ),
+            K::InvalidData => (
+                "is not UTF-8 text (a binary file?)",
+                "give the text file this option reads",
+            ),
+            _ => {
+                return Error::Io {
+                    path: path.into(),
+                    source,
+                }
+            }
+        };
+        Error::Format {
             path: path.into(),
-            source,
+            what: format!("{what} ({source})"),
+            fix: fix.into(),
         }
     }
     /// Builds a `Format` error.

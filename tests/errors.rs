@@ -1028,3 +1028,48 @@ fn config_that_is_no_inline_object_is_explained() {
     );
     assert!(!out.exists());
 }
+
+/// Bare OS errors are answered with what was expected: a folder given as a file (`annotate
+/// --embeddings DIR`), a binary file given as a text list (`--hvg-list`); `--shard K/0` says the
+/// count must be at least 1.
+#[test]
+fn os_errors_and_shard_counts_say_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("out");
+    expect_error(
+        &[
+            "annotate",
+            "--embeddings",
+            d,
+            "--input",
+            "baron_human",
+            "--label-key",
+            "cell_type1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["is a folder where a file is expected", "give a file path"],
+    );
+    let binary = dir.path().join("list.bin");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x80]).unwrap();
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+    expect_error(
+        &[
+            "sentences",
+            "--input",
+            fx,
+            "--genes",
+            "hvg",
+            "--hvg-list",
+            binary.to_str().unwrap(),
+        ],
+        &["list.bin", "not UTF-8 text"],
+    );
+    let (code, _, err) = run(&[
+        "embed", "--model", d, "--input", fx, "--out", "x.npy", "--shard", "1/0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("must be at least 1"), "{err}");
+}

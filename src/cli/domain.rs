@@ -118,6 +118,11 @@ pub fn shard(s: &str) -> std::result::Result<(usize, usize), String> {
             .map_err(|_| format!("`{v}` is not a whole number"))
     };
     let (k, n) = (num(k)?, num(n)?);
+    if n == 0 {
+        return Err(format!(
+            "N is {n}: the number of shards must be at least 1 (e.g. 2/8: the second of 8 shards)"
+        ));
+    }
     if k == 0 || k > n {
         return Err(format!("K must be in 1..={n} (shards are numbered from 1)"));
     }
