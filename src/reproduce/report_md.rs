@@ -556,6 +556,14 @@ fn lm_section(e: &Experiment) -> Result<String> {
 
 /// Where the LM fine-tuned for annotation writes (`experiments/extra/lm_finetune_annotation.yaml`).
 pub(super) const ANSWER_DIR: &str = "lm_finetune_annotation";
+/// The columns (and headers) of the fine-tuned-for-annotation tables: method and fold scores.
+const SCORE_COLUMNS: [(&str, &str); 5] = [
+    ("method", "method"),
+    ("accuracy", "accuracy"),
+    ("accuracy_sd", "sd"),
+    ("macro_f1", "macro-F1"),
+    ("macro_f1_sd", "sd"),
+];
 /// The same, leave one donor out (`experiments/extra/lm_finetune_annotation_lobo.yaml`).
 pub(super) const ANSWER_LOBO_DIR: &str = "lm_finetune_annotation_lobo";
 
@@ -573,14 +581,7 @@ fn answer_section(out: &Path, reported: &Reported) -> Result<String> {
         "## Beyond the paper — the LM fine-tuned for annotation (Cell2Sentence's own task)\n\n",
     );
     md.push_str("The paper's C2S-Pythia-410M was fine-tuned on cell-type prediction (prompt → the cell type, loss on the answer alone) before its frozen embedding fed the MLP. The same recipe here, per fold of the 5-fold split: the small LM is fine-tuned on the training part's labelled sentences only (class-balanced batches; the fold's validation part picks the kept step by its answer loss), then **answers** the test part's cell types (restricted to the trained labels), or its embedding feeds the paper's MLP. Two starts: random weights, and the pretrained model held out from Baron (does pretraining help?).\n\n");
-    let cols = [
-        ("method", "method"),
-        ("accuracy", "accuracy"),
-        ("accuracy_sd", "sd"),
-        ("macro_f1", "macro-F1"),
-        ("macro_f1_sd", "sd"),
-        ("role", "role"),
-    ];
+    let cols = [SCORE_COLUMNS.as_slice(), &[("role", "role")]].concat();
     md.push_str(&t.select(&cols).to_markdown());
     let paper: Vec<String> = [
         "C2S Pythia-410M",
@@ -638,14 +639,7 @@ fn answer_lobo_section(out: &Path, reported: &Reported) -> Result<String> {
     let fix = "rerun `cellsentence run experiments/extra/lm_finetune_annotation_lobo.yaml`";
     let t = Table::from_csv(&text).map_err(|e| Error::format(&path, e, fix))?;
     let mut md = String::from("**Across donors** (leave one of Baron's donors out; random start; the held-out donor is never read before it is answered):\n\n");
-    let cols = [
-        ("method", "method"),
-        ("accuracy", "accuracy"),
-        ("accuracy_sd", "sd"),
-        ("macro_f1", "macro-F1"),
-        ("macro_f1_sd", "sd"),
-    ];
-    md.push_str(&t.select(&cols).to_markdown());
+    md.push_str(&t.select(&SCORE_COLUMNS).to_markdown());
     if let Some(unseen) = t
         .rows
         .first()
