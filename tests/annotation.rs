@@ -1054,6 +1054,12 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
         "committed_lm_finetune_annotation_lobo",
         read("results/lm_finetune_annotation_lobo/annotation.csv")
     );
+    // the held-out model with the answer-only stage on the corpus labels
+    // (experiments/extra/lm_answer_pretrain.yaml)
+    insta::assert_snapshot!(
+        "committed_lm_answer_pretrain",
+        read("results/lm_answer_pretrain/annotation.csv")
+    );
 
     let log = cellsentence::lm::train::LogRow::read(&root().join("models/pretrained")).unwrap();
     let val_at = |step: usize| {

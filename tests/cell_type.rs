@@ -127,7 +127,7 @@ fn a_pretrained_start_keeps_its_weights_and_grows_its_vocabulary() {
         sentences: &words,
         labels: &labels,
     };
-    cell_type::finetune(part, part, &c, Some(&base), &out, Device::Cpu, false).unwrap();
+    cell_type::finetune(part, part, &c, Some(&base), &out, &[], Device::Cpu, false).unwrap();
     let ck = lm::load(&out, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(ck.model.cfg.vocab_size, 128);
     let name = "gpt_neox.embed_in.weight";
@@ -149,7 +149,8 @@ fn a_pretrained_start_keeps_its_weights_and_grows_its_vocabulary() {
         ..base_cfg
     };
     let out = d.path().join("ft");
-    let r = cell_type::finetune(part, part, &c, Some(&base), &out, Device::Cpu, false).unwrap();
+    let r =
+        cell_type::finetune(part, part, &c, Some(&base), &out, &[], Device::Cpu, false).unwrap();
     assert_eq!(r.head.labels, vec!["alpha", "beta cell", "delta"]);
     assert_eq!(r.head.tokens[1], "CELL_TYPE:BETA_CELL");
     let ck = lm::load(&out, Device::Cpu, Kind::Float).unwrap();
@@ -196,4 +197,88 @@ fn predicting_with_a_plain_lm_names_the_fix() {
         e.contains("cell_type.json") && e.contains("finetune-lm"),
         "{e}"
     );
+}
+
+/// The held-out default's answer-only stage (issue 29 item 3) reads the labels of the corpus
+/// datasets alone: with a copy of the data named as the evaluated dataset in the same folder, the
+/// evaluated copy is never planned, its labels never enter the manifest, and holding out every
+/// labelled dataset is refused by name. The manifest records the label keys and vocabulary.
+#[test]
+fn the_answer_stage_reads_corpus_labels_only() {
+    use cellsentence::experiment::pretrain::{self, CorpusSpec};
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    for id in ["synthetic", "evaluated"] {
+        std::fs::copy(&fx, data.join(format!("{id}.h5ad"))).unwrap();
+    }
+    let dirs = vec![data.clone()];
+    let cache = cellsentence::cache::Cache::new(d.path().join("cache"), false).quiet(true);
+    let spec = CorpusSpec {
+        exclude: vec!["evaluated".into()],
+        ..CorpusSpec::default()
+    };
+    let c = TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 2,
+        intermediate: 64,
+        max_genes: 30,
+        steps: 4,
+        batch_size: 4,
+        eval_every: 2,
+        ..TrainConfig::default()
+    };
+    let base = d.path().join("base");
+    pretrain::pretrain(&spec, &c, &dirs, &cache, "test", &base, Device::Cpu, false).unwrap();
+    let out = d.path().join("answer");
+    // room for the separator and the answer within the base's positions
+    let c = TrainConfig { max_genes: 24, ..c };
+    let r = pretrain::answer_stage(
+        &spec,
+        &c,
+        &base,
+        &dirs,
+        &cache,
+        "test",
+        &out,
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let corpus = lm::Corpus::read(&out).unwrap().unwrap();
+    assert_eq!(corpus.task.as_deref(), Some(lm::corpus::ANSWER_TASK));
+    let keys: Vec<(&str, &str)> = corpus
+        .label_keys
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(keys, [("synthetic", "cell_type")]);
+    assert_eq!(corpus.label_vocabulary, r.head.labels);
+    assert!(corpus.held_out.contains_key("evaluated"));
+    // the manifest names the corpus files by digest: a byte-identical copy is caught as seen
+    let digest = cache.file_digest(&data.join("evaluated.h5ad")).unwrap();
+    assert!(lm::check_held_out(&out, "evaluated", &digest, false).is_err());
+    // holding out every labelled dataset leaves the stage nothing to read
+    let none = CorpusSpec {
+        datasets: Some(vec!["synthetic".into()]),
+        exclude: vec!["synthetic".into()],
+        ..CorpusSpec::default()
+    };
+    let e = pretrain::answer_stage(
+        &none,
+        &c,
+        &base,
+        &dirs,
+        &cache,
+        "test",
+        &d.path().join("x"),
+        Device::Cpu,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no labelled corpus dataset is left"), "{e}");
+    assert!(!d.path().join("x").exists());
 }

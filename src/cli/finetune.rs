@@ -152,6 +152,7 @@ pub fn cmd_finetune(a: &FinetuneArgs, quiet: bool) -> Result<()> {
         &cfg,
         a.base.as_deref(),
         &a.out,
+        &[],
         device,
         !quiet,
     )?;

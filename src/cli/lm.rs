@@ -175,6 +175,15 @@ pub struct PretrainArgs {
     /// type (the corpus datasets' labels; held-out datasets are never read).
     #[arg(long)]
     pub cell_type_task: bool,
+    /// Then the answer-only cell-type stage on the corpus labels (Cell2Sentence's prediction task,
+    /// loss on the answer alone, the kept step by a stratified corpus validation split): its
+    /// settings as JSON (keys of TrainConfig), e.g. '{"steps": 400}'; the model goes to
+    /// --answer-out.
+    #[arg(long, requires = "answer_out")]
+    pub answer: Option<String>,
+    /// Output model directory of the answer-only stage (with --answer).
+    #[arg(long, requires = "answer")]
+    pub answer_out: Option<PathBuf>,
     #[command(flatten)]
     pub dirs: DataDirArgs,
     /// Train on the first CUDA device.
@@ -601,6 +610,13 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
     let inputs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
     check_out("--out", &a.out, &inputs, MODEL)?;
     let cfg: TrainConfig = lm::TrainConfig::from_flag(&a.config)?;
+    let answer = match (&a.answer, &a.answer_out) {
+        (Some(c), Some(out)) => {
+            check_out("--answer-out", out, &inputs, MODEL)?;
+            Some((lm::TrainConfig::from_flag(c)?, out))
+        }
+        _ => None,
+    };
     let spec = crate::experiment::pretrain::CorpusSpec {
         datasets: a.datasets.clone(),
         exclude: a.exclude.clone(),
@@ -616,9 +632,24 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
     let (r, corpus) = crate::experiment::pretrain::pretrain(
         &spec, &cfg, &dirs, &cache, &command, &a.out, device, !quiet,
     )?;
+    let answer = match answer {
+        Some((c, out)) => {
+            let f = crate::experiment::pretrain::answer_stage(
+                &spec, &c, &a.out, &dirs, &cache, &command, out, device, !quiet,
+            )?;
+            let best = f.head.curve.iter().find(|p| p.step == f.head.best_step);
+            serde_json::json!({
+                "model": out, "labels": f.head.labels.len(), "best_step": f.head.best_step,
+                "val_loss": best.map(|p| p.loss), "val_accuracy": best.map(|p| p.accuracy),
+                "seconds": f.seconds,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
     print_out(&format!(
         "{}\n",
         serde_json::json!({
+            "answer_stage": answer,
             "model": r.dir, "parameters": r.parameters, "vocab": r.vocab, "n_train": r.n_train,
             "n_val": r.n_val, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s,
             "datasets": corpus.datasets.iter().map(|d| (&d.id, d.cells)).collect::<Vec<_>>(),

@@ -60,6 +60,11 @@ pub struct PretrainSection {
     /// cell type (corpus labels only; the evaluated datasets stay unlabelled and held out).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cell_type_task: bool,
+    /// The answer-only stage after next-gene pretraining (Cell2Sentence's cell-type prediction on
+    /// the corpus labels, loss on the answer alone; the kept step by the corpus validation split):
+    /// its settings, and a frozen row of its own (`pretrained LM + corpus answers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<TrainConfig>,
     /// Use the pretrained run's snapshot at this step instead of its end (set by the scaling
     /// sweep; the step must be in `lm.snapshots`).
     #[serde(skip)]
@@ -79,6 +84,7 @@ impl Default for PretrainSection {
             finetune: None,
             untrained_control: true,
             cell_type_task: false,
+            answer: None,
             at_step: None,
             retrain: false,
         }
@@ -104,6 +110,8 @@ pub enum LmSource {
     FineTuned,
     /// The pretrained model's shape and vocabulary, untrained.
     Untrained,
+    /// The pretrained model after the answer-only stage on the corpus labels (held out too).
+    AnswerOnly,
 }
 
 impl LmSource {
@@ -114,6 +122,7 @@ impl LmSource {
             LmSource::Pretrained => "pretrained LM",
             LmSource::FineTuned => "fine-tuned LM",
             LmSource::Untrained => "untrained LM",
+            LmSource::AnswerOnly => "pretrained LM + corpus answers",
         }
     }
 
@@ -123,6 +132,9 @@ impl LmSource {
             return vec![LmSource::Own];
         }
         let mut v = vec![LmSource::Pretrained];
+        if p.answer.is_some() {
+            v.push(LmSource::AnswerOnly);
+        }
         if p.finetune.is_some() {
             v.push(LmSource::FineTuned);
         }
@@ -131,6 +143,58 @@ impl LmSource {
         }
         v
     }
+}
+
+/// The corpus of an experiment's pretrained model: every reachable dataset but the evaluated ones,
+/// `exclude` and their relatives.
+fn corpus_spec(e: &Experiment, p: &PretrainSection, evaluated: &[String]) -> CorpusSpec {
+    let mut exclude: Vec<String> = evaluated.iter().chain(&p.exclude).cloned().collect();
+    exclude.sort();
+    exclude.dedup();
+    CorpusSpec {
+        datasets: p.datasets.clone(),
+        exclude,
+        preprocess: e.preprocess.clone(),
+        tie_seed: e.sentences.tie_seed,
+        cell_type_task: p.cell_type_task,
+    }
+}
+
+/// The pretrained model `base` after the answer-only stage on the corpus labels (`p.answer`), a
+/// cached stage keyed by the base's digest, the corpus files' digests and the settings.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_model(
+    e: &Experiment,
+    p: &PretrainSection,
+    evaluated: &[String],
+    data_dir: Option<&Path>,
+    cache: &Cache,
+    base: &Path,
+    device: tch::Device,
+    quiet: bool,
+) -> Result<(PathBuf, Outcome)> {
+    let c = p.answer.clone().unwrap_or_default();
+    let spec = corpus_spec(e, p, evaluated);
+    let dirs = data::corpus_data_dirs(data_dir);
+    let (entries, _) = pretrain::plan(&spec, &dirs);
+    let digests: Vec<(String, String)> = entries
+        .iter()
+        .map(|en| Ok((en.id.clone(), cache.file_digest(&en.path)?)))
+        .collect::<Result<_>>()?;
+    let base_digest = cache.file_digest(base)?;
+    let command = format!(
+        "cellsentence run {} (annotation.pretrain.answer)",
+        e.file.display()
+    );
+    cache.dir_artifact(
+        "pretrain_answer",
+        "answer-only stage on the corpus labels",
+        &(&base_digest, &digests, &spec, &c),
+        |out| {
+            pretrain::answer_stage(&spec, &c, base, &dirs, cache, &command, out, device, !quiet)?;
+            Ok(())
+        },
+    )
 }
 
 /// The pretrained model of an experiment (or, with `untrained`, the same shape and vocabulary at
@@ -147,16 +211,7 @@ pub fn pretrained_model(
     device: tch::Device,
     quiet: bool,
 ) -> Result<(PathBuf, Outcome)> {
-    let mut exclude: Vec<String> = evaluated.iter().chain(&p.exclude).cloned().collect();
-    exclude.sort();
-    exclude.dedup();
-    let spec = CorpusSpec {
-        datasets: p.datasets.clone(),
-        exclude,
-        preprocess: e.preprocess.clone(),
-        tie_seed: e.sentences.tie_seed,
-        cell_type_task: p.cell_type_task,
-    };
+    let spec = corpus_spec(e, p, evaluated);
     let dirs = data::corpus_data_dirs(data_dir);
     let (entries, held) = pretrain::plan(&spec, &dirs);
     let digests: Vec<(String, String)> = entries

@@ -182,3 +182,172 @@ pub fn pretrain(
     }
     lm::pretrain(&parts, held, c, command, out, device, progress)
 }
+
+/// The corpus parts the answer-only stage reads: every planned dataset with a label column (the
+/// evaluated datasets and their relatives are never planned, so their labels are never read).
+/// Datasets without one are named on stderr and left to the next-gene stage.
+pub fn labelled_parts(
+    spec: &CorpusSpec,
+    max_genes: usize,
+    dirs: &[PathBuf],
+    cache: &Cache,
+    progress: bool,
+) -> Result<(Vec<CorpusPart>, BTreeMap<String, String>)> {
+    let spec = CorpusSpec {
+        cell_type_task: true,
+        ..spec.clone()
+    };
+    let (entries, held) = plan(&spec, dirs);
+    let mut parts = Vec::new();
+    let mut keys = BTreeMap::new();
+    for e in &entries {
+        let Some(key) = &e.label_key else {
+            eprintln!(
+                "[pretrain] answer stage: {} has no label column; next-gene stage only",
+                e.id
+            );
+            continue;
+        };
+        match part(e, &spec, max_genes, cache, progress) {
+            Ok(p) => {
+                keys.insert(e.id.clone(), key.clone());
+                parts.push(without_unlabelled(p));
+            }
+            Err(err) => eprintln!("[pretrain] answer stage: leaving out {}: {err}", e.id),
+        }
+    }
+    if parts.is_empty() {
+        return Err(Error::param(
+            "pretrain.answer",
+            format!(
+                "no labelled corpus dataset is left for the answer-only stage (held out: {}); add labelled data or remove `answer`",
+                held.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok((parts, keys))
+}
+
+/// Whether a label says the cell has no type: missing (read as `NA`), empty, `?`, `nan`,
+/// `unknown`, `unassigned` or `none` (any case).
+pub fn is_unlabelled(label: &str) -> bool {
+    let t = label.trim().to_lowercase();
+    ["", "?", "na", "nan", "unknown", "unassigned", "none"].contains(&t.as_str())
+}
+
+/// A labelled part without its cells of no type ([`is_unlabelled`]): they are not a class to
+/// answer. How many were left out, and as what, is printed.
+fn without_unlabelled(mut p: CorpusPart) -> CorpusPart {
+    let Some(labels) = p.labels.take() else {
+        return p;
+    };
+    let keep: Vec<bool> = labels.iter().map(|l| !is_unlabelled(l)).collect();
+    let dropped: Vec<&String> = labels
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| !**k)
+        .map(|(l, _)| l)
+        .collect();
+    if let Some(first) = dropped.first() {
+        eprintln!(
+            "[pretrain] answer stage: {}: {} of {} cells have no cell type (`{first}`); left out of the answer-only stage",
+            p.dataset.id,
+            dropped.len(),
+            labels.len()
+        );
+    }
+    let mut i = 0;
+    p.sentences.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    p.labels = Some(
+        labels
+            .into_iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(l, _)| l)
+            .collect(),
+    );
+    p
+}
+
+/// The answer-only cell-type stage after next-gene pretraining: the model in `base` trained on
+/// Cell2Sentence's prediction task (the sentence and `<|CELL_TYPE|>`, then the cell type; loss on
+/// the answer alone) over the labelled corpus datasets, class-balanced; a stratified `val_fraction`
+/// of the corpus cells picks the kept step. Saved to `out` with `corpus.json` (the base's corpus,
+/// the label keys and the label vocabulary) as one unit.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_stage(
+    spec: &CorpusSpec,
+    c: &TrainConfig,
+    base: &Path,
+    dirs: &[PathBuf],
+    cache: &Cache,
+    command: &str,
+    out: &Path,
+    device: tch::Device,
+    progress: bool,
+) -> Result<lm::cell_type::FinetuneReport> {
+    let corpus = lm::Corpus::read(base)?.ok_or_else(|| {
+        Error::format(
+            base.join(lm::corpus::CORPUS),
+            "missing: the answer-only stage needs a pretrained model with its corpus manifest",
+            "pretrain it first (`cellsentence pretrain-lm`)",
+        )
+    })?;
+    let (parts, label_keys) = labelled_parts(spec, c.max_genes, dirs, cache, progress)?;
+    let words: Vec<Vec<String>> = parts.iter().flat_map(|p| p.sentences.clone()).collect();
+    let labels: Vec<String> = parts
+        .iter()
+        .flat_map(|p| p.labels.clone().unwrap_or_default())
+        .collect();
+    let (train, val) = lm::cell_type::stratified_split(&labels, c.val_fraction, c.seed);
+    let mut vocabulary = labels.clone();
+    vocabulary.sort();
+    vocabulary.dedup();
+    let manifest = lm::Corpus {
+        task: Some(lm::corpus::ANSWER_TASK.to_string()),
+        command: command.to_string(),
+        label_keys,
+        label_vocabulary: vocabulary,
+        ..corpus
+    };
+    let json = serde_json::to_string_pretty(&manifest).expect("corpus serializes") + "\n";
+    lm::cell_type::finetune_indices(
+        &words,
+        &labels,
+        (&train, &val),
+        c,
+        Some(base),
+        out,
+        &[(lm::corpus::CORPUS, json.into_bytes())],
+        device,
+        progress,
+    )
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn cells_of_no_type_leave_the_answer_stage() {
+        let words = |w: &str| vec![w.to_string()];
+        let p = CorpusPart {
+            dataset: CorpusDataset {
+                id: "pbmc".into(),
+                file: "pbmc.h5ad".into(),
+                sha256: String::new(),
+                cells: 4,
+            },
+            genes: vec![],
+            sentences: vec![words("A"), words("B"), words("C"), words("D")],
+            labels: Some(vec!["T".into(), "?".into(), "NA".into(), "B".into()]),
+        };
+        let p = without_unlabelled(p);
+        assert_eq!(p.sentences, [words("A"), words("D")]);
+        assert_eq!(p.labels.unwrap(), ["T", "B"]);
+        assert!(is_unlabelled(" Unknown ") && !is_unlabelled("NK"));
+    }
+}

@@ -367,13 +367,16 @@ fn last_logits(model: &GptNeox, prompts: &[&[i64]]) -> Tensor {
 /// Fine-tunes a model (a new one of `c`'s shape, or `base`) on Cell2Sentence's cell-type task:
 /// class-balanced batches of `train`, the loss on the answer token alone, the validation answer
 /// loss and accuracy on `val` every `eval_every` steps; the weights of the lowest validation loss
-/// are saved to `out` (with [`HEAD`]). A killed run resumes from `out`'s partial state.
+/// are saved to `out` (with [`HEAD`] and the `extra` files, committed with the model as a unit).
+/// A killed run resumes from `out`'s partial state.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     train_part: Labelled<'_>,
     val_part: Labelled<'_>,
     c: &TrainConfig,
     base: Option<&Path>,
     out: &Path,
+    extra: &[(&'static str, Vec<u8>)],
     device: Device,
     progress: bool,
 ) -> Result<FinetuneReport> {
@@ -605,7 +608,9 @@ pub fn finetune(
     };
     let head_json = serde_json::to_string_pretty(&head).expect("head serializes") + "\n";
     save(out, &f, &meta, &|_, _, _| {
-        vec![(HEAD, head_json.clone().into_bytes())]
+        let mut files = vec![(HEAD, head_json.clone().into_bytes())];
+        files.extend(extra.iter().cloned());
+        files
     })?;
     Ok(FinetuneReport {
         head,
@@ -640,6 +645,7 @@ pub fn finetune_indices(
     c: &TrainConfig,
     base: Option<&Path>,
     out: &Path,
+    extra: &[(&'static str, Vec<u8>)],
     device: Device,
     progress: bool,
 ) -> Result<FinetuneReport> {
@@ -657,6 +663,7 @@ pub fn finetune_indices(
         c,
         base,
         out,
+        extra,
         device,
         progress,
     )

@@ -42,6 +42,13 @@ pub struct Corpus {
     /// The training task when not plain cell sentences: [`CELL_TYPE_TASK`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// The answer-only stage ([`ANSWER_TASK`]): each labelled corpus dataset's label column (the
+    /// only labels the model read).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_keys: BTreeMap<String, String>,
+    /// The answer-only stage: the cell types it answers (its label vocabulary), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_vocabulary: Vec<String>,
 }
 
 /// Token that ends a cell sentence in Cell2Sentence's cell-type-prediction task; the cell type's
@@ -51,6 +58,9 @@ pub const CELL_TYPE_SEP: &str = "<|CELL_TYPE|>";
 /// The manifest's `task` when the corpus sentences carry their cell types.
 pub const CELL_TYPE_TASK: &str =
     "cell type prediction (Cell2Sentence): each corpus sentence is followed by <|CELL_TYPE|> and a token of its cell type";
+
+/// The manifest's `task` of a model given the answer-only stage after next-gene pretraining.
+pub const ANSWER_TASK: &str = "next-gene pretraining, then Cell2Sentence's cell-type prediction on the corpus labels (prompt: the sentence and <|CELL_TYPE|>; loss on the answer token alone)";
 
 /// The one-word token of a cell type label: `CELL_TYPE:` and the label upper-cased, blanks as `_`.
 pub fn cell_type_token(label: &str) -> String {
@@ -224,6 +234,8 @@ pub fn pretrain(
         command: command.to_string(),
         vocab_size: f.vocab,
         task: task.then(|| CELL_TYPE_TASK.to_string()),
+        label_keys: BTreeMap::new(),
+        label_vocabulary: Vec::new(),
     };
     let json = |c: &Corpus| serde_json::to_string_pretty(c).expect("corpus serializes") + "\n";
     train::save(out, &f, &ModelMeta::new(c, true), &|step, tokens, _| {

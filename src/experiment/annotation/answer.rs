@@ -30,6 +30,7 @@ pub fn finetune_fold(
         c,
         base,
         out,
+        &[],
         lm::Device::Cpu,
         progress,
     )?;
@@ -43,7 +44,7 @@ pub(super) fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
     let (e, a, d, cache) = (cx.e, cx.a, cx.d, cx.cache);
     let g = cx.sentence_set(mode.expect("answer rows have a mode"))?;
     let base = match source {
-        LmSource::Pretrained => Some(cx.lm_model(g, LmSource::Pretrained)?),
+        LmSource::Pretrained | LmSource::AnswerOnly => Some(cx.lm_model(g, source)?),
         _ => None,
     };
     let seen = match &base {

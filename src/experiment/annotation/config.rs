@@ -53,6 +53,9 @@ pub enum AnswerStart {
     /// The experiment's pretrained model (`annotation.pretrain`, held out from the evaluated
     /// datasets), its vocabulary grown by the task's tokens.
     Pretrained,
+    /// The pretrained model after its answer-only stage on the corpus labels
+    /// (`annotation.pretrain.answer`): it already answers the corpus datasets' cell types.
+    PretrainedAnswers,
 }
 
 /// Settings of the `lm_answer` / `lm_answer_mlp` rows.

@@ -56,6 +56,7 @@ pub(super) fn method_label(
         (Method::LmAnswer | Method::LmAnswerMlp, g) => {
             let start = match source {
                 LmSource::Pretrained => "from the pretrained LM",
+                LmSource::AnswerOnly => "from the pretrained LM + corpus answers",
                 _ => "from random weights",
             };
             let how = match m {
@@ -386,6 +387,9 @@ fn role(r: &Row) -> String {
         (LmSource::Pretrained | LmSource::Untrained, false) if r.method == Method::Lm => {
             format!("{role}; held out from pretraining")
         }
+        (LmSource::AnswerOnly, false) if r.method == Method::Lm => format!(
+            "{role}; held out from pretraining; the pretrained model then trained to answer the corpus cells' types (answer-only loss, corpus labels only; kept step by the corpus validation split)"
+        ),
         (LmSource::FineTuned, _) => {
             format!("{role}; fine-tuned on this dataset's unlabelled sentences (transductive)")
         }
@@ -394,6 +398,9 @@ fn role(r: &Row) -> String {
     let role = match (r.method, r.source) {
         (Method::LmAnswer | Method::LmAnswerMlp, LmSource::Pretrained) => format!(
             "{role}; fine-tuned per fold on the training part's labels only (answer-only loss), from the model pretrained without this dataset"
+        ),
+        (Method::LmAnswer | Method::LmAnswerMlp, LmSource::AnswerOnly) => format!(
+            "{role}; fine-tuned per fold on the training part's labels only (answer-only loss), from the model pretrained without this dataset and then trained to answer the corpus datasets' cell types"
         ),
         (Method::LmAnswer | Method::LmAnswerMlp, _) => format!(
             "{role}; fine-tuned per fold on the training part's labels only (answer-only loss), from random weights"
@@ -639,6 +646,10 @@ fn loss_curves(rows: &[Row], o: &mut Outputs) -> Result<()> {
             LmSource::Own => (
                 format!("lm_loss_{}_{}", r.dataset, mode_label(mode)),
                 format!("{}, {} sentences", r.dataset, mode_label(mode)),
+            ),
+            LmSource::AnswerOnly => (
+                "lm_loss_pretrained_answer".to_string(),
+                "answer-only stage on the corpus labels".to_string(),
             ),
             LmSource::FineTuned => (
                 format!("lm_loss_{}_{}_fine_tuned", r.dataset, mode_label(mode)),

@@ -233,7 +233,10 @@ impl Ctx<'_> {
             return Ok(m.clone());
         }
         let mode = self.sentence_set(mode)?;
-        let key_mode = if matches!(source, LmSource::Pretrained | LmSource::Untrained) {
+        let key_mode = if matches!(
+            source,
+            LmSource::Pretrained | LmSource::Untrained | LmSource::AnswerOnly
+        ) {
             GeneSet::All // one model for both modes
         } else {
             mode
@@ -272,6 +275,19 @@ impl Ctx<'_> {
             )?,
             LmSource::Pretrained => pretrained(self, false)?,
             LmSource::Untrained => pretrained(self, true)?,
+            LmSource::AnswerOnly => {
+                let base = self.lm_model(mode, LmSource::Pretrained)?;
+                lm_protocol::answer_model(
+                    e,
+                    &a.pretrain,
+                    self.evaluated,
+                    self.data_dir,
+                    self.cache,
+                    &base,
+                    device,
+                    self.quiet,
+                )?
+            }
             LmSource::FineTuned => {
                 let base = self.lm_model(mode, LmSource::Pretrained)?;
                 let c = a.pretrain.finetune.clone().unwrap_or_default();
@@ -535,6 +551,7 @@ pub(super) fn units(e: &Experiment, a: &AnnotationSection) -> Vec<Unit> {
                     let s = match start {
                         AnswerStart::Random => LmSource::Own,
                         AnswerStart::Pretrained => LmSource::Pretrained,
+                        AnswerStart::PretrainedAnswers => LmSource::AnswerOnly,
                     };
                     units.extend(e.modes.iter().map(|&g| (m, Some(g), s, x)));
                 }
@@ -600,9 +617,10 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
         _ => false,
     };
     let model_digest = match (&lm_dir, source) {
-        (Some(dir), LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained) => {
-            Some(cache.file_digest(dir)?)
-        }
+        (
+            Some(dir),
+            LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained | LmSource::AnswerOnly,
+        ) => Some(cache.file_digest(dir)?),
         _ => None,
     };
     // rows of the first protocol keep their keys; the others add the model's digest
