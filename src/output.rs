@@ -86,8 +86,9 @@ pub enum OutKind {
     },
 }
 
-/// Checks an output path before any work is done: never one of `inputs` (nor inside an input
-/// folder), a file output never an existing folder, a folder output never an existing folder that
+/// Checks an output path before any work is done: never one of `inputs` nor an existing file or
+/// folder inside an input folder (a new file beside a model's files destroys nothing), a file
+/// output never an existing folder, a folder output never an existing folder that
 /// is not an earlier output (see [`OutKind`]); creates the parent folder or says why it cannot.
 pub fn check_out(option: &str, out: &Path, inputs: &[&Path], kind: OutKind) -> Result<()> {
     let bad = |what: String, fix: &str| Error::bad_value(out, option, what, fix);
@@ -98,13 +99,22 @@ pub fn check_out(option: &str, out: &Path, inputs: &[&Path], kind: OutKind) -> R
         let (Some(o), Some(ic)) = (&out_c, canon(i)) else {
             continue;
         };
-        if *o == ic || (ic.is_dir() && o.starts_with(&ic)) {
+        if *o == ic {
             return Err(bad(
                 format!(
                     "is the input {} (writing there would destroy it)",
                     i.display()
                 ),
                 "choose an output path that is not an input",
+            ));
+        }
+        if ic.is_dir() && o.starts_with(&ic) && o.exists() {
+            return Err(bad(
+                format!(
+                    "is one of the input {}'s own files (writing there would destroy it)",
+                    i.display()
+                ),
+                "choose a new name, or a path outside the input",
             ));
         }
     }

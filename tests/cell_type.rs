@@ -282,3 +282,38 @@ fn the_answer_stage_reads_corpus_labels_only() {
     assert!(e.contains("no labelled corpus dataset is left"), "{e}");
     assert!(!d.path().join("x").exists());
 }
+
+/// NaN in a checkpoint's f32 weights is named as such (issue 32 family 6): not blamed on reduced
+/// precision, which the model does not use.
+#[test]
+fn nan_weights_are_named_not_blamed_on_precision() {
+    let d = tempfile::tempdir().unwrap();
+    let (words, _) = toy(12);
+    let c = TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 2,
+        intermediate: 64,
+        max_genes: 12,
+        steps: 1,
+        batch_size: 4,
+        ..TrainConfig::default()
+    };
+    let m = d.path().join("plain");
+    lm::train(&words, &c, None, &m, Device::Cpu, false).unwrap();
+    let ck = lm::load(&m, Device::Cpu, Kind::Float).unwrap();
+    let texts = vec![words[0].join(" ")];
+    let opts = lm::EmbedOptions::default();
+    assert!(lm::embed_texts(&ck, &texts, &opts).is_ok());
+    tch::no_grad(|| {
+        let mut vars = ck.vs.variables();
+        let (_, w) = vars
+            .iter_mut()
+            .find(|(n, _)| n.contains("dense_h_to_4h.weight"))
+            .expect("an MLP weight");
+        let _ = w.fill_(f64::NAN);
+    });
+    let e = lm::embed_texts(&ck, &texts, &opts).unwrap_err().to_string();
+    assert!(e.contains("weights hold NaN"), "{e}");
+    assert!(!e.contains("reduced precision"), "{e}");
+}

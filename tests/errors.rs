@@ -363,6 +363,27 @@ fn output_paths_never_destroy_inputs_or_foreign_folders() {
         &["in.h5ad", "--out", "is the input"],
     );
     assert_eq!(std::fs::read(&input).unwrap(), before, "input changed");
+    // a new file beside a model's files destroys nothing; one of its own files is refused
+    let model = d.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    let md = model.display().to_string();
+    let beside = model.join("E.npy").display().to_string();
+    let (code, _, err) = run(&["embed", "--model", &md, "--input", &inp, "--out", &beside]);
+    assert_ne!(code, 0);
+    assert!(
+        !err.contains("--out"),
+        "a new file in the model folder was refused: {err}"
+    );
+    let own = model.join("config.json").display().to_string();
+    expect_error(
+        &["embed", "--model", &md, "--input", &inp, "--out", &own],
+        &["--out", "own files"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(model.join("config.json")).unwrap(),
+        "{}"
+    );
     let notes = d.path().join("notes");
     std::fs::create_dir(&notes).unwrap();
     std::fs::write(notes.join("thesis.txt"), "precious").unwrap();
@@ -680,6 +701,20 @@ fn metrics_panel_and_its_bad_inputs() {
         expect_error(&a, must);
     };
     check(base(&short, &o), &["short.npy", "10 rows but", "420 cells"]);
+    // rows that disagree with their own cell list blame the list, not the dataset
+    let listed = dir.path().join("listed.npy");
+    std::fs::copy(&short, &listed).unwrap();
+    let names: Vec<&str> = clusters
+        .lines()
+        .skip(1)
+        .take(12)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    std::fs::write(dir.path().join("listed.cells.txt"), names.join("\n") + "\n").unwrap();
+    check(
+        base(&listed, &o),
+        &["listed.cells.txt lists 12 cells", "one `embed` run"],
+    );
     check(
         base(&nan, &o),
         &["nan.npy", "non-finite value NaN at row 2, column 1"],

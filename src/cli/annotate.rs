@@ -187,12 +187,17 @@ pub(super) fn labelled_rows(a: &RowSource<'_>) -> Result<(crate::npy::Matrix, Ro
     };
     let r = row_annotations(a, names.as_ref().map(|(p, n)| (p.as_path(), n.as_slice())))?;
     if x.rows != r.total {
-        return Err(Error::bad_value(
-            a.embeddings,
-            "rows",
-            format!("{} rows but {} has {} cells", x.rows, a.input, r.total),
-            "embed the same file (rows = its cells in order), or keep the .cells.txt list `embed` writes",
-        ));
+        let (what, fix) = match &names {
+            Some((listed, _)) => (
+                format!("{} rows but {} lists {} cells", x.rows, listed.display(), r.total),
+                "the embeddings and their cell list must come from one `embed` run; embed again (it writes both)",
+            ),
+            None => (
+                format!("{} rows but {} has {} cells", x.rows, a.input, r.total),
+                "embed the same file (rows = its cells in order), or keep the .cells.txt list `embed` writes",
+            ),
+        };
+        return Err(Error::bad_value(a.embeddings, "rows", what, fix));
     }
     if r.rows.len() == r.total {
         return Ok((x, r));

@@ -15,8 +15,21 @@ use plotly::{Bar, Layout, Plot, Scatter};
 use crate::error::Result;
 use crate::report::write_atomic;
 
-/// plotly.js, cartesian partial bundle (scatter, bar, heatmap, box...).
-pub const PLOTLY_JS: &str = include_str!("../../assets/plotly/plotly-cartesian-3.0.1.min.js");
+/// plotly.js, cartesian partial bundle (scatter, bar, heatmap, box...), stored gzip-compressed in
+/// the repository (`assets/plotly/plotly-cartesian-3.0.1.min.js.gz`; `gzip -dk` gives the published
+/// file) and inflated once.
+pub fn plotly_js() -> &'static str {
+    static JS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    JS.get_or_init(|| {
+        use std::io::Read;
+        let gz: &[u8] = include_bytes!("../../assets/plotly/plotly-cartesian-3.0.1.min.js.gz");
+        let mut js = String::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_string(&mut js)
+            .expect("the bundled plotly.js is gzip of UTF-8 text (checked by a test)");
+        js
+    })
+}
 
 /// Rounds to 4 decimals (figure data is rounded so specs are stable across machines).
 pub fn r4(v: f64) -> f64 {
@@ -65,7 +78,7 @@ pub fn html_with(plot: &Plot, title: &str, script: Script) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;");
     let script = match script {
-        Script::Embedded => format!("<script type=\"text/javascript\">{PLOTLY_JS}</script>"),
+        Script::Embedded => format!("<script type=\"text/javascript\">{}</script>", plotly_js()),
         Script::Shared(src) => format!(
             "<script type=\"text/javascript\" src=\"{}\"></script>",
             src.replace('&', "&amp;").replace('"', "&quot;")
@@ -90,8 +103,8 @@ pub fn write_in_results(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let js = root.join(SHARED_JS);
-    if std::fs::read(&js).ok().as_deref() != Some(PLOTLY_JS.as_bytes()) {
-        write_atomic(&js, PLOTLY_JS.as_bytes())?;
+    if std::fs::read(&js).ok().as_deref() != Some(plotly_js().as_bytes()) {
+        write_atomic(&js, plotly_js().as_bytes())?;
     }
     let src = format!("../../{SHARED_JS}");
     write_atomic(
@@ -298,6 +311,15 @@ mod tests {
         assert_eq!(spec(&p)["data"][0]["x"][0], 0.1);
     }
 
+    /// The bundled plotly.js inflates to the published file of plotly.js-cartesian-dist-min@3.0.1.
+    #[test]
+    fn bundled_plotly_is_the_pinned_release() {
+        assert_eq!(
+            crate::cache::sha256_hex(plotly_js().as_bytes()),
+            "27c5203ecba052de6447603696f39558f5d1961839ba7ab153639f66d3d0d569"
+        );
+    }
+
     #[test]
     fn results_figures_share_one_plotly() {
         let root = tempfile::tempdir().unwrap();
@@ -307,7 +329,7 @@ mod tests {
             assert_eq!(spec, super::spec(&p));
         }
         let js = std::fs::read_to_string(root.path().join(SHARED_JS)).unwrap();
-        assert_eq!(js, PLOTLY_JS);
+        assert_eq!(js, plotly_js());
         let h = std::fs::read_to_string(root.path().join("b/figures/fig.html")).unwrap();
         assert!(h.contains("src=\"../../plotly.min.js\""));
         assert!(!h.contains("plotly.js (cartesian"), "not embedded");
@@ -316,6 +338,6 @@ mod tests {
         std::fs::write(root.path().join(SHARED_JS), "old").unwrap();
         write_in_results(&p, &root.path().join("a"), "fig", "t").unwrap();
         let js = std::fs::read_to_string(root.path().join(SHARED_JS)).unwrap();
-        assert_eq!(js, PLOTLY_JS);
+        assert_eq!(js, plotly_js());
     }
 }

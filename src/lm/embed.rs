@@ -124,6 +124,18 @@ fn pool(x: &Tensor, mask: &Tensor, lens: &[i64], how: Pool) -> Tensor {
     }
 }
 
+/// Why embeddings came out NaN or infinite, and the fix: weights that already hold them (a
+/// damaged or diverged checkpoint), or overflow in reduced precision.
+fn non_finite_cause(model: &GptNeox) -> String {
+    if !model.weights_finite() {
+        "non-finite values: the checkpoint's weights hold NaN or infinity (a diverged or damaged training run); retrain it or take an earlier checkpoint".into()
+    } else if model.kind() == Kind::Float {
+        "non-finite values from finite f32 weights (activations overflowed); check the checkpoint's scale (layer norms, embeddings) against its config".into()
+    } else {
+        "non-finite values (overflow in reduced precision); use --dtype f32".into()
+    }
+}
+
 /// Embeds token-id sequences: returns a cells × hidden f32 matrix in input order.
 pub fn embed_ids(model: &GptNeox, seqs: &[Vec<i64>], opts: &EmbedOptions) -> Result<Matrix> {
     let mut m = embed_layers(model, seqs, opts, &[opts.layer])?;
@@ -211,10 +223,7 @@ pub fn embed_layers(
     })?;
     bar.finish();
     if out.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(Error::param(
-            "embeddings",
-            "non-finite values (overflow in reduced precision?); use --dtype f32",
-        ));
+        return Err(Error::param("embeddings", non_finite_cause(model)));
     }
     Ok(out
         .into_iter()

@@ -17,6 +17,15 @@ struct Layer {
     fc_out: nn::Linear,
 }
 
+impl Layer {
+    /// Whether the layer's weight matrices are finite.
+    fn finite(&self) -> bool {
+        [&self.qkv, &self.dense, &self.fc_in, &self.fc_out]
+            .iter()
+            .all(|l| l.ws.isfinite().all().int64_value(&[]) != 0)
+    }
+}
+
 /// A GPT-NeoX causal language model (`GPTNeoXForCausalLM`).
 #[derive(Debug)]
 pub struct GptNeox {
@@ -231,6 +240,21 @@ impl GptNeox {
     /// The device the model's tables (and so its parameters) live on.
     pub fn device(&self) -> Device {
         self.cos.device()
+    }
+
+    /// The element type of the model's parameters (f32, or f16/bf16 for reduced precision).
+    pub fn kind(&self) -> Kind {
+        self.embed_in.ws.kind()
+    }
+
+    /// Whether every parameter is finite (no NaN or infinity in the checkpoint's weights).
+    pub fn weights_finite(&self) -> bool {
+        tch::no_grad(|| {
+            let mut all = vec![&self.embed_in.ws];
+            all.extend(self.embed_out.iter().map(|l| &l.ws));
+            all.iter().all(|w| w.isfinite().all().int64_value(&[]) != 0)
+                && self.layers.iter().all(Layer::finite)
+        })
     }
 
     /// Next-token logits from final hidden states.
