@@ -66,6 +66,21 @@ impl Cache {
         }
     }
 
+    /// [`Cache::new`] after checking `dir` (the `--cache` option) can be the cache folder: a file
+    /// there is refused before any work (every stage would fail on it).
+    pub fn open(dir: impl Into<PathBuf>, force: bool) -> Result<Self> {
+        let dir = dir.into();
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::bad_value(
+                &dir,
+                "--cache",
+                "is a file, but the stage cache is a folder of stage outputs",
+                "give a folder (default .cache/stages; it is created when missing), or move the file",
+            ));
+        }
+        Ok(Self::new(dir, force))
+    }
+
     /// Silences the hit/computed log lines.
     pub fn quiet(mut self, quiet: bool) -> Self {
         self.quiet = quiet;

@@ -1107,4 +1107,25 @@ fn os_errors_and_shard_counts_say_what_was_expected() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("must be at least 1"), "{err}");
+    // a file as the stage cache is refused before any work (every dataset used to be skipped)
+    let cache_file = dir.path().join("cache.txt");
+    std::fs::write(&cache_file, "notes").unwrap();
+    let exp = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/reconstruction.yaml"
+    );
+    let results = elsewhere.path().join("results");
+    expect_error(
+        &[
+            "run",
+            exp,
+            "--cache",
+            cache_file.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+        ],
+        &["cache.txt", "--cache", "is a file"],
+    );
+    assert!(!results.exists(), "a refused run wrote {results:?}");
+    assert_eq!(std::fs::read_to_string(&cache_file).unwrap(), "notes");
 }

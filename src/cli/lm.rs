@@ -369,7 +369,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         (Some(input), true) => {
             let dirs = crate::data::default_data_dirs(a.source.dirs.data_dir.as_deref());
             let entry = crate::data::resolve(input, &dirs)?;
-            Some(Cache::new(&a.cache, false).file_digest(&entry.path)?)
+            Some(Cache::open(&a.cache, false)?.file_digest(&entry.path)?)
         }
         _ => None,
     };
@@ -446,7 +446,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     if sentences_only {
         check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
     }
-    let cache = Cache::new(&a.cache, a.force);
+    let cache = Cache::open(&a.cache, a.force)?;
     let m = embed_cached(
         &cache,
         &a.model,
@@ -529,7 +529,7 @@ pub(super) fn embedding_about(
             "on": s.prep.on.to_string(),
             "batch_key": s.prep.batch_key,
             "hvg_list": hvg_list,
-            "hvg_list_sha256": hvg_list.map(|p| Cache::new(&a.cache, false).file_digest(p)).transpose()?,
+            "hvg_list_sha256": hvg_list.map(|p| Cache::open(&a.cache, false)?.file_digest(p)).transpose()?,
             "organism": a.organism,
             "templates": a.templates,
             "template_seed": a.template_seed,
@@ -628,7 +628,7 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
     crate::experiment::pretrain::check_ids(&spec, &dirs)?;
     let (device, _) = lm::device_and_kind(a.cuda, lm::Precision::F32)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let cache = Cache::new(&a.cache, false).quiet(true);
+    let cache = Cache::open(&a.cache, false)?.quiet(true);
     let (r, corpus) = crate::experiment::pretrain::pretrain(
         &spec, &cfg, &dirs, &cache, &command, &a.out, device, !quiet,
     )?;

@@ -547,7 +547,7 @@ fn run_staged(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         crate::output::OutKind::Folder { marker: "index.md" },
     )?;
     let datasets = resolve_datasets(e, opts)?;
-    let cache = Cache::new(&opts.cache, opts.force).quiet(opts.quiet);
+    let cache = Cache::open(&opts.cache, opts.force)?.quiet(opts.quiet);
     // the results folder is written aside and swapped in whole: a kill leaves the old one or the new
     let staged = crate::output::StagedDir::new(&final_out)?;
     let out = staged.path().to_path_buf();

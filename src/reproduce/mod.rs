@@ -137,7 +137,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
     for d in [opts.out.join("sentences"), opts.out.join("compute")] {
         report::sweep_temporaries(&d);
     }
-    let cache = Cache::new(&opts.cache, opts.force).quiet(opts.quiet);
+    let cache = Cache::open(&opts.cache, opts.force)?.quiet(opts.quiet);
     let lm_cfg = ordered
         .iter()
         .find(|(_, e)| e.task == Task::Annotation)
