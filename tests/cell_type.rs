@@ -84,6 +84,32 @@ fn a_killed_cell_type_finetune_resumes_to_the_same_model() {
     assert_eq!(head.best_step, best.step);
 }
 
+/// The smallest model shape the tests train (1 layer, hidden 32).
+fn tiny() -> TrainConfig {
+    TrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 2,
+        intermediate: 64,
+        ..TrainConfig::default()
+    }
+}
+
+/// A tiny model trained one step on [`toy`] sentences with the plain next-gene objective (not
+/// fine-tuned for cell types), in `dir/plain`.
+fn plain_model(dir: &Path) -> (Vec<Vec<String>>, PathBuf) {
+    let (words, _) = toy(12);
+    let c = TrainConfig {
+        max_genes: 12,
+        steps: 1,
+        batch_size: 4,
+        ..tiny()
+    };
+    let m = dir.join("plain");
+    lm::train(&words, &c, None, &m, Device::Cpu, false).unwrap();
+    (words, m)
+}
+
 fn toy(n: usize) -> (Vec<Vec<String>>, Vec<String>) {
     let types = ["alpha", "beta cell", "delta"];
     let mut words = Vec::new();
@@ -104,14 +130,10 @@ fn a_pretrained_start_keeps_its_weights_and_grows_its_vocabulary() {
     let (words, labels) = toy(60);
     // a base whose padded vocabulary (64 rows) has no room for the task's 4 tokens
     let base_cfg = TrainConfig {
-        layers: 1,
-        hidden: 32,
-        heads: 2,
-        intermediate: 64,
         max_genes: 12,
         steps: 3,
         batch_size: 8,
-        ..TrainConfig::default()
+        ..tiny()
     };
     let base = d.path().join("base");
     lm::train(&words, &base_cfg, None, &base, Device::Cpu, false).unwrap();
@@ -176,19 +198,7 @@ fn a_pretrained_start_keeps_its_weights_and_grows_its_vocabulary() {
 #[test]
 fn predicting_with_a_plain_lm_names_the_fix() {
     let d = tempfile::tempdir().unwrap();
-    let (words, _) = toy(12);
-    let c = TrainConfig {
-        layers: 1,
-        hidden: 32,
-        heads: 2,
-        intermediate: 64,
-        max_genes: 12,
-        steps: 1,
-        batch_size: 4,
-        ..TrainConfig::default()
-    };
-    let m = d.path().join("plain");
-    lm::train(&words, &c, None, &m, Device::Cpu, false).unwrap();
+    let (words, m) = plain_model(d.path());
     let ck = lm::load(&m, Device::Cpu, Kind::Float).unwrap();
     let e = cell_type::predict(&ck, &words, false)
         .unwrap_err()
@@ -220,15 +230,11 @@ fn the_answer_stage_reads_corpus_labels_only() {
         ..CorpusSpec::default()
     };
     let c = TrainConfig {
-        layers: 1,
-        hidden: 32,
-        heads: 2,
-        intermediate: 64,
         max_genes: 30,
         steps: 4,
         batch_size: 4,
         eval_every: 2,
-        ..TrainConfig::default()
+        ..tiny()
     };
     let base = d.path().join("base");
     pretrain::pretrain(&spec, &c, &dirs, &cache, "test", &base, Device::Cpu, false).unwrap();
@@ -288,19 +294,7 @@ fn the_answer_stage_reads_corpus_labels_only() {
 #[test]
 fn nan_weights_are_named_not_blamed_on_precision() {
     let d = tempfile::tempdir().unwrap();
-    let (words, _) = toy(12);
-    let c = TrainConfig {
-        layers: 1,
-        hidden: 32,
-        heads: 2,
-        intermediate: 64,
-        max_genes: 12,
-        steps: 1,
-        batch_size: 4,
-        ..TrainConfig::default()
-    };
-    let m = d.path().join("plain");
-    lm::train(&words, &c, None, &m, Device::Cpu, false).unwrap();
+    let (words, m) = plain_model(d.path());
     let ck = lm::load(&m, Device::Cpu, Kind::Float).unwrap();
     let texts = vec![words[0].join(" ")];
     let opts = lm::EmbedOptions::default();

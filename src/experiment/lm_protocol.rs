@@ -160,6 +160,14 @@ fn corpus_spec(e: &Experiment, p: &PretrainSection, evaluated: &[String]) -> Cor
     }
 }
 
+/// Each corpus dataset's id and file digest (what a pretrained stage's key holds).
+fn file_digests(entries: &[data::DatasetEntry], cache: &Cache) -> Result<Vec<(String, String)>> {
+    entries
+        .iter()
+        .map(|en| Ok((en.id.clone(), cache.file_digest(&en.path)?)))
+        .collect()
+}
+
 /// The pretrained model `base` after the answer-only stage on the corpus labels (`p.answer`), a
 /// cached stage keyed by the base's digest, the corpus files' digests and the settings.
 #[allow(clippy::too_many_arguments)]
@@ -177,10 +185,7 @@ pub fn answer_model(
     let spec = corpus_spec(e, p, evaluated);
     let dirs = data::corpus_data_dirs(data_dir);
     let (entries, _) = pretrain::plan(&spec, &dirs);
-    let digests: Vec<(String, String)> = entries
-        .iter()
-        .map(|en| Ok((en.id.clone(), cache.file_digest(&en.path)?)))
-        .collect::<Result<_>>()?;
+    let digests = file_digests(&entries, cache)?;
     let base_digest = cache.file_digest(base)?;
     let command = format!(
         "cellsentence run {} (annotation.pretrain.answer)",
@@ -214,10 +219,7 @@ pub fn pretrained_model(
     let spec = corpus_spec(e, p, evaluated);
     let dirs = data::corpus_data_dirs(data_dir);
     let (entries, held) = pretrain::plan(&spec, &dirs);
-    let digests: Vec<(String, String)> = entries
-        .iter()
-        .map(|en| Ok((en.id.clone(), cache.file_digest(&en.path)?)))
-        .collect::<Result<_>>()?;
+    let digests = file_digests(&entries, cache)?;
     let want = run_weights(e, p, untrained)?;
     let lm = TrainConfig {
         steps: match want {

@@ -10,6 +10,7 @@ use crate::paper;
 use crate::report;
 
 mod compute;
+mod report_answer;
 mod report_md;
 mod report_quality;
 

@@ -1,0 +1,203 @@
+//! REPORT.md's sections read back from the committed tables of the extra LM experiments (the LM
+//! fine-tuned for annotation, 5-fold and across donors; the frozen model with corpus answers).
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::paper::Reported;
+use crate::report::{f4, Table};
+
+/// A method's fold-mean macro-F1 and its sd in a table of annotation scores.
+fn macro_f1(t: &Table, method: &str) -> Option<(f64, f64)> {
+    let r = t.rows.iter().find(|r| t.cell(r, "method") == method)?;
+    let v = |c: &str| t.cell(r, c).parse::<f64>().ok();
+    Some((v("macro_f1")?, v("macro_f1_sd")?))
+}
+
+/// Where the LM fine-tuned for annotation writes (`experiments/extra/lm_finetune_annotation.yaml`).
+pub(super) const ANSWER_DIR: &str = "lm_finetune_annotation";
+/// The columns (and headers) of the fine-tuned-for-annotation tables: method and fold scores.
+const SCORE_COLUMNS: [(&str, &str); 5] = [
+    ("method", "method"),
+    ("accuracy", "accuracy"),
+    ("accuracy_sd", "sd"),
+    ("macro_f1", "macro-F1"),
+    ("macro_f1_sd", "sd"),
+];
+/// The same, leave one donor out (`experiments/extra/lm_finetune_annotation_lobo.yaml`).
+pub(super) const ANSWER_LOBO_DIR: &str = "lm_finetune_annotation_lobo";
+/// The frozen held-out model with the answer-only stage on the corpus labels
+/// (`experiments/extra/lm_answer_pretrain.yaml`).
+pub(super) const ANSWER_PRETRAIN_DIR: &str = "lm_answer_pretrain";
+
+/// The LM fine-tuned for annotation: the committed table of its extra experiment (not rerun by
+/// `reproduce`; the one section read back from a file), when the results root holds it, beside
+/// the paper's C2S and fine-tuned foundation models, and whether pretraining helps.
+pub(super) fn answer_section(out: &Path, reported: &Reported) -> Result<String> {
+    let path = out.join(ANSWER_DIR).join("annotation.csv");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(String::new());
+    };
+    let fix = "rerun `cellsentence run experiments/extra/lm_finetune_annotation.yaml`";
+    let t = Table::from_csv(&text).map_err(|e| Error::format(&path, e, fix))?;
+    let mut md = String::from(
+        "## Beyond the paper — the LM fine-tuned for annotation (Cell2Sentence's own task)\n\n",
+    );
+    md.push_str("The paper's C2S-Pythia-410M was fine-tuned on cell-type prediction (prompt → the cell type, loss on the answer alone) before its frozen embedding fed the MLP. The same recipe here, per fold of the 5-fold split: the small LM is fine-tuned on the training part's labelled sentences only (class-balanced batches; the fold's validation part picks the kept step by its answer loss), then **answers** the test part's cell types (restricted to the trained labels), or its embedding feeds the paper's MLP. Three starts: random weights; the pretrained model held out from Baron (does pretraining help?); and that model after an answer-only stage on the corpus datasets' own labels, as the paper's model had learnt cell types on labelled atlases before it was evaluated.\n\n");
+    let cols = [SCORE_COLUMNS.as_slice(), &[("role", "role")]].concat();
+    md.push_str(&t.select(&cols).to_markdown());
+    let paper: Vec<String> = [
+        "C2S Pythia-410M",
+        "HVG C2S Pythia-410M",
+        "scGPT",
+        "CellFM(80M)",
+    ]
+    .iter()
+    .filter_map(|m| {
+        let (_, v) = reported.annotation_intra.iter().find(|(n, _)| n == m)?;
+        Some(format!("{m} {} / {}", f4(v.accuracy), f4(v.macro_f1)))
+    })
+    .collect();
+    md.push_str(&format!(
+        "\nThe paper on Pancreas (accuracy / macro-F1): {}.\n\n",
+        paper.join(", ")
+    ));
+    let f1 = |method: String| macro_f1(&t, &method);
+    let starts = [
+        ("the pretrained LM", "pretraining"),
+        (
+            "the pretrained LM + corpus answers",
+            "pretraining with corpus answers",
+        ),
+    ];
+    for mode in ["full", "hvg"] {
+        let name = |start: &str| {
+            format!("LM fine-tuned for annotation {start}, {mode} sentences (answer)")
+        };
+        let Some((r, rs)) = f1(name("from random weights")) else {
+            continue;
+        };
+        for (start, what) in starts {
+            let Some((p, ps)) = f1(name(&format!("from {start}"))) else {
+                continue;
+            };
+            let verdict = if (p - r).abs() <= rs.max(ps) {
+                "no clear difference: within one fold sd".to_string()
+            } else if p > r {
+                format!("{what} helps")
+            } else {
+                format!("{what} hurts")
+            };
+            md.push_str(&format!("- {mode} sentences, answers: macro-F1 {} ± {} from random weights, {} ± {} from {start} ({:+.4}): {verdict}.\n", f4(r), f4(rs), f4(p), f4(ps), p - r));
+        }
+    }
+    md.push_str(&format!(
+        "\nFolds, per-class F1 and confusion matrices: [{ANSWER_DIR}/index.md]({ANSWER_DIR}/index.md) (`cellsentence run experiments/extra/lm_finetune_annotation.yaml`).\n\n"
+    ));
+    md.push_str(&answer_lobo_section(out, reported)?);
+    md.push_str(&answer_pretrain_section(out)?);
+    Ok(md)
+}
+
+/// The frozen held-out model by the same recipe: next-gene only, next-gene + the answer-only stage
+/// on the corpus labels, and the untrained control (empty when that extra experiment's results are
+/// not committed).
+fn answer_pretrain_section(out: &Path) -> Result<String> {
+    let path = out.join(ANSWER_PRETRAIN_DIR).join("annotation.csv");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(String::new());
+    };
+    let fix = "rerun `cellsentence run experiments/extra/lm_answer_pretrain.yaml`";
+    let t = Table::from_csv(&text).map_err(|e| Error::format(&path, e, fix))?;
+    let mut md = String::from("**The frozen held-out model by the same recipe** (issue 29 item 3): the committed pretrained LM (next-gene objective, Baron held out) given an answer-only stage on the corpus datasets' own labels (the kept step chosen by the corpus validation split; `corpus.json` records the label keys and vocabulary), its frozen mean-pooled embedding fed to the paper's MLP beside the next-gene model and the untrained control (Baron 5-fold):\n\n");
+    md.push_str(&t.select(&SCORE_COLUMNS).to_markdown());
+    let f1 = |method: &str| macro_f1(&t, method);
+    md.push('\n');
+    for mode in ["full", "hvg"] {
+        let row = |prefix: &str| f1(&format!("{prefix} {mode} sentences + MLP"));
+        if let (Some((n, _)), Some((a, asd)), Some((u, usd))) = (
+            row("pretrained LM"),
+            row("pretrained LM + corpus answers"),
+            row("untrained LM"),
+        ) {
+            let verdict = if a + asd.max(usd) < u {
+                "still below the untrained control"
+            } else if a < u {
+                "below the untrained control by less than one fold sd"
+            } else {
+                "not below the untrained control"
+            };
+            md.push_str(&format!("- {mode} sentences: macro-F1 next-gene {}, + corpus answers {} ± {}, untrained {} ± {}: {verdict}.\n", f4(n), f4(a), f4(asd), f4(u), f4(usd)));
+        }
+    }
+    md.push_str(&format!(
+        "\nFolds and per-class F1: [{ANSWER_PRETRAIN_DIR}/index.md]({ANSWER_PRETRAIN_DIR}/index.md) (`cellsentence run experiments/extra/lm_answer_pretrain.yaml`).\n\n"
+    ));
+    Ok(md)
+}
+
+/// The committed leave-one-donor-out table of the fine-tuned-for-annotation rows (empty when that
+/// extra experiment's results are not committed).
+fn answer_lobo_section(out: &Path, reported: &Reported) -> Result<String> {
+    let path = out.join(ANSWER_LOBO_DIR).join("annotation.csv");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(String::new());
+    };
+    let fix = "rerun `cellsentence run experiments/extra/lm_finetune_annotation_lobo.yaml`";
+    let t = Table::from_csv(&text).map_err(|e| Error::format(&path, e, fix))?;
+    let mut md = String::from("**Across donors** (leave one of Baron's donors out; random start; the held-out donor is never read before it is answered):\n\n");
+    md.push_str(&t.select(&SCORE_COLUMNS).to_markdown());
+    if let Some(unseen) = t
+        .rows
+        .first()
+        .map(|r| t.cell(r, "unseen_test_labels"))
+        .filter(|u| !u.is_empty())
+    {
+        md.push_str(&format!("\nClasses a held-out donor has and the other donors lack can only be missed: {unseen} (every row).\n"));
+    }
+    let paper: Vec<String> = ["C2S Pythia-410M", "HVG C2S Pythia-410M", "SVM"]
+        .iter()
+        .filter_map(|m| {
+            let get = |t: &crate::paper::Ordered<crate::paper::Ordered<f64>>| {
+                let (_, per) = t.iter().find(|(n, _)| n == m)?;
+                per.iter().find(|(d, _)| d == "Pancreas").map(|(_, v)| *v)
+            };
+            let (acc, f1) = (
+                get(&reported.inter_accuracy)?,
+                get(&reported.inter_macro_f1)?,
+            );
+            Some(format!("{m} {} / {}", f4(acc), f4(f1)))
+        })
+        .collect();
+    if !paper.is_empty() {
+        md.push_str(&format!(
+            "\nThe paper on Pancreas across batches (Figures X–XI, accuracy / macro-F1): {}.\n",
+            paper.join(", ")
+        ));
+    }
+    md.push_str(&format!(
+        "\nFolds, per-class F1 and confusion matrices: [{ANSWER_LOBO_DIR}/index.md]({ANSWER_LOBO_DIR}/index.md) (`cellsentence run experiments/extra/lm_finetune_annotation_lobo.yaml`).\n\n"
+    ));
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed REPORT.md holds the fine-tuned-for-annotation section exactly as it is built
+    /// from the committed table of `experiments/extra/lm_finetune_annotation.yaml`.
+    #[test]
+    fn committed_report_holds_the_answer_section() {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let reported = crate::paper::load_or_builtin(None).unwrap();
+        let section = answer_section(&results, &reported).unwrap();
+        if section.is_empty() {
+            return; // the extra experiment's results are not committed
+        }
+        let report = std::fs::read_to_string(results.join("REPORT.md")).unwrap();
+        assert!(
+            report.contains(&section),
+            "results/REPORT.md lacks the section, as built:\n{section}"
+        );
+    }
+}
