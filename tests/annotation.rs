@@ -1036,6 +1036,11 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
     insta::assert_snapshot!("committed_lm_layers", read("results/lm_scaling/layers.csv"));
     let top = read("results/attribution/top_genes.csv");
     insta::assert_snapshot!("committed_attribution_top_genes", top);
+    // attribution through the answer of the LM fine-tuned for annotation (scripts/lm-attribution.sh)
+    insta::assert_snapshot!(
+        "committed_attribution_answer_top_genes",
+        read("results/attribution_answer/top_genes.csv")
+    );
     // the pretraining on Cell2Sentence's cell-type task (experiments/extra/lm_cell_type_task.yaml)
     for t in ["scaling", "layers"] {
         insta::assert_snapshot!(

@@ -311,3 +311,43 @@ fn nan_weights_are_named_not_blamed_on_precision() {
     assert!(e.contains("weights hold NaN"), "{e}");
     assert!(!e.contains("reduced precision"), "{e}");
 }
+
+/// `attribute` on a model fine-tuned for cell types explains its own answer (issue 29 item 4):
+/// the table says so, ranks genes only (never the task token), and the MLP's options are refused.
+#[test]
+fn attribute_reads_a_fine_tuned_model_through_its_answer() {
+    let d = tempfile::tempdir().unwrap();
+    finetune(d.path(), "m", None);
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(bin());
+        c.current_dir(d.path()).args([
+            "--quiet",
+            "attribute",
+            "--model",
+            "m",
+            "--input",
+            fx.to_str().unwrap(),
+            "--label-key",
+            "cell_type",
+            "--out",
+            "attr",
+        ]);
+        c.args(extra).output().unwrap()
+    };
+    let o = run(&["--folds", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--folds") && err.contains("own answer"),
+        "{err}"
+    );
+    assert!(!d.path().join("attr").exists());
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(d.path().join("attr/top_genes.md")).unwrap();
+    assert!(md.contains("the LM's own answer"), "{md}");
+    let csv = std::fs::read_to_string(d.path().join("attr/top_genes.csv")).unwrap();
+    assert!(csv.lines().count() > 1, "{csv}");
+    assert!(!csv.contains("<|CELL_TYPE|>"), "{csv}");
+}

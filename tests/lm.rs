@@ -769,6 +769,89 @@ fn attribution_matches_finite_differences() {
     eprintln!("gradient × input within {worst:.1e} of central differences");
 }
 
+/// Attribution through the LM's own answer (issue 29 item 4) against finite differences, in double
+/// precision: each prompt token's gradient × input of the answer token's logit at the prompt's
+/// end equals the central difference along that token's embedding; integrated gradients add up to
+/// logit(E) − logit(0).
+#[test]
+fn answer_attribution_matches_finite_differences() {
+    use cellsentence::attribution::{self, Method, Readout};
+    let dir = fixture("neox_par25");
+    let (model, mut vs) = load::load_model(&dir, Device::Cpu).unwrap();
+    vs.double();
+    let r = reference(&dir);
+    let lengths: Vec<i64> =
+        Vec::<i64>::try_from(r["attention_mask"].sum_dim_intlist(1, false, Kind::Int64)).unwrap();
+    let seqs: Vec<Vec<i64>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Vec::<i64>::try_from(r["input_ids"].get(i as i64).narrow(0, 0, n)).unwrap())
+        .collect();
+    // answer tokens: arbitrary vocabulary ids, one per prompt
+    let targets: Vec<i64> = (0..seqs.len() as i64).map(|i| 3 + 5 * i).collect();
+    let scores = attribution::readout_scores(
+        &model,
+        Readout::Answer,
+        &seqs,
+        &targets,
+        (Method::GradInput, 0),
+        3,
+    )
+    .unwrap();
+    let logit = |e: &Tensor, i: usize| {
+        tch::no_grad(|| {
+            attribution::answer_logits(&model, e, &[lengths[i]])
+                .get(0)
+                .double_value(&[targets[i]])
+        })
+    };
+    let eps = 1e-6;
+    let mut worst = 0f64;
+    let mut moved = 0usize;
+    for (i, s) in seqs.iter().enumerate() {
+        let ids = Tensor::from_slice(s).view([1, -1]);
+        let e = tch::no_grad(|| model.embed(&ids));
+        assert_eq!(scores[i].len(), s.len());
+        for t in 0..s.len() as i64 {
+            let dir = Tensor::zeros_like(&e);
+            dir.narrow(1, t, 1).copy_(&e.narrow(1, t, 1));
+            let fd = (logit(&(&e + &dir * eps), i) - logit(&(&e - &dir * eps), i)) / (2.0 * eps);
+            let err = (fd - scores[i][t as usize]).abs();
+            assert!(
+                err <= 1e-6 * (1.0 + fd.abs()),
+                "cell {i} token {t}: gradient × input {} vs finite difference {fd}",
+                scores[i][t as usize]
+            );
+            moved += usize::from(fd.abs() > 1e-4);
+            worst = worst.max(err);
+        }
+    }
+    assert!(
+        moved > seqs.len(),
+        "the answer must depend on the prompt's tokens"
+    );
+    let ig = attribution::readout_scores(
+        &model,
+        Readout::Answer,
+        &seqs,
+        &targets,
+        (Method::IntegratedGradients, 64),
+        4,
+    )
+    .unwrap();
+    for (i, s) in seqs.iter().enumerate() {
+        let ids = Tensor::from_slice(s).view([1, -1]);
+        let e = tch::no_grad(|| model.embed(&ids));
+        let want = logit(&e, i) - logit(&(&e * 0.0), i);
+        let got: f64 = ig[i].iter().sum();
+        assert!(
+            (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+            "cell {i}: integrated gradients add to {got}, logit difference {want}"
+        );
+    }
+    eprintln!("answer gradient × input within {worst:.1e} of central differences");
+}
+
 /// `train-lm --out` never deletes an unrelated folder: refused before training, left untouched.
 #[test]
 fn train_refuses_to_replace_a_folder_that_is_not_a_model() {

@@ -200,7 +200,9 @@ pub fn cmd_probe(a: &ProbeArgs) -> Result<()> {
 /// `attribute` options.
 #[derive(Debug, Args)]
 pub struct AttributeArgs {
-    /// A gene-level model directory trained by the harness (`train-lm`, `pretrain-lm`).
+    /// A gene-level model directory trained by the harness (`train-lm`, `pretrain-lm`): its
+    /// embedding feeds an MLP per fold. A model fine-tuned for cell types (`finetune-lm --task
+    /// cell_type`) is attributed through its own answer instead.
     #[arg(long)]
     pub model: PathBuf,
     /// Labelled cells (an .h5ad or dataset id), preprocessed as `sentences` does.
@@ -216,15 +218,16 @@ pub struct AttributeArgs {
     /// Steps of integrated gradients.
     #[arg(long, default_value_t = 16, value_parser = super::domain::count())]
     pub ig_steps: usize,
-    /// Hidden state the embedding pools (as `embed --layer`).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
-    pub layer: i64,
+    /// Hidden state the embedding pools (as `embed --layer`; default -1). Not for a model's answer.
+    #[arg(long, allow_negative_numbers = true)]
+    pub layer: Option<i64>,
     /// Genes kept per cell type.
     #[arg(long, default_value_t = 20, value_parser = super::domain::count())]
     pub top: usize,
-    /// Stratified folds (each cell is attributed with the MLP of the fold that tests it).
-    #[arg(long, default_value_t = 5, value_parser = super::domain::folds())]
-    pub folds: usize,
+    /// Stratified folds (each cell is attributed with the MLP of the fold that tests it; default
+    /// 5). Not for a model's answer.
+    #[arg(long, value_parser = super::domain::folds())]
+    pub folds: Option<usize>,
     /// Known markers, CSV `cell_type,gene` (lines starting with # are comments): flagged in the
     /// Markdown table.
     #[arg(long)]
@@ -293,15 +296,31 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     let ids =
         ck.tokenizer
             .encode_batch(&lm::sentence_texts(&ck, &words, &style, meta.max_genes)?)?;
-    let o = crate::attribution::AttributionOptions {
-        method: a.method,
-        steps: a.ig_steps,
-        layer: a.layer,
-        folds: a.folds,
-        top: a.top,
-        ..Default::default()
+    let answerer = a.model.join(lm::cell_type::HEAD).exists();
+    let method = match a.method {
+        crate::attribution::Method::GradInput => "Gradient × input".to_string(),
+        crate::attribution::Method::IntegratedGradients => {
+            format!("Integrated gradients ({} steps, zero baseline)", a.ig_steps)
+        }
     };
-    let r = crate::attribution::attribute_cells(&ck.model, &ck.tokenizer, &ids, &labels, &o)?;
+    let (r, how) = if answerer {
+        answer_attribution(a, &ck, &ids, &labels, &method)?
+    } else {
+        let o = crate::attribution::AttributionOptions {
+            method: a.method,
+            steps: a.ig_steps,
+            layer: a.layer.unwrap_or(-1),
+            folds: a.folds.unwrap_or(5),
+            top: a.top,
+            ..Default::default()
+        };
+        let r = crate::attribution::attribute_cells(&ck.model, &ck.tokenizer, &ids, &labels, &o)?;
+        let how = format!(
+            "{method} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it",
+            o.layer, o.folds
+        );
+        (r, how)
+    };
     let markers = a
         .markers
         .as_deref()
@@ -310,16 +329,10 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         .unwrap_or_default();
     let (csv, md, summary) = attribution_tables(&id, &r, &markers);
     let heading = format!(
-        "# Gene-token attribution — {} ({} sentences), model {}\n\n{} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
+        "# Gene-token attribution — {} ({} sentences), model {}\n\n{how}; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
         id,
         crate::experiment::mode_label(a.source.genes),
         a.model.display(),
-        match a.method {
-            crate::attribution::Method::GradInput => "Gradient × input".to_string(),
-            crate::attribution::Method::IntegratedGradients => format!("Integrated gradients ({} steps, zero baseline)", a.ig_steps),
-        },
-        a.layer,
-        a.folds,
         a.markers.as_ref().map_or(String::new(), |m| format!(" Known markers from {}.", m.display()))
     );
     let fig = attribution_heatmap(&id, &r);
@@ -335,6 +348,74 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     staged.keep_from_old(crate::experiment::KEPT_NOTES)?;
     staged.commit("attribute")?;
     print_out(&summary.to_markdown())
+}
+
+/// Attribution through the answer of a model fine-tuned for cell types: every correctly answered
+/// cell with that one model (the MLP's `--folds` and `--layer` do not apply and are refused).
+fn answer_attribution(
+    a: &AttributeArgs,
+    ck: &lm::Checkpoint,
+    ids: &[Vec<i64>],
+    labels: &[String],
+    method: &str,
+) -> Result<(crate::attribution::Attribution, String)> {
+    if let Some(opt) = [
+        ("--folds", a.folds.is_some()),
+        ("--layer", a.layer.is_some()),
+    ]
+    .iter()
+    .find_map(|(n, given)| given.then_some(*n))
+    {
+        return Err(Error::param(
+            opt,
+            format!(
+                "{} is fine-tuned for cell types: it is attributed through its own answer, which has no MLP folds or pooled layer; drop {opt}",
+                a.model.display()
+            ),
+        ));
+    }
+    let head = lm::cell_type::CellTypeHead::read(&a.model)?;
+    let answers: Vec<(String, i64)> = head
+        .labels
+        .iter()
+        .zip(&head.tokens)
+        .map(|(l, t)| {
+            ck.tokenizer.id(t).map(|id| (l.clone(), id)).ok_or_else(|| {
+                Error::format(
+                    &ck.tokenizer.path,
+                    format!("the answer token {t} of cell_type.json is missing"),
+                    "use the tokenizer.json saved with the fine-tune",
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let skip: Vec<i64> = ck
+        .tokenizer
+        .id(lm::corpus::CELL_TYPE_SEP)
+        .into_iter()
+        .collect();
+    let o = crate::attribution::AttributionOptions {
+        method: a.method,
+        steps: a.ig_steps,
+        top: a.top,
+        ..Default::default()
+    };
+    let r = crate::attribution::attribute_answers(
+        &ck.model,
+        &ck.tokenizer,
+        ids,
+        labels,
+        &answers,
+        &skip,
+        &o,
+    )?;
+    let trained: usize = head.train_cells.iter().sum();
+    let how = format!(
+        "{method} of the LM's own answer (the logit of the cell type's answer token at the prompt's end, Cell2Sentence's cell-type prediction) through its token embeddings: every cell the model answers right (its answer restricted to the {} trained labels) is attributed with this one fine-tuned model ({} training cells; cells it was trained on are included when they are among the input's)",
+        head.labels.len(),
+        trained
+    );
+    Ok((r, how))
 }
 
 /// The attribution's tables: `top_genes.csv` rows, the Markdown top genes with known markers, and

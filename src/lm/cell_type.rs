@@ -15,6 +15,7 @@ use super::train::{self, lr_at, Fitted, TrainConfig};
 use super::NeoxConfig;
 use crate::progress::Progress;
 use crate::{Error, Result};
+use rand::distr::Distribution;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -490,11 +491,18 @@ pub fn finetune(
     );
     bar.inc(done as u64);
     let mut seen = 0usize;
+    let sizes: Vec<usize> = by_class.iter().map(Vec::len).collect();
+    let class_draw =
+        rand::distr::weighted::WeightedIndex::new(c.answer_sampling.class_weights(&sizes))
+            .map_err(|e| Error::param("answer_sampling", e.to_string()))?;
     for step in 0..c.steps {
-        // class-balanced: a class uniformly, then one of its cells
+        // a class (uniformly when balanced, as `answer_sampling` says), then one of its cells
         let batch: Vec<usize> = (0..c.batch_size)
             .map(|_| {
-                let k = rng.random_range(0..by_class.len());
+                let k = match c.answer_sampling {
+                    train::Sampling::Balanced => rng.random_range(0..by_class.len()),
+                    _ => class_draw.sample(&mut rng),
+                };
                 *by_class[k].choose(&mut rng).expect("every class has cells")
             })
             .collect();
@@ -692,6 +700,44 @@ pub fn stratified_split(labels: &[String], fraction: f64, seed: u64) -> (Vec<usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Class draws: balanced gives every class the same chance, sqrt in proportion to the root of
+    /// its cells, natural to its cells; next-gene training refuses the key it would ignore.
+    #[test]
+    fn answer_sampling_weighs_classes_as_named() {
+        use train::Sampling;
+        let sizes = [1usize, 4, 16];
+        let close = |a: Vec<f64>, b: [f64; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+        assert!(close(
+            Sampling::Balanced.class_weights(&sizes),
+            [1.0 / 3.0; 3]
+        ));
+        assert!(close(
+            Sampling::Sqrt.class_weights(&sizes),
+            [1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0]
+        ));
+        assert!(close(
+            Sampling::Natural.class_weights(&sizes),
+            [1.0 / 21.0, 4.0 / 21.0, 16.0 / 21.0]
+        ));
+        let c = TrainConfig {
+            answer_sampling: Sampling::Natural,
+            ..TrainConfig::default()
+        };
+        let words: Vec<Vec<String>> = (0..8).map(|i| vec![format!("G{i}"), "G9".into()]).collect();
+        let e = train::fit(
+            &words,
+            &c,
+            train::Init::Scratch { vocab: None },
+            Device::Cpu,
+            false,
+            None,
+            None,
+        )
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("answer_sampling"), "{e}");
+    }
 
     #[test]
     fn answer_targets_keep_only_the_answer() {

@@ -76,6 +76,45 @@ pub struct TrainConfig {
     /// then rewards only which genes go together, not their rank).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub shuffle_genes: bool,
+    /// How a cell-type fine-tune draws its training cells (`finetune-lm --task cell_type` and the
+    /// answer stages only).
+    #[serde(skip_serializing_if = "Sampling::is_balanced")]
+    pub answer_sampling: Sampling,
+}
+
+/// How the cells of a cell-type fine-tune's batches are drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// A class uniformly, then one of its cells (every type as often as any other).
+    #[default]
+    Balanced,
+    /// A class with probability proportional to the square root of its cells, then one of them.
+    Sqrt,
+    /// A cell uniformly (the reference's shuffled epochs: types as often as they occur).
+    Natural,
+}
+
+impl Sampling {
+    fn is_balanced(&self) -> bool {
+        *self == Sampling::Balanced
+    }
+
+    /// The probability of drawing each class of `sizes` cells.
+    pub fn class_weights(self, sizes: &[usize]) -> Vec<f64> {
+        let w: Vec<f64> = sizes
+            .iter()
+            .map(|&n| match self {
+                Sampling::Balanced => f64::from(u8::from(n > 0)),
+                Sampling::Sqrt => (n as f64).sqrt(),
+                Sampling::Natural => n as f64,
+            })
+            .collect();
+        let total: f64 = w.iter().sum();
+        w.into_iter()
+            .map(|x| x / total.max(f64::MIN_POSITIVE))
+            .collect()
+    }
 }
 
 /// Pythia's rotary fraction (left out of serialised settings, so earlier keys stay valid).
@@ -109,6 +148,7 @@ impl Default for TrainConfig {
             rotary_pct: PYTHIA_ROTARY_PCT,
             logit_prior: false,
             shuffle_genes: false,
+            answer_sampling: Sampling::Balanced,
         }
     }
 }
@@ -498,6 +538,12 @@ pub fn fit(
     stop_after: Option<usize>,
 ) -> Result<Fitted> {
     check(c)?;
+    if !c.answer_sampling.is_balanced() {
+        return Err(Error::param(
+            "answer_sampling",
+            "applies to cell-type fine-tunes only (finetune-lm --task cell_type, answer stages); next-gene training reads every sentence alike: remove the key",
+        ));
+    }
     let sents: Vec<&[String]> = sentences
         .iter()
         .map(|s| &s[..s.len().min(c.max_genes)])

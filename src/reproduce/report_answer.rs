@@ -95,6 +95,78 @@ pub(super) fn answer_section(out: &Path, reported: &Reported) -> Result<String> 
     ));
     md.push_str(&answer_lobo_section(out, reported)?);
     md.push_str(&answer_pretrain_section(out)?);
+    md.push_str(&answer_attribution_section(out)?);
+    Ok(md)
+}
+
+/// Where the attribution through the fine-tuned LM's answer writes (`scripts/lm-attribution.sh`),
+/// and the frozen model's MLP attribution beside it.
+pub(super) const ATTRIBUTION_ANSWER_DIR: &str = "attribution_answer";
+const ATTRIBUTION_MLP_DIR: &str = "attribution";
+
+/// The per-type summary of an `attribute` folder's `top_genes.md`: type → (attributed cells,
+/// cells, known markers in the top genes, markers listed).
+fn attribution_summary(dir: &Path) -> Option<Vec<[String; 5]>> {
+    let text = std::fs::read_to_string(dir.join("top_genes.md")).ok()?;
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.starts_with("| cell_type | attributed cells"))
+        .skip(2);
+    let mut out = Vec::new();
+    for l in lines.by_ref().take_while(|l| l.starts_with('|')) {
+        let f: Vec<String> = l
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect();
+        out.push(f.try_into().ok()?);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Which known markers the fine-tuned LM's answer attends to, type by type, beside the frozen
+/// model's MLP (empty when the attribution is not committed).
+fn answer_attribution_section(out: &Path) -> Result<String> {
+    let Some(answer) = attribution_summary(&out.join(ATTRIBUTION_ANSWER_DIR)) else {
+        return Ok(String::new());
+    };
+    let mlp = attribution_summary(&out.join(ATTRIBUTION_MLP_DIR)).unwrap_or_default();
+    let mut md = String::from("**Which genes the answer reads** (issue 29 item 4; `scripts/lm-attribution.sh answer`): gradient × input of the LM's own answer — the logit of the cell type's answer token at the prompt's end — through its token embeddings (checked against central finite differences in `tests/lm.rs`), for the LM fine-tuned on all of Baron's cells (full sentences, random start, the `lm_answer` settings; in-sample: it shows what the trained model reads, its held-out accuracy is the table above). Known pancreas markers (`experiments/markers/pancreas.csv`) among each type's 20 highest-scoring genes, beside the same count through the frozen pretrained model's MLP (`results/attribution/`):\n\n");
+    let mut t = Table::new([
+        "cell type",
+        "cells answered right / all",
+        "markers found through the answer",
+        "markers found through the frozen MLP",
+        "markers listed",
+    ]);
+    let (mut types, mut found) = ([0usize; 2], [0usize; 2]);
+    for [ty, ok, all, markers, listed] in &answer {
+        let frozen = mlp
+            .iter()
+            .find(|r| &r[0] == ty)
+            .map_or(String::new(), |r| r[3].clone());
+        for (k, m) in [markers, &frozen].iter().enumerate() {
+            let n = m.split_whitespace().count();
+            found[k] += n;
+            types[k] += usize::from(n > 0);
+        }
+        t.push([
+            ty.clone(),
+            format!("{ok} / {all}"),
+            markers.clone(),
+            frozen,
+            listed.clone(),
+        ]);
+    }
+    md.push_str(&t.to_markdown());
+    md.push_str(&format!(
+        "\nThrough the answer, {} known markers rank in their type's top 20, in {} of the {} types; through the frozen model's MLP, {} markers in {} types. Top genes and heat map: [{ATTRIBUTION_ANSWER_DIR}/top_genes.md]({ATTRIBUTION_ANSWER_DIR}/top_genes.md).\n\n",
+        found[0],
+        types[0],
+        answer.len(),
+        found[1],
+        types[1]
+    ));
     Ok(md)
 }
 
