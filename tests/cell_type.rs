@@ -330,12 +330,10 @@ fn attribute_reads_a_fine_tuned_model_through_its_answer() {
             fx.to_str().unwrap(),
             "--label-key",
             "cell_type",
-            "--out",
-            "attr",
         ]);
         c.args(extra).output().unwrap()
     };
-    let o = run(&["--folds", "3"]);
+    let o = run(&["--folds", "3", "--out", "attr"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -343,11 +341,34 @@ fn attribute_reads_a_fine_tuned_model_through_its_answer() {
         "{err}"
     );
     assert!(!d.path().join("attr").exists());
-    let o = run(&[]);
+    let o = run(&["--out", "attr"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let md = std::fs::read_to_string(d.path().join("attr/top_genes.md")).unwrap();
     assert!(md.contains("the LM's own answer"), "{md}");
     let csv = std::fs::read_to_string(d.path().join("attr/top_genes.csv")).unwrap();
     assert!(csv.lines().count() > 1, "{csv}");
     assert!(!csv.contains("<|CELL_TYPE|>"), "{csv}");
+    // markers: an unknown cell type is refused by name, an unknown gene warned about by name
+    let first = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let m = d.path().join("markers.csv");
+    std::fs::write(&m, "cell_type,gene\nghost_type,INS\n").unwrap();
+    let o = run(&["--markers", m.to_str().unwrap(), "--out", "attr2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ghost_type") && err.contains(&first), "{err}");
+    std::fs::write(&m, format!("cell_type,gene\n{first},NOTAGENE1\n")).unwrap();
+    let o = run(&["--markers", m.to_str().unwrap(), "--out", "attr2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("NOTAGENE1") && err.contains("vocabulary"),
+        "{err}"
+    );
 }

@@ -232,13 +232,59 @@ pub struct AttributeArgs {
     /// Markdown table.
     #[arg(long)]
     pub markers: Option<PathBuf>,
+    /// Attribute even when most of the sentences' genes are unknown to the model's vocabulary
+    /// (they are read as `<unk>` and can never rank).
+    #[arg(long)]
+    pub allow_unknown_genes: bool,
     /// Output folder: top_genes.csv, top_genes.md, figures/attribution_heatmap.html.
     #[arg(long)]
     pub out: PathBuf,
 }
 
-/// Reads `cell_type,gene` lines.
-fn read_markers(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+/// Reads `cell_type,gene` lines: a cell type the input's labels lack is refused by name; a gene
+/// the model cannot read (not in its vocabulary, so it can never rank) is warned about by name.
+fn read_markers(
+    path: &std::path::Path,
+    labels: &[String],
+    tok: &lm::tokenizer::Tok,
+) -> Result<Vec<(String, String)>> {
+    let markers = parse_markers(path)?;
+    let known: std::collections::BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+    let mut unknown: Vec<&str> = markers
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .filter(|t| !known.contains(t))
+        .collect();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        let list: Vec<&str> = known.iter().copied().collect();
+        return Err(Error::format(
+            path,
+            format!(
+                "cell type(s) {} are not labels of the input (its labels: {})",
+                unknown.join(", "),
+                list.join(", ")
+            ),
+            "spell the types as the input's label column does, or remove their lines",
+        ));
+    }
+    let unread: Vec<&str> = markers
+        .iter()
+        .map(|(_, g)| g.as_str())
+        .filter(|g| tok.id(g).is_none())
+        .collect();
+    if !unread.is_empty() {
+        eprintln!(
+            "warning: {}: marker gene(s) {} are not in the model's vocabulary: they can never rank among the top genes",
+            path.display(),
+            unread.join(", ")
+        );
+    }
+    Ok(markers)
+}
+
+/// Parses `cell_type,gene` lines (genes upper-cased).
+fn parse_markers(path: &std::path::Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -293,9 +339,15 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     )?;
     let ck = lm::load(&a.model, tch::Device::Cpu, tch::Kind::Float)?;
     let style = lm::prompt_style(&a.model)?;
-    let ids =
-        ck.tokenizer
-            .encode_batch(&lm::sentence_texts(&ck, &words, &style, meta.max_genes)?)?;
+    let texts = lm::sentence_texts(&ck, &words, &style, meta.max_genes)?;
+    super::lm::check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
+    let markers = a
+        .markers
+        .as_deref()
+        .map(|p| read_markers(p, &labels, &ck.tokenizer))
+        .transpose()?
+        .unwrap_or_default();
+    let ids = ck.tokenizer.encode_batch(&texts)?;
     let answerer = a.model.join(lm::cell_type::HEAD).exists();
     let method = match a.method {
         crate::attribution::Method::GradInput => "Gradient × input".to_string(),
@@ -321,12 +373,6 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         );
         (r, how)
     };
-    let markers = a
-        .markers
-        .as_deref()
-        .map(read_markers)
-        .transpose()?
-        .unwrap_or_default();
     let (csv, md, summary) = attribution_tables(&id, &r, &markers);
     let heading = format!(
         "# Gene-token attribution — {} ({} sentences), model {}\n\n{how}; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
