@@ -110,7 +110,14 @@ pub fn select_hvg(
             if !counts_only && params.flavor != Flavor::SeuratV3 {
                 return Err(Error::param("hvg_on", "counts input is only meaningful for flavors seurat_v3, deviance and pearson_residuals; seurat and cell_ranger expect log data"));
             }
-            p.counts.as_ref().ok_or_else(|| Error::param("hvg_on", "raw counts are not available (input was not preprocessed from counts); use --on log"))?
+            p.counts.as_ref().ok_or_else(|| {
+                let fix = if counts_only {
+                    format!("flavor {} models raw counts: give the counts file without --no-preprocess, or choose a flavor that reads log data (seurat, cell_ranger, seurat_v3)", params.flavor)
+                } else {
+                    "use --on log (experiment files: hvg.on: log)".to_string()
+                };
+                Error::param("hvg_on", format!("raw counts are not available (the input was declared log-normalized, not preprocessed from counts); {fix}"))
+            })?
         }
     };
     hvg::highly_variable_genes(

@@ -153,6 +153,40 @@ fn counts_input_without_counts() {
     );
 }
 
+/// deviance and pearson_residuals read counts by default (as scanpy's do); on data declared
+/// log-normalized the message gives a way out, never the other `--on` back (issue 32 family 6).
+#[test]
+fn count_flavors_read_counts_without_a_fix_loop() {
+    for flavor in ["deviance", "pearson_residuals"] {
+        let (code, out, err) = run(&[
+            "hvg",
+            "--input",
+            &bad("ok_small.h5ad"),
+            "--flavor",
+            flavor,
+            "--n-top",
+            "10",
+        ]);
+        assert_eq!(code, 0, "{flavor}: {err}");
+        assert!(out.lines().count() >= 10, "{flavor}: {out}");
+        let (code, _, err) = run(&[
+            "hvg",
+            "--input",
+            &bad("ok_small.h5ad"),
+            "--flavor",
+            flavor,
+            "--no-preprocess",
+        ]);
+        assert_eq!(code, 2, "{flavor}: {err}");
+        assert!(
+            err.contains("without --no-preprocess")
+                && err.contains("seurat")
+                && !err.contains("--on log"),
+            "{flavor}: {err}"
+        );
+    }
+}
+
 #[test]
 fn qc_removes_every_cell() {
     expect_error(

@@ -59,7 +59,7 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
             no_preprocess: false,
             flavor: crate::hvg::Flavor::SeuratV3,
             n_top: 2000,
-            on: pipeline::HvgInput::Log,
+            on: Some(pipeline::HvgInput::Log),
             batch_key: None,
             hvg_list: None,
         },

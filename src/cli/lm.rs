@@ -526,7 +526,7 @@ pub(super) fn embedding_about(
             "no_preprocess": s.prep.no_preprocess,
             "flavor": s.prep.flavor.to_string(),
             "n_top": s.prep.n_top,
-            "on": s.prep.on.to_string(),
+            "on": s.prep.hvg_on().to_string(),
             "batch_key": s.prep.batch_key,
             "hvg_list": hvg_list,
             "hvg_list_sha256": hvg_list.map(|p| Cache::open(&a.cache, false)?.file_digest(p)).transpose()?,

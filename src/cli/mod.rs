@@ -182,9 +182,10 @@ pub struct PrepArgs {
     /// Number of highly variable genes.
     #[arg(long, default_value_t = 2000)]
     pub n_top: usize,
-    /// Matrix the HVG method reads: log (paper) or counts (textbook seurat_v3).
-    #[arg(long, value_parser = domain::choice::<HvgInput>(), default_value = "log")]
-    pub on: HvgInput,
+    /// Matrix the HVG method reads: log (paper) or counts (textbook seurat_v3). Default: counts
+    /// for deviance and pearson_residuals (they model counts, as in scanpy), log otherwise.
+    #[arg(long, value_parser = domain::choice::<HvgInput>())]
+    pub on: Option<HvgInput>,
     /// obs column with batches (scanpy's batch_key).
     #[arg(long)]
     pub batch_key: Option<String>,
@@ -192,6 +193,17 @@ pub struct PrepArgs {
     /// of selecting it: the jobs of a sharded run select once and share the list.
     #[arg(long)]
     pub hvg_list: Option<PathBuf>,
+}
+
+impl PrepArgs {
+    /// The matrix HVG selection reads: `--on` when given, else what the flavor models.
+    pub fn hvg_on(&self) -> HvgInput {
+        self.on.unwrap_or(if self.flavor.models_counts() {
+            HvgInput::Counts
+        } else {
+            HvgInput::Log
+        })
+    }
 }
 
 /// `hvg` options.
@@ -352,7 +364,7 @@ fn load(args: &InputArgs) -> Result<(DatasetEntry, data::Dataset)> {
 
 fn prepare(args: &InputArgs, prep: &PrepArgs) -> Result<Prepared> {
     let (_, ds) = load(args)?;
-    let keep_counts = prep.on == HvgInput::Counts;
+    let keep_counts = prep.hvg_on() == HvgInput::Counts;
     let p = PreprocessParams::default();
     pipeline::prepare(ds, (!prep.no_preprocess).then_some(&p), keep_counts)
 }
@@ -454,7 +466,12 @@ fn hvg_for(p: &Prepared, prep: &PrepArgs) -> Result<crate::hvg::HvgResult> {
                     prep.n_top
                 );
             }
-            pipeline::select_hvg(p, &hvg_params(prep), prep.on, prep.batch_key.as_deref())
+            pipeline::select_hvg(
+                p,
+                &hvg_params(prep),
+                prep.hvg_on(),
+                prep.batch_key.as_deref(),
+            )
         }
     }
 }

@@ -87,7 +87,7 @@ pub(super) fn unsupported(order: Order, genes: GeneSet, p: &super::PrepArgs) -> 
         "deviation sentences need the mean profile of all cells first"
     } else if genes == GeneSet::Hvg && p.hvg_list.is_none() && p.flavor.models_counts() {
         "streaming selects HVG with the flavors of log data (seurat_v3, seurat, cell_ranger)"
-    } else if genes == GeneSet::Hvg && p.hvg_list.is_none() && p.on != HvgInput::Log {
+    } else if genes == GeneSet::Hvg && p.hvg_list.is_none() && p.hvg_on() != HvgInput::Log {
         "streaming selects HVG on the log data only (--on log)"
     } else {
         return None;
