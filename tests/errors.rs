@@ -1009,6 +1009,50 @@ fn failed_run_leaves_no_results_folder() {
     assert!(out.is_dir(), "a folder that was there before is kept");
 }
 
+/// An experiment file declares a dataset log-normalized with `log_normalized` (the `run`
+/// counterpart of `--no-preprocess`, which the error on log data names); an id that is not one of
+/// the run's datasets is refused by name (issue 32 family 6).
+#[test]
+fn experiment_files_declare_log_normalized_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/log1p_natural.h5ad"
+    );
+    let run_with = |extra: &str| {
+        let y = dir.path().join("e.yaml");
+        std::fs::write(
+            &y,
+            format!("name: t\ntask: reconstruction\ndatasets: [{f}]\nmodes: [all]\n{extra}"),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        let cache = dir.path().join("cache");
+        run(&[
+            "run",
+            y.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+    };
+    let (code, _, err) = run_with("");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("log_normalized: [ID]") && !err.contains("pass --no-preprocess"),
+        "{err}"
+    );
+    let (code, _, err) = run_with("log_normalized: [ghost]\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("ghost") && err.contains("log1p_natural"),
+        "{err}"
+    );
+    let (code, _, err) = run_with("log_normalized: [log1p_natural]\n");
+    assert_eq!(code, 0, "{err}");
+}
+
 /// `--no-preprocess` declares X log-normalized: a negative value (a scaled matrix) is refused,
 /// naming the cell, the gene and where the log-normalized matrix usually is.
 #[test]

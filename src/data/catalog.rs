@@ -132,7 +132,9 @@ impl DatasetEntry {
                 progress,
             },
         )?;
-        if !self.counts {
+        // declared log-normalized: the base the file records (uns['log1p']['base']) is kept,
+        // natural log otherwise (scanpy's default)
+        if !self.counts && !matches!(ds.state, XState::LogNormalized { .. }) {
             ds.state = XState::LogNormalized { base: None };
         }
         Ok(ds)

@@ -256,7 +256,7 @@ pub fn check_matrix(
             source,
             "X",
             format!("{kind} {v} at {}: {what} needs raw counts", at(k)),
-            "point at a file (or --layer) holding raw counts, or pass --no-preprocess for already normalized data",
+            "point at a file (or layer) holding raw counts, or declare the data log-normalized: --no-preprocess on the command line, `log_normalized: [ID]` in an experiment file",
         ));
     }
     Ok(())

@@ -200,6 +200,10 @@ pub struct Experiment {
     /// Our dataset id → the paper's dataset it stands in for (Pancreas, Liver, Heart, Skin).
     #[serde(default)]
     pub paper_datasets: BTreeMap<String, String>,
+    /// Datasets (ids of `datasets`) whose X is already log-normalized, as `--no-preprocess`
+    /// declares on the command line: QC, normalize_total and log1p are skipped for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_normalized: Vec<String>,
     /// Preprocessing (QC thresholds, normalize_total target, log base); paper defaults.
     #[serde(default)]
     pub preprocess: PreprocessParams,
@@ -423,6 +427,21 @@ pub struct RunDataset {
     pub entry: DatasetEntry,
     /// The paper's dataset it stands in for.
     pub paper: Option<String>,
+    /// Declared log-normalized by the experiment file (`log_normalized`) against the catalog.
+    pub declared_log_normalized: bool,
+}
+
+impl RunDataset {
+    /// The input's digest as stage keys start from: the file's SHA-256, marked when the experiment
+    /// declared its X log-normalized (it is then read another way, so its stages differ).
+    pub fn digest(&self, cache: &crate::cache::Cache) -> Result<String> {
+        let d = cache.file_digest(&self.entry.path)?;
+        Ok(if self.declared_log_normalized {
+            format!("{d}+log_normalized")
+        } else {
+            d
+        })
+    }
 }
 
 /// What a run wrote.
@@ -483,6 +502,7 @@ pub fn resolve_datasets(e: &Experiment, opts: &RunOptions) -> Result<Vec<RunData
             out.push(RunDataset {
                 paper: e.paper_datasets.get(&entry.id).cloned(),
                 entry,
+                declared_log_normalized: false,
             });
         }
     }
@@ -493,6 +513,25 @@ pub fn resolve_datasets(e: &Experiment, opts: &RunOptions) -> Result<Vec<RunData
             "no dataset was found",
             "run scripts/fetch-data.sh or pass --data-dir",
         ));
+    }
+    for id in &e.log_normalized {
+        let Some(d) = out
+            .iter_mut()
+            .find(|d| &d.entry.id == id || d.entry.path == Path::new(id))
+        else {
+            let ids: Vec<&str> = out.iter().map(|d| d.entry.id.as_str()).collect();
+            return Err(e.err(
+                "log_normalized",
+                id,
+                format!(
+                    "`{id}` is not one of the run's datasets ({})",
+                    ids.join(", ")
+                ),
+                "list ids of `datasets` only",
+            ));
+        };
+        d.declared_log_normalized = d.entry.counts;
+        d.entry.counts = false;
     }
     Ok(out)
 }

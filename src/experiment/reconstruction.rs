@@ -125,7 +125,7 @@ fn dataset_records(
     cache: &Cache,
     quiet: bool,
 ) -> Result<(Selection, Vec<RecRecord>)> {
-    let digest = cache.file_digest(&d.entry.path)?;
+    let digest = d.digest(cache)?;
     let sel_inputs = (
         &digest,
         format!("{:?}", d.entry.matrix),

@@ -261,7 +261,7 @@ impl Ctx<'_> {
                 cx.quiet,
             )
         };
-        let digest = self.cache.file_digest(&self.d.entry.path)?;
+        let digest = self.d.digest(self.cache)?;
         let (dir, _) = match source {
             LmSource::Own => self.cache.dir_artifact(
                 "lm",
@@ -313,7 +313,7 @@ impl Ctx<'_> {
     fn lm_features(&mut self, mode: GeneSet, source: LmSource, order: Order) -> Result<Matrix> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         let mode = self.sentence_set(mode)?;
-        let digest = self.cache.file_digest(&self.d.entry.path)?;
+        let digest = self.d.digest(self.cache)?;
         let base = lm_inputs(&digest, e, mode);
         let model = self.lm_model(mode, source)?;
         let style = lm::prompt_style(&model)?;
@@ -506,7 +506,7 @@ pub(super) fn dataset_outputs(
     with_quality: bool,
 ) -> Result<(Vec<Row>, Vec<QualityRow>)> {
     let mut cx = Ctx::new((e, a, d), cache, quiet, run);
-    let digest = cache.file_digest(&d.entry.path)?;
+    let digest = d.digest(cache)?;
     let units = units(e, a);
     let rows = units
         .iter()
@@ -712,7 +712,7 @@ pub fn layer_evaluations(
 ) -> Result<Vec<Evaluation>> {
     let a = &e.annotation;
     let mut cx = Ctx::new((e, a, d), cache, quiet, (&[], None));
-    let digest = cache.file_digest(&d.entry.path)?;
+    let digest = d.digest(cache)?;
     let model_digest = cache.file_digest(model)?;
     let inputs = (
         lm_inputs(&digest, e, mode),

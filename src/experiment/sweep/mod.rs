@@ -211,7 +211,7 @@ fn dataset_points(
         e,
         d,
         cache,
-        digest: cache.file_digest(&d.entry.path)?,
+        digest: d.digest(cache)?,
         data: DatasetContext::new(e, d, quiet),
         split: None,
     };
