@@ -89,7 +89,8 @@ pub enum OutKind {
 /// Checks an output path before any work is done: never one of `inputs` nor an existing file or
 /// folder inside an input folder (a new file beside a model's files destroys nothing), a file
 /// output never an existing folder, a folder output never an existing folder that
-/// is not an earlier output (see [`OutKind`]); creates the parent folder or says why it cannot.
+/// is not an earlier output (see [`OutKind`]); creates the parent folder or says why it cannot,
+/// and removes the temporaries killed runs left there ([`clean_leftovers`]).
 pub fn check_out(option: &str, out: &Path, inputs: &[&Path], kind: OutKind) -> Result<()> {
     let bad = |what: String, fix: &str| Error::bad_value(out, option, what, fix);
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
@@ -155,6 +156,8 @@ pub fn check_out(option: &str, out: &Path, inputs: &[&Path], kind: OutKind) -> R
             "choose a writable location",
         ));
     }
+    // what a killed earlier run of any command left beside its output goes now
+    clean_leftovers(parent)?;
     Ok(())
 }
 

@@ -337,6 +337,7 @@ impl SentenceParquet {
                     Error::param("parquet", format!("{}: {e}", self.path.display()))
                 })?;
             }
+            crate::output::kill_point("sentences-parquet-written");
             std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
         })();
         if done.is_err() {

@@ -220,3 +220,83 @@ fn kill_at_every_rename_of_embed_and_train_lm_leaves_old_or_new_output() {
         embed(&p_old, None);
     }
 }
+
+/// Names in `dir` (not recursive), sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Streamed outputs after kill -9 (issue 32 family 5): `sentences --chunk-cells --out X.parquet`
+/// killed with its full-size temporary written, and `embed --chunk-cells --out X.npy` killed with
+/// its rows spilled, leave debris; the rerun removes it, and the folder holds exactly the outputs.
+#[test]
+fn killed_streamed_outputs_leave_exactly_the_outputs_after_a_rerun() {
+    let d = tempfile::tempdir().unwrap();
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    let fx = fx.to_str().unwrap();
+    let sentences = |kill: Option<&str>| {
+        cli(
+            &[
+                "sentences",
+                "--input",
+                fx,
+                "--chunk-cells",
+                "50",
+                "--out",
+                "s/S.parquet",
+            ],
+            d.path(),
+            kill,
+        )
+    };
+    sentences(Some("sentences-parquet-written"));
+    assert!(
+        !debris(&d.path().join("s")).is_empty(),
+        "the kill left nothing to clean"
+    );
+    sentences(None);
+    assert_eq!(names(&d.path().join("s")), ["S.parquet"]);
+
+    let cfg = r#"{"layers": 1, "hidden": 32, "heads": 4, "intermediate": 64, "steps": 2, "batch_size": 8, "max_genes": 50}"#;
+    cli(
+        &[
+            "train-lm", "--input", fx, "--genes", "hvg", "--config", cfg, "--out", "m",
+        ],
+        d.path(),
+        None,
+    );
+    let embed = |kill: Option<&str>| {
+        cli(
+            &[
+                "embed",
+                "--model",
+                "m",
+                "--input",
+                fx,
+                "--genes",
+                "hvg",
+                "--chunk-cells",
+                "50",
+                "--cache",
+                "cache",
+                "--out",
+                "e/E.npy",
+            ],
+            d.path(),
+            kill,
+        )
+    };
+    embed(Some("embed-rows-spilled"));
+    assert!(
+        !debris(&d.path().join("e")).is_empty(),
+        "the kill left nothing to clean"
+    );
+    embed(None);
+    assert_eq!(names(&d.path().join("e")), ["E.cells.txt", "E.npy"]);
+}

@@ -135,6 +135,7 @@ pub(super) fn stream_embed(
             let about = super::lm::embedding_about(a, shard, n_cells.get(), input_sha256)?;
             return crate::data::h5ad_out::write_embeddings(&a.out, &names, &m, &about);
         }
+        crate::output::kill_point("embed-rows-spilled");
         commit_npy(dir, &rows_tmp, &a.out, &names, cols)
     });
     let _ = std::fs::remove_file(&rows_tmp);

@@ -318,6 +318,17 @@ fn model_budget(dir: &Path) -> Option<usize> {
     lm::ModelMeta::read(dir).ok().flatten().map(|m| m.max_genes)
 }
 
+/// The digest of a list of prompts: their count, then each one (no two lists share it, not even
+/// no prompt and one empty prompt).
+fn texts_digest(texts: &[String]) -> String {
+    let mut h = format!("{}", texts.len());
+    for t in texts {
+        h.push('\u{1e}');
+        h.push_str(t);
+    }
+    crate::cache::sha256_hex(h.as_bytes())
+}
+
 /// Embeds texts with caching by (model digest, texts digest, precision).
 pub fn embed_cached(
     cache: &Cache,
@@ -329,7 +340,7 @@ pub fn embed_cached(
 ) -> Result<Matrix> {
     let (device, kind) = lm::device_and_kind(run.cuda, run.dtype)?;
     let model_digest = cache.file_digest(model)?;
-    let texts_digest = crate::cache::sha256_hex(texts.join("\u{1e}").as_bytes());
+    let texts_digest = texts_digest(texts);
     let inputs = (
         &model_digest,
         &texts_digest,
@@ -674,4 +685,18 @@ pub fn loss_figure(log: &[lm::LogRow], what: &str) -> plotly::Plot {
         &train,
         &val,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// No prompt and one empty prompt never share an embedding cache entry (issue 32 family 6).
+    #[test]
+    fn prompt_lists_have_distinct_digests() {
+        let d =
+            |v: &[&str]| super::texts_digest(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_ne!(d(&[]), d(&[""]));
+        assert_ne!(d(&[""]), d(&["", ""]));
+        assert_ne!(d(&["a b"]), d(&["a", "b"]));
+        assert_eq!(d(&["x"]), d(&["x"]));
+    }
 }
