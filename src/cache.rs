@@ -161,7 +161,7 @@ impl Cache {
     }
 
     /// A cached directory artifact (e.g. a trained model): `<stage>/<key>/`. `compute` must create
-    /// the directory it is given atomically (all or nothing), as [`crate::lm::train`] does.
+    /// the directory it is given atomically (all or nothing), as the LM trainer does.
     pub fn dir_artifact(
         &self,
         stage: &str,

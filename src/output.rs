@@ -14,7 +14,44 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::report::TMP_PREFIX;
+
+/// Prefix of the temporary files [`write_atomic`] renames into place.
+pub const TMP_PREFIX: &str = ".cellsentence-tmp-";
+
+/// Removes temporary files an interrupted run (kill -9) left in `dir` and its subfolders (not those
+/// of a live run); returns how many. Finished results are never temporary files, so this only
+/// drops debris.
+pub fn sweep_temporaries(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += sweep_temporaries(&p);
+        } else if is_leftover(&e.file_name().to_string_lossy()) && std::fs::remove_file(&p).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory
+/// ([`write_temp`]), then a rename.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = write_temp(dir, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
 
 /// Prefix of an old folder moved aside while a new one takes its place (non-Linux fallback).
 const OLD_PREFIX: &str = ".cellsentence-old-";
@@ -306,7 +343,7 @@ pub fn commit_files(dir: &Path, label: &str, renames: &[(PathBuf, PathBuf)]) -> 
         j.renames.push((file_name(from), file_name(to)));
     }
     kill_point(&format!("{label}:before"));
-    crate::report::write_atomic(&journal, &serde_json::to_vec(&j).unwrap_or_default())?;
+    write_atomic(&journal, &serde_json::to_vec(&j).unwrap_or_default())?;
     kill_point(&format!("{label}:journal"));
     roll_forward(&journal, &j, label)
 }

@@ -445,6 +445,61 @@ pub fn preprocess_owned(
     })
 }
 
+impl crate::validate::Validate for QcParams {
+    fn validate(&self) -> crate::Result<()> {
+        if let Some(m) = self.max_genes {
+            if m <= self.min_genes {
+                return Err(crate::Error::param(
+                    "max_genes",
+                    format!(
+                        "{m} keeps no cell with min_genes {} (cells need min_genes ≤ genes < max_genes); use 6000, or null for no limit",
+                        self.min_genes
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = self.max_pct_mt {
+            crate::validate::within(
+                "max_pct_mt",
+                p,
+                0.0,
+                100.0,
+                true,
+                "50, or null for no limit",
+            )?;
+            if p == 0.0 {
+                return Err(crate::Error::param(
+                    "max_pct_mt",
+                    "0 keeps no cell (the test is pct_mt < max_pct_mt); use 50, or null for no limit",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::validate::Validate for PreprocessParams {
+    fn validate(&self) -> crate::Result<()> {
+        crate::validate::Validate::validate(&self.qc)?;
+        if let Some(t) = self.target_sum {
+            crate::validate::positive_real(
+                "target_sum",
+                f64::from(t),
+                "null = median of the totals (scanpy's default), or 1e4",
+            )?;
+        }
+        if let Some(b) = self.log_base {
+            if !(b.is_finite() && b > 0.0 && b != 1.0) {
+                return Err(crate::Error::param(
+                    "log_base",
+                    format!("{b} is not a logarithm base (positive, not 1); use 10, or null for natural log"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,47 +1,15 @@
-//! Result tables and atomic file output.
+//! Result tables (CSV, Markdown, Parquet); files are written atomically by [`crate::output`].
 use std::path::Path;
 
 use polars::prelude::{AnyValue, Column, DataFrame, NamedFrom, Series};
 
 use crate::error::{Error, Result};
 
-/// Prefix of the temporary files [`write_atomic`] renames into place.
-pub const TMP_PREFIX: &str = ".cellsentence-tmp-";
+pub use crate::output::{sweep_temporaries, write_atomic, TMP_PREFIX};
 
-/// Removes temporary files an interrupted run (kill -9) left in `dir` and its subfolders (not those
-/// of a live run); returns how many. Finished results are never temporary files, so this only
-/// drops debris.
-pub fn sweep_temporaries(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut n = 0;
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            n += sweep_temporaries(&p);
-        } else if crate::output::is_leftover(&e.file_name().to_string_lossy())
-            && std::fs::remove_file(&p).is_ok()
-        {
-            n += 1;
-        }
-    }
-    n
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory
-/// ([`crate::output::write_temp`]), then a rename.
-pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    let path = path.as_ref();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = crate::output::write_temp(dir, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+/// `p` relative to the results root `out` (as REPORT.md links it), or whole when outside it.
+pub fn relative(out: &Path, p: &Path) -> String {
+    p.strip_prefix(out).unwrap_or(p).display().to_string()
 }
 
 /// Writes `df` as a Parquet file at `path` (written beside and renamed: whole or absent).

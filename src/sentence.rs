@@ -309,6 +309,15 @@ pub fn sentence_to_ranks(sentence: &str, genes: &[String]) -> Result<Vec<Option<
     Ok(ranks)
 }
 
+impl crate::validate::Validate for SentenceParams {
+    fn validate(&self) -> crate::Result<()> {
+        if let Some(m) = self.max_genes {
+            crate::validate::positive("max_genes", m, "200, or no limit")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,3 +318,18 @@ fn fit_seeded(
         xt,
     )
 }
+
+impl crate::validate::Validate for MlpConfig {
+    fn validate(&self) -> crate::Result<()> {
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
+            return Err(crate::Error::param(
+                "mlp.hidden",
+                "needs at least one positive layer width; use [512, 256] (the paper's)",
+            ));
+        }
+        crate::validate::within("mlp.dropout", self.dropout, 0.0, 1.0, false, "0.1")?;
+        crate::validate::positive_real("mlp.lr", self.lr, "0.001")?;
+        crate::validate::positive("mlp.batch_size", self.batch_size, "128")?;
+        crate::validate::positive("mlp.max_epochs", self.max_epochs, "150")
+    }
+}

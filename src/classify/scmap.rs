@@ -189,6 +189,13 @@ impl ScmapIndex {
     }
 }
 
+impl crate::validate::Validate for ScmapConfig {
+    fn validate(&self) -> crate::Result<()> {
+        crate::validate::positive("scmap.n_features", self.n_features, "500")?;
+        crate::validate::within("scmap.threshold", self.threshold, -1.0, 1.0, true, "0.7")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

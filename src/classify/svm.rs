@@ -165,3 +165,11 @@ impl LinearSvm {
             .collect()
     }
 }
+
+impl crate::validate::Validate for SvmConfig {
+    fn validate(&self) -> crate::Result<()> {
+        crate::validate::positive_real("svm.c", self.c, "1.0")?;
+        crate::validate::positive_real("svm.tol", self.tol, "1e-4")?;
+        crate::validate::positive("svm.max_iter", self.max_iter, "1000")
+    }
+}

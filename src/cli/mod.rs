@@ -3,7 +3,7 @@ mod annotate;
 mod bench_embed;
 mod bench_scale;
 pub mod domain;
-mod embed_stream;
+mod embed;
 mod finetune;
 mod lm;
 mod merge;
@@ -56,7 +56,7 @@ pub enum Command {
     /// Run the default experiments on the bundled data and write results/.
     Reproduce(ReproduceArgs),
     /// Embed cells (or prompts) with a GPT-NeoX model directory; writes a cells × hidden .npy.
-    Embed(lm::EmbedArgs),
+    Embed(embed::EmbedArgs),
     /// Stack the shards of a sharded `embed` run (.h5ad, any order) into one .h5ad; a missing,
     /// overlapping or foreign shard is refused.
     Merge(merge::MergeArgs),
@@ -685,7 +685,7 @@ pub fn main() -> i32 {
         Command::Run(a) => cmd_run(a, cli.quiet),
         Command::Reproduce(a) => cmd_reproduce(a, cli.quiet),
         Command::Env => cmd_env(),
-        Command::Embed(a) => lm::cmd_embed(a),
+        Command::Embed(a) => embed::cmd_embed(a),
         Command::Annotate(a) => annotate::cmd_annotate(a),
         Command::Metrics(a) => metrics::cmd_metrics(a),
         Command::Merge(a) => merge::cmd_merge(a),

@@ -340,7 +340,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     let ck = lm::load(&a.model, tch::Device::Cpu, tch::Kind::Float)?;
     let style = lm::prompt_style(&a.model)?;
     let texts = lm::sentence_texts(&ck, &words, &style, meta.max_genes)?;
-    super::lm::check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
+    super::embed::check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
     let markers = a
         .markers
         .as_deref()

@@ -425,7 +425,7 @@ pub fn read_h5ad(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Dataset> 
 }
 
 /// Reads everything of an `.h5ad` but the matrix's entries: its `x` has the matrix's shape and
-/// no stored entry, for a reader of row chunks ([`super::backed`]). Also returns the matrix's
+/// no stored entry, for a reader of row chunks (`backed`). Also returns the matrix's
 /// key (`X`, `layers/NAME` or `raw/X`).
 pub fn read_h5ad_meta(path: &Path, opts: &ReadOptions) -> Result<(Dataset, String)> {
     read_impl(path, opts, false)

@@ -286,6 +286,14 @@ fn cell_groups(n_rows: usize, batches: Option<&[String]>) -> Vec<Vec<usize>> {
     batches.map_or_else(|| vec![(0..n_rows).collect()], |b| batch_groups(b).1)
 }
 
+impl crate::validate::Validate for HvgParams {
+    fn validate(&self) -> crate::Result<()> {
+        crate::validate::positive("n_top_genes", self.n_top_genes, "2000")?;
+        crate::validate::positive("n_bins", self.n_bins, "20")?;
+        crate::validate::within("span", self.span, f64::MIN_POSITIVE, 1.0, true, "0.3")
+    }
+}
+
 #[cfg(test)]
 mod flavor_tests {
     use super::Flavor;

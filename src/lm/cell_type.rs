@@ -3,13 +3,14 @@
 //! and is trained on the answer alone, the cell type's token. Label tokens enter the vocabulary
 //! (the embedding grows as transformers' `resize_token_embeddings` does); [`predict`] answers
 //! with the trained labels only, each with its score.
-pub use super::cell_type_predict::{predict, Answers};
+pub use super::cell_type_predict::{predict, Answers, CellTypeHead, ValPoint, HEAD, TASK};
 use super::corpus::{cell_type_token, CELL_TYPE_SEP};
 use super::model::GptNeox;
+use super::model_dir::{partial_dir, Snapshot};
 use super::model_dir::{save, LogRow, ModelMeta};
 use super::optim::AdamW;
 use super::prompt::PromptStyle;
-use super::resume::{partial_dir, ResumeState, Snapshot};
+use super::resume::ResumeState;
 use super::tokenizer::{gene_tokenizer, Tok};
 use super::train::{self, lr_at, Fitted, TrainConfig};
 use super::NeoxConfig;
@@ -18,61 +19,10 @@ use crate::{Error, Result};
 use rand::distr::Distribution;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 use tokenizers::AddedToken;
-
-/// The file that makes a model directory a cell-type answerer.
-pub const HEAD: &str = "cell_type.json";
-
-/// What the task is, as recorded in [`HEAD`].
-pub const TASK: &str = "cell type prediction (Cell2Sentence, loss on the answer only): prompt = cell sentence + <|CELL_TYPE|>, answer = the cell type's token";
-
-/// One validation point of a fine-tune.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValPoint {
-    pub step: usize,
-    /// Mean cross-entropy of the answer token (over the whole vocabulary).
-    pub loss: f64,
-    /// Share of validation cells answered right (answers restricted to the trained labels).
-    pub accuracy: f64,
-}
-
-/// `cell_type.json`: the labels a fine-tuned model answers with, and how it was chosen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CellTypeHead {
-    pub task: String,
-    /// The trained labels, sorted; `tokens[i]` is the answer token of `labels[i]`.
-    pub labels: Vec<String>,
-    pub tokens: Vec<String>,
-    /// Training cells per label.
-    pub train_cells: Vec<usize>,
-    /// Validation cells (labels outside the trained ones are left out).
-    pub val_cells: usize,
-    /// `random` or the base model's directory.
-    pub start: String,
-    /// The step whose weights were kept: the lowest validation answer loss.
-    pub best_step: usize,
-    pub curve: Vec<ValPoint>,
-}
-
-impl CellTypeHead {
-    /// Reads `dir/cell_type.json`; an error naming the fix when the model is not a fine-tune.
-    pub fn read(dir: &Path) -> Result<Self> {
-        let p = dir.join(HEAD);
-        train::read_json(&p, "a cell-type head", "re-run `cellsentence finetune-lm`")?.ok_or_else(
-            || {
-                Error::format(
-                    p,
-                    "missing: the model was not fine-tuned for cell-type prediction",
-                    "fine-tune it first: `cellsentence finetune-lm --task cell_type`",
-                )
-            },
-        )
-    }
-}
 
 /// Labelled cell sentences (gene words, most expressed first).
 #[derive(Clone, Copy)]

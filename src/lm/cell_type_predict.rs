@@ -1,11 +1,61 @@
-//! Answers of a model fine-tuned by [`super::cell_type::finetune`]: the answer token's scores at
+//! Answers of a model fine-tuned by `cell_type::finetune`: the answer token's scores at
 //! the prompt's end, restricted to the trained labels.
-use super::cell_type::CellTypeHead;
 use super::embed::{embed_ids, EmbedOptions, Pool};
 use super::model_dir::ModelMeta;
 use crate::npy::Matrix;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
+
+/// The file that makes a model directory a cell-type answerer.
+pub const HEAD: &str = "cell_type.json";
+
+/// What the task is, as recorded in [`HEAD`].
+pub const TASK: &str = "cell type prediction (Cell2Sentence, loss on the answer only): prompt = cell sentence + <|CELL_TYPE|>, answer = the cell type's token";
+
+/// One validation point of a fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValPoint {
+    pub step: usize,
+    /// Mean cross-entropy of the answer token (over the whole vocabulary).
+    pub loss: f64,
+    /// Share of validation cells answered right (answers restricted to the trained labels).
+    pub accuracy: f64,
+}
+
+/// `cell_type.json`: the labels a fine-tuned model answers with, and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellTypeHead {
+    pub task: String,
+    /// The trained labels, sorted; `tokens[i]` is the answer token of `labels[i]`.
+    pub labels: Vec<String>,
+    pub tokens: Vec<String>,
+    /// Training cells per label.
+    pub train_cells: Vec<usize>,
+    /// Validation cells (labels outside the trained ones are left out).
+    pub val_cells: usize,
+    /// `random` or the base model's directory.
+    pub start: String,
+    /// The step whose weights were kept: the lowest validation answer loss.
+    pub best_step: usize,
+    pub curve: Vec<ValPoint>,
+}
+
+impl CellTypeHead {
+    /// Reads `dir/cell_type.json`; an error naming the fix when the model is not a fine-tune.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let p = dir.join(HEAD);
+        super::train::read_json(&p, "a cell-type head", "re-run `cellsentence finetune-lm`")?
+            .ok_or_else(|| {
+                Error::format(
+                    p,
+                    "missing: the model was not fine-tuned for cell-type prediction",
+                    "fine-tune it first: `cellsentence finetune-lm --task cell_type`",
+                )
+            })
+    }
+}
 
 /// A fine-tuned model's answers.
 #[derive(Debug, Clone)]
@@ -18,7 +68,7 @@ pub struct Answers {
     pub predicted: Vec<String>,
 }
 
-/// Answers the cell type of each sentence with a model fine-tuned by [`super::cell_type::finetune`]: the answer
+/// Answers the cell type of each sentence with a model fine-tuned by `cell_type::finetune`: the answer
 /// token's logits at the prompt's end, restricted to the trained labels.
 pub fn predict(
     ck: &super::Checkpoint,

@@ -15,6 +15,7 @@ pub mod prompt;
 pub mod resume;
 pub mod tokenizer;
 pub mod train;
+pub mod train_config;
 
 pub use config::NeoxConfig;
 pub use corpus::{check_held_out, pretrain, Corpus, CorpusDataset, CorpusPart};

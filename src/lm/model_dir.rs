@@ -4,13 +4,66 @@
 use super::config::NeoxConfig;
 use super::model::GptNeox;
 use super::prompt::PromptStyle;
-use super::resume::{named_cpu, partial_dir};
 use super::tokenizer::Tok;
-use super::train::{Fitted, TrainConfig};
+use super::train_config::TrainConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
+
+/// Weights kept at one step (see [`TrainConfig::snapshots`]).
+pub struct Snapshot {
+    pub step: usize,
+    /// Training tokens seen by then.
+    pub tokens: usize,
+    pub(crate) weights: Vec<(String, Tensor)>,
+}
+
+impl Snapshot {
+    pub(crate) fn take(step: usize, tokens: usize, vs: &nn::VarStore) -> Self {
+        Snapshot {
+            step,
+            tokens,
+            weights: named_cpu(vs),
+        }
+    }
+}
+
+/// Every variable of `vs`, by name, copied to the CPU.
+pub(crate) fn named_cpu(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu).copy().contiguous()))
+        .collect()
+}
+
+/// Where a run writing to `out` keeps its resumable state: the sibling `<out>.partial/`.
+pub fn partial_dir(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// A trained model before it is saved.
+pub struct Fitted {
+    pub(super) vs: nn::VarStore,
+    pub(super) cfg: NeoxConfig,
+    pub(super) tok: Tok,
+    /// Per-step log.
+    pub log: Vec<LogRow>,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub vocab: usize,
+    pub parameters: i64,
+    pub seconds: f64,
+    /// Tokens of every training batch (padding excluded).
+    pub tokens: usize,
+    /// Weights kept along the run.
+    pub snapshots: Vec<Snapshot>,
+    pub(super) half: bool,
+}
 
 /// One logged step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

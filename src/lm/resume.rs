@@ -1,46 +1,12 @@
 //! Resumable training state and snapshots of a run: what a killed run needs to continue exactly
 //! (weights, AdamW moments, log, snapshots so far) and where it keeps it.
+use super::model_dir::{named_cpu, read_json, LogRow, Snapshot};
 use super::optim::AdamW;
-use super::train::{read_json, LogRow, TrainConfig};
+use super::train_config::TrainConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use tch::{nn, Device, Tensor};
-
-/// Weights kept at one step (see [`TrainConfig::snapshots`]).
-pub struct Snapshot {
-    pub step: usize,
-    /// Training tokens seen by then.
-    pub tokens: usize,
-    pub(crate) weights: Vec<(String, Tensor)>,
-}
-
-impl Snapshot {
-    pub(crate) fn take(step: usize, tokens: usize, vs: &nn::VarStore) -> Self {
-        Snapshot {
-            step,
-            tokens,
-            weights: named_cpu(vs),
-        }
-    }
-}
-
-/// Every variable of `vs`, by name, copied to the CPU.
-pub(crate) fn named_cpu(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(Device::Cpu).copy().contiguous()))
-        .collect()
-}
-
-/// Where a run writing to `out` keeps its resumable state: the sibling `<out>.partial/`.
-pub fn partial_dir(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    out.with_file_name(name)
-}
+use std::path::Path;
+use tch::{nn, Tensor};
 
 /// The state of an interrupted run, saved every `eval_every` steps into its partial directory:
 /// weights, AdamW moments and snapshots in `state-<step>.safetensors`, the rest in `state.json`.

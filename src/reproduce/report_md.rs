@@ -15,10 +15,7 @@ use crate::report::{self, f4, Table};
 use crate::sentence::GeneSet;
 
 use super::report_quality::quality_section;
-
-pub(super) fn rel(out: &Path, p: &Path) -> String {
-    p.strip_prefix(out).unwrap_or(p).display().to_string()
-}
+use crate::report::relative as rel;
 
 /// Writes `REPORT.md` into the results root.
 pub(super) fn write_report(

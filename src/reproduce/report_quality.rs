@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::experiment::outputs::names;
 use crate::report::Table;
 
-use super::report_md::rel;
+use crate::report::relative as rel;
 
 /// The quality columns the report shows, higher is better in each.
 const QUALITY_COLS: [(&str, &str); 8] = [

@@ -9,8 +9,8 @@ use crate::experiment::lm_protocol::LmSource;
 use crate::lm::{self, cell_type, EmbedOptions, TrainConfig};
 
 use super::config::Method;
+use super::ctx::{lm_inputs, Ctx, Row, Unit};
 use super::method_label;
-use super::stages::{lm_inputs, Ctx, Row, Unit};
 
 /// Fine-tunes one fold's model into `out`: its training part trains, its validation part picks
 /// the kept step; the test part (cells and labels) is never read.

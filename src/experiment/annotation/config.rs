@@ -181,3 +181,40 @@ impl Default for AnnotationSection {
         }
     }
 }
+
+impl crate::validate::Validate for AnnotationSection {
+    fn validate(&self) -> crate::Result<()> {
+        if self.folds < 2 {
+            return Err(crate::Error::param(
+                "folds",
+                format!(
+                    "{} is not allowed, cross-validation needs at least 2 folds; use 5",
+                    self.folds
+                ),
+            ));
+        }
+        crate::validate::within("val_fraction", self.val_fraction, 0.0, 1.0, false, "0.1")?;
+        crate::validate::positive("max_genes", self.max_genes, "200 (the C2S prompt budget)")?;
+        crate::validate::positive("pca_components", self.pca_components, "50")?;
+        use crate::experiment::annotation::Method;
+        let answers = self
+            .methods
+            .iter()
+            .any(|m| matches!(m, Method::LmAnswer | Method::LmAnswerMlp));
+        if !self.answer.is_default() && !answers {
+            return Err(crate::Error::param(
+                "annotation.answer",
+                "is set but no method uses it; add lm_answer or lm_answer_mlp to methods, or remove the section",
+            ));
+        }
+        if answers && self.answer.starts.is_empty() {
+            return Err(crate::Error::param(
+                "annotation.answer.starts",
+                "is empty; give random, pretrained or both",
+            ));
+        }
+        crate::validate::Validate::validate(&self.mlp)?;
+        crate::validate::Validate::validate(&self.svm)?;
+        crate::validate::Validate::validate(&self.scmap)
+    }
+}

@@ -27,13 +27,16 @@ use crate::sentence::GeneSet;
 
 mod answer;
 mod config;
+mod ctx;
 mod quality;
 mod stages;
 
 pub use config::{AnnotationSection, AnswerSection, AnswerStart, DeviceChoice, Method, SplitKind};
+use ctx::Row;
+pub use ctx::{all_dense, hvg_dense};
 pub use quality::{Embedding, QualityRow};
-pub use stages::{all_dense, hvg_dense, layer_evaluations, lm_evaluations, LmEvaluation};
-use stages::{dataset_outputs, Row};
+use stages::dataset_outputs;
+pub use stages::{layer_evaluations, lm_evaluations, LmEvaluation};
 
 pub(super) fn method_label(
     m: Method,

@@ -12,7 +12,7 @@ use crate::quality::{self, Panel};
 use crate::sentence::GeneSet;
 
 use super::config::Method;
-use super::stages::{all_dense, hvg_dense, Ctx, Unit};
+use super::ctx::{all_dense, hvg_dense, Ctx, Unit};
 use crate::deviation::Order;
 
 /// An embedding the panel scores.
@@ -136,7 +136,7 @@ impl Ctx<'_> {
         let label = format!("{} {embedding}", self.d.entry.id);
         let id = self.d.entry.id.clone();
         let cache = self.cache;
-        let inputs = super::stages::on_device(self.a, inputs);
+        let inputs = super::ctx::on_device(self.a, inputs);
         let (mut row, _) = cache.json("quality", &label, &inputs, || {
             let x = self.embedding(emb)?;
             let (p, _) = self.prepared()?;
