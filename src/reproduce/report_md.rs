@@ -468,13 +468,28 @@ fn experiments_run(out: &Path, runs: &[ExperimentRun]) -> String {
     md.push_str("## Experiments run\n\n");
     for r in runs {
         md.push_str(&format!(
-            "- `{}` → [{dir}/{index}]({dir}/{index})\n",
+            "- `{}` → [{dir}/{index}]({dir}/{index}){}\n",
             r.file.display(),
+            ran_on(&r.experiment),
             dir = rel(out, &r.summary.out),
             index = names::INDEX
         ));
     }
     md
+}
+
+/// Where an experiment's libtorch stages ran (the LM, its training, the MLP): the device its
+/// `annotation.device` resolves to in this process, in float32 (the runner's only precision).
+fn ran_on(e: &Experiment) -> String {
+    if !matches!(e.task, Task::Annotation | Task::LmScaling) {
+        return String::new();
+    }
+    let device = match e.annotation.device.resolve() {
+        Ok(lm::Device::Cuda(i)) => format!("CUDA device {i}"),
+        Ok(_) => "CPU".to_string(),
+        Err(_) => return String::new(),
+    };
+    format!(" (libtorch stages — LM, its training, the MLP — on {device}, float32)")
 }
 
 /// The report's line on what stands in for C2S-Pythia-410M, from the annotation experiments' settings.

@@ -12,8 +12,9 @@ use super::config::Method;
 use super::ctx::{lm_inputs, Ctx, Row, Unit};
 use super::method_label;
 
-/// Fine-tunes one fold's model into `out`: its training part trains, its validation part picks
-/// the kept step; the test part (cells and labels) is never read.
+/// Fine-tunes one fold's model into `out` on `device`: its training part trains, its validation
+/// part picks the kept step; the test part (cells and labels) is never read.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune_fold(
     words: &[Vec<String>],
     labels: &[String],
@@ -21,6 +22,7 @@ pub fn finetune_fold(
     c: &TrainConfig,
     base: Option<&Path>,
     out: &Path,
+    device: lm::Device,
     progress: bool,
 ) -> Result<()> {
     cell_type::finetune_indices(
@@ -31,7 +33,7 @@ pub fn finetune_fold(
         base,
         out,
         &[],
-        lm::Device::Cpu,
+        device,
         progress,
     )?;
     Ok(())
@@ -61,6 +63,9 @@ pub(super) fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
     );
     let label = format!("{} {}", d.entry.id, method_label(m, mode, source, order));
     let mlp = Classifier::Mlp(a.mlp.clone());
+    // the fold models, their answers and the MLP run where `annotation.device` says (the keys
+    // carry it: `lm_inputs`)
+    let device = a.device.resolve()?;
     let (ev, _) = cache.json("annotation", &label, &(&inputs, m, &mlp), || {
         let (labels, folds) = cx.folds()?;
         let words = cx.sentences(g, c.max_genes)?;
@@ -69,11 +74,10 @@ pub(super) fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
             let what = format!("{} {label} {}", d.entry.id, f.name);
             let key = (&inputs, &f.name, &f.train, &f.val);
             let (dir, _) = cache.dir_artifact("lm_answer", &what, &key, |out| {
-                finetune_fold(&words, &labels, f, c, base.as_deref(), out, !quiet)
+                finetune_fold(&words, &labels, f, c, base.as_deref(), out, device, !quiet)
             })?;
             Ok(dir)
         };
-        let device = lm::Device::Cpu;
         match m {
             Method::LmAnswer => classify::evaluate_answers("lm answer", &labels, &folds, |f| {
                 let ck = lm::load(&model(f)?, device, lm::Kind::Float)?;
@@ -150,7 +154,17 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("m");
-        finetune_fold(&words, &labels, &fold, &c, None, &out, false).unwrap();
+        finetune_fold(
+            &words,
+            &labels,
+            &fold,
+            &c,
+            None,
+            &out,
+            lm::Device::Cpu,
+            false,
+        )
+        .unwrap();
         let head = cell_type::CellTypeHead::read(&out).unwrap();
         assert_eq!(head.labels, vec!["alpha", "beta"]);
         let ck = lm::load(&out, lm::Device::Cpu, lm::Kind::Float).unwrap();
