@@ -1054,6 +1054,12 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
         "committed_lm_finetune_annotation",
         read("results/lm_finetune_annotation/annotation.csv")
     );
+    // the same with the sampling chosen on validation cells
+    // (experiments/extra/lm_finetune_annotation_sqrt.yaml)
+    insta::assert_snapshot!(
+        "committed_lm_finetune_annotation_sqrt",
+        read("results/lm_finetune_annotation_sqrt/annotation.csv")
+    );
     // the same, leave one donor out (experiments/extra/lm_finetune_annotation_lobo.yaml)
     insta::assert_snapshot!(
         "committed_lm_finetune_annotation_lobo",
