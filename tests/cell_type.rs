@@ -333,6 +333,14 @@ fn attribute_reads_a_fine_tuned_model_through_its_answer() {
         ]);
         c.args(extra).output().unwrap()
     };
+    // an option the chosen method does not use is refused, before any work
+    let o = run(&["--ig-steps", "8", "--out", "attr"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--ig-steps") && err.contains("integrated_gradients"),
+        "{err}"
+    );
     let o = run(&["--folds", "3", "--out", "attr"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -215,9 +215,9 @@ pub struct AttributeArgs {
     pub label_key: Option<String>,
     #[arg(long, value_parser = domain::choice::<crate::attribution::Method>(), default_value = "grad_input")]
     pub method: crate::attribution::Method,
-    /// Steps of integrated gradients.
-    #[arg(long, default_value_t = 16, value_parser = super::domain::count())]
-    pub ig_steps: usize,
+    /// Steps of integrated gradients (default 16; with `--method integrated_gradients` only).
+    #[arg(long, value_parser = super::domain::count())]
+    pub ig_steps: Option<usize>,
     /// Hidden state the embedding pools (as `embed --layer`; default -1). Not for a model's answer.
     #[arg(long, allow_negative_numbers = true)]
     pub layer: Option<i64>,
@@ -304,8 +304,21 @@ fn parse_markers(path: &std::path::Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Integrated-gradients steps when `--ig-steps` is not given.
+const IG_STEPS: usize = 16;
+
 /// `cellsentence attribute`.
 pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
+    if a.ig_steps.is_some() && a.method != crate::attribution::Method::IntegratedGradients {
+        return Err(Error::param(
+            "--ig-steps",
+            format!(
+                "applies to --method integrated_gradients only, and the method is {}; drop --ig-steps or choose that method",
+                a.method
+            ),
+        ));
+    }
+    let ig_steps = a.ig_steps.unwrap_or(IG_STEPS);
     let inputs: Vec<&Path> = [
         Some(a.model.as_path()),
         Some(Path::new(&a.input)),
@@ -352,7 +365,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     let method = match a.method {
         crate::attribution::Method::GradInput => "Gradient × input".to_string(),
         crate::attribution::Method::IntegratedGradients => {
-            format!("Integrated gradients ({} steps, zero baseline)", a.ig_steps)
+            format!("Integrated gradients ({ig_steps} steps, zero baseline)")
         }
     };
     let (r, how) = if answerer {
@@ -360,7 +373,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     } else {
         let o = crate::attribution::AttributionOptions {
             method: a.method,
-            steps: a.ig_steps,
+            steps: ig_steps,
             layer: a.layer.unwrap_or(-1),
             folds: a.folds.unwrap_or(5),
             top: a.top,
@@ -442,7 +455,7 @@ fn answer_attribution(
         .collect();
     let o = crate::attribution::AttributionOptions {
         method: a.method,
-        steps: a.ig_steps,
+        steps: a.ig_steps.unwrap_or(IG_STEPS),
         top: a.top,
         ..Default::default()
     };
