@@ -86,6 +86,21 @@ pub fn answer_logits(model: &GptNeox, embeds: &Tensor, lens: &[i64]) -> Tensor {
     model.logits(&h)
 }
 
+/// Token-id sequences as one right-padded `[batch, time]` tensor on `device` (pad id 0; causal
+/// attention never lets a real token see the pads behind it), with their real lengths.
+fn right_padded(seqs: &[Vec<i64>], device: Device) -> (Tensor, Vec<i64>) {
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(1);
+    let mut ids = vec![0i64; seqs.len() * t];
+    for (r, s) in seqs.iter().enumerate() {
+        ids[r * t..r * t + s.len()].copy_from_slice(s);
+    }
+    let lens = seqs.iter().map(|s| s.len() as i64).collect();
+    let x = Tensor::from_slice(&ids)
+        .view([seqs.len() as i64, t as i64])
+        .to_device(device);
+    (x, lens)
+}
+
 /// What an attribution score explains.
 #[derive(Clone, Copy)]
 pub enum Readout<'a> {
@@ -147,16 +162,8 @@ pub fn readout_scores(
     let device = model.device();
     let mut out = Vec::with_capacity(seqs.len());
     for (chunk, tg) in seqs.chunks(batch.max(1)).zip(targets.chunks(batch.max(1))) {
-        let t = chunk.iter().map(Vec::len).max().unwrap_or(1);
-        let b = chunk.len();
-        let mut ids = vec![0i64; b * t];
-        for (r, s) in chunk.iter().enumerate() {
-            ids[r * t..r * t + s.len()].copy_from_slice(s);
-        }
-        let lens: Vec<i64> = chunk.iter().map(|s| s.len() as i64).collect();
-        let ids = Tensor::from_slice(&ids)
-            .view([b as i64, t as i64])
-            .to_device(device);
+        let (ids, lens) = right_padded(chunk, device);
+        let t = ids.size()[1] as usize;
         let e = tch::no_grad(|| model.embed(&ids));
         let pick = Tensor::from_slice(tg).to_device(device).view([-1, 1]);
         let grad_at = |alpha: f64| {
@@ -395,15 +402,7 @@ pub fn attribute_answers(
     let bar = crate::progress::Progress::bar(true, labels.len() as u64, "attribution (cells)");
     let batch = o.batch.max(1);
     for (c, (seqs, ls)) in ids.chunks(batch).zip(labels.chunks(batch)).enumerate() {
-        let lens: Vec<i64> = seqs.iter().map(|s| s.len() as i64).collect();
-        let t = seqs.iter().map(Vec::len).max().unwrap_or(1);
-        let mut flat = vec![0i64; seqs.len() * t];
-        for (r, s) in seqs.iter().enumerate() {
-            flat[r * t..r * t + s.len()].copy_from_slice(s);
-        }
-        let x = Tensor::from_slice(&flat)
-            .view([seqs.len() as i64, t as i64])
-            .to_device(device);
+        let (x, lens) = right_padded(seqs, device);
         let pick: Vec<i64> = tch::no_grad(|| {
             let l = answer_logits(model, &model.embed(&x), &lens);
             Vec::<i64>::try_from(

@@ -672,14 +672,9 @@ print(a.n_obs, x.shape[1])
     );
 }
 
-/// Gene-token attribution against finite differences, in double precision, on a tiny transformers
-/// checkpoint and a small trained MLP: each token's gradient × input equals the central difference
-/// of the class logit along that token's embedding, and integrated gradients add up to
-/// logit(E) − logit(0) (completeness).
-#[test]
-fn attribution_matches_finite_differences() {
-    use cellsentence::attribution::{self, Method};
-    use cellsentence::classify::{mlp, Fold, MlpConfig};
+/// The tiny transformers checkpoint in double precision (its var store kept alive beside it) and
+/// its reference prompts, unpadded, with their lengths.
+fn double_model_and_prompts() -> (lm::GptNeox, tch::nn::VarStore, Vec<Vec<i64>>, Vec<i64>) {
     let dir = fixture("neox_par25");
     let (model, mut vs) = load::load_model(&dir, Device::Cpu).unwrap();
     vs.double();
@@ -691,6 +686,70 @@ fn attribution_matches_finite_differences() {
         .enumerate()
         .map(|(i, &n)| Vec::<i64>::try_from(r["input_ids"].get(i as i64).narrow(0, 0, n)).unwrap())
         .collect();
+    (model, vs, seqs, lengths)
+}
+
+/// Asserts each token's gradient × input score equals the central difference of `logit` (of
+/// embeddings and cell) along that token's embedding; returns the worst error and how many
+/// tokens move the logit.
+fn check_grad_input(
+    model: &lm::GptNeox,
+    seqs: &[Vec<i64>],
+    scores: &[Vec<f64>],
+    logit: impl Fn(&Tensor, usize) -> f64,
+) -> (f64, usize) {
+    let eps = 1e-6;
+    let (mut worst, mut moved) = (0f64, 0usize);
+    for (i, s) in seqs.iter().enumerate() {
+        let ids = Tensor::from_slice(s).view([1, -1]);
+        let e = tch::no_grad(|| model.embed(&ids));
+        assert_eq!(scores[i].len(), s.len());
+        for t in 0..s.len() as i64 {
+            let dir = Tensor::zeros_like(&e);
+            dir.narrow(1, t, 1).copy_(&e.narrow(1, t, 1));
+            let fd = (logit(&(&e + &dir * eps), i) - logit(&(&e - &dir * eps), i)) / (2.0 * eps);
+            let err = (fd - scores[i][t as usize]).abs();
+            assert!(
+                err <= 1e-6 * (1.0 + fd.abs()),
+                "cell {i} token {t}: gradient × input {} vs finite difference {fd}",
+                scores[i][t as usize]
+            );
+            moved += usize::from(fd.abs() > 1e-4);
+            worst = worst.max(err);
+        }
+    }
+    (worst, moved)
+}
+
+/// Asserts each cell's integrated gradients add up to logit(E) − logit(0) (completeness, within
+/// the midpoint rule's error).
+fn check_completeness(
+    model: &lm::GptNeox,
+    seqs: &[Vec<i64>],
+    ig: &[Vec<f64>],
+    logit: impl Fn(&Tensor, usize) -> f64,
+) {
+    for (i, s) in seqs.iter().enumerate() {
+        let ids = Tensor::from_slice(s).view([1, -1]);
+        let e = tch::no_grad(|| model.embed(&ids));
+        let want = logit(&e, i) - logit(&(&e * 0.0), i);
+        let got: f64 = ig[i].iter().sum();
+        assert!(
+            (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+            "cell {i}: integrated gradients add to {got}, logit difference {want}"
+        );
+    }
+}
+
+/// Gene-token attribution against finite differences, in double precision, on a tiny transformers
+/// checkpoint and a small trained MLP: each token's gradient × input equals the central difference
+/// of the class logit along that token's embedding, and integrated gradients add up to
+/// logit(E) − logit(0) (completeness).
+#[test]
+fn attribution_matches_finite_differences() {
+    use cellsentence::attribution::{self, Method};
+    use cellsentence::classify::{mlp, Fold, MlpConfig};
+    let (model, _vs, seqs, lengths) = double_model_and_prompts();
     // an MLP on 32-dim features, 3 classes
     let n = 60;
     let feats =
@@ -726,25 +785,7 @@ fn attribution_matches_finite_differences() {
                 .double_value(&[targets[i] as i64])
         })
     };
-    let eps = 1e-6;
-    let mut worst = 0f64;
-    for (i, s) in seqs.iter().enumerate() {
-        let ids = Tensor::from_slice(s).view([1, -1]);
-        let e = tch::no_grad(|| model.embed(&ids));
-        assert_eq!(scores[i].len(), s.len());
-        for t in 0..s.len() as i64 {
-            let dir = Tensor::zeros_like(&e);
-            dir.narrow(1, t, 1).copy_(&e.narrow(1, t, 1));
-            let fd = (logit(&(&e + &dir * eps), i) - logit(&(&e - &dir * eps), i)) / (2.0 * eps);
-            let err = (fd - scores[i][t as usize]).abs();
-            assert!(
-                err <= 1e-6 * (1.0 + fd.abs()),
-                "cell {i} token {t}: gradient × input {} vs finite difference {fd}",
-                scores[i][t as usize]
-            );
-            worst = worst.max(err);
-        }
-    }
+    let (worst, _) = check_grad_input(&model, &seqs, &scores, logit);
     // integrated gradients: completeness within the midpoint rule's error
     let ig = attribution::token_scores(
         &model,
@@ -756,16 +797,7 @@ fn attribution_matches_finite_differences() {
         4,
     )
     .unwrap();
-    for (i, s) in seqs.iter().enumerate() {
-        let ids = Tensor::from_slice(s).view([1, -1]);
-        let e = tch::no_grad(|| model.embed(&ids));
-        let want = logit(&e, i) - logit(&(&e * 0.0), i);
-        let got: f64 = ig[i].iter().sum();
-        assert!(
-            (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
-            "cell {i}: integrated gradients add to {got}, logit difference {want}"
-        );
-    }
+    check_completeness(&model, &seqs, &ig, logit);
     eprintln!("gradient × input within {worst:.1e} of central differences");
 }
 
@@ -776,17 +808,7 @@ fn attribution_matches_finite_differences() {
 #[test]
 fn answer_attribution_matches_finite_differences() {
     use cellsentence::attribution::{self, Method, Readout};
-    let dir = fixture("neox_par25");
-    let (model, mut vs) = load::load_model(&dir, Device::Cpu).unwrap();
-    vs.double();
-    let r = reference(&dir);
-    let lengths: Vec<i64> =
-        Vec::<i64>::try_from(r["attention_mask"].sum_dim_intlist(1, false, Kind::Int64)).unwrap();
-    let seqs: Vec<Vec<i64>> = lengths
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| Vec::<i64>::try_from(r["input_ids"].get(i as i64).narrow(0, 0, n)).unwrap())
-        .collect();
+    let (model, _vs, seqs, lengths) = double_model_and_prompts();
     // answer tokens: arbitrary vocabulary ids, one per prompt
     let targets: Vec<i64> = (0..seqs.len() as i64).map(|i| 3 + 5 * i).collect();
     let scores = attribution::readout_scores(
@@ -805,27 +827,7 @@ fn answer_attribution_matches_finite_differences() {
                 .double_value(&[targets[i]])
         })
     };
-    let eps = 1e-6;
-    let mut worst = 0f64;
-    let mut moved = 0usize;
-    for (i, s) in seqs.iter().enumerate() {
-        let ids = Tensor::from_slice(s).view([1, -1]);
-        let e = tch::no_grad(|| model.embed(&ids));
-        assert_eq!(scores[i].len(), s.len());
-        for t in 0..s.len() as i64 {
-            let dir = Tensor::zeros_like(&e);
-            dir.narrow(1, t, 1).copy_(&e.narrow(1, t, 1));
-            let fd = (logit(&(&e + &dir * eps), i) - logit(&(&e - &dir * eps), i)) / (2.0 * eps);
-            let err = (fd - scores[i][t as usize]).abs();
-            assert!(
-                err <= 1e-6 * (1.0 + fd.abs()),
-                "cell {i} token {t}: gradient × input {} vs finite difference {fd}",
-                scores[i][t as usize]
-            );
-            moved += usize::from(fd.abs() > 1e-4);
-            worst = worst.max(err);
-        }
-    }
+    let (worst, moved) = check_grad_input(&model, &seqs, &scores, logit);
     assert!(
         moved > seqs.len(),
         "the answer must depend on the prompt's tokens"
@@ -839,16 +841,7 @@ fn answer_attribution_matches_finite_differences() {
         4,
     )
     .unwrap();
-    for (i, s) in seqs.iter().enumerate() {
-        let ids = Tensor::from_slice(s).view([1, -1]);
-        let e = tch::no_grad(|| model.embed(&ids));
-        let want = logit(&e, i) - logit(&(&e * 0.0), i);
-        let got: f64 = ig[i].iter().sum();
-        assert!(
-            (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
-            "cell {i}: integrated gradients add to {got}, logit difference {want}"
-        );
-    }
+    check_completeness(&model, &seqs, &ig, logit);
     eprintln!("answer gradient × input within {worst:.1e} of central differences");
 }
 

@@ -437,17 +437,9 @@ fn answer_attribution(
     let answers: Vec<(String, i64)> = head
         .labels
         .iter()
-        .zip(&head.tokens)
-        .map(|(l, t)| {
-            ck.tokenizer.id(t).map(|id| (l.clone(), id)).ok_or_else(|| {
-                Error::format(
-                    &ck.tokenizer.path,
-                    format!("the answer token {t} of cell_type.json is missing"),
-                    "use the tokenizer.json saved with the fine-tune",
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
+        .cloned()
+        .zip(head.answer_ids(&ck.tokenizer)?)
+        .collect();
     let skip: Vec<i64> = ck
         .tokenizer
         .id(lm::corpus::CELL_TYPE_SEP)

@@ -43,6 +43,23 @@ pub struct CellTypeHead {
 }
 
 impl CellTypeHead {
+    /// The answer token id of each trained label (in `labels` order) in the model's tokenizer; an
+    /// error naming the token when the tokenizer lacks it.
+    pub fn answer_ids(&self, tok: &super::tokenizer::Tok) -> Result<Vec<i64>> {
+        self.tokens
+            .iter()
+            .map(|t| {
+                tok.id(t).ok_or_else(|| {
+                    Error::format(
+                        &tok.path,
+                        format!("the answer token {t} of cell_type.json is missing"),
+                        "use the tokenizer.json saved with the fine-tune",
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Reads `dir/cell_type.json`; an error naming the fix when the model is not a fine-tune.
     pub fn read(dir: &Path) -> Result<Self> {
         let p = dir.join(HEAD);
@@ -83,19 +100,7 @@ pub fn predict(
             "fine-tune the model with `cellsentence finetune-lm`",
         )
     })?;
-    let ids: Vec<i64> = head
-        .tokens
-        .iter()
-        .map(|t| {
-            ck.tokenizer.id(t).ok_or_else(|| {
-                Error::format(
-                    &ck.tokenizer.path,
-                    format!("the answer token {t} of cell_type.json is missing"),
-                    "use the tokenizer.json saved with the fine-tune",
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
+    let ids = head.answer_ids(&ck.tokenizer)?;
     let texts = super::sentence_texts(ck, sentences, &meta.prompt, meta.max_genes)?;
     let seqs = ck.tokenizer.encode_batch(&texts)?;
     let opts = EmbedOptions {
