@@ -11,6 +11,12 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        // the PyTorch release built against, for `cellsentence env` (a wheel keeps it in version.py)
+        let version = std::fs::read_to_string(Path::new(&dir).join("../version.py"))
+            .ok()
+            .and_then(|v| torch_version(&v))
+            .unwrap_or_else(|| "unknown".into());
+        println!("cargo:rustc-env=CELLSENTENCE_LIBTORCH_BUILT={version}");
         let cuda = Path::new(&dir).join("libtorch_cuda.so");
         if cuda.exists() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -19,6 +25,12 @@ fn main() {
         }
     }
     notebooks();
+}
+
+/// `__version__ = '2.13.0+cu130'` of a PyTorch wheel's version.py.
+fn torch_version(py: &str) -> Option<String> {
+    let line = py.lines().find(|l| l.starts_with("__version__"))?;
+    Some(line.split('\'').nth(1)?.to_string())
 }
 
 /// A `#[test] fn notebook_<stem>() -> anyhow::Result<()>` per notebook: evcxr commands (`:dep`, `:opt`) are

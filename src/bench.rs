@@ -207,7 +207,7 @@ pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
             std::fs::create_dir_all(&o.cache).map_err(|e| Error::io(&o.cache, e))?;
             eprintln!("[bench] writing {}", tiled.display());
             let st = Command::new(&o.python)
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/make_tiled.py"))
+                .arg(crate::project_file("bench/make_tiled.py"))
                 .arg(&input)
                 .arg(&tiled)
                 .arg(c.to_string())
@@ -258,8 +258,7 @@ pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
         )?;
         eprintln!("[bench] {}: scanpy + cell2sentence", f.display());
         let mut c = Command::new(&o.python);
-        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/preprocess_ref.py"))
-            .arg(f);
+        c.arg(crate::project_file("bench/preprocess_ref.py")).arg(f);
         let theirs: RunStats = child_json(c, "bench/preprocess_ref.py")?;
         if ours.cells != theirs.cells || ours.genes != theirs.genes {
             return Err(Error::format(

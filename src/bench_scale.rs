@@ -285,8 +285,7 @@ pub fn scale_bench(o: &ScaleBench) -> Result<Table> {
             Some(py) if n <= o.reference_max_cells => {
                 eprintln!("[bench scale] {n} cells: scanpy + cell2sentence");
                 let mut c = Command::new(py);
-                c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/scale_ref.py"))
-                    .arg(&f);
+                c.arg(crate::project_file("bench/scale_ref.py")).arg(&f);
                 Some(child(c, "bench/scale_ref.py")?)
             }
             _ => None,

@@ -90,6 +90,17 @@ pub fn torch_unseeded<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// A file of the project (a reference script, say) by its path from the project root: under the
+/// current directory when it is there (a checkout run from its root, on a machine other than the
+/// one that built the binary), else under the checkout the binary was built from.
+pub fn project_file(rel: &str) -> std::path::PathBuf {
+    let here = std::path::Path::new(rel);
+    if here.is_file() {
+        return here.to_path_buf();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
 #[cfg(test)]
 mod tests {
     /// The pins the binary sets and the ones `cargo test` gets from `.cargo/config.toml` agree,

@@ -138,7 +138,7 @@ fn transformers_run(
     attn: &str,
     threads: i32,
 ) -> Result<serde_json::Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench_embed.py");
+    let script = crate::project_file("tests/fixtures/bench_embed.py");
     let out = std::process::Command::new(&a.python)
         .arg(&script)
         .args(["--model"])

@@ -596,6 +596,11 @@ fn cmd_reproduce(a: &ReproduceArgs, quiet: bool) -> Result<()> {
 
 fn cmd_env() -> Result<()> {
     let mut out = String::new();
+    out.push_str(&format!(
+        "libtorch built against: {}\n",
+        option_env!("CELLSENTENCE_LIBTORCH_BUILT").unwrap_or("unknown")
+    ));
+    out.push_str(&format!("libtorch loaded: {}\n", loaded_libtorch()));
     out.push_str(&format!("libtorch threads: {}\n", tch::get_num_threads()));
     for (key, value) in crate::cpu_kernels() {
         let value = value.unwrap_or_else(|| "(unset)".into());
@@ -606,12 +611,44 @@ fn cmd_env() -> Result<()> {
         tch::Cuda::is_available(),
         tch::Cuda::device_count()
     ));
+    if tch::Cuda::is_available() {
+        out.push_str(&format!(
+            "cudnn available: {}\n",
+            tch::Cuda::cudnn_is_available()
+        ));
+    }
     let t = tch::Tensor::from_slice(&[1f32, 2.0, 3.0]);
     out.push_str(&format!(
         "tensor check: sum([1,2,3]) = {}\n",
         t.sum(tch::Kind::Float).double_value(&[])
     ));
     print_out(&out)
+}
+
+/// The libtorch this process mapped (from /proc/self/maps) and the PyTorch release beside it
+/// (a wheel's `torch/version.py`): on a GPU machine `LD_LIBRARY_PATH` may point elsewhere than the
+/// build's rpath.
+fn loaded_libtorch() -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let Some(lib) = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+    else {
+        return "unknown (no libtorch_cpu.so in /proc/self/maps)".into();
+    };
+    let dir = Path::new(lib).parent().unwrap_or(Path::new("/"));
+    let version = std::fs::read_to_string(dir.join("../version.py"))
+        .ok()
+        .and_then(|v| {
+            let line = v
+                .lines()
+                .find(|l| l.starts_with("__version__"))?
+                .to_string();
+            Some(line.split('\'').nth(1)?.to_string())
+        })
+        .unwrap_or_else(|| "version unknown".into());
+    format!("{version} ({})", dir.display())
 }
 
 /// Runs the CLI; returns the process exit code.
