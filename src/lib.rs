@@ -8,7 +8,6 @@
 //! (preprocessing, HVG) and Cell2Sentence's (sentences); see the tests for the parity checks.
 pub mod attribution;
 pub mod bench;
-pub mod bench_scale;
 pub mod cache;
 pub mod classify;
 pub mod cli;

@@ -1,6 +1,8 @@
 //! Property-style robustness: the CLI on randomly corrupted copies of a bundled file (bit flips,
 //! truncation, shuffled or out-of-range CSR arrays) either succeeds with valid output (exit 0) or
 //! fails with a message (exit 2) — never a panic, a signal, or a hang (each case bounded in time).
+//! Each file goes through the in-memory and the streamed (chunked) pipeline, Parquet output, and
+//! `metrics` (labels read from it).
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -62,12 +64,46 @@ fn run(args: &[&str], file: &Path, case: &str) -> (i32, String, String) {
     (status.code().unwrap_or(-1), out, err)
 }
 
+/// The commands each corrupted file goes through: in memory, streamed in chunks, to Parquet, and
+/// `metrics` reading its labels (an embedding of the file's 30 cells beside it), each with where its
+/// output lands (stdout, or a file under `work`).
+fn commands(work: &Path) -> Vec<(Vec<String>, Option<PathBuf>)> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let w = |name: &str| work.join(name).display().to_string();
+    let parquet = work.join("fuzz.parquet");
+    let metrics = work.join("metrics.json");
+    vec![
+        (s(&["info"]), None),
+        (s(&["sentences", "--genes", "hvg", "--n-top", "50"]), None),
+        (s(&["sentences", "--chunk-cells", "7"]), None),
+        (
+            s(&["sentences", "--out", &parquet.display().to_string()]),
+            Some(parquet),
+        ),
+        (
+            s(&[
+                "metrics",
+                "--embeddings",
+                &w("emb.npy"),
+                "--label-key",
+                "cell_type",
+                "--n-neighbors",
+                "5",
+                "--out",
+                &metrics.display().to_string(),
+            ]),
+            Some(metrics),
+        ),
+    ]
+}
+
 /// Every command on one corrupted file: exit 0 with output, or exit 2 with an error message.
-fn check(file: &Path, case: &str, outcomes: &mut [usize; 2]) {
-    for args in [
-        vec!["info"],
-        vec!["sentences", "--genes", "hvg", "--n-top", "50"],
-    ] {
+fn check(file: &Path, case: &str, work: &Path, outcomes: &mut [usize; 2]) {
+    for (args, out_file) in commands(work) {
+        if let Some(f) = &out_file {
+            let _ = std::fs::remove_file(f);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = run(&args, file, case);
         assert!(
             !err.contains("panicked"),
@@ -75,10 +111,17 @@ fn check(file: &Path, case: &str, outcomes: &mut [usize; 2]) {
         );
         match code {
             0 => {
-                assert!(
-                    !out.trim().is_empty(),
-                    "{case}: {args:?} exit 0 without output"
-                );
+                match &out_file {
+                    Some(f) => assert!(
+                        f.metadata().is_ok_and(|m| m.len() > 0),
+                        "{case}: {args:?} exit 0 without writing {}",
+                        f.display()
+                    ),
+                    None => assert!(
+                        !out.trim().is_empty(),
+                        "{case}: {args:?} exit 0 without output"
+                    ),
+                }
                 outcomes[0] += 1;
             }
             2 => {
@@ -114,6 +157,15 @@ fn edit_i64(path: &Path, name: &str, f: impl FnOnce(&mut Vec<i64>)) {
 fn corrupted_inputs_never_panic_hang_or_die() {
     let src = std::fs::read(source()).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // an embedding of the source's 30 cells, for `metrics` (it reads labels from the corrupted file)
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let emb = cellsentence::npy::Matrix {
+        rows: 30,
+        cols: 8,
+        data: (0..240).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+    };
+    cellsentence::npy::write(&work.path().join("emb.npy"), &emb).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(20261130);
     let mut outcomes = [0usize; 2];
     let mut cases = 0;
@@ -126,7 +178,7 @@ fn corrupted_inputs_never_panic_hang_or_die() {
         }
         let f = dir.path().join(format!("flip{i}.h5ad"));
         std::fs::write(&f, &b).unwrap();
-        check(&f, &format!("bit flips #{i}"), &mut outcomes);
+        check(&f, &format!("bit flips #{i}"), work.path(), &mut outcomes);
         cases += 1;
     }
     // truncation at random lengths
@@ -134,7 +186,12 @@ fn corrupted_inputs_never_panic_hang_or_die() {
         let n = rng.random_range(0..src.len());
         let f = dir.path().join(format!("trunc{i}.h5ad"));
         std::fs::write(&f, &src[..n]).unwrap();
-        check(&f, &format!("truncated to {n} bytes"), &mut outcomes);
+        check(
+            &f,
+            &format!("truncated to {n} bytes"),
+            work.path(),
+            &mut outcomes,
+        );
         cases += 1;
     }
     // CSR arrays shuffled or out of range (a well-formed HDF5 file with a broken matrix)
@@ -185,12 +242,14 @@ fn corrupted_inputs_never_panic_hang_or_die() {
             .join(format!("csr_{}.h5ad", what.replace(' ', "_")));
         std::fs::write(&f, &src).unwrap();
         edit_i64(&f, name, |v| edit(v, &mut rng));
-        check(&f, what, &mut outcomes);
+        check(&f, what, work.path(), &mut outcomes);
         cases += 1;
     }
     eprintln!(
-        "{cases} corrupted files × 2 commands: {} clean exits, {} clear errors, 0 panics/signals/hangs",
-        outcomes[0], outcomes[1]
+        "{cases} corrupted files × {} commands: {} clean exits, {} clear errors, 0 panics/signals/hangs",
+        commands(work.path()).len(),
+        outcomes[0],
+        outcomes[1]
     );
 }
 

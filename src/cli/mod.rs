@@ -1,8 +1,7 @@
 //! The `cellsentence` command line.
 mod annotate;
 mod args;
-mod bench_embed;
-mod bench_scale;
+mod bench;
 pub mod domain;
 mod embed;
 mod finetune;
@@ -90,7 +89,7 @@ pub enum Command {
     Env,
     /// Benchmarks against the reference tools.
     #[command(subcommand)]
-    Bench(BenchCmd),
+    Bench(bench::BenchCmd),
     /// One timed pipeline run printed as JSON (used by `bench`).
     #[command(hide = true)]
     BenchRun {
@@ -108,45 +107,6 @@ pub enum Command {
         #[arg(long, default_value_t = 5_000)]
         chunk_cells: usize,
     },
-}
-
-/// Benchmark subcommands.
-#[derive(Debug, Subcommand)]
-pub enum BenchCmd {
-    /// read + QC + normalize + log + HVG + sentences vs scanpy + cell2sentence, on the largest
-    /// dataset and on a tiled (Heart-sized) matrix; writes results/benchmarks/preprocess.*
-    Preprocess {
-        /// Start from this file (default: the largest raw-count dataset found).
-        #[arg(long)]
-        input: Option<PathBuf>,
-        /// Python with scanpy and cell2sentence (scripts/bench.sh creates .venv-ref).
-        #[arg(long, default_value = ".venv-ref/bin/python")]
-        python: PathBuf,
-        /// Cells of the tiled matrix.
-        #[arg(long, default_value_t = 60000)]
-        tile_cells: usize,
-        /// Genes of the tiled matrix.
-        #[arg(long, default_value_t = 27000)]
-        tile_genes: usize,
-        /// Skip the tiled matrix.
-        #[arg(long)]
-        no_tiled: bool,
-        /// Runs per tool and file (the median run is reported).
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-        /// Output folder.
-        #[arg(long, default_value = "results/benchmarks")]
-        out: PathBuf,
-    },
-    /// GPT-NeoX embedding throughput vs transformers (eager, sdpa) on the same prompts;
-    /// writes results/benchmarks/embed_{cpu,cuda}.*
-    Embed(bench_embed::BenchEmbedArgs),
-    /// MLP epoch time vs PyTorch and linear-SVM fit time vs scikit-learn on the same data;
-    /// writes results/benchmarks/annotation.*
-    Annotate(annotate::BenchAnnotateArgs),
-    /// The streaming pipeline on synthetic atlases of 100k–500k cells vs scanpy + cell2sentence:
-    /// memory and cells/s; writes results/benchmarks/scale.*
-    Scale(bench_scale::BenchScaleArgs),
 }
 
 /// `hvg` options.
@@ -675,29 +635,8 @@ pub fn main() -> i32 {
         Command::PredictCellType(a) => finetune::cmd_predict(a),
         Command::LmProbe(a) => probe::cmd_probe(a),
         Command::Attribute(a) => probe::cmd_attribute(a),
-        Command::Bench(BenchCmd::Embed(a)) => bench_embed::cmd_bench_embed(a),
-        Command::Bench(BenchCmd::Annotate(a)) => annotate::cmd_bench_annotate(a),
-        Command::Bench(BenchCmd::Preprocess {
-            input,
-            python,
-            tile_cells,
-            tile_genes,
-            no_tiled,
-            repeats,
-            out,
-        }) => crate::bench::preprocess_bench(&crate::bench::PreprocessBench {
-            input: input.clone(),
-            python: python.clone(),
-            tiled: (!no_tiled).then_some((*tile_cells, *tile_genes)),
-            out: out.clone(),
-            cache: PathBuf::from(".cache/bench"),
-            repeats: *repeats,
-        })
-        .and_then(|t| print_out(&t.to_markdown())),
-        Command::Bench(BenchCmd::Scale(a)) => bench_scale::cmd_bench_scale(a),
-        Command::BenchStream { input, chunk_cells } => {
-            bench_scale::cmd_bench_stream(input, *chunk_cells)
-        }
+        Command::Bench(b) => bench::cmd_bench(b),
+        Command::BenchStream { input, chunk_cells } => bench::cmd_bench_stream(input, *chunk_cells),
         Command::BenchRun { input } => crate::bench::run_pipeline(input).and_then(|r| {
             print_out(&format!(
                 "{}\n",

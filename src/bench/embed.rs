@@ -1,102 +1,72 @@
-//! `bench embed`: GPT-NeoX embedding throughput against transformers on the same prompts.
+//! `bench embed`: GPT-NeoX embedding throughput against transformers on the same prompts, in the
+//! same run on the same device.
 use std::path::{Path, PathBuf};
 
-use clap::Args;
-
-use super::lm::{sentence_words, RunDevice, SentenceSource};
-use super::{print_out, DataDirArgs, PrepArgs};
 use crate::error::{Error, Result};
-use crate::lm::{self, EmbedOptions, PromptStyle};
-use crate::pipeline;
+use crate::lm::{self, EmbedOptions};
 use crate::report::write_atomic;
-use crate::sentence::GeneSet;
 
-/// `bench embed` options.
-#[derive(Debug, Args)]
-pub struct BenchEmbedArgs {
-    /// Model directory (default: a random-weight Pythia-410M made by scripts/bench-embed.sh).
-    #[arg(long, default_value = ".cache/bench/pythia-410m-random")]
+/// What `bench embed` times: the prompts, the model, and how transformers runs beside us.
+#[derive(Debug, Clone)]
+pub struct EmbedBench {
+    /// Model directory (config.json, weights, tokenizer.json).
     pub model: PathBuf,
-    /// Python with torch + transformers (scripts/lm-ref-env.sh creates .venv-lm).
-    #[arg(long, default_value = ".venv-lm/bin/python")]
+    /// Python with torch + transformers.
     pub python: PathBuf,
-    /// Dataset whose first cells give the prompts.
-    #[arg(long, default_value = "baron_human")]
-    pub input: String,
-    /// Number of prompts.
-    #[arg(long, default_value_t = 64, value_parser = super::domain::count())]
-    pub n: usize,
+    /// The prompts, rendered.
+    pub texts: Vec<String>,
+    /// Where the prompts come from, for the table (a dataset id).
+    pub source: String,
     /// Transformers attention implementations to time.
-    #[arg(long, value_delimiter = ',', default_value = "eager,sdpa")]
     pub attn: Vec<String>,
     /// Batch size of the transformers runs (Cell2Sentence: 8).
-    #[arg(long, default_value_t = 8, value_parser = super::domain::count())]
     pub hf_batch: usize,
-    #[command(flatten)]
-    pub run: RunDevice,
-    #[command(flatten)]
-    pub dirs: DataDirArgs,
-    /// Output folder.
-    #[arg(long, default_value = "results/benchmarks")]
+    /// Run on the first CUDA device.
+    pub cuda: bool,
+    /// Parameter precision.
+    pub dtype: lm::Precision,
+    /// Most tokens per forward pass (ours).
+    pub batch_tokens: usize,
+    /// Output folder (embed_cpu.* or embed_cuda.*).
     pub out: PathBuf,
 }
 
-/// `cellsentence bench embed`: ours vs transformers on the same prompts, same machine, same run.
-pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
+/// Times our embedding and each transformers run on the same prompts; writes the tables and
+/// returns the Markdown one.
+pub fn embed_bench(a: &EmbedBench) -> Result<String> {
     if !a.model.join("config.json").is_file() {
         return Err(Error::NotFound {
             path: a.model.join("config.json"),
             hint: " (create the random Pythia-410M checkpoint with scripts/bench-embed.sh)".into(),
         });
     }
-    let src = SentenceSource {
-        genes: GeneSet::All,
-        tie_seed: crate::sentence::C2S_TIE_SEED,
-        adata_layer: None,
-        raw: false,
-        dirs: a.dirs.clone(),
-        prep: PrepArgs {
-            no_preprocess: false,
-            flavor: crate::hvg::Flavor::SeuratV3,
-            n_top: 2000,
-            on: Some(pipeline::HvgInput::Log),
-            batch_key: None,
-            hvg_list: None,
-        },
-    };
-    let (_, words) = sentence_words(&a.input, &src, Some(200))?;
-    let refs: Vec<Vec<&str>> = words
-        .iter()
-        .take(a.n)
-        .map(|w| w.iter().map(String::as_str).collect())
-        .collect();
-    let texts = PromptStyle::c2s_default().render(&refs, 200);
     let work = PathBuf::from(".cache/bench");
     let prompts = work.join("embed_prompts.jsonl");
-    let lines: Vec<String> = texts
+    let lines: Vec<String> = a
+        .texts
         .iter()
         .map(|t| serde_json::json!({ "text": t }).to_string())
         .collect();
     write_atomic(&prompts, (lines.join("\n") + "\n").as_bytes())?;
 
-    let (device, kind) = lm::device_and_kind(a.run.cuda, a.run.dtype)?;
+    let (device, kind) = lm::device_and_kind(a.cuda, a.dtype)?;
     let threads = tch::get_num_threads();
     let ck = lm::load(&a.model, device, kind)?;
-    let ids = ck.tokenizer.encode_batch(&texts)?;
+    let ids = ck.tokenizer.encode_batch(&a.texts)?;
     let tokens: usize = ids.iter().map(Vec::len).sum();
     let opts = EmbedOptions {
-        batch_tokens: a.run.batch_tokens,
+        batch_tokens: a.batch_tokens,
         progress: false,
         ..EmbedOptions::default()
     };
     // warm-up on a few prompts, then the timed run
     lm::embed_ids(&ck.model, &ids[..ids.len().min(2)], &opts)?;
-    if a.run.cuda {
+    if a.cuda {
         tch::Cuda::synchronize(0);
     }
     let t0 = std::time::Instant::now();
     let ours = lm::embed_ids(&ck.model, &ids, &opts)?;
-    if a.run.cuda {
+    if a.cuda {
         tch::Cuda::synchronize(0);
     }
     let ours_s = t0.elapsed().as_secs_f64();
@@ -108,18 +78,14 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
     for attn in &a.attn {
         rows.push(transformers_run(a, &prompts, attn, threads)?);
     }
-    let device_s = if a.run.cuda {
-        format!("CUDA ({})", a.run.dtype)
+    let device_s = if a.cuda {
+        format!("CUDA ({})", a.dtype)
     } else {
         format!("CPU, {threads} threads")
     };
-    let (md, csv) = bench_embed_tables(a, &rows, (texts.len(), tokens, ours_s), &device_s);
+    let (md, csv) = bench_embed_tables(a, &rows, (a.texts.len(), tokens, ours_s), &device_s);
     drop(ours);
-    let stem = if a.run.cuda {
-        "embed_cuda"
-    } else {
-        "embed_cpu"
-    };
+    let stem = if a.cuda { "embed_cuda" } else { "embed_cpu" };
     write_atomic(a.out.join(format!("{stem}.md")), md.as_bytes())?;
     write_atomic(a.out.join(format!("{stem}.csv")), csv.as_bytes())?;
     write_atomic(
@@ -128,12 +94,12 @@ pub fn cmd_bench_embed(a: &BenchEmbedArgs) -> Result<()> {
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    print_out(&md)
+    Ok(md)
 }
 
 /// One transformers embedding run of the benchmark (Cell2Sentence's way), as the JSON it prints.
 fn transformers_run(
-    a: &BenchEmbedArgs,
+    a: &EmbedBench,
     prompts: &Path,
     attn: &str,
     threads: i32,
@@ -147,11 +113,11 @@ fn transformers_run(
         .arg(prompts)
         .args(["--attn", attn, "--batch", &a.hf_batch.to_string()])
         .args(["--threads", &threads.to_string()])
-        .args(if a.run.cuda {
+        .args(if a.cuda {
             vec![
                 "--cuda".to_string(),
                 "--dtype".to_string(),
-                a.run.dtype.to_string(),
+                a.dtype.to_string(),
             ]
         } else {
             vec![]
@@ -176,7 +142,7 @@ fn transformers_run(
 
 /// The benchmark's Markdown and CSV tables (`n`: prompts, `tokens`, `ours_s`: our seconds).
 fn bench_embed_tables(
-    a: &BenchEmbedArgs,
+    a: &EmbedBench,
     rows: &[serde_json::Value],
     (n, tokens, ours_s): (usize, usize, f64),
     device_s: &str,
@@ -189,10 +155,10 @@ fn bench_embed_tables(
          {} tokens and skips the LM head.\n\n| tool | seconds | tokens/s | speed-up vs this row |\n|---|---|---|---|\n",
         a.model.display(),
         n,
-        a.input,
+        a.source,
         tokens,
         a.hf_batch,
-        a.run.batch_tokens
+        a.batch_tokens
     );
     let mut csv = String::from("tool,seconds,tokens,tokens_per_s,ours_speedup\n");
     for r in rows {
@@ -208,7 +174,7 @@ fn bench_embed_tables(
             tokens as f64 / s
         ));
     }
-    if a.run.cuda {
+    if a.cuda {
         // forward FLOPs: 2 × non-embedding parameters per token + attention (4·T·h per layer-token)
         md.push_str(&format!(
             "\nAchieved throughput (ours): {:.1} TFLOP/s (forward, 2·N_params·tokens + attention).\n",

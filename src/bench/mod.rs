@@ -1,5 +1,11 @@
-//! Benchmarks: the foundation pipeline (read → QC → normalize/log → HVG → sentences) against
-//! scanpy + Cell2Sentence on the same files, in the same run.
+//! Benchmarks, each against its reference tool on the same data in the same run: here the
+//! foundation pipeline (read → QC → normalize/log → HVG → sentences) against scanpy +
+//! Cell2Sentence; [`scale`] the streaming pipeline on synthetic atlases; [`embed`] GPT-NeoX
+//! embedding against transformers; [`annotate`] the MLP and SVM against PyTorch and scikit-learn.
+pub mod annotate;
+pub mod embed;
+pub mod scale;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
