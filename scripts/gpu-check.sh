@@ -41,6 +41,10 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown option '$1' (see the head of $0)" >&2; exit 2 ;;
   esac
 done
+# paths given relative to where the script was started, before it moves to the repository root
+BIN="$(realpath -m "$BIN")" TOK="$(realpath -m "$TOK")"
+[ -n "$DATA" ] && DATA="$(realpath -m "$DATA")"
+[ -n "$OUT" ] && OUT="$(realpath -m "$OUT")"
 if [ -z "$PY" ]; then
   if [ -x /opt/torch/.venv/bin/python3 ]; then PY=/opt/torch/.venv/bin/python3; else source "$ROOT/scripts/lm-ref-env.sh"; PY="$LMREF/bin/python"; fi
 fi
