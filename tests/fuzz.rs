@@ -2,7 +2,7 @@
 //! truncation, shuffled or out-of-range CSR arrays) either succeeds with valid output (exit 0) or
 //! fails with a message (exit 2) — never a panic, a signal, or a hang (each case bounded in time).
 //! Each file goes through the in-memory and the streamed (chunked) pipeline, Parquet output, and
-//! `metrics` (labels read from it).
+//! `metrics` (labels read from it); corrupted embedding shards go through `merge`.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,11 +21,17 @@ fn source() -> PathBuf {
 
 /// Runs the CLI on `file`; returns (exit code, stdout, stderr) or panics on a signal or a hang.
 fn run(args: &[&str], file: &Path, case: &str) -> (i32, String, String) {
+    let file = file.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--input", file.as_str()]);
+    run_cli(&all, case)
+}
+
+/// Runs the CLI with `args`; returns (exit code, stdout, stderr) or panics on a signal or a hang.
+fn run_cli(args: &[&str], case: &str) -> (i32, String, String) {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("cellsentence"))
         .arg("--quiet")
         .args(args)
-        .arg("--input")
-        .arg(file)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -258,4 +264,90 @@ fn shuffle(v: &mut [i64], r: &mut ChaCha8Rng) {
         let j = r.random_range(0..=i);
         v.swap(i, j);
     }
+}
+
+/// `merge` on a good shard beside a corrupted one (bit flips, truncation): exit 0 with the merged
+/// file, or exit 2 with a message.
+#[test]
+fn corrupted_shards_never_panic_hang_or_die() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/pretrained");
+    let cache = dir.path().join("cache");
+    let input = source();
+    let shard = |cells: &str, name: &str| {
+        let out = dir.path().join(name);
+        let args = [
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--allow-unknown-genes",
+            "--cells",
+            cells,
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let (code, _, err) = run_cli(&args, "making a shard");
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let (s1, s2) = (shard("0:15", "s1.h5ad"), shard("15:30", "s2.h5ad"));
+    let good = std::fs::read(&s2).unwrap();
+    let merged = dir.path().join("merged.h5ad");
+    let mut rng = ChaCha8Rng::seed_from_u64(20261205);
+    let mut outcomes = [0usize; 2];
+    for i in 0..16 {
+        let mut b = good.clone();
+        if i < 12 {
+            for _ in 0..rng.random_range(1..=8) {
+                let k = rng.random_range(0..b.len());
+                b[k] ^= 1 << rng.random_range(0..8);
+            }
+        } else {
+            b.truncate(rng.random_range(0..good.len()));
+        }
+        let bad = dir.path().join(format!("bad{i}.h5ad"));
+        std::fs::write(&bad, &b).unwrap();
+        let _ = std::fs::remove_file(&merged);
+        let args = [
+            "merge",
+            s1.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "--out",
+            merged.to_str().unwrap(),
+        ];
+        let case = format!("corrupted shard #{i}");
+        let (code, _, err) = run_cli(&args, &case);
+        assert!(!err.contains("panicked"), "{case}: panicked: {err}");
+        match code {
+            0 => {
+                assert!(
+                    merged.is_file(),
+                    "{case}: exit 0 without {}",
+                    merged.display()
+                );
+                outcomes[0] += 1;
+            }
+            2 => {
+                assert!(
+                    err.contains("error:"),
+                    "{case}: exit 2 without a message: {err}"
+                );
+                assert!(
+                    !merged.exists(),
+                    "{case}: a failed merge left {}",
+                    merged.display()
+                );
+                outcomes[1] += 1;
+            }
+            c => panic!("{case}: exit {c}: {err}"),
+        }
+    }
+    eprintln!(
+        "16 corrupted shards through merge: {} clean exits, {} clear errors, 0 panics/signals/hangs",
+        outcomes[0], outcomes[1]
+    );
 }

@@ -514,7 +514,7 @@ fn read_impl(path: &Path, opts: &ReadOptions, with_x: bool) -> Result<(Dataset, 
             Ok((ad.var_names().into_vec(), ad.obs_names().into_vec(), obs))
         }
     };
-    let (genes, cells, obs) = match via_crate() {
+    let (genes, cells, obs) = match super::contain_panics(via_crate) {
         Ok(v) => v,
         Err(_) => {
             let (genes, _) = read_frame_h5(path, &file, &var_key)?;

@@ -99,14 +99,14 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
         return Err(Error::io(path, std::io::ErrorKind::NotFound.into()));
     }
     type Parts = (Vec<String>, Option<Array2<f32>>, Option<String>);
-    let read = (|| -> anyhow::Result<Parts> {
+    let read = super::contain_panics(|| -> anyhow::Result<Parts> {
         let store = <H5 as anndata::Backend>::open(path)?;
         let a = AnnData::<H5>::open(store)?;
         let cells = a.obs_names().into_vec();
         let x = a.obsm().get_item::<Array2<f32>>(OBSM_KEY)?;
         let about = a.uns().get_item::<String>(UNS_KEY).ok().flatten();
         Ok((cells, x, about))
-    })();
+    });
     let (cells, x, about) = read.map_err(|e| fail(format!("reading AnnData: {e:#}")))?;
     let x = x.ok_or_else(|| fail(format!("has no obsm[\"{OBSM_KEY}\"]")))?;
     if x.nrows() != cells.len() {

@@ -23,6 +23,37 @@ pub use catalog::{catalog, corpus_data_dirs, default_data_dirs, resolve, Dataset
 pub use h5ad::read_h5ad;
 pub use tenx::read_10x_mtx;
 
+std::thread_local!(static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+
+/// Runs a read through the anndata crate, which can panic (an `unwrap` on an HDF5 error) on a
+/// damaged file instead of returning an error: the panic becomes an error, and its message stays
+/// off stderr (the caller names the file and the fix).
+pub(crate) fn contain_panics<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(|q| q.get()) {
+                prev(info)
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(false));
+    r.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let first = msg.lines().next().unwrap_or("").to_string();
+        Err(anyhow::anyhow!(
+            "the HDF5 structure is damaged (the anndata reader gave up: {first})"
+        ))
+    })
+}
+
 /// How the values in `X` were transformed, mirroring scanpy's `uns["log1p"]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum XState {
