@@ -197,6 +197,63 @@ pub fn embed_cached(
     Ok(m)
 }
 
+/// The cells (names) and the texts to embed: the prompts as given, or the input's sentences
+/// rendered in the model's prompt style; and whether those texts are bare gene sentences (then
+/// checked against a gene-level vocabulary).
+fn cells_and_texts(a: &EmbedArgs) -> Result<(Vec<String>, Vec<String>, bool)> {
+    let mut sentences_only = false;
+    let (cells, texts) = match (&a.input, &a.prompts) {
+        (_, Some(p)) => {
+            let t = read_prompts(p)?;
+            ((0..t.len()).map(|i| i.to_string()).collect::<Vec<_>>(), t)
+        }
+        (Some(input), None) => {
+            let budget = a
+                .max_genes
+                .or_else(|| model_budget(&a.model))
+                .unwrap_or(200);
+            let (cells, mut words) = sentence_words(input, &a.source, Some(budget))?;
+            if lm::ModelMeta::read(&a.model)?.is_some_and(|m| m.upper_case_genes) {
+                for w in words.iter_mut().flatten() {
+                    *w = w.to_uppercase();
+                }
+            }
+            let style = style_for(a)?;
+            sentences_only = matches!(style, PromptStyle::Sentence);
+            let refs: Vec<Vec<&str>> = words
+                .iter()
+                .map(|w| w.iter().map(String::as_str).collect())
+                .collect();
+            (cells, style.render(&refs, budget))
+        }
+        (None, None) => return Err(Error::param("input", "give --input or --prompts")),
+    };
+    Ok((cells, texts, sentences_only))
+}
+
+/// One name per line: a cell name that is empty or holds a control character would shift every
+/// later row of `names` (the .cells.txt beside the .npy).
+fn check_cell_names(a: &EmbedArgs, cells: &[String], names: &Path) -> Result<()> {
+    if let Some((i, c)) = cells
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.is_empty() || c.chars().any(char::is_control))
+    {
+        return Err(Error::bad_value(
+            a.input.as_deref().unwrap_or("prompts"),
+            "obs_names",
+            format!(
+                "cell name {c:?} (cell {} of {}) is empty or contains a control character (newline, tab, …); {} lists one cell per line",
+                i + 1,
+                cells.len(),
+                names.display()
+            ),
+            "rename the cells in obs (e.g. obs_names_make_unique after replacing the characters)",
+        ));
+    }
+    Ok(())
+}
+
 /// `cellsentence embed`.
 pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     let start = std::time::Instant::now();
@@ -237,33 +294,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         }
     }
     // gene sentences (not prompts or templates) are checked against a gene-level vocabulary
-    let mut sentences_only = false;
-    let (cells, texts) = match (&a.input, &a.prompts) {
-        (_, Some(p)) => {
-            let t = read_prompts(p)?;
-            ((0..t.len()).map(|i| i.to_string()).collect::<Vec<_>>(), t)
-        }
-        (Some(input), None) => {
-            let budget = a
-                .max_genes
-                .or_else(|| model_budget(&a.model))
-                .unwrap_or(200);
-            let (cells, mut words) = sentence_words(input, &a.source, Some(budget))?;
-            if lm::ModelMeta::read(&a.model)?.is_some_and(|m| m.upper_case_genes) {
-                for w in words.iter_mut().flatten() {
-                    *w = w.to_uppercase();
-                }
-            }
-            let style = style_for(a)?;
-            sentences_only = matches!(style, PromptStyle::Sentence);
-            let refs: Vec<Vec<&str>> = words
-                .iter()
-                .map(|w| w.iter().map(String::as_str).collect())
-                .collect();
-            (cells, style.render(&refs, budget))
-        }
-        (None, None) => return Err(Error::param("input", "give --input or --prompts")),
-    };
+    let (cells, texts, sentences_only) = cells_and_texts(a)?;
     let n_cells = cells.len();
     let range = shard_range(a, n_cells)?;
     let (cells, texts) = match range {
@@ -271,24 +302,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         Some((start, end)) => (cells[start..end].to_vec(), texts[start..end].to_vec()),
     };
     let names = a.out.with_extension("cells.txt");
-    // one name per line: a control character would shift every later row
-    if let Some((i, c)) = cells
-        .iter()
-        .enumerate()
-        .find(|(_, c)| c.is_empty() || c.chars().any(char::is_control))
-    {
-        return Err(Error::bad_value(
-            a.input.as_deref().unwrap_or("prompts"),
-            "obs_names",
-            format!(
-                "cell name {c:?} (cell {} of {}) is empty or contains a control character (newline, tab, …); {} lists one cell per line",
-                i + 1,
-                cells.len(),
-                names.display()
-            ),
-            "rename the cells in obs (e.g. obs_names_make_unique after replacing the characters)",
-        ));
-    }
+    check_cell_names(a, &cells, &names)?;
     if sentences_only {
         check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
     }
