@@ -371,22 +371,47 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
     let (r, how) = if answerer {
         answer_attribution(a, &ck, &ids, &labels, &method)?
     } else {
-        let o = crate::attribution::AttributionOptions {
-            method: a.method,
-            steps: ig_steps,
-            layer: a.layer.unwrap_or(-1),
-            folds: a.folds.unwrap_or(5),
-            top: a.top,
-            ..Default::default()
-        };
-        let r = crate::attribution::attribute_cells(&ck.model, &ck.tokenizer, &ids, &labels, &o)?;
-        let how = format!(
-            "{method} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it",
-            o.layer, o.folds
-        );
-        (r, how)
+        mlp_attribution(a, &ck, &ids, &labels, &method, ig_steps)?
     };
-    let (csv, md, summary) = crate::attribution::tables::tables(&id, &r, &markers);
+    write_attribution(a, &id, &r, &markers, &how)
+}
+
+/// Attribution through the annotation MLP (k-fold) on the mean-pooled hidden state: the
+/// attribution and the sentence saying how it was made.
+fn mlp_attribution(
+    a: &AttributeArgs,
+    ck: &lm::Checkpoint,
+    ids: &[Vec<i64>],
+    labels: &[String],
+    method: &str,
+    ig_steps: usize,
+) -> Result<(crate::attribution::Attribution, String)> {
+    let o = crate::attribution::AttributionOptions {
+        method: a.method,
+        steps: ig_steps,
+        layer: a.layer.unwrap_or(-1),
+        folds: a.folds.unwrap_or(5),
+        top: a.top,
+        ..Default::default()
+    };
+    let r = crate::attribution::attribute_cells(&ck.model, &ck.tokenizer, ids, labels, &o)?;
+    let how = format!(
+        "{method} of the MLP's predicted-class logit through the LM's token embeddings (hidden state {}, mean-pooled), {}-fold: each correctly predicted cell is attributed with the MLP of the fold that tests it",
+        o.layer, o.folds
+    );
+    Ok((r, how))
+}
+
+/// `--out`, written as one folder: top_genes.csv, top_genes.md (the per-type summary, then the top
+/// genes with known markers marked) and the heat map; prints the summary.
+fn write_attribution(
+    a: &AttributeArgs,
+    id: &str,
+    r: &crate::attribution::Attribution,
+    markers: &[(String, String)],
+    how: &str,
+) -> Result<()> {
+    let (csv, md, summary) = crate::attribution::tables::tables(id, r, markers);
     let heading = format!(
         "# Gene-token attribution — {} ({} sentences), model {}\n\n{how}; scores are the mean over a type's attributed cells (0 where a gene is not in the sentence).{}\n\n",
         id,
@@ -394,7 +419,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
         a.model.display(),
         a.markers.as_ref().map_or(String::new(), |m| format!(" Known markers from {}.", m.display()))
     );
-    let fig = crate::attribution::tables::heatmap(&id, &r);
+    let fig = crate::attribution::tables::heatmap(id, r);
     // one folder, committed whole (hand-written notes beside the results are kept)
     let staged = crate::output::StagedDir::new(&a.out)?;
     let dir = staged.path();
