@@ -68,7 +68,8 @@ def main():
          "gpu": (out / "nvidia-smi.csv").read_text().strip() if (out / "nvidia-smi.csv").exists() else ""}
 
     c2s = bench(out / "bench_c2s")
-    best = [bench(out / f"bench_sdpa_{b}") + (b,) for b in (32, 64, 128) if bench(out / f"bench_sdpa_{b}")]
+    runs = {b: bench(out / f"bench_sdpa_{b}") for b in (32, 64, 128)}
+    best = [r + (b,) for b, r in runs.items() if r]
     if c2s:
         ours_s, hf, tokens = c2s
         hf_c2s = min(hf.values())  # cell2sentence's batches of 8: the faster of eager and sdpa

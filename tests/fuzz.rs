@@ -178,10 +178,7 @@ fn corrupted_inputs_never_panic_hang_or_die() {
     // bit flips anywhere in the file
     for i in 0..24 {
         let mut b = src.clone();
-        for _ in 0..rng.random_range(1..=8) {
-            let k = rng.random_range(0..b.len());
-            b[k] ^= 1 << rng.random_range(0..8);
-        }
+        flip_bits(&mut b, &mut rng);
         let f = dir.path().join(format!("flip{i}.h5ad"));
         std::fs::write(&f, &b).unwrap();
         check(&f, &format!("bit flips #{i}"), work.path(), &mut outcomes);
@@ -259,6 +256,14 @@ fn corrupted_inputs_never_panic_hang_or_die() {
     );
 }
 
+/// Flips 1 to 8 random bits anywhere in `b`.
+fn flip_bits(b: &mut [u8], r: &mut ChaCha8Rng) {
+    for _ in 0..r.random_range(1..=8) {
+        let k = r.random_range(0..b.len());
+        b[k] ^= 1 << r.random_range(0..8);
+    }
+}
+
 fn shuffle(v: &mut [i64], r: &mut ChaCha8Rng) {
     for i in (1..v.len()).rev() {
         let j = r.random_range(0..=i);
@@ -302,10 +307,7 @@ fn corrupted_shards_never_panic_hang_or_die() {
     for i in 0..16 {
         let mut b = good.clone();
         if i < 12 {
-            for _ in 0..rng.random_range(1..=8) {
-                let k = rng.random_range(0..b.len());
-                b[k] ^= 1 << rng.random_range(0..8);
-            }
+            flip_bits(&mut b, &mut rng);
         } else {
             b.truncate(rng.random_range(0..good.len()));
         }

@@ -231,14 +231,16 @@ fn cells_and_texts(a: &EmbedArgs) -> Result<(Vec<String>, Vec<String>, bool)> {
     Ok((cells, texts, sentences_only))
 }
 
+/// A cell name that cannot stand on its own line of a .cells.txt (empty, or with a newline, tab or
+/// other control character).
+fn unlistable(cell: &str) -> bool {
+    cell.is_empty() || cell.chars().any(char::is_control)
+}
+
 /// One name per line: a cell name that is empty or holds a control character would shift every
 /// later row of `names` (the .cells.txt beside the .npy).
 fn check_cell_names(a: &EmbedArgs, cells: &[String], names: &Path) -> Result<()> {
-    if let Some((i, c)) = cells
-        .iter()
-        .enumerate()
-        .find(|(_, c)| c.is_empty() || c.chars().any(char::is_control))
-    {
+    if let Some((i, c)) = cells.iter().enumerate().find(|(_, c)| unlistable(c)) {
         return Err(Error::bad_value(
             a.input.as_deref().unwrap_or("prompts"),
             "obs_names",
@@ -520,7 +522,7 @@ pub(super) fn stream_embed(
         if !(lo < k && k <= hi) {
             return Ok(());
         }
-        if cell.is_empty() || cell.chars().any(char::is_control) {
+        if unlistable(cell) {
             return Err(Error::bad_value(
                 b.path(),
                 "obs_names",
