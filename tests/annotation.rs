@@ -934,6 +934,102 @@ fn pretrained_protocol_and_scaling_sweep_on_generated_counts() {
     assert!(out.join("figures/scaling_synthetic.html").is_file());
 }
 
+/// The held-out default is chosen on a corpus dataset, never on an evaluated one (issue 29 item
+/// 3): with `select_on`, the answer stage runs again without that dataset's labels, and the
+/// next-gene model and that model are scored on it (the untrained model as control) in
+/// `default_selection.csv`; `select_on` without `answer`, or naming the evaluated dataset, is
+/// refused by name.
+#[test]
+fn the_default_is_chosen_on_a_corpus_dataset_not_the_evaluated_one() {
+    let shared = root().join("../shared/data/pbmc3k.h5ad");
+    if !root().join("data/pbmc68k_reduced.h5ad").is_file() || !shared.is_file() {
+        eprintln!("skipped: bundled or shared data missing (run scripts/fetch-data.sh)");
+        return;
+    }
+    let tiny = "{layers: 1, hidden: 32, heads: 4, intermediate: 64, max_genes: 200, steps: 3, batch_size: 8, lr: 0.001, seed: 0}";
+    let answer = "{max_genes: 200, steps: 3, batch_size: 8, lr: 0.001, eval_every: 2, seed: 0}";
+    let text = std::fs::read_to_string(root().join("experiments/extra/annotation_pretrained.yaml"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("checkpoint:") && !l.contains("exclude:"))
+        .filter(|l| !l.trim_start().starts_with("finetune:"))
+        .map(|l| match l.trim_start() {
+            t if t.starts_with("lm: {") => format!(
+                "    lm: {tiny}\n    datasets: [pbmc68k_reduced, pbmc3k]\n    answer: {answer}\n    select_on: pbmc68k_reduced"
+            ),
+            t if t.starts_with("methods:") => "  methods: [lm]".to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("datasets: [baron_human]", "datasets: [synthetic]")
+        .replace("max_epochs: 150", "max_epochs: 4");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str| {
+        let file = dir.path().join("select.yaml");
+        std::fs::write(&file, text).unwrap();
+        bin()
+            .args(["--quiet", "run"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(root().join("tests/fixtures"))
+            .arg("--out")
+            .arg(dir.path().join("results"))
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let r = run(&text);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = dir.path().join("results/annotation_pretrained");
+    let sel = std::fs::read_to_string(out.join("default_selection.csv")).unwrap();
+    let rows: Vec<&str> = sel.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{sel}");
+    assert!(
+        rows.iter().all(|r| r.starts_with("pbmc68k_reduced,")),
+        "{sel}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.contains(",chosen,")).count(),
+        1,
+        "{sel}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("untrained LM,control,")),
+        "{sel}"
+    );
+    let index = std::fs::read_to_string(out.join("index.md")).unwrap();
+    assert!(index.contains("default_selection.md"), "{index}");
+    // two answer stages: the row's (every corpus label) and the selection's (pbmc68k_reduced's
+    // labels kept aside); neither read the evaluated dataset's
+    let mut keys: Vec<Vec<String>> = std::fs::read_dir(dir.path().join("cache/pretrain_answer"))
+        .unwrap()
+        .map(|e| {
+            let c = cellsentence::lm::Corpus::read(&e.unwrap().path())
+                .unwrap()
+                .unwrap();
+            c.label_keys.keys().cloned().collect()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            vec!["pbmc3k".to_string()],
+            vec!["pbmc3k".into(), "pbmc68k_reduced".into()]
+        ]
+    );
+    // refused by name: the evaluated dataset, and select_on without an answer stage
+    let evaluated = text.replace("select_on: pbmc68k_reduced", "select_on: synthetic");
+    let e = String::from_utf8_lossy(&run(&evaluated).stderr).to_string();
+    assert!(e.contains("select_on") && e.contains("synthetic"), "{e}");
+    let no_answer = text.replace(&format!("    answer: {answer}\n"), "");
+    let r = run(&no_answer);
+    let e = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(!r.status.success() && e.contains("pretrain.answer"), "{e}");
+}
+
 /// The committed pretrained model (`models/pretrained`) comes from this code: its corpus is rebuilt
 /// from the same files (digests checked against `corpus.json`), and its first training steps'
 /// losses, as logged in `training_log.csv`, come out the same (to a CPU kernel's rounding).

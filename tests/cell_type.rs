@@ -243,6 +243,7 @@ fn the_answer_stage_reads_corpus_labels_only() {
     let c = TrainConfig { max_genes: 24, ..c };
     let r = pretrain::answer_stage(
         &spec,
+        &[],
         &c,
         &base,
         &dirs,
@@ -274,6 +275,7 @@ fn the_answer_stage_reads_corpus_labels_only() {
     };
     let e = pretrain::answer_stage(
         &none,
+        &[],
         &c,
         &base,
         &dirs,
@@ -287,6 +289,24 @@ fn the_answer_stage_reads_corpus_labels_only() {
     .to_string();
     assert!(e.contains("no labelled corpus dataset is left"), "{e}");
     assert!(!d.path().join("x").exists());
+    // a dataset kept aside to choose the default on gives the stage none of its labels: keeping
+    // the only labelled one aside is refused by name, before any training
+    let e = pretrain::answer_stage(
+        &spec,
+        &["synthetic".to_string()],
+        &c,
+        &base,
+        &dirs,
+        &cache,
+        "test",
+        &d.path().join("y"),
+        Device::Cpu,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("select_on") && e.contains("synthetic"), "{e}");
+    assert!(!d.path().join("y").exists());
 }
 
 /// NaN in a checkpoint's f32 weights is named as such (issue 32 family 6): not blamed on reduced

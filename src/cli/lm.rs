@@ -253,7 +253,16 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
     let answer = match answer {
         Some((c, out)) => {
             let f = crate::experiment::pretrain::answer_stage(
-                &spec, &c, &a.out, &dirs, &cache, &command, out, device, !quiet,
+                &spec,
+                &[],
+                &c,
+                &a.out,
+                &dirs,
+                &cache,
+                &command,
+                out,
+                device,
+                !quiet,
             )?;
             let best = f.head.curve.iter().find(|p| p.step == f.head.best_step);
             serde_json::json!({

@@ -65,6 +65,11 @@ pub struct PretrainSection {
     /// its settings, and a frozen row of its own (`pretrained LM + corpus answers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<TrainConfig>,
+    /// A labelled corpus dataset to choose the held-out default on (needs `answer`): the answer
+    /// stage is run again without its labels, and the next-gene model and that model are scored
+    /// on it by the frozen embedding → the paper's MLP (`default_selection.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub select_on: Option<String>,
     /// Use the pretrained run's snapshot at this step instead of its end (set by the scaling
     /// sweep; the step must be in `lm.snapshots`).
     #[serde(skip)]
@@ -85,6 +90,7 @@ impl Default for PretrainSection {
             untrained_control: true,
             cell_type_task: false,
             answer: None,
+            select_on: None,
             at_step: None,
             retrain: false,
         }
@@ -147,7 +153,7 @@ impl LmSource {
 
 /// The corpus of an experiment's pretrained model: every reachable dataset but the evaluated ones,
 /// `exclude` and their relatives.
-fn corpus_spec(e: &Experiment, p: &PretrainSection, evaluated: &[String]) -> CorpusSpec {
+pub(super) fn corpus_spec(e: &Experiment, p: &PretrainSection, evaluated: &[String]) -> CorpusSpec {
     let mut exclude: Vec<String> = evaluated.iter().chain(&p.exclude).cloned().collect();
     exclude.sort();
     exclude.dedup();
@@ -169,12 +175,14 @@ fn file_digests(entries: &[data::DatasetEntry], cache: &Cache) -> Result<Vec<(St
 }
 
 /// The pretrained model `base` after the answer-only stage on the corpus labels (`p.answer`), a
-/// cached stage keyed by the base's digest, the corpus files' digests and the settings.
+/// cached stage keyed by the base's digest, the corpus files' digests and the settings; the
+/// datasets in `unlabelled` keep their labels out of it (see [`pretrain::answer_stage`]).
 #[allow(clippy::too_many_arguments)]
 pub fn answer_model(
     e: &Experiment,
     p: &PretrainSection,
     evaluated: &[String],
+    unlabelled: &[String],
     data_dir: Option<&Path>,
     cache: &Cache,
     base: &Path,
@@ -191,15 +199,26 @@ pub fn answer_model(
         "cellsentence run {} (annotation.pretrain.answer)",
         e.file.display()
     );
-    cache.dir_artifact(
-        "pretrain_answer",
-        "answer-only stage on the corpus labels",
-        &(&base_digest, &digests, &spec, &c),
-        |out| {
-            pretrain::answer_stage(&spec, &c, base, &dirs, cache, &command, out, device, !quiet)?;
-            Ok(())
-        },
-    )
+    let stage = |out: &Path| {
+        pretrain::answer_stage(
+            &spec, unlabelled, &c, base, &dirs, cache, &command, out, device, !quiet,
+        )?;
+        Ok(())
+    };
+    let what = "answer-only stage on the corpus labels";
+    if unlabelled.is_empty() {
+        // the key of every answer stage before datasets could be kept aside
+        cache.dir_artifact(
+            "pretrain_answer",
+            what,
+            &(&base_digest, &digests, &spec, &c),
+            stage,
+        )
+    } else {
+        let what = format!("{what} (labels of {} kept aside)", unlabelled.join(", "));
+        let key = (&base_digest, &digests, &spec, &c, unlabelled);
+        cache.dir_artifact("pretrain_answer", &what, &key, stage)
+    }
 }
 
 /// The pretrained model of an experiment (or, with `untrained`, the same shape and vocabulary at

@@ -6,6 +6,7 @@
 //! tables and figures to `results/<name>/` atomically.
 pub mod annotation;
 pub mod context;
+pub mod default_select;
 pub mod lm_protocol;
 pub mod lm_scaling;
 pub mod outputs;

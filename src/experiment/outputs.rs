@@ -36,6 +36,8 @@ pub mod names {
     pub const QUALITY: &str = "quality";
     /// LM layer sweep.
     pub const LAYERS: &str = "layers";
+    /// The held-out default's selection on a corpus dataset (`annotation.pretrain.select_on`).
+    pub const DEFAULT_SELECTION: &str = "default_selection";
 
     /// Markdown file of a table.
     pub fn md(stem: &str) -> String {

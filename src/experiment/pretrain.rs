@@ -276,10 +276,12 @@ fn without_unlabelled(mut p: CorpusPart) -> CorpusPart {
 /// Cell2Sentence's prediction task (the sentence and `<|CELL_TYPE|>`, then the cell type; loss on
 /// the answer alone) over the labelled corpus datasets, class-balanced; a stratified `val_fraction`
 /// of the corpus cells picks the kept step. Saved to `out` with `corpus.json` (the base's corpus,
-/// the label keys and the label vocabulary) as one unit.
+/// the label keys and the label vocabulary) as one unit. The datasets in `unlabelled` keep their
+/// labels out of the stage (a dataset kept aside to choose a default on).
 #[allow(clippy::too_many_arguments)]
 pub fn answer_stage(
     spec: &CorpusSpec,
+    unlabelled: &[String],
     c: &TrainConfig,
     base: &Path,
     dirs: &[PathBuf],
@@ -296,7 +298,18 @@ pub fn answer_stage(
             "pretrain it first (`cellsentence pretrain-lm`)",
         )
     })?;
-    let (parts, label_keys) = labelled_parts(spec, c.max_genes, dirs, cache, progress)?;
+    let (mut parts, mut label_keys) = labelled_parts(spec, c.max_genes, dirs, cache, progress)?;
+    parts.retain(|p| !unlabelled.contains(&p.dataset.id));
+    label_keys.retain(|id, _| !unlabelled.contains(id));
+    if parts.is_empty() {
+        return Err(Error::param(
+            "pretrain.select_on",
+            format!(
+                "no labelled corpus dataset is left for the answer-only stage once {} is kept aside; choose another dataset",
+                unlabelled.join(", ")
+            ),
+        ));
+    }
     let words: Vec<Vec<String>> = parts.iter().flat_map(|p| p.sentences.clone()).collect();
     let labels: Vec<String> = parts
         .iter()

@@ -195,7 +195,8 @@ fn last_logits(model: &GptNeox, prompts: &[&[i64]]) -> Tensor {
 }
 
 /// Fine-tunes a model (a new one of `c`'s shape, or `base`) on Cell2Sentence's cell-type task:
-/// class-balanced batches of `train`, the loss on the answer token alone, the validation answer
+/// class-balanced batches of `train`, the loss on the answer token alone (or, with
+/// `loss_on_prompt`, on every token), the validation answer
 /// loss and accuracy on `val` every `eval_every` steps; the weights of the lowest validation loss
 /// are saved to `out` (with [`HEAD`] and the `extra` files, committed with the model as a unit).
 /// A killed run resumes from `out`'s partial state.
@@ -339,9 +340,17 @@ pub fn finetune(
         if step < done {
             continue; // replaying the draws of the steps a resumed run already took
         }
+        // the targets start at the answer, or (loss_on_prompt) at the prompt's second token
         let items: Vec<(&[i64], usize)> = batch
             .iter()
-            .map(|&i| (seqs[i].as_slice(), train_prompts[i].len()))
+            .map(|&i| {
+                let from = if c.loss_on_prompt {
+                    1
+                } else {
+                    train_prompts[i].len()
+                };
+                (seqs[i].as_slice(), from)
+            })
             .collect();
         let (x, t) = answer_batch(&items, device);
         let lr = lr_at(c, step, c.steps);
@@ -567,6 +576,22 @@ mod tests {
         .err()
         .expect("refused");
         assert!(e.to_string().contains("answer_sampling"), "{e}");
+        let c = TrainConfig {
+            loss_on_prompt: true,
+            ..TrainConfig::default()
+        };
+        let e = train::fit(
+            &words,
+            &c,
+            train::Init::Scratch { vocab: None },
+            Device::Cpu,
+            false,
+            None,
+            None,
+        )
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("loss_on_prompt"), "{e}");
     }
 
     #[test]

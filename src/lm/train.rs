@@ -349,6 +349,12 @@ pub fn fit(
             "applies to cell-type fine-tunes only (finetune-lm --task cell_type, answer stages); next-gene training reads every sentence alike: remove the key",
         ));
     }
+    if c.loss_on_prompt {
+        return Err(Error::param(
+            "loss_on_prompt",
+            "applies to cell-type fine-tunes only (finetune-lm --task cell_type, answer stages); next-gene training's loss is on every token already: remove the key",
+        ));
+    }
     let sents: Vec<&[String]> = sentences
         .iter()
         .map(|s| &s[..s.len().min(c.max_genes)])

@@ -62,6 +62,11 @@ pub struct TrainConfig {
     /// answer stages only).
     #[serde(skip_serializing_if = "Sampling::is_balanced")]
     pub answer_sampling: Sampling,
+    /// A cell-type fine-tune's loss on every token of the prompt as well as the answer
+    /// (cell2sentence's `loss_on_response_only=False`, as its cell-type tutorial runs it); the
+    /// default is the answer alone. Validation and the kept step still read the answer alone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub loss_on_prompt: bool,
 }
 
 /// How the cells of a cell-type fine-tune's batches are drawn.
@@ -131,6 +136,7 @@ impl Default for TrainConfig {
             logit_prior: false,
             shuffle_genes: false,
             answer_sampling: Sampling::Balanced,
+            loss_on_prompt: false,
         }
     }
 }

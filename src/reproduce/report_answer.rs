@@ -276,10 +276,56 @@ fn answer_pretrain_section(out: &Path) -> Result<String> {
             md.push_str(&format!("- {mode} sentences: macro-F1 next-gene {}, + corpus answers {} ± {}, untrained {} ± {}: {verdict}.\n", f4(n), f4(a), f4(asd), f4(u), f4(usd)));
         }
     }
+    md.push_str(&default_selection(out)?);
     md.push_str(&format!(
         "\nFolds and per-class F1: [{ANSWER_PRETRAIN_DIR}/index.md]({ANSWER_PRETRAIN_DIR}/index.md) (`cellsentence run experiments/extra/lm_answer_pretrain.yaml`).\n\n"
     ));
     Ok(md)
+}
+
+/// Which of the two is the held-out default, chosen on a corpus dataset (`pretrain.select_on`;
+/// empty when the committed results have no selection).
+fn default_selection(out: &Path) -> Result<String> {
+    let stem = crate::experiment::outputs::names::DEFAULT_SELECTION;
+    let path = out.join(ANSWER_PRETRAIN_DIR).join(format!("{stem}.csv"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(String::new());
+    };
+    let fix = "rerun `cellsentence run experiments/extra/lm_answer_pretrain.yaml`";
+    let t = Table::from_csv(&text).map_err(|e| Error::format(&path, e, fix))?;
+    let first = t
+        .rows
+        .first()
+        .ok_or_else(|| Error::format(&path, "no rows", fix))?;
+    let chosen = t
+        .rows
+        .iter()
+        .find(|r| t.cell(r, "role") == "chosen")
+        .ok_or_else(|| Error::format(&path, "no row has the role `chosen`", fix))?;
+    let (id, cells, labels, folds) = (
+        t.cell(first, "dataset"),
+        t.cell(first, "cells"),
+        t.cell(first, "labels"),
+        t.cell(first, "folds"),
+    );
+    let cols = [
+        ("model", "model"),
+        ("role", "role"),
+        ("accuracy", "accuracy"),
+        ("accuracy_sd", "sd"),
+        ("macro_f1", "macro-F1"),
+        ("macro_f1_sd", "sd"),
+    ];
+    let model = t.cell(chosen, "model");
+    let default_model = if model == "pretrained LM" {
+        "the default `reproduce` embeds with it (`models/pretrained`)".to_string()
+    } else {
+        format!("the default `reproduce` still embeds with the next-gene model (`models/pretrained`); the Baron rows of `{model}` are those above")
+    };
+    Ok(format!(
+        "\n**Which is the default, chosen without Baron** (`select_on: {id}`): the answer stage run again with {id}'s labels kept out, then both candidates scored on {id} ({cells} cells, {labels} types; a tissue whose labels neither model read) by the use the default serves — the frozen mean-pooled embedding of full sentences → the paper's MLP, stratified {folds}-fold — with the untrained model as control:\n\n{}\nChosen: **{model}**; {default_model}.\n",
+        t.select(&cols).to_markdown()
+    ))
 }
 
 /// The committed leave-one-donor-out table of the fine-tuned-for-annotation rows (empty when that

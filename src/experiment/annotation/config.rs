@@ -213,6 +213,12 @@ impl crate::validate::Validate for AnnotationSection {
                 "is empty; give random, pretrained or both",
             ));
         }
+        if self.pretrain.select_on.is_some() && self.pretrain.answer.is_none() {
+            return Err(crate::Error::param(
+                "annotation.pretrain.select_on",
+                "chooses between the next-gene model and its answer stage, but pretrain.answer is not set; add it, or remove select_on",
+            ));
+        }
         crate::validate::Validate::validate(&self.mlp)?;
         crate::validate::Validate::validate(&self.svm)?;
         crate::validate::Validate::validate(&self.scmap)

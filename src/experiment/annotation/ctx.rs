@@ -281,6 +281,7 @@ impl Ctx<'_> {
                     e,
                     &a.pretrain,
                     self.evaluated,
+                    &[],
                     self.data_dir,
                     self.cache,
                     &base,
