@@ -10,6 +10,22 @@ pub trait Validate {
     fn validate(&self) -> Result<()>;
 }
 
+/// `r` with its parameter named under `key` (a section of an experiment file): `training` (a
+/// whole training configuration) becomes `key`, any other name `key.name`.
+pub fn under(key: &str, r: Result<()>) -> Result<()> {
+    r.map_err(|e| match e {
+        Error::Param { name, what } => {
+            let name = if name == "training" {
+                key.to_string()
+            } else {
+                format!("{key}.{name}")
+            };
+            Error::Param { name, what }
+        }
+        other => other,
+    })
+}
+
 /// `v` ≥ 1.
 pub fn positive(name: &str, v: usize, usual: &str) -> Result<()> {
     if v == 0 {

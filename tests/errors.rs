@@ -1207,3 +1207,56 @@ fn os_errors_and_shard_counts_say_what_was_expected() {
     assert!(!results.exists(), "a refused run wrote {results:?}");
     assert_eq!(std::fs::read_to_string(&cache_file).unwrap(), "notes");
 }
+
+/// One check of a training configuration for the CLI and the experiment files (issue 32 family 7):
+/// the same out-of-domain settings are refused with the same words by `train-lm --config` and by
+/// an experiment file's `annotation.lm` / `annotation.pretrain.answer`, where the file's error
+/// names the key and its line, at load time — before any dataset is read or folder written.
+#[test]
+fn training_settings_share_one_check_for_cli_and_experiment_files() {
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let want = "hidden must be a multiple of heads";
+    expect_error(
+        &[
+            "train-lm",
+            "--input",
+            fx,
+            "--config",
+            r#"{"heads": 3}"#,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[want],
+    );
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/extra/lm_answer_pretrain.yaml"
+    ))
+    .unwrap();
+    let results = dir.path().join("results");
+    let cache = dir.path().join("cache");
+    for (from, to, key) in [
+        ("  mlp: {", "  lm: {heads: 3}\n  mlp: {", "annotation.lm"),
+        (
+            "answer: {max_genes: 200,",
+            "answer: {heads: 3, max_genes: 200,",
+            "annotation.pretrain.answer",
+        ),
+    ] {
+        assert!(text.contains(from));
+        let y = dir.path().join("e.yaml");
+        std::fs::write(&y, text.replacen(from, to, 1)).unwrap();
+        let args = [
+            "run",
+            y.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ];
+        expect_error(&args, &[want, key, "e.yaml", "line "]);
+        assert!(!results.exists() && !cache.exists(), "{key}: work began");
+    }
+}

@@ -12,6 +12,7 @@ pub use splits::{leave_one_batch_out, split_warnings, stratified_kfold, Fold};
 pub use svm::SvmConfig;
 
 use crate::npy::Matrix;
+use crate::validate::Validate;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -25,6 +26,17 @@ pub enum Classifier {
     /// scmap-cluster; its `unassigned` cells count as wrong, and `unassigned` is no class of the
     /// macro-F1 (it enters as a miss of each cell's true class).
     Scmap(ScmapConfig),
+}
+
+impl crate::validate::Validate for Classifier {
+    /// The chosen classifier's settings (checked by [`evaluate`] before any fold runs).
+    fn validate(&self) -> Result<()> {
+        match self {
+            Classifier::Mlp(c) => c.validate(),
+            Classifier::Svm(c) => c.validate(),
+            Classifier::Scmap(c) => c.validate(),
+        }
+    }
 }
 
 impl Classifier {
@@ -129,6 +141,7 @@ pub fn evaluate(
     device: Device,
 ) -> Result<Evaluation> {
     check_features(x, labels, "features")?;
+    classifier.validate()?;
     let (names, y) = encode_labels(labels);
     let mut out_folds = Vec::new();
     let mut predictions = Vec::new();

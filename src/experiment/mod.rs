@@ -353,13 +353,17 @@ impl Experiment {
             ("hvg", self.hvg.params().validate()),
             ("annotation", self.annotation.validate()),
         ] {
-            if let Err(Error::Param { name, what }) = r {
-                return Err(self.err(
-                    &format!("{section}.{name}"),
-                    name.rsplit('.').next().unwrap_or(&name),
-                    what,
-                    "set a value in the range above",
-                ));
+            match r {
+                Err(Error::Param { name, what }) => {
+                    return Err(self.err(
+                        &format!("{section}.{name}"),
+                        name.rsplit('.').next().unwrap_or(&name),
+                        what,
+                        "set a value in the range above",
+                    ))
+                }
+                Err(other) => return Err(other),
+                Ok(()) => {}
             }
         }
         if self.task == Task::Reconstruction {
@@ -653,6 +657,24 @@ mod tests {
         assert_eq!(e.hvg.flavor, Flavor::SeuratV3);
         assert_eq!(e.preprocess.log_base, Some(10.0));
         assert_eq!(e.modes, vec![GeneSet::All, GeneSet::Hvg]);
+    }
+
+    /// Every committed experiment file passes the load-time checks (the ones `run` applies before
+    /// any work), so a stricter check cannot leave one unrunnable.
+    #[test]
+    fn every_committed_experiment_file_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        let mut n = 0;
+        for dir in [root.clone(), root.join("extra")] {
+            for f in std::fs::read_dir(&dir).unwrap() {
+                let p = f.unwrap().path();
+                if p.extension().is_some_and(|x| x == "yaml") {
+                    Experiment::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                    n += 1;
+                }
+            }
+        }
+        assert!(n >= 14, "{n} experiment files");
     }
 
     #[test]

@@ -50,14 +50,17 @@ pub fn lr_at(c: &TrainConfig, step: usize, n: usize) -> f64 {
 pub(super) fn check(c: &TrainConfig) -> Result<()> {
     let bad = |what: &str| Err(Error::param("training", what.to_string()));
     if c.layers < 1 || c.hidden < 1 || c.heads < 1 || c.intermediate < 1 {
-        return bad("layers, hidden, heads and intermediate must be positive");
+        return bad("layers, hidden, heads and intermediate must be positive; fix: e.g. layers 4, hidden 256, heads 4, intermediate 1024 (the default)");
     }
     if c.hidden % c.heads != 0 || (c.hidden / c.heads) % 8 != 0 {
-        return bad("hidden must be a multiple of heads, with head size a multiple of 8");
+        return bad(&format!(
+            "hidden must be a multiple of heads, with head size a multiple of 8 (hidden {}, heads {}); fix: e.g. hidden 256 with heads 4 (Pythia-410M: 1024 with 16)",
+            c.hidden, c.heads
+        ));
     }
     if c.batch_size == 0 || c.max_genes == 0 {
         return bad(
-            "batch_size and max_genes must be positive (steps: 0 saves the untrained model)",
+            "batch_size and max_genes must be positive (steps: 0 saves the untrained model); fix: e.g. batch_size 16, max_genes 200",
         );
     }
     if c.lr.is_nan()
@@ -65,10 +68,10 @@ pub(super) fn check(c: &TrainConfig) -> Result<()> {
         || !(0.0..1.0).contains(&c.val_fraction)
         || !(0.0..=1.0).contains(&c.warmup)
     {
-        return bad("lr must be positive; val_fraction and warmup in [0, 1)");
+        return bad("lr must be positive; val_fraction and warmup in [0, 1); fix: e.g. lr 0.001, val_fraction 0.05, warmup 0.05");
     }
     if !(0.0..=1.0).contains(&c.rotary_pct) {
-        return bad("rotary_pct must be in [0, 1] (Pythia: 0.25)");
+        return bad("rotary_pct must be in [0, 1]; fix: use 0.25 (Pythia's)");
     }
     if let Some(k) = c.snapshots.iter().find(|&&k| k > c.steps) {
         return Err(Error::param(

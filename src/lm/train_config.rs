@@ -141,6 +141,13 @@ impl Default for TrainConfig {
     }
 }
 
+impl crate::validate::Validate for TrainConfig {
+    /// Shape, optimisation and snapshot settings (the check every trainer runs first).
+    fn validate(&self) -> Result<()> {
+        super::train::check(self)
+    }
+}
+
 impl TrainConfig {
     /// The GPT-NeoX shape these settings describe (Pythia's choices elsewhere: parallel
     /// residual), no BOS/EOS token.

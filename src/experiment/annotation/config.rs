@@ -219,6 +219,21 @@ impl crate::validate::Validate for AnnotationSection {
                 "chooses between the next-gene model and its answer stage, but pretrain.answer is not set; add it, or remove select_on",
             ));
         }
+        use crate::validate::under;
+        let p = &self.pretrain;
+        under("lm", self.lm.validate())?;
+        under("pretrain.lm", p.lm.validate())?;
+        for (key, c) in [
+            ("pretrain.finetune", &p.finetune),
+            ("pretrain.answer", &p.answer),
+        ] {
+            if let Some(c) = c {
+                under(key, c.validate())?;
+            }
+        }
+        if answers {
+            under("answer.lm", self.answer.lm.validate())?;
+        }
         crate::validate::Validate::validate(&self.mlp)?;
         crate::validate::Validate::validate(&self.svm)?;
         crate::validate::Validate::validate(&self.scmap)
