@@ -1167,6 +1167,11 @@ fn committed_lm_results_are_guarded_and_match_the_model() {
         "committed_lm_answer_pretrain",
         read("results/lm_answer_pretrain/annotation.csv")
     );
+    // which of the two is the held-out default, chosen on a corpus dataset (select_on)
+    insta::assert_snapshot!(
+        "committed_lm_default_selection",
+        read("results/lm_answer_pretrain/default_selection.csv")
+    );
 
     let log = cellsentence::lm::train::LogRow::read(&root().join("models/pretrained")).unwrap();
     let val_at = |step: usize| {

@@ -322,8 +322,18 @@ fn default_selection(out: &Path) -> Result<String> {
     } else {
         format!("the default `reproduce` still embeds with the next-gene model (`models/pretrained`); the Baron rows of `{model}` are those above")
     };
+    let f1 = |r: &[String]| t.cell(r, "macro_f1").parse::<f64>().ok();
+    let control = t.rows.iter().find(|r| t.cell(r, "role") == "control");
+    let beaten = match (control.and_then(|r| f1(r)), f1(chosen)) {
+        (Some(c), Some(k)) if c > k => format!(
+            " The untrained control scores above both (macro-F1 {} against {}): on a tissue whose labels it never read, the trained model's frozen embedding keeps less cell identity than a random projection of the same sentence, as on Baron above.",
+            f4(c),
+            f4(k)
+        ),
+        _ => String::new(),
+    };
     Ok(format!(
-        "\n**Which is the default, chosen without Baron** (`select_on: {id}`): the answer stage run again with {id}'s labels kept out, then both candidates scored on {id} ({cells} cells, {labels} types; a tissue whose labels neither model read) by the use the default serves — the frozen mean-pooled embedding of full sentences → the paper's MLP, stratified {folds}-fold — with the untrained model as control:\n\n{}\nChosen: **{model}**; {default_model}.\n",
+        "\n**Which is the default, chosen without Baron** (`select_on: {id}`): the answer stage run again with {id}'s labels kept out, then both candidates scored on {id} ({cells} cells, {labels} types; its sentences were in the next-gene corpus, its labels in neither model) by the use the default serves — the frozen mean-pooled embedding of full sentences → the paper's MLP, stratified {folds}-fold — with the untrained model as control:\n\n{}\nChosen: **{model}**; {default_model}.{beaten}\n",
         t.select(&cols).to_markdown()
     ))
 }
