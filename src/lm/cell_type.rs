@@ -4,14 +4,14 @@
 //! (the embedding grows as transformers' `resize_token_embeddings` does); [`predict`] answers
 //! with the trained labels only, each with its score.
 pub use super::cell_type_predict::{predict, Answers, CellTypeHead, ValPoint, HEAD, TASK};
+use super::cell_type_run::Run;
 use super::cell_type_start::start;
 use super::corpus::{cell_type_token, CELL_TYPE_SEP};
 use super::model::GptNeox;
-use super::model_dir::{partial_dir, Snapshot};
+use super::model_dir::partial_dir;
 use super::model_dir::{save, LogRow, ModelMeta};
 use super::optim::AdamW;
 use super::prompt::PromptStyle;
-use super::resume::ResumeState;
 use super::tokenizer::Tok;
 use super::train::{self, lr_at, Fitted, TrainConfig};
 use crate::progress::Progress;
@@ -215,7 +215,74 @@ pub fn finetune(
     train::check(c)?;
     train_part.check("training cells")?;
     val_part.check("validation cells")?;
-    let (labels, y) = label_index(train_part.labels);
+    let (labels, y) = trained_labels(train_part.labels)?;
+    let tokens: Vec<String> = labels.iter().map(|l| cell_type_token(l)).collect();
+    let task_tokens = [&[CELL_TYPE_SEP.to_string()], tokens.as_slice()].concat();
+    let s = start(base, train_part.sentences, &task_tokens, c, device)?;
+    let d = AnswerData::encode(&s, (&labels, &y, &tokens), train_part, val_part, c)?;
+    let val_refs = d.val_refs();
+    let label_t = Tensor::from_slice(&d.label_ids).to_device(device);
+    let parameters = train::parameter_count(&s.vs);
+    let mut opt = AdamW::new(&s.vs, 0.9, 0.95, 1e-8, c.weight_decay);
+    let data_digest = d.digest(base, c.max_genes);
+    let resume = partial_dir(out);
+    let mut run = Run::resume_or_start(&resume, c, &data_digest, &s.vs, &mut opt, progress)?;
+    let mut draw = BatchDraw::new(&y, labels.len(), c)?;
+    let start_t = std::time::Instant::now();
+    let bar = Progress::bar(progress, c.steps as u64, BAR);
+    bar.inc(run.done as u64);
+    for step in 0..c.steps {
+        let batch = draw.next(c.batch_size);
+        run.seen += batch.iter().map(|&i| d.seqs[i].len()).sum::<usize>();
+        if step < run.done {
+            continue; // replaying the draws of the steps a resumed run already took
+        }
+        let lr = lr_at(c, step, c.steps);
+        let loss = answer_step(&s.model, &mut opt, &d, &batch, (c, lr), device)?;
+        let train_loss = train::finite(loss, step)?;
+        let (last, at_eval) = (step + 1 == c.steps, (step + 1) % c.eval_every.max(1) == 0);
+        let val_loss = (!val_refs.is_empty() && (last || at_eval)).then(|| {
+            let v = validate(&s.model, &val_refs, &d.val_answers, &label_t, 64);
+            run.record_validation(step + 1, v, &s.vs);
+            v.0
+        });
+        run.log.push(LogRow {
+            step: step + 1,
+            lr,
+            train_loss,
+            val_loss,
+        });
+        bar.inc(1);
+        if at_eval && !last {
+            let seconds = run.seconds + start_t.elapsed().as_secs_f64();
+            run.save(&resume, step + 1, (c, &data_digest), (&s.vs, &opt), seconds)?;
+            crate::output::kill_point("finetune-state-saved");
+        }
+    }
+    bar.finish();
+    // the kept weights: the best validation step (the last one without validation cells)
+    let best_step = run.restore_best(&s.vs, device, c.steps);
+    let head = CellTypeHead {
+        task: TASK.into(),
+        labels,
+        tokens,
+        train_cells: draw.by_class.iter().map(Vec::len).collect(),
+        val_cells: val_refs.len(),
+        start: base.map_or_else(|| "random".into(), |b| b.display().to_string()),
+        best_step,
+        curve: std::mem::take(&mut run.curve),
+    };
+    let sizes = (d.seqs.len(), val_refs.len(), parameters);
+    let seconds = run.seconds + start_t.elapsed().as_secs_f64();
+    write_finetuned(out, (s, c), run, (head, sizes, seconds), extra)
+}
+
+/// The fine-tune's progress bar.
+const BAR: &str = "fine-tune LM for cell types (steps)";
+
+/// Sorted distinct training labels and each cell's index into them; fewer than two is refused.
+fn trained_labels(labels: &[String]) -> Result<(Vec<String>, Vec<usize>)> {
+    let (labels, y) = label_index(labels);
     if labels.len() < 2 {
         return Err(Error::param(
             "labels",
@@ -225,223 +292,172 @@ pub fn finetune(
             ),
         ));
     }
-    let tokens: Vec<String> = labels.iter().map(|l| cell_type_token(l)).collect();
-    let mut task_tokens = vec![CELL_TYPE_SEP.to_string()];
-    task_tokens.extend(tokens.iter().cloned());
-    let s = start(base, train_part.sentences, &task_tokens, c, device)?;
-    let ids_of = |t: &str| {
-        s.tok
-            .id(t)
-            .ok_or_else(|| Error::param("vocabulary", format!("token {t} was not added")))
-    };
-    let label_ids: Vec<i64> = tokens.iter().map(|t| ids_of(t)).collect::<Result<_>>()?;
-    let enc = |sents: &[Vec<String>]| prompt_ids(&s.tok, &s.style, sents, c.max_genes, s.upper);
-    let train_prompts = enc(train_part.sentences)?;
-    let seqs: Vec<Vec<i64>> = train_prompts
-        .iter()
-        .zip(&y)
-        .map(|(p, &k)| p.iter().copied().chain([label_ids[k]]).collect())
-        .collect();
-    if let Some(long) = seqs
-        .iter()
-        .find(|q| q.len() as i64 > s.cfg.max_position_embeddings)
-    {
-        return Err(Error::param(
-            "training",
-            format!(
-                "a prompt with its answer has {} tokens, more than max_position_embeddings {}; lower max_genes",
-                long.len(),
-                s.cfg.max_position_embeddings
-            ),
-        ));
-    }
-    // validation cells of trained labels only
-    let known: BTreeMap<&str, usize> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
-    let val_keep: Vec<usize> = (0..val_part.labels.len())
-        .filter(|&i| known.contains_key(val_part.labels[i].as_str()))
-        .collect();
-    let val_sents: Vec<Vec<String>> = val_keep
-        .iter()
-        .map(|&i| val_part.sentences[i].clone())
-        .collect();
-    let val_answers: Vec<usize> = val_keep
-        .iter()
-        .map(|&i| known[val_part.labels[i].as_str()])
-        .collect();
-    let val_prompts = enc(&val_sents)?;
-    let val_refs: Vec<&[i64]> = val_prompts.iter().map(Vec::as_slice).collect();
-    let label_t = Tensor::from_slice(&label_ids).to_device(device);
+    Ok((labels, y))
+}
 
-    let parameters: i64 =
-        s.vs.trainable_variables()
+/// A fine-tune's token ids: each training prompt and its prompt + answer, and the validation
+/// prompts of trained labels with their answers.
+struct AnswerData {
+    label_ids: Vec<i64>,
+    train_prompts: Vec<Vec<i64>>,
+    seqs: Vec<Vec<i64>>,
+    val_prompts: Vec<Vec<i64>>,
+    val_answers: Vec<usize>,
+}
+
+impl AnswerData {
+    fn encode(
+        s: &super::cell_type_start::Start,
+        (labels, y, tokens): (&[String], &[usize], &[String]),
+        train_part: Labelled<'_>,
+        val_part: Labelled<'_>,
+        c: &TrainConfig,
+    ) -> Result<AnswerData> {
+        let ids_of = |t: &str| {
+            s.tok
+                .id(t)
+                .ok_or_else(|| Error::param("vocabulary", format!("token {t} was not added")))
+        };
+        let label_ids: Vec<i64> = tokens.iter().map(|t| ids_of(t)).collect::<Result<_>>()?;
+        let enc = |sents: &[Vec<String>]| prompt_ids(&s.tok, &s.style, sents, c.max_genes, s.upper);
+        let train_prompts = enc(train_part.sentences)?;
+        let seqs: Vec<Vec<i64>> = train_prompts
             .iter()
-            .map(|t| t.numel() as i64)
-            .sum();
-    let mut opt = AdamW::new(&s.vs, 0.9, 0.95, 1e-8, c.weight_decay);
-    let digest_text = format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-        seqs, val_prompts, val_answers, base, c.max_genes
-    );
-    let data_digest = crate::cache::sha256_hex(digest_text.as_bytes());
-    let resume = partial_dir(out);
-    let mut log: Vec<LogRow> = Vec::new();
-    let mut curve: Vec<ValPoint> = Vec::new();
-    let mut best: Option<Snapshot> = None;
-    let mut seconds = 0.0;
-    let done = match ResumeState::load(&resume, c, &data_digest, &s.vs, &mut opt)? {
-        Some(st) => {
-            if progress {
-                eprintln!(
-                    "[finetune] resuming {} at step {}",
-                    resume.display(),
-                    st.step
-                );
-            }
-            log = st.log;
-            seconds = st.seconds;
-            best = st.snapshots.into_iter().next();
-            curve = read_curve(&resume)?;
-            st.step
-        }
-        None => 0,
-    };
-    let by_class: Vec<Vec<usize>> = (0..labels.len())
-        .map(|k| (0..y.len()).filter(|&i| y[i] == k).collect())
-        .collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
-    let start_t = std::time::Instant::now();
-    let bar = Progress::bar(
-        progress,
-        c.steps as u64,
-        "fine-tune LM for cell types (steps)",
-    );
-    bar.inc(done as u64);
-    let mut seen = 0usize;
-    let sizes: Vec<usize> = by_class.iter().map(Vec::len).collect();
-    let class_draw =
-        rand::distr::weighted::WeightedIndex::new(c.answer_sampling.class_weights(&sizes))
-            .map_err(|e| Error::param("answer_sampling", e.to_string()))?;
-    for step in 0..c.steps {
-        // a class (uniformly when balanced, as `answer_sampling` says), then one of its cells
-        let batch: Vec<usize> = (0..c.batch_size)
-            .map(|_| {
-                let k = match c.answer_sampling {
-                    train::Sampling::Balanced => rng.random_range(0..by_class.len()),
-                    _ => class_draw.sample(&mut rng),
-                };
-                *by_class[k].choose(&mut rng).expect("every class has cells")
-            })
+            .zip(y)
+            .map(|(p, &k)| p.iter().copied().chain([label_ids[k]]).collect())
             .collect();
-        seen += batch.iter().map(|&i| seqs[i].len()).sum::<usize>();
-        if step < done {
-            continue; // replaying the draws of the steps a resumed run already took
-        }
-        // the targets start at the answer, or (loss_on_prompt) at the prompt's second token
-        let items: Vec<(&[i64], usize)> = batch
+        train::check_positions(&seqs, &s.cfg, "a prompt with its answer")?;
+        // validation cells of trained labels only
+        let known: BTreeMap<&str, usize> = labels
             .iter()
-            .map(|&i| {
-                let from = if c.loss_on_prompt {
-                    1
-                } else {
-                    train_prompts[i].len()
-                };
-                (seqs[i].as_slice(), from)
-            })
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i))
             .collect();
-        let (x, t) = answer_batch(&items, device);
-        let lr = lr_at(c, step, c.steps);
-        let l = answer_loss(&s.model, &x, &t);
-        opt.zero_grad();
-        l.backward();
-        opt.clip_grad_norm(c.grad_clip);
-        opt.step(lr);
-        let train_loss = l.double_value(&[]);
-        if !train_loss.is_finite() {
-            return Err(Error::param(
-                "training",
-                format!("loss became {train_loss} at step {step}; lower lr"),
-            ));
-        }
-        let last = step + 1 == c.steps;
-        let at_eval = (step + 1) % c.eval_every.max(1) == 0;
-        let mut val_loss = None;
-        if !val_refs.is_empty() && (last || at_eval) {
-            let (vl, acc) = validate(&s.model, &val_refs, &val_answers, &label_t, 64);
-            val_loss = Some(vl);
-            curve.push(ValPoint {
-                step: step + 1,
-                loss: vl,
-                accuracy: acc,
-            });
-            if best.as_ref().is_none_or(|b| {
-                curve
-                    .iter()
-                    .find(|p| p.step == b.step)
-                    .is_none_or(|p| vl < p.loss)
-            }) {
-                best = Some(Snapshot::take(step + 1, seen, &s.vs));
-            }
-        }
-        log.push(LogRow {
-            step: step + 1,
-            lr,
-            train_loss,
-            val_loss,
-        });
-        bar.inc(1);
-        if at_eval && !last {
-            let st = ResumeState {
-                step: step + 1,
-                config: c.clone(),
-                data_digest: data_digest.clone(),
-                log: log.clone(),
-                seconds: seconds + start_t.elapsed().as_secs_f64(),
-                snapshot_tokens: best.iter().map(|b| (b.step, b.tokens)).collect(),
-                snapshots: Vec::new(),
-            };
-            st.save(&resume, &s.vs, &opt, best.as_slice())?;
-            write_curve(&resume, &curve)?;
-            crate::output::kill_point("finetune-state-saved");
-        }
+        let val_keep: Vec<usize> = (0..val_part.labels.len())
+            .filter(|&i| known.contains_key(val_part.labels[i].as_str()))
+            .collect();
+        let val_sents: Vec<Vec<String>> = val_keep
+            .iter()
+            .map(|&i| val_part.sentences[i].clone())
+            .collect();
+        let val_answers = val_keep
+            .iter()
+            .map(|&i| known[val_part.labels[i].as_str()])
+            .collect();
+        Ok(AnswerData {
+            label_ids,
+            train_prompts,
+            seqs,
+            val_prompts: enc(&val_sents)?,
+            val_answers,
+        })
     }
-    bar.finish();
-    // the kept weights: the best validation step (the last one without validation cells)
-    let best_step = match &best {
-        Some(b) => {
-            tch::no_grad(|| {
-                let mut vars = s.vs.variables();
-                for (n, w) in &b.weights {
-                    if let Some(v) = vars.get_mut(n) {
-                        v.copy_(&w.to_device(device));
-                    }
-                }
-            });
-            b.step
-        }
-        None => c.steps,
-    };
-    let head = CellTypeHead {
-        task: TASK.into(),
-        labels: labels.clone(),
-        tokens,
-        train_cells: by_class.iter().map(Vec::len).collect(),
-        val_cells: val_refs.len(),
-        start: base.map_or_else(|| "random".into(), |b| b.display().to_string()),
-        best_step,
-        curve,
-    };
+
+    /// The validation prompts as slices.
+    fn val_refs(&self) -> Vec<&[i64]> {
+        self.val_prompts.iter().map(Vec::as_slice).collect()
+    }
+
+    /// SHA-256 of what the run reads (a changed input starts a killed run afresh).
+    fn digest(&self, base: Option<&Path>, max_genes: usize) -> String {
+        let text = format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            self.seqs, self.val_prompts, self.val_answers, base, max_genes
+        );
+        crate::cache::sha256_hex(text.as_bytes())
+    }
+}
+
+/// The seeded draw of training cells: a class (uniformly when balanced, as `answer_sampling`
+/// says), then one of its cells.
+struct BatchDraw {
+    /// Each class's training cells.
+    by_class: Vec<Vec<usize>>,
+    rng: rand_chacha::ChaCha8Rng,
+    sampling: train::Sampling,
+    classes: rand::distr::weighted::WeightedIndex<f64>,
+}
+
+impl BatchDraw {
+    /// Draws among the cells of `y` (class indices below `n_classes`).
+    fn new(y: &[usize], n_classes: usize, c: &TrainConfig) -> Result<BatchDraw> {
+        let by_class: Vec<Vec<usize>> = (0..n_classes)
+            .map(|k| (0..y.len()).filter(|&i| y[i] == k).collect())
+            .collect();
+        let sizes: Vec<usize> = by_class.iter().map(Vec::len).collect();
+        let classes =
+            rand::distr::weighted::WeightedIndex::new(c.answer_sampling.class_weights(&sizes))
+                .map_err(|e| Error::param("answer_sampling", e.to_string()))?;
+        Ok(BatchDraw {
+            by_class,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(c.seed),
+            sampling: c.answer_sampling,
+            classes,
+        })
+    }
+
+    fn next(&mut self, batch_size: usize) -> Vec<usize> {
+        (0..batch_size)
+            .map(|_| {
+                let k = match self.sampling {
+                    train::Sampling::Balanced => self.rng.random_range(0..self.by_class.len()),
+                    _ => self.classes.sample(&mut self.rng),
+                };
+                *self.by_class[k]
+                    .choose(&mut self.rng)
+                    .expect("every class has cells")
+            })
+            .collect()
+    }
+}
+
+/// One optimiser step on `batch` at learning rate `lr`; returns the training loss. The targets
+/// start at the answer, or (`loss_on_prompt`) at the prompt's second token.
+fn answer_step(
+    model: &GptNeox,
+    opt: &mut AdamW,
+    d: &AnswerData,
+    batch: &[usize],
+    (c, lr): (&TrainConfig, f64),
+    device: Device,
+) -> Result<f64> {
+    let items: Vec<(&[i64], usize)> = batch
+        .iter()
+        .map(|&i| {
+            let from = if c.loss_on_prompt {
+                1
+            } else {
+                d.train_prompts[i].len()
+            };
+            (d.seqs[i].as_slice(), from)
+        })
+        .collect();
+    let (x, t) = answer_batch(&items, device);
+    let l = answer_loss(model, &x, &t);
+    opt.zero_grad();
+    l.backward();
+    opt.clip_grad_norm(c.grad_clip);
+    opt.step(lr);
+    Ok(l.double_value(&[]))
+}
+
+/// Saves the fine-tuned model with [`HEAD`] and the `extra` files as one unit; `sizes` are the
+/// training and validation cells and the parameters.
+fn write_finetuned(
+    out: &Path,
+    (s, c): (super::cell_type_start::Start, &TrainConfig),
+    run: Run,
+    (head, sizes, seconds): (CellTypeHead, (usize, usize, i64), f64),
+    extra: &[(&'static str, Vec<u8>)],
+) -> Result<FinetuneReport> {
     let f = Fitted {
-        n_train: seqs.len(),
-        n_val: val_refs.len(),
+        n_train: sizes.0,
+        n_val: sizes.1,
         vocab: s.tok.vocab_size(),
-        parameters,
-        seconds: seconds + start_t.elapsed().as_secs_f64(),
-        tokens: seen,
-        log: log.clone(),
+        parameters: sizes.2,
+        seconds,
+        tokens: run.seen,
+        log: run.log,
         snapshots: Vec::new(),
         half: c.half,
         vs: s.vs,
@@ -461,25 +477,8 @@ pub fn finetune(
     Ok(FinetuneReport {
         head,
         seconds: f.seconds,
-        log,
+        log: f.log,
     })
-}
-
-const CURVE: &str = "curve.json";
-
-fn write_curve(dir: &Path, curve: &[ValPoint]) -> Result<()> {
-    let p = dir.join(CURVE);
-    std::fs::write(&p, serde_json::to_string(curve).expect("curve serializes"))
-        .map_err(|e| Error::io(&p, e))
-}
-
-fn read_curve(dir: &Path) -> Result<Vec<ValPoint>> {
-    Ok(train::read_json(
-        &dir.join(CURVE),
-        "a validation curve",
-        "delete the .partial directory to start afresh",
-    )?
-    .unwrap_or_default())
 }
 
 /// [`finetune`] on the cells `train` and `val` of `words` and `labels` (the others are never read).

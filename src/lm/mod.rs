@@ -3,6 +3,7 @@
 //! by the harness.
 pub mod cell_type;
 mod cell_type_predict;
+mod cell_type_run;
 mod cell_type_start;
 pub mod config;
 pub mod corpus;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// What training produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -345,6 +345,183 @@ pub fn fit(
     resume: Option<&Path>,
     stop_after: Option<usize>,
 ) -> Result<Fitted> {
+    check_next_gene(c)?;
+    let sents = training_sentences(sentences, c)?;
+    let base_ck = base_checkpoint(init, device)?;
+    let tok = tokenizer_for(base_ck.as_ref(), init, &sents)?;
+    let texts: Vec<String> = sents.iter().map(|s| s.join(" ")).collect();
+    let ids = tok.encode_batch(&texts)?;
+    // split train / validation, seeded; the same generator then orders the training batches
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
+    let (val, train_idx) = split_validation(&ids, c, &mut rng);
+    let vocab = tok.vocab_size() as i64;
+    let (vs, model, cfg) = model_to_train(base_ck, c, vocab as usize, device)?;
+    check_positions(&ids, &cfg, "a sentence")?;
+    let parameters = parameter_count(&vs);
+    let prior = (c.logit_prior).then(|| log_prior(&ids, &train_idx, cfg.vocab_size, device));
+    let val_of = |m: &GptNeox| val_loss(m, &val, c.batch_size, device, prior.as_ref());
+    let mut opt = AdamW::new(&vs, 0.9, 0.95, 1e-8, c.weight_decay);
+    let data_digest = crate::cache::sha256_hex(texts.join("\n").as_bytes());
+    let mut st = resumed(resume, c, &data_digest, &vs, &mut opt, progress)?
+        .unwrap_or_else(|| fresh(c, &data_digest));
+    let done = st.step;
+    let stop = stop_after.map_or(c.steps, |s| s.min(c.steps));
+    if done == 0 && c.snapshots.contains(&0) {
+        // the initialisation, with its validation loss as step 0
+        let v = (!val.is_empty()).then(|| val_of(&model));
+        st.log.push(step0_row(v));
+        st.snapshots.push(Snapshot::take(0, 0, &vs));
+    }
+    let start = std::time::Instant::now();
+    let bar = Progress::bar(progress, c.steps as u64, "train LM (steps)");
+    bar.inc(done as u64);
+    let mut queue: Vec<usize> = Vec::new();
+    let mut tokens = 0usize;
+    for step in 0..stop {
+        let batch = next_batch(&mut queue, &train_idx, &mut rng, c.batch_size);
+        let seqs = sequences(&ids, &batch, c.shuffle_genes, &mut rng);
+        tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
+        if step < done {
+            continue; // replaying the data order of the steps a resumed run already took
+        }
+        let lr = lr_at(c, step, c.steps);
+        let loss = lm_step(&model, &mut opt, &seqs, (c, lr), device, prior.as_ref());
+        let train_loss = finite(loss, step)?;
+        let (last, at_eval) = (step + 1 == c.steps, (step + 1) % c.eval_every.max(1) == 0);
+        let val_loss = (!val.is_empty() && (last || at_eval)).then(|| val_of(&model));
+        st.log.push(LogRow {
+            step: step + 1,
+            lr,
+            train_loss,
+            val_loss,
+        });
+        if c.snapshots.contains(&(step + 1)) {
+            st.snapshots.push(Snapshot::take(step + 1, tokens, &vs));
+        }
+        bar.inc(1);
+        if let Some(dir) = resume.filter(|_| at_eval && !last) {
+            let seconds = st.seconds + start.elapsed().as_secs_f64();
+            save_state(dir, &st, step + 1, seconds, (&vs, &opt))?;
+        }
+    }
+    bar.finish();
+    if c.steps == 0 && !val.is_empty() && !c.snapshots.contains(&0) {
+        // the untrained model: its validation loss as step 0
+        st.log.push(step0_row(Some(val_of(&model))));
+    }
+    let sizes = (train_idx.len(), val.len(), parameters);
+    let seconds = st.seconds + start.elapsed().as_secs_f64();
+    Ok(fitted(st, (tokens, seconds), sizes, c.half, (vs, cfg, tok)))
+}
+
+/// The trained model and its summary (`sizes`: training and validation sentences, parameters).
+fn fitted(
+    st: ResumeState,
+    (tokens, seconds): (usize, f64),
+    sizes: (usize, usize, i64),
+    half: bool,
+    (vs, cfg, tok): (nn::VarStore, NeoxConfig, Tok),
+) -> Fitted {
+    Fitted {
+        n_train: sizes.0,
+        n_val: sizes.1,
+        vocab: tok.vocab_size(),
+        parameters: sizes.2,
+        seconds,
+        tokens,
+        log: st.log,
+        snapshots: st.snapshots,
+        half,
+        vs,
+        cfg,
+        tok,
+    }
+}
+
+/// The checkpoint a run starts from, if any.
+fn base_checkpoint(init: Init<'_>, device: Device) -> Result<Option<super::Checkpoint>> {
+    match init {
+        Init::Base(dir) => Ok(Some(super::load(dir, device, Kind::Float)?)),
+        Init::Scratch { .. } => Ok(None),
+    }
+}
+
+/// The tokenizer of the base checkpoint, or a gene-level one over `vocab` (else the sentences'
+/// own genes).
+fn tokenizer_for(
+    base: Option<&super::Checkpoint>,
+    init: Init<'_>,
+    sents: &[&[String]],
+) -> Result<Tok> {
+    Ok(match (base, init) {
+        (Some(ck), _) => Tok {
+            path: "tokenizer.json".into(),
+            inner: ck.tokenizer.inner.clone(),
+        },
+        (None, Init::Scratch { vocab }) => Tok {
+            path: "tokenizer.json".into(),
+            inner: gene_tokenizer(&vocab.map_or_else(|| vocabulary(sents), <[String]>::to_vec))?,
+        },
+        (None, Init::Base(_)) => unreachable!("a base checkpoint was loaded above"),
+    })
+}
+
+/// A seeded split of `ids` into validation sequences (at most 256 of `val_fraction`, at most
+/// half) and the training indices.
+fn split_validation<'a>(
+    ids: &'a [Vec<i64>],
+    c: &TrainConfig,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> (Vec<Cow<'a, [i64]>>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.shuffle(rng);
+    let n_val = ((ids.len() as f64 * c.val_fraction).round() as usize).min(ids.len() / 2);
+    let (val_idx, train_idx) = order.split_at(n_val);
+    let n_val_used = val_idx.len().min(256);
+    let val = sequences(ids, &val_idx[..n_val_used], c.shuffle_genes, rng);
+    (val, train_idx.to_vec())
+}
+
+/// Refuses a sequence longer than the model's positions (`what`: what a sequence is).
+pub(super) fn check_positions(ids: &[Vec<i64>], cfg: &NeoxConfig, what: &str) -> Result<()> {
+    match ids
+        .iter()
+        .find(|s| s.len() as i64 > cfg.max_position_embeddings)
+    {
+        Some(long) => Err(Error::param(
+            "training",
+            format!(
+                "{what} has {} tokens, more than max_position_embeddings {}; lower max_genes",
+                long.len(),
+                cfg.max_position_embeddings
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Trainable parameters of `vs`.
+pub(super) fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
+}
+
+/// `loss` when finite; a loss that diverged at `step` is an error with its fix.
+pub(super) fn finite(loss: f64, step: usize) -> Result<f64> {
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(Error::param(
+            "training",
+            format!("loss became {loss} at step {step}; lower lr"),
+        ))
+    }
+}
+
+/// Refuses the settings that only cell-type fine-tunes read.
+fn check_next_gene(c: &TrainConfig) -> Result<()> {
     check(c)?;
     if !c.answer_sampling.is_balanced() {
         return Err(Error::param(
@@ -358,6 +535,14 @@ pub fn fit(
             "applies to cell-type fine-tunes only (finetune-lm --task cell_type, answer stages); next-gene training's loss is on every token already: remove the key",
         ));
     }
+    Ok(())
+}
+
+/// The non-empty sentences, each cut to the gene budget; fewer than 4 is refused.
+fn training_sentences<'a>(
+    sentences: &'a [Vec<String>],
+    c: &TrainConfig,
+) -> Result<Vec<&'a [String]>> {
     let sents: Vec<&[String]> = sentences
         .iter()
         .map(|s| &s[..s.len().min(c.max_genes)])
@@ -369,194 +554,129 @@ pub fn fit(
             format!("{} non-empty sentences; need at least 4", sents.len()),
         ));
     }
-    let base_ck = match init {
-        Init::Base(dir) => Some(super::load(dir, device, Kind::Float)?),
-        Init::Scratch { .. } => None,
-    };
-    let tok = match (&base_ck, init) {
-        (Some(ck), _) => Tok {
-            path: "tokenizer.json".into(),
-            inner: ck.tokenizer.inner.clone(),
-        },
-        (None, Init::Scratch { vocab }) => Tok {
-            path: "tokenizer.json".into(),
-            inner: gene_tokenizer(&vocab.map_or_else(|| vocabulary(&sents), <[String]>::to_vec))?,
-        },
-        (None, Init::Base(_)) => unreachable!("a base checkpoint was loaded above"),
-    };
-    let texts: Vec<String> = sents.iter().map(|s| s.join(" ")).collect();
-    let ids = tok.encode_batch(&texts)?;
+    Ok(sents)
+}
 
-    // split train / validation, seeded
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.shuffle(&mut rng);
-    let n_val = ((ids.len() as f64 * c.val_fraction).round() as usize).min(ids.len() / 2);
-    let (val_idx, train_idx) = order.split_at(n_val);
-    let n_val_used = val_idx.len().min(256);
-    let val = sequences(&ids, &val_idx[..n_val_used], c.shuffle_genes, &mut rng);
-    let train_idx = train_idx.to_vec();
-
-    let vocab = tok.vocab_size() as i64;
-    if base_ck.is_none() {
-        check_memory(c, vocab as usize, device)?;
+/// The base checkpoint's model, or a new one of `c`'s shape for `vocab` tokens (its memory
+/// checked first), seeded the same on every device.
+fn model_to_train(
+    base: Option<super::Checkpoint>,
+    c: &TrainConfig,
+    vocab: usize,
+    device: Device,
+) -> Result<(nn::VarStore, GptNeox, NeoxConfig)> {
+    if let Some(ck) = base {
+        let cfg = ck.model.cfg.clone();
+        return Ok((ck.vs, ck.model, cfg));
     }
-    let (vs, model, cfg) = match base_ck {
-        Some(ck) => {
-            let cfg = ck.model.cfg.clone();
-            (ck.vs, ck.model, cfg)
-        }
-        None => {
-            let cfg = NeoxConfig {
-                bos_token_id: Some(0),
-                eos_token_id: Some(0),
-                ..c.neox_config(
-                    (vocab as usize).div_ceil(64) as i64 * 64,
-                    (c.max_genes + 1).next_power_of_two() as i64,
-                )
-            };
-            let (vs, model) =
-                super::model::init_on(c.seed, device, false, |r| GptNeox::new(r, &cfg))
-                    .map_err(|e| Error::param("device", format!("{e}")))?;
-            (vs, model, cfg)
-        }
+    check_memory(c, vocab, device)?;
+    let cfg = NeoxConfig {
+        bos_token_id: Some(0),
+        eos_token_id: Some(0),
+        ..c.neox_config(
+            vocab.div_ceil(64) as i64 * 64,
+            (c.max_genes + 1).next_power_of_two() as i64,
+        )
     };
-    if let Some(long) = ids
-        .iter()
-        .find(|s| s.len() as i64 > cfg.max_position_embeddings)
-    {
-        return Err(Error::param(
-            "training",
-            format!(
-                "a sentence has {} tokens, more than max_position_embeddings {}; lower max_genes",
-                long.len(),
-                cfg.max_position_embeddings
-            ),
-        ));
-    }
-    let parameters: i64 = vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum();
-    let prior = c
-        .logit_prior
-        .then(|| log_prior(&ids, &train_idx, cfg.vocab_size, device));
-    let mut opt = AdamW::new(&vs, 0.9, 0.95, 1e-8, c.weight_decay);
-    let data_digest = crate::cache::sha256_hex(texts.join("\n").as_bytes());
-    let mut snapshots: Vec<Snapshot> = Vec::new();
-    let mut log = Vec::with_capacity(c.steps);
-    let mut tokens = 0usize;
-    let mut seconds = 0.0;
-    let done = match resume {
-        Some(dir) => match ResumeState::load(dir, c, &data_digest, &vs, &mut opt)? {
-            Some(st) => {
-                if progress {
-                    eprintln!("[train] resuming {} at step {}", dir.display(), st.step);
-                }
-                log = st.log;
-                snapshots = st.snapshots;
-                seconds = st.seconds;
-                st.step
-            }
-            None => 0,
-        },
-        None => 0,
-    };
-    let stop = stop_after.map_or(c.steps, |s| s.min(c.steps));
-    if done == 0 && c.snapshots.contains(&0) {
-        // the initialisation, with its validation loss as step 0
-        log.push(LogRow {
-            step: 0,
-            lr: 0.0,
-            train_loss: f64::NAN,
-            val_loss: (!val.is_empty())
-                .then(|| val_loss(&model, &val, c.batch_size, device, prior.as_ref())),
-        });
-        snapshots.push(Snapshot::take(0, 0, &vs));
-    }
+    let (vs, model) = super::model::init_on(c.seed, device, false, |r| GptNeox::new(r, &cfg))
+        .map_err(|e| Error::param("device", format!("{e}")))?;
+    Ok((vs, model, cfg))
+}
 
-    let start = std::time::Instant::now();
-    let bar = Progress::bar(progress, c.steps as u64, "train LM (steps)");
-    bar.inc(done as u64);
-    let mut queue: Vec<usize> = Vec::new();
-    for step in 0..stop {
-        let mut batch = Vec::with_capacity(c.batch_size);
-        while batch.len() < c.batch_size {
-            if queue.is_empty() {
-                queue = train_idx.clone();
-                queue.shuffle(&mut rng);
-            }
-            batch.push(queue.pop().expect("refilled"));
-        }
-        let seqs = sequences(&ids, &batch, c.shuffle_genes, &mut rng);
-        tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
-        if step < done {
-            continue; // replaying the data order of the steps a resumed run already took
-        }
-        let (x, y) = lm_batch(&seqs, device);
-        let lr = lr_at(c, step, c.steps);
-        let l = loss(&model, &x, &y, prior.as_ref());
-        opt.zero_grad();
-        l.backward();
-        opt.clip_grad_norm(c.grad_clip);
-        opt.step(lr);
-        let train_loss = l.double_value(&[]);
-        if !train_loss.is_finite() {
-            return Err(Error::param(
-                "training",
-                format!("loss became {train_loss} at step {step}; lower lr"),
-            ));
-        }
-        let last = step + 1 == c.steps;
-        let at_eval = (step + 1) % c.eval_every.max(1) == 0;
-        let val_loss = (!val.is_empty() && (last || at_eval))
-            .then(|| val_loss(&model, &val, c.batch_size, device, prior.as_ref()));
-        log.push(LogRow {
-            step: step + 1,
-            lr,
-            train_loss,
-            val_loss,
-        });
-        if c.snapshots.contains(&(step + 1)) {
-            snapshots.push(Snapshot::take(step + 1, tokens, &vs));
-        }
-        bar.inc(1);
-        if let Some(dir) = resume.filter(|_| at_eval && !last) {
-            let st = ResumeState {
-                step: step + 1,
-                config: c.clone(),
-                data_digest: data_digest.clone(),
-                log: log.clone(),
-                seconds: seconds + start.elapsed().as_secs_f64(),
-                snapshot_tokens: snapshots.iter().map(|s| (s.step, s.tokens)).collect(),
-                snapshots: Vec::new(),
-            };
-            st.save(dir, &vs, &opt, &snapshots)?;
-        }
+/// A killed run's saved state for these settings and data, if any.
+fn resumed(
+    dir: Option<&Path>,
+    c: &TrainConfig,
+    data_digest: &str,
+    vs: &nn::VarStore,
+    opt: &mut AdamW,
+    progress: bool,
+) -> Result<Option<ResumeState>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let st = ResumeState::load(dir, c, data_digest, vs, opt)?;
+    if let (Some(st), true) = (&st, progress) {
+        eprintln!("[train] resuming {} at step {}", dir.display(), st.step);
     }
-    bar.finish();
-    if c.steps == 0 && !val.is_empty() && !c.snapshots.contains(&0) {
-        // the untrained model: its validation loss as step 0
-        log.push(LogRow {
-            step: 0,
-            lr: 0.0,
-            train_loss: f64::NAN,
-            val_loss: Some(val_loss(&model, &val, c.batch_size, device, prior.as_ref())),
-        });
+    Ok(st)
+}
+
+/// The state of a run that starts at step 0.
+fn fresh(c: &TrainConfig, data_digest: &str) -> ResumeState {
+    ResumeState {
+        step: 0,
+        config: c.clone(),
+        data_digest: data_digest.to_string(),
+        log: Vec::with_capacity(c.steps),
+        seconds: 0.0,
+        snapshot_tokens: Default::default(),
+        snapshots: Vec::new(),
     }
-    Ok(Fitted {
-        n_train: train_idx.len(),
-        n_val: val.len(),
-        vocab: vocab as usize,
-        parameters,
-        seconds: seconds + start.elapsed().as_secs_f64(),
-        tokens,
-        log,
-        snapshots,
-        half: c.half,
-        vs,
-        cfg,
-        tok,
-    })
+}
+
+/// The log row of an untrained model: its validation loss as step 0.
+fn step0_row(val_loss: Option<f64>) -> LogRow {
+    LogRow {
+        step: 0,
+        lr: 0.0,
+        train_loss: f64::NAN,
+        val_loss,
+    }
+}
+
+/// The next `batch_size` training sentences: shuffled epochs over `train_idx`.
+fn next_batch(
+    queue: &mut Vec<usize>,
+    train_idx: &[usize],
+    rng: &mut rand_chacha::ChaCha8Rng,
+    batch_size: usize,
+) -> Vec<usize> {
+    let mut batch = Vec::with_capacity(batch_size);
+    while batch.len() < batch_size {
+        if queue.is_empty() {
+            *queue = train_idx.to_vec();
+            queue.shuffle(rng);
+        }
+        batch.push(queue.pop().expect("refilled"));
+    }
+    batch
+}
+
+/// One next-gene optimiser step on `seqs` at learning rate `lr`; returns the training loss.
+fn lm_step(
+    model: &GptNeox,
+    opt: &mut AdamW,
+    seqs: &[Cow<'_, [i64]>],
+    (c, lr): (&TrainConfig, f64),
+    device: Device,
+    prior: Option<&Tensor>,
+) -> f64 {
+    let (x, y) = lm_batch(seqs, device);
+    let l = loss(model, &x, &y, prior);
+    opt.zero_grad();
+    l.backward();
+    opt.clip_grad_norm(c.grad_clip);
+    opt.step(lr);
+    l.double_value(&[])
+}
+
+/// Saves the resumable state after `step` (`seconds` of training so far) into `dir`.
+fn save_state(
+    dir: &Path,
+    st: &ResumeState,
+    step: usize,
+    seconds: f64,
+    (vs, opt): (&nn::VarStore, &AdamW),
+) -> Result<()> {
+    let st2 = ResumeState {
+        step,
+        config: st.config.clone(),
+        data_digest: st.data_digest.clone(),
+        log: st.log.clone(),
+        seconds,
+        snapshot_tokens: st.snapshots.iter().map(|s| (s.step, s.tokens)).collect(),
+        snapshots: Vec::new(),
+    };
+    st2.save(dir, vs, opt, &st.snapshots)
 }
