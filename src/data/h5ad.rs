@@ -432,61 +432,9 @@ pub fn read_h5ad_meta(path: &Path, opts: &ReadOptions) -> Result<(Dataset, Strin
 }
 
 fn read_impl(path: &Path, opts: &ReadOptions, with_x: bool) -> Result<(Dataset, String)> {
-    if !path.exists() {
-        return Err(Error::NotFound {
-            path: path.into(),
-            hint: "; check the path, or run scripts/fetch-data.sh for the default datasets".into(),
-        });
-    }
-    if path.is_dir() {
-        return Err(Error::format(
-            path,
-            "is a directory, not an .h5ad file",
-            "pass the .h5ad file, or use a 10x directory with matrix.mtx",
-        ));
-    }
-    check_hdf5_signature(path)?;
-    hdf5::silence_errors(true);
-    let file = hdf5::File::open(path).map_err(|e| {
-        Error::format(
-            path,
-            format!("cannot open as HDF5 ({e})"),
-            "the file is truncated or corrupt; download or write it again",
-        )
-    })?;
+    let file = open_h5ad(path)?;
     let mut warnings = Vec::new();
-    let (xkey, var_key) = match &opts.matrix {
-        MatrixSource::X => ("X".to_string(), "var".to_string()),
-        MatrixSource::Layer(l) => (format!("layers/{l}"), "var".to_string()),
-        MatrixSource::Raw => {
-            if file.group("raw").is_ok() {
-                ("raw/X".to_string(), "raw/var".to_string())
-            } else if file.link_exists("raw.X") {
-                return Err(Error::format(
-                    path,
-                    "uses the pre-0.7 anndata layout (`raw.X`)",
-                    "rewrite it with a current anndata: anndata.read_h5ad(f).write_h5ad(f2)",
-                ));
-            } else {
-                return Err(Error::missing(
-                    path,
-                    "raw",
-                    "this file has no raw matrix; read X or a layer instead",
-                ));
-            }
-        }
-    };
-    if !file.link_exists(&xkey) {
-        let (field, fix) = match &opts.matrix {
-            MatrixSource::X => ("X".to_string(), "this .h5ad has no expression matrix; store counts in X (or read a layer with --layer NAME)".to_string()),
-            MatrixSource::Layer(l) => {
-                let have = file.group("layers").and_then(|g| g.member_names()).unwrap_or_default();
-                (format!("layers/{l}"), format!("available layers: [{}]", have.join(", ")))
-            }
-            MatrixSource::Raw => ("raw/X".into(), "read X instead".into()),
-        };
-        return Err(Error::missing(path, field, fix));
-    }
+    let (xkey, var_key) = matrix_keys(path, &file, &opts.matrix)?;
     let x = if with_x {
         read_matrix(path, &file, &xkey, opts.progress)?
     } else {
@@ -500,50 +448,19 @@ fn read_impl(path: &Path, opts: &ReadOptions, with_x: bool) -> Result<(Dataset, 
         },
         Err(_) => XState::Counts,
     };
-    // obs/var through anndata-rs; files in older layouts (anndata <= 0.7) through our own reader
-    let via_crate = || -> anyhow::Result<(Vec<String>, Vec<String>, DataFrame)> {
-        let store = <H5 as anndata::Backend>::open(path)?;
-        if opts.matrix == MatrixSource::Raw {
-            let genes = read_df_index(path, &store, &var_key)?;
-            let cells = read_df_index(path, &store, "obs")?;
-            let obs = DataFrame::read(&DataContainer::<H5>::open(&store, "obs")?)?;
-            Ok((genes, cells, obs))
-        } else {
-            let ad = AnnData::<H5>::open(store)?;
-            let obs = ad.read_obs()?;
-            Ok((ad.var_names().into_vec(), ad.obs_names().into_vec(), obs))
-        }
-    };
-    let (genes, cells, obs) = match super::contain_panics(via_crate) {
-        Ok(v) => v,
-        Err(_) => {
-            let (genes, _) = read_frame_h5(path, &file, &var_key)?;
-            let (cells, obs) = read_frame_h5(path, &file, "obs")?;
-            (genes, cells, obs)
-        }
-    };
+    let (genes, cells, obs) = read_names(path, &file, opts, &var_key)?;
     drop(file);
+    let shape_error =
+        |what: String| Err(Error::format(path, what, "rewrite the file with anndata"));
     if genes.len() != x.n_cols {
-        return Err(Error::format(
-            path,
-            format!(
-                "`{var_key}` has {} genes but `{xkey}` has {} columns",
-                genes.len(),
-                x.n_cols
-            ),
-            "rewrite the file with anndata",
+        let (n, c) = (genes.len(), x.n_cols);
+        return shape_error(format!(
+            "`{var_key}` has {n} genes but `{xkey}` has {c} columns"
         ));
     }
     if cells.len() != x.n_rows {
-        return Err(Error::format(
-            path,
-            format!(
-                "`obs` has {} cells but `{xkey}` has {} rows",
-                cells.len(),
-                x.n_rows
-            ),
-            "rewrite the file with anndata",
-        ));
+        let (n, r) = (cells.len(), x.n_rows);
+        return shape_error(format!("`obs` has {n} cells but `{xkey}` has {r} rows"));
     }
     let obs = if obs.width() == 0 {
         DataFrame::empty_with_height(cells.len())
@@ -568,6 +485,100 @@ fn read_impl(path: &Path, opts: &ReadOptions, with_x: bool) -> Result<(Dataset, 
     };
     ds.check_finite()?;
     Ok((ds, xkey))
+}
+
+/// Opens `path` as HDF5: a missing path, a directory and a file that is not HDF5 are named.
+fn open_h5ad(path: &Path) -> Result<hdf5::File> {
+    if !path.exists() {
+        return Err(Error::NotFound {
+            path: path.into(),
+            hint: "; check the path, or run scripts/fetch-data.sh for the default datasets".into(),
+        });
+    }
+    if path.is_dir() {
+        return Err(Error::format(
+            path,
+            "is a directory, not an .h5ad file",
+            "pass the .h5ad file, or use a 10x directory with matrix.mtx",
+        ));
+    }
+    check_hdf5_signature(path)?;
+    hdf5::silence_errors(true);
+    hdf5::File::open(path).map_err(|e| {
+        Error::format(
+            path,
+            format!("cannot open as HDF5 ({e})"),
+            "the file is truncated or corrupt; download or write it again",
+        )
+    })
+}
+
+/// The keys of the matrix to read and of its gene table, checked to exist.
+fn matrix_keys(path: &Path, file: &hdf5::File, matrix: &MatrixSource) -> Result<(String, String)> {
+    let (xkey, var_key) = match matrix {
+        MatrixSource::X => ("X".to_string(), "var".to_string()),
+        MatrixSource::Layer(l) => (format!("layers/{l}"), "var".to_string()),
+        MatrixSource::Raw => {
+            if file.group("raw").is_ok() {
+                ("raw/X".to_string(), "raw/var".to_string())
+            } else if file.link_exists("raw.X") {
+                return Err(Error::format(
+                    path,
+                    "uses the pre-0.7 anndata layout (`raw.X`)",
+                    "rewrite it with a current anndata: anndata.read_h5ad(f).write_h5ad(f2)",
+                ));
+            } else {
+                return Err(Error::missing(
+                    path,
+                    "raw",
+                    "this file has no raw matrix; read X or a layer instead",
+                ));
+            }
+        }
+    };
+    if !file.link_exists(&xkey) {
+        let (field, fix) = match matrix {
+            MatrixSource::X => ("X".to_string(), "this .h5ad has no expression matrix; store counts in X (or read a layer with --layer NAME)".to_string()),
+            MatrixSource::Layer(l) => {
+                let have = file.group("layers").and_then(|g| g.member_names()).unwrap_or_default();
+                (format!("layers/{l}"), format!("available layers: [{}]", have.join(", ")))
+            }
+            MatrixSource::Raw => ("raw/X".into(), "read X instead".into()),
+        };
+        return Err(Error::missing(path, field, fix));
+    }
+    Ok((xkey, var_key))
+}
+
+/// Gene names, cell names and obs: through anndata-rs, and for files in older layouts (anndata
+/// <= 0.7, or any the crate cannot read) through our own reader.
+fn read_names(
+    path: &Path,
+    file: &hdf5::File,
+    opts: &ReadOptions,
+    var_key: &str,
+) -> Result<(Vec<String>, Vec<String>, DataFrame)> {
+    let via_crate = || -> anyhow::Result<(Vec<String>, Vec<String>, DataFrame)> {
+        let store = <H5 as anndata::Backend>::open(path)?;
+        if opts.matrix == MatrixSource::Raw {
+            let genes = read_df_index(path, &store, var_key)?;
+            let cells = read_df_index(path, &store, "obs")?;
+            let obs = DataFrame::read(&DataContainer::<H5>::open(&store, "obs")?)?;
+            Ok((genes, cells, obs))
+        } else {
+            let ad = AnnData::<H5>::open(store)?;
+            let obs = ad.read_obs()?;
+            Ok((ad.var_names().into_vec(), ad.obs_names().into_vec(), obs))
+        }
+    };
+    match super::contain_panics(via_crate) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let (genes, _) = read_frame_h5(path, file, var_key)?;
+            let (cells, obs) = read_frame_h5(path, file, "obs")?;
+            Ok((genes, cells, obs))
+        }
+    }
 }
 
 /// The shape of the matrix at `key` (a sparse group's `shape` attribute, or a dense dataset's).
