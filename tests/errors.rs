@@ -1260,3 +1260,41 @@ fn training_settings_share_one_check_for_cli_and_experiment_files() {
         assert!(!results.exists() && !cache.exists(), "{key}: work began");
     }
 }
+
+/// A file without cells (issue 32 family 3): refused by name — by QC ("0 cells in"), and with
+/// `--no-preprocess`, where nothing filters them, as the input itself — before any model is read
+/// or output written, so no embedding of an empty prompt is made or cached.
+#[test]
+fn an_input_without_cells_is_refused() {
+    let f = bad("zero_cells.h5ad");
+    expect_error(
+        &["sentences", "--input", &f],
+        &["zero_cells.h5ad", "0 cells left after QC", "0 cells in"],
+    );
+    for cmd in ["sentences", "hvg"] {
+        expect_error(
+            &[cmd, "--input", &f, "--no-preprocess"],
+            &["zero_cells.h5ad", "X has no cells", "--no-preprocess"],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e.npy");
+    let cache = dir.path().join("cache");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/pretrained");
+    expect_error(
+        &[
+            "embed",
+            "--input",
+            &f,
+            "--no-preprocess",
+            "--model",
+            model,
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        &["zero_cells.h5ad", "X has no cells"],
+    );
+    assert!(!out.exists() && !cache.exists());
+}
