@@ -349,3 +349,22 @@ fn run_works_from_any_folder() {
         "{err}"
     );
 }
+
+/// Every committed experiment file passes the load-time checks (the ones `run` applies before any
+/// work), so a stricter check cannot leave one unrunnable.
+#[test]
+fn every_committed_experiment_file_loads() {
+    let dir = root().join("experiments");
+    let mut n = 0;
+    for d in [dir.clone(), dir.join("extra")] {
+        for f in std::fs::read_dir(&d).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                cellsentence::experiment::Experiment::load(&p)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 14, "{n} experiment files");
+}

@@ -8,12 +8,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::lm_protocol::{self, LmSource, PretrainSection};
+use super::lm_protocol::{self, LmProtocol, LmSource, PretrainSection};
+use super::outputs::{names, Outputs};
 use super::{pretrain, Experiment};
 use crate::cache::Cache;
 use crate::classify::{self, Classifier};
 use crate::error::{Error, Result};
 use crate::lm::{self, EmbedOptions};
+use crate::report::{self, Col};
 
 /// One model's frozen-embedding score on the selection dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,20 @@ pub struct SelectionRun<'a> {
     pub cache: &'a Cache,
     pub device: tch::Device,
     pub quiet: bool,
+}
+
+/// The selection of an annotation experiment with `pretrain.select_on` (and the `pretrained`
+/// protocol), written as the table [`names::DEFAULT_SELECTION`]; `None` otherwise.
+pub fn run_and_write(r: &SelectionRun<'_>, o: &mut Outputs) -> Result<Option<Selection>> {
+    let a = &r.e.annotation;
+    if a.lm_protocol != LmProtocol::Pretrained {
+        return Ok(None);
+    }
+    let Some(sel) = select_default(r, &a.pretrain)? else {
+        return Ok(None);
+    };
+    write_selection(&sel, o)?;
+    Ok(Some(sel))
 }
 
 /// Scores the next-gene model, the model after an answer stage that left `p.select_on`'s labels
@@ -133,6 +149,62 @@ fn chosen(candidates: &[Candidate]) -> LmSource {
             _ => Some(c),
         })
         .map_or(LmSource::Pretrained, |c| c.source)
+}
+
+/// Writes the selection as the table [`names::DEFAULT_SELECTION`] (a row per model, its role:
+/// `chosen`, `candidate` or `control`).
+pub fn write_selection(sel: &Selection, o: &mut Outputs) -> Result<()> {
+    let c = &sel.candidates;
+    let f = |g: fn(&Candidate) -> f64| Col::F64(c.iter().map(|x| Some(g(x))).collect());
+    let df = report::frame(vec![
+        (
+            "dataset",
+            Col::Str(c.iter().map(|_| Some(sel.dataset.clone())).collect()),
+        ),
+        (
+            "model",
+            Col::Str(
+                c.iter()
+                    .map(|x| Some(x.source.prefix().to_string()))
+                    .collect(),
+            ),
+        ),
+        (
+            "role",
+            Col::Str(
+                c.iter()
+                    .map(|x| {
+                        Some(match (x.candidate, x.source == sel.chosen) {
+                            (true, true) => "chosen".to_string(),
+                            (true, false) => "candidate".to_string(),
+                            _ => "control".to_string(),
+                        })
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "cells",
+            Col::I64(c.iter().map(|_| sel.cells as i64).collect()),
+        ),
+        (
+            "labels",
+            Col::I64(c.iter().map(|_| sel.labels as i64).collect()),
+        ),
+        (
+            "folds",
+            Col::I64(c.iter().map(|_| sel.folds as i64).collect()),
+        ),
+        ("accuracy", f(|x| x.accuracy)),
+        ("accuracy_sd", f(|x| x.accuracy_sd)),
+        ("macro_f1", f(|x| x.macro_f1)),
+        ("macro_f1_sd", f(|x| x.macro_f1_sd)),
+    ])?;
+    let heading = format!(
+        "The held-out default chosen on {} (its labels kept out of the answer stage; frozen mean-pooled embedding of full sentences → the paper's MLP, stratified {}-fold)",
+        sel.dataset, sel.folds
+    );
+    o.table(&df, names::DEFAULT_SELECTION, &heading)
 }
 
 /// The selection dataset's full sentences and labels (cells without a type left out), as the

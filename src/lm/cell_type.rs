@@ -558,39 +558,22 @@ mod tests {
             Sampling::Natural.class_weights(&sizes),
             [1.0 / 21.0, 4.0 / 21.0, 16.0 / 21.0]
         ));
-        let c = TrainConfig {
+        let words: Vec<Vec<String>> = (0..8).map(|i| vec![format!("G{i}"), "G9".into()]).collect();
+        let natural = TrainConfig {
             answer_sampling: Sampling::Natural,
             ..TrainConfig::default()
         };
-        let words: Vec<Vec<String>> = (0..8).map(|i| vec![format!("G{i}"), "G9".into()]).collect();
-        let e = train::fit(
-            &words,
-            &c,
-            train::Init::Scratch { vocab: None },
-            Device::Cpu,
-            false,
-            None,
-            None,
-        )
-        .err()
-        .expect("refused");
-        assert!(e.to_string().contains("answer_sampling"), "{e}");
-        let c = TrainConfig {
+        let on_prompt = TrainConfig {
             loss_on_prompt: true,
             ..TrainConfig::default()
         };
-        let e = train::fit(
-            &words,
-            &c,
-            train::Init::Scratch { vocab: None },
-            Device::Cpu,
-            false,
-            None,
-            None,
-        )
-        .err()
-        .expect("refused");
-        assert!(e.to_string().contains("loss_on_prompt"), "{e}");
+        for (c, key) in [(natural, "answer_sampling"), (on_prompt, "loss_on_prompt")] {
+            let init = train::Init::Scratch { vocab: None };
+            let e = train::fit(&words, &c, init, Device::Cpu, false, None, None)
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::classify::metrics;
 use crate::deviation::Order;
 use crate::error::Result;
 use crate::experiment::context::for_each_dataset;
-use crate::experiment::default_select::{select_default, Candidate, Selection, SelectionRun};
+use crate::experiment::default_select::{self, SelectionRun};
 use crate::experiment::lm_protocol::{LmProtocol, LmSource};
 use crate::experiment::outputs::{names, Outputs};
 use crate::experiment::{mode_label, Experiment, RunDataset, RunSummary};
@@ -167,7 +167,20 @@ pub fn run(
         quality_table(e, &panels, &mut o)?;
         quality_maps(&panels, &mut o)?;
     }
-    let selection = default_selection(e, cache, quiet, (&evaluated, data_dir), &mut o)?;
+    let selection = match &a.pretrain.select_on {
+        Some(_) => {
+            let run = SelectionRun {
+                e,
+                evaluated: &evaluated,
+                data_dir,
+                cache,
+                device: a.device.resolve()?,
+                quiet,
+            };
+            default_select::run_and_write(&run, &mut o)?
+        }
+        None => None,
+    };
     let mut index = format!("# {}\n\n{}\n\n- [annotation](annotation.md) — ours beside the paper\n- [reported](reported.md) — the paper's quoted rows\n", e.name, e.description);
     for id in &ids {
         index.push_str(&format!(
@@ -199,84 +212,6 @@ pub fn run(
     }
     o.text(names::INDEX, &index)?;
     Ok(o.finish(skipped))
-}
-
-/// The held-out default's selection (`annotation.pretrain.select_on`), written as
-/// [`names::DEFAULT_SELECTION`].
-fn default_selection(
-    e: &Experiment,
-    cache: &Cache,
-    quiet: bool,
-    (evaluated, data_dir): (&[String], Option<&Path>),
-    o: &mut Outputs,
-) -> Result<Option<Selection>> {
-    let a = &e.annotation;
-    if a.pretrain.select_on.is_none() || a.lm_protocol != LmProtocol::Pretrained {
-        return Ok(None);
-    }
-    let run = SelectionRun {
-        e,
-        evaluated,
-        data_dir,
-        cache,
-        device: a.device.resolve()?,
-        quiet,
-    };
-    let Some(sel) = select_default(&run, &a.pretrain)? else {
-        return Ok(None);
-    };
-    let c = &sel.candidates;
-    let f = |g: fn(&Candidate) -> f64| Col::F64(c.iter().map(|x| Some(g(x))).collect());
-    let df = report::frame(vec![
-        (
-            "dataset",
-            Col::Str(c.iter().map(|_| Some(sel.dataset.clone())).collect()),
-        ),
-        (
-            "model",
-            Col::Str(
-                c.iter()
-                    .map(|x| Some(x.source.prefix().to_string()))
-                    .collect(),
-            ),
-        ),
-        (
-            "role",
-            Col::Str(
-                c.iter()
-                    .map(|x| {
-                        Some(match (x.candidate, x.source == sel.chosen) {
-                            (true, true) => "chosen".to_string(),
-                            (true, false) => "candidate".to_string(),
-                            _ => "control".to_string(),
-                        })
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "cells",
-            Col::I64(c.iter().map(|_| sel.cells as i64).collect()),
-        ),
-        (
-            "labels",
-            Col::I64(c.iter().map(|_| sel.labels as i64).collect()),
-        ),
-        (
-            "folds",
-            Col::I64(c.iter().map(|_| sel.folds as i64).collect()),
-        ),
-        ("accuracy", f(|x| x.accuracy)),
-        ("accuracy_sd", f(|x| x.accuracy_sd)),
-        ("macro_f1", f(|x| x.macro_f1)),
-        ("macro_f1_sd", f(|x| x.macro_f1_sd)),
-    ])?;
-    let heading = format!(
-        "The held-out default chosen on {} (its labels kept out of the answer stage; frozen mean-pooled embedding of full sentences → the paper's MLP, stratified {}-fold)",
-        sel.dataset, sel.folds
-    );
-    o.table(&df, names::DEFAULT_SELECTION, &heading)?;
-    Ok(Some(sel))
 }
 
 /// The annotation table: every row beside the paper's values.
