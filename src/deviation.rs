@@ -111,6 +111,16 @@ pub fn cell_sentences(
     sentence::cell_sentences(&deviations(x, reference)?.x, genes, p)
 }
 
+/// [`cell_sentences`] as [`sentence::Sentences`] (ranked gene ids, rendered where needed).
+pub fn sentences(
+    x: &Csr,
+    genes: &[String],
+    reference: &[f64],
+    p: &SentenceParams,
+) -> Result<sentence::Sentences> {
+    sentence::sentences(&deviations(x, reference)?.x, genes, p)
+}
+
 /// What a deviation sentence alone carries, as features: each expressed gene of each cell valued
 /// `intercept + slope·log10(1 + rank) + reference` (the log-rank line fitted to deviations, plus
 /// the profile; floored at 0), other genes 0.

@@ -25,6 +25,7 @@ pub mod npy;
 pub mod output;
 pub mod paper;
 pub mod pipeline;
+pub mod pl;
 pub mod prelude;
 pub mod preprocess;
 pub mod progress;

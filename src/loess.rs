@@ -54,7 +54,6 @@ pub fn local_fit(
     span: f64,
     degree: usize,
 ) -> Result<(f64, f64), LoessError> {
-    let n = x.len();
     let mut dist: Vec<(f64, usize)> = x
         .iter()
         .enumerate()
@@ -84,8 +83,45 @@ pub fn local_fit(
         }
         eta[r] = w * y[i];
     }
-    let _ = n;
-    // equilibrate columns
+    let colnorm = equilibrate(&mut b, nf, k);
+    // one-sided Jacobi SVD: B V = U Σ
+    let v = jacobi_rotate(&mut b, nf, k);
+    let sigma: Vec<f64> = (0..k)
+        .map(|j| {
+            b[j * nf..(j + 1) * nf]
+                .iter()
+                .map(|x| x * x)
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let smax = sigma.iter().cloned().fold(0.0, f64::max);
+    let smin = sigma.iter().cloned().fold(f64::INFINITY, f64::min);
+    let tol = smax * (100.0 * f64::EPSILON);
+    if smin <= tol {
+        return Err(LoessError::Singular {
+            at: q,
+            rcond: smin / smax,
+        });
+    }
+    // coefficients = V Σ⁻¹ Uᵀ η, where U_j = B_j / σ_j
+    let mut coef = vec![0f64; k];
+    for j in 0..k {
+        let ut_eta: f64 = (0..nf).map(|r| b[j * nf + r] * eta[r]).sum::<f64>() / sigma[j];
+        let g = ut_eta / sigma[j];
+        for (i, c) in coef.iter_mut().enumerate() {
+            *c += v[j * k + i] * g;
+        }
+    }
+    for j in 0..k {
+        coef[j] /= colnorm[j];
+    }
+    Ok((coef[0], if k > 1 { coef[1] } else { 0.0 }))
+}
+
+/// Scales each column of the `nf` × `k` column-major `b` to unit norm; returns the norms (1 for
+/// a zero column).
+fn equilibrate(b: &mut [f64], nf: usize, k: usize) -> Vec<f64> {
     let mut colnorm = vec![1f64; k];
     for j in 0..k {
         let s: f64 = b[j * nf..(j + 1) * nf]
@@ -98,7 +134,12 @@ pub fn local_fit(
             colnorm[j] = s;
         }
     }
-    // one-sided Jacobi SVD: B V = U Σ
+    colnorm
+}
+
+/// One-sided Jacobi rotations of the `nf` × `k` column-major `b` until its columns are
+/// orthogonal (B V = U Σ, at most 60 sweeps); returns V (`k` × `k`, column-major).
+fn jacobi_rotate(b: &mut [f64], nf: usize, k: usize) -> Vec<f64> {
     let mut v = vec![0f64; k * k];
     for j in 0..k {
         v[j * k + j] = 1.0;
@@ -139,37 +180,7 @@ pub fn local_fit(
             break;
         }
     }
-    let sigma: Vec<f64> = (0..k)
-        .map(|j| {
-            b[j * nf..(j + 1) * nf]
-                .iter()
-                .map(|x| x * x)
-                .sum::<f64>()
-                .sqrt()
-        })
-        .collect();
-    let smax = sigma.iter().cloned().fold(0.0, f64::max);
-    let smin = sigma.iter().cloned().fold(f64::INFINITY, f64::min);
-    let tol = smax * (100.0 * f64::EPSILON);
-    if smin <= tol {
-        return Err(LoessError::Singular {
-            at: q,
-            rcond: smin / smax,
-        });
-    }
-    // coefficients = V Σ⁻¹ Uᵀ η, where U_j = B_j / σ_j
-    let mut coef = vec![0f64; k];
-    for j in 0..k {
-        let ut_eta: f64 = (0..nf).map(|r| b[j * nf + r] * eta[r]).sum::<f64>() / sigma[j];
-        let g = ut_eta / sigma[j];
-        for (i, c) in coef.iter_mut().enumerate() {
-            *c += v[j * k + i] * g;
-        }
-    }
-    for j in 0..k {
-        coef[j] /= colnorm[j];
-    }
-    Ok((coef[0], if k > 1 { coef[1] } else { 0.0 }))
+    v
 }
 
 /// The 1-D k-d tree of netlib loess: sorted vertices (cell boundaries).

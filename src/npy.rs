@@ -59,61 +59,17 @@ pub fn read(path: &Path) -> Result<Matrix> {
             "save a 2-D float32/float64 array with numpy.save (cells × dimensions)",
         )
     };
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("not a .npy file"));
-    }
-    let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err(bad("unsupported .npy version")),
-    };
-    let header = bytes
-        .get(start..start + hlen)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
-    let field = |key: &str| -> Option<&str> {
-        let i = header.find(&format!("'{key}'"))? + key.len() + 2;
-        let rest = header[i..].trim_start().strip_prefix(':')?.trim_start();
-        Some(rest)
-    };
-    let descr = field("descr").ok_or_else(|| bad("header lacks descr"))?;
-    let size = if descr.starts_with("'<f4'") {
-        4
-    } else if descr.starts_with("'<f8'") {
-        8
-    } else {
+    let h = parse_header(&bytes).map_err(|what| bad(&what))?;
+    let (rows, cols, size) = (h.rows, h.cols, h.size);
+    let body = &bytes[h.start..];
+    let need = rows.checked_mul(cols).and_then(|n| n.checked_mul(size));
+    if need != Some(body.len()) {
+        let need = need.map_or("more than this machine can address".into(), |n| {
+            n.to_string()
+        });
         return Err(bad(&format!(
-            "dtype {} is not little-endian float32/float64",
-            descr.split(',').next().unwrap_or("")
-        )));
-    };
-    // numpy.save writes a transposed or PCA-produced array column by column
-    let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
-    let shape = field("shape").ok_or_else(|| bad("header lacks shape"))?;
-    let inner = shape
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad("bad shape"))?;
-    let dims: Vec<usize> = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| bad("bad shape"))?;
-    if dims.len() != 2 {
-        return Err(bad(&format!("array has {} dimensions, need 2", dims.len())));
-    }
-    let (rows, cols) = (dims[0], dims[1]);
-    let body = &bytes[start + hlen..];
-    if body.len() != rows * cols * size {
-        return Err(bad(&format!(
-            "data has {} bytes, shape ({rows}, {cols}) needs {}",
+            "data has {} bytes, shape ({rows}, {cols}) needs {need}",
             body.len(),
-            rows * cols * size
         )));
     }
     let data: Vec<f32> = if size == 4 {
@@ -125,7 +81,7 @@ pub fn read(path: &Path) -> Result<Matrix> {
             .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
             .collect()
     };
-    let data = if fortran {
+    let data = if h.fortran {
         let mut t = vec![0f32; data.len()];
         for (k, v) in data.into_iter().enumerate() {
             t[(k % rows.max(1)) * cols + k / rows.max(1)] = v;
@@ -135,6 +91,74 @@ pub fn read(path: &Path) -> Result<Matrix> {
         data
     };
     Ok(Matrix { rows, cols, data })
+}
+
+/// What a `.npy` header says: the shape, the item size (4 or 8), whether the data are in
+/// Fortran (column) order, and where the data start.
+struct Header {
+    rows: usize,
+    cols: usize,
+    size: usize,
+    fortran: bool,
+    start: usize,
+}
+
+/// Parses the header of a 2-D little-endian float `.npy`; the error says what is wrong.
+fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file".into());
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Err("unsupported .npy version".into()),
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or("truncated header")?;
+    let field = |key: &str| -> Option<&str> {
+        let i = header.find(&format!("'{key}'"))? + key.len() + 2;
+        let rest = header[i..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("descr").ok_or("header lacks descr")?;
+    let size = if descr.starts_with("'<f4'") {
+        4
+    } else if descr.starts_with("'<f8'") {
+        8
+    } else {
+        return Err(format!(
+            "dtype {} is not little-endian float32/float64",
+            descr.split(',').next().unwrap_or("")
+        ));
+    };
+    // numpy.save writes a transposed or PCA-produced array column by column
+    let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
+    let shape = field("shape").ok_or("header lacks shape")?;
+    let dims: Vec<usize> = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or("bad shape")?
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| "bad shape")?;
+    if dims.len() != 2 {
+        return Err(format!("array has {} dimensions, need 2", dims.len()));
+    }
+    Ok(Header {
+        rows: dims[0],
+        cols: dims[1],
+        size,
+        fortran,
+        start: start + hlen,
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub const TMP_PREFIX: &str = ".cellsentence-tmp-";
 /// Removes temporary files an interrupted run (kill -9) left in `dir` and its subfolders (not those
 /// of a live run); returns how many. Finished results are never temporary files, so this only
 /// drops debris.
-pub fn sweep_temporaries(dir: &Path) -> usize {
+fn sweep_temporaries(dir: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -392,6 +392,14 @@ pub fn recover(dir: &Path) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// The cleanup a run does before it writes: [`clean_leftovers`] of `dir` (interrupted commits
+/// recovered, killed runs' temporaries removed), and the temporary files anywhere below each of
+/// `results` (result folders whose files are written one by one); returns how many it removed.
+pub fn clean(dir: &Path, results: &[PathBuf]) -> Result<usize> {
+    let n = clean_leftovers(dir)?;
+    Ok(n + results.iter().map(|r| sweep_temporaries(r)).sum::<usize>())
 }
 
 /// Recovers interrupted commits in `dir` ([`recover`]), then removes the temporary files and

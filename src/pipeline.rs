@@ -5,8 +5,9 @@ use crate::csr::Csr;
 use crate::data::{Dataset, XState};
 use crate::error::{Error, Result};
 use crate::hvg::{self, Flavor, HvgParams, HvgResult};
+use crate::npy::Matrix;
 use crate::preprocess::{self, PreprocessParams, QcReport};
-use crate::sentence::{self, GeneSet, SentenceParams};
+use crate::sentence::{self, GeneSet, SentenceParams, Sentences};
 
 /// Which matrix HVG selection runs on.
 #[derive(
@@ -41,12 +42,24 @@ pub struct Prepared {
     pub report: Option<QcReport>,
 }
 
-/// Preprocesses raw counts, or takes `ds` as already log-normalized when `preprocess` is false.
+/// Whether [`prepare`] keeps the QC-filtered raw counts beside the log-normalized data (for the
+/// HVG flavors that model counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counts {
+    /// Keep them ([`Prepared::counts`]).
+    Keep,
+    /// Drop them once normalized.
+    Drop,
+}
+
+/// Preprocesses raw counts with `preprocess`, or takes `ds` as already log-normalized when it is
+/// `None`.
 pub fn prepare(
     ds: Dataset,
     preprocess: Option<&PreprocessParams>,
-    keep_counts: bool,
+    counts: Counts,
 ) -> Result<Prepared> {
+    let keep_counts = counts == Counts::Keep;
     match preprocess {
         Some(p) => {
             let out = preprocess::preprocess_owned(ds, p, keep_counts)?;
@@ -135,9 +148,9 @@ pub fn sentences(
     genes: GeneSet,
     hvg: Option<&HvgResult>,
     params: &SentenceParams,
-) -> Result<Vec<String>> {
+) -> Result<Sentences> {
     let (x, names) = sentence_genes(p, genes, hvg)?;
-    sentence::cell_sentences(&x, &names, params)
+    sentence::sentences(&x, &names, params)
 }
 
 /// The expression and names of the genes a sentence mode draws from (HVG: their columns only).
@@ -165,9 +178,224 @@ pub fn deviation_sentences(
     genes: GeneSet,
     hvg: Option<&HvgResult>,
     params: &SentenceParams,
-) -> Result<Vec<String>> {
+) -> Result<Sentences> {
     let (x, names) = sentence_genes(p, genes, hvg)?;
     let all: Vec<usize> = (0..x.n_rows).collect();
     let reference = crate::deviation::reference_profile(&x, &all)?;
-    crate::deviation::cell_sentences(&x, &names, &reference, params)
+    crate::deviation::sentences(&x, &names, &reference, params)
+}
+
+/// Dense expression rows (cells × `hvg`, in `hvg`'s order) of the log-normalized data: what the
+/// HVG → PCA and HVG → MLP baselines read.
+pub fn hvg_dense(p: &Prepared, hvg: &[usize]) -> Matrix {
+    let pos: std::collections::BTreeMap<usize, usize> =
+        hvg.iter().enumerate().map(|(k, &j)| (j, k)).collect();
+    let n = p.data.n_cells();
+    let mut data = vec![0f32; n * hvg.len()];
+    for i in 0..n {
+        let (cols, vals) = p.data.x.row(i);
+        for (&j, &v) in cols.iter().zip(vals) {
+            if let Some(&k) = pos.get(&(j as usize)) {
+                data[i * hvg.len() + k] = v;
+            }
+        }
+    }
+    Matrix {
+        rows: n,
+        cols: hvg.len(),
+        data,
+    }
+}
+
+/// Dense expression rows of every gene of the log-normalized data.
+pub fn all_dense(p: &Prepared) -> Matrix {
+    let (n, d) = (p.data.n_cells(), p.data.genes.len());
+    let mut data = vec![0f32; n * d];
+    for i in 0..n {
+        let (cols, vals) = p.data.x.row(i);
+        for (&j, &v) in cols.iter().zip(vals) {
+            data[i * d + j as usize] = v;
+        }
+    }
+    Matrix {
+        rows: n,
+        cols: d,
+        data,
+    }
+}
+
+/// Where a run's highly variable genes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HvgSource {
+    /// Selected from the data ([`select_hvg`]).
+    Select {
+        /// Flavor and its settings.
+        params: HvgParams,
+        /// The matrix the flavor reads.
+        on: HvgInput,
+        /// obs column of batches (`batch_key` of scanpy), if any.
+        batch_key: Option<String>,
+    },
+    /// Named by a gene list, one gene a line (`--hvg-list`).
+    List(std::path::PathBuf),
+}
+
+/// prepare → HVG → sentences for one dataset, each step run once, on first use: the one wiring
+/// the command line, the experiment runners, `reproduce` and the notebooks share.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    prepared: Prepared,
+    source: HvgSource,
+    hvg: Option<HvgResult>,
+}
+
+impl Pipeline {
+    /// Prepares `ds` (QC, normalize, log with `preprocess`; `None`: X is log-normalized already),
+    /// keeping the QC-filtered counts when the HVG flavor reads them or `counts` asks.
+    pub fn new(
+        ds: Dataset,
+        preprocess: Option<&PreprocessParams>,
+        hvg: HvgSource,
+        counts: Counts,
+    ) -> Result<Self> {
+        let on_counts = matches!(
+            hvg,
+            HvgSource::Select {
+                on: HvgInput::Counts,
+                ..
+            }
+        );
+        let counts = if on_counts { Counts::Keep } else { counts };
+        Ok(Pipeline {
+            prepared: prepare(ds, preprocess, counts)?,
+            source: hvg,
+            hvg: None,
+        })
+    }
+
+    /// The prepared data.
+    pub fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+
+    /// The prepared data, the pipeline done with.
+    pub fn into_prepared(self) -> Prepared {
+        self.prepared
+    }
+
+    /// The prepared data and its HVG selection (selected, or read from the list, on first use).
+    /// Asking for at least as many genes as QC kept is warned about: every gene is then highly
+    /// variable.
+    pub fn with_hvg(&mut self) -> Result<(&Prepared, &HvgResult)> {
+        if self.hvg.is_none() {
+            let p = &self.prepared;
+            let h = match &self.source {
+                HvgSource::List(list) => {
+                    let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
+                    HvgResult::from_list(&p.data.genes, list, &text)?
+                }
+                HvgSource::Select {
+                    params,
+                    on,
+                    batch_key,
+                } => {
+                    let genes = p.data.genes.len();
+                    if params.n_top_genes >= genes {
+                        eprintln!(
+                            "warning: n_top_genes {} is not below the {genes} genes kept after QC: every gene is highly variable, so HVG sentences are the full sentences; lower n_top_genes (--n-top; experiment files: hvg.n_top_genes)",
+                            params.n_top_genes
+                        );
+                    }
+                    select_hvg(p, params, *on, batch_key.as_deref())?
+                }
+            };
+            self.hvg = Some(h);
+        }
+        Ok((&self.prepared, self.hvg.as_ref().expect("selected above")))
+    }
+
+    /// The sentences of `genes` (all expressed genes, or the HVG only) in `order`.
+    pub fn sentences(
+        &mut self,
+        genes: GeneSet,
+        order: crate::deviation::Order,
+        params: &SentenceParams,
+    ) -> Result<Sentences> {
+        if genes == GeneSet::Hvg {
+            self.with_hvg()?;
+        }
+        let (p, hvg) = (&self.prepared, self.hvg.as_ref());
+        match order {
+            crate::deviation::Order::Expression => sentences(p, genes, hvg, params),
+            crate::deviation::Order::Deviation => deviation_sentences(p, genes, hvg, params),
+        }
+    }
+}
+
+/// Cells a chunk holds when a file over the memory budget streams without a chunk size given.
+pub const AUTO_CHUNK: usize = 5_000;
+
+/// Why sentences of `genes` in `order`, with HVG from `hvg`, need the whole matrix in memory
+/// (the streaming backend, [`crate::stream`], cannot build them), if they do.
+pub fn why_not_streamed(
+    order: crate::deviation::Order,
+    genes: GeneSet,
+    hvg: &HvgSource,
+) -> Option<String> {
+    let selected = match (genes, hvg) {
+        (GeneSet::Hvg, HvgSource::Select { params, on, .. }) => Some((params.flavor, *on)),
+        _ => None,
+    };
+    let why = if order == crate::deviation::Order::Deviation {
+        "deviation sentences need the mean profile of all cells first"
+    } else if selected.is_some_and(|(f, _)| f.models_counts()) {
+        "streaming selects HVG with the flavors of log data (seurat_v3, seurat, cell_ranger)"
+    } else if selected.is_some_and(|(_, on)| on != HvgInput::Log) {
+        "streaming selects HVG on the log data only (--on log)"
+    } else {
+        return None;
+    };
+    Some(why.to_string())
+}
+
+/// The backend for `path`: streamed in chunks of `chunk_cells` when given (refused, with the
+/// reason, when `why_not` says the sentences cannot stream), else in chunks of [`AUTO_CHUNK`]
+/// for an `.h5ad` larger than `max_memory` bytes that can stream (over the budget but unable to
+/// stream: a warning naming the reason); `None`: in memory.
+pub fn streamed_chunk(
+    path: &std::path::Path,
+    chunk_cells: Option<usize>,
+    max_memory: u64,
+    why_not: Option<String>,
+) -> Result<Option<usize>> {
+    if let Some(n) = chunk_cells {
+        if let Some(why) = why_not {
+            return Err(Error::param(
+                "--chunk-cells",
+                format!("{why}; leave out --chunk-cells"),
+            ));
+        }
+        return Ok(Some(n));
+    }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size <= max_memory || path.is_dir() {
+        return Ok(None);
+    }
+    match why_not {
+        None => {
+            eprintln!(
+                "[stream] {} is {:.1} GB, over --max-memory: streaming in chunks of {AUTO_CHUNK} cells",
+                path.display(),
+                size as f64 / 1e9
+            );
+            Ok(Some(AUTO_CHUNK))
+        }
+        Some(why) => {
+            eprintln!(
+                "warning: {} is over --max-memory but {why}: reading it whole",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
 }

@@ -4,8 +4,9 @@ use std::path::Path;
 use polars::prelude::{AnyValue, Column, DataFrame, NamedFrom, Series};
 
 use crate::error::{Error, Result};
+use crate::sentence::Sentences;
 
-pub use crate::output::{sweep_temporaries, write_atomic, TMP_PREFIX};
+pub use crate::output::{write_atomic, TMP_PREFIX};
 
 /// `p` relative to the results root `out` (as REPORT.md links it), or whole when outside it.
 pub fn relative(out: &Path, p: &Path) -> String {
@@ -24,16 +25,20 @@ pub fn write_parquet(df: &DataFrame, path: &Path) -> Result<()> {
 }
 
 /// Writes cell sentences as Parquet: columns `cell`, `sentence`, `n_genes`.
-pub fn write_sentences(path: &Path, cells: &[String], sentences: &[String]) -> Result<()> {
-    write_parquet(&sentence_frame(cells.to_vec(), sentences.to_vec())?, path)
+pub fn write_sentences(path: &Path, cells: &[String], sentences: &Sentences) -> Result<()> {
+    let n_genes = sentences.lengths().into_iter().map(|n| n as i64).collect();
+    write_parquet(
+        &sentence_frame(cells.to_vec(), sentences.texts(), n_genes)?,
+        path,
+    )
 }
 
 /// The sentence table: `cell`, `sentence` and its word count `n_genes`.
-fn sentence_frame(cells: Vec<String>, sentences: Vec<String>) -> Result<DataFrame> {
-    let n_genes = sentences
-        .iter()
-        .map(|x| x.split(' ').filter(|w| !w.is_empty()).count() as i64)
-        .collect();
+fn sentence_frame(
+    cells: Vec<String>,
+    sentences: Vec<String>,
+    n_genes: Vec<i64>,
+) -> Result<DataFrame> {
     frame(vec![
         ("cell", Col::Str(cells.into_iter().map(Some).collect())),
         (
@@ -239,6 +244,7 @@ pub struct SentenceParquet {
     path: std::path::PathBuf,
     cells: Vec<String>,
     sentences: Vec<String>,
+    n_genes: Vec<i64>,
     rows: usize,
 }
 
@@ -258,14 +264,16 @@ impl SentenceParquet {
             path: path.to_path_buf(),
             cells: Vec::new(),
             sentences: Vec::new(),
+            n_genes: Vec::new(),
             rows: 0,
         })
     }
 
-    /// Adds one cell's sentence.
-    pub fn push(&mut self, cell: &str, sentence: &str) -> Result<()> {
+    /// Adds one cell's sentence (its words, most expressed first).
+    pub fn push(&mut self, cell: &str, words: &[&str]) -> Result<()> {
         self.cells.push(cell.to_string());
-        self.sentences.push(sentence.to_string());
+        self.sentences.push(words.join(" "));
+        self.n_genes.push(words.len() as i64);
         if self.cells.len() >= Self::BATCH {
             self.flush()?;
         }
@@ -279,8 +287,9 @@ impl SentenceParquet {
         };
         let cells = std::mem::take(&mut self.cells);
         let sentences = std::mem::take(&mut self.sentences);
+        let n_genes = std::mem::take(&mut self.n_genes);
         self.rows += cells.len();
-        let df = sentence_frame(cells, sentences)?;
+        let df = sentence_frame(cells, sentences, n_genes)?;
         if self.writer.is_none() {
             let f = std::fs::File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
             let w = ParquetWriter::new(f)

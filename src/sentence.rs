@@ -37,8 +37,10 @@ pub enum GeneSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SentenceParams {
-    /// Seed of the tie-breaking shuffle (Cell2Sentence uses 42).
-    pub seed: u32,
+    /// Seed of the tie-breaking shuffle (Cell2Sentence uses 42; `tie_seed` wherever sentences are
+    /// configured: experiment files, `--tie-seed`).
+    #[serde(alias = "seed")]
+    pub tie_seed: u32,
     /// Keep only the first N genes of each sentence (`None` = all; the model uses 200).
     pub max_genes: Option<usize>,
 }
@@ -49,7 +51,7 @@ pub const C2S_TIE_SEED: u32 = 42;
 impl Default for SentenceParams {
     fn default() -> Self {
         Self {
-            seed: C2S_TIE_SEED,
+            tie_seed: C2S_TIE_SEED,
             max_genes: None,
         }
     }
@@ -168,14 +170,14 @@ impl SentenceStream {
     pub fn new(genes: &[String], p: &SentenceParams) -> Result<Self> {
         crate::validate::Validate::validate(p)?;
         Ok(SentenceStream {
-            rng: NumpyLegacyRng::new(p.seed),
+            rng: NumpyLegacyRng::new(p.tie_seed),
             words: gene_words(genes)?,
             max_genes: p.max_genes,
         })
     }
 
-    /// Hands the sentences of the next chunk's rows to `f` (row index within the chunk).
-    pub fn feed(&mut self, x: &Csr, f: impl FnMut(usize, &str)) -> Result<()> {
+    /// Hands the words of the next chunk's sentences to `f` (row index within the chunk).
+    pub fn feed(&mut self, x: &Csr, f: impl FnMut(usize, &[&str])) -> Result<()> {
         if self.words.len() != x.n_cols {
             return Err(Error::param(
                 "genes",
@@ -183,16 +185,24 @@ impl SentenceStream {
             ));
         }
         let (words, max_genes) = (&self.words, self.max_genes);
-        let build = |ranked: &[u32]| sentence_text(words, ranked, max_genes);
         let mut f = f;
-        ranked_map_with(x, &mut self.rng, None, build, |r, s: String| f(r, &s));
+        let keep = |ranked: &[u32]| ranked[..budget(ranked.len(), max_genes)].to_vec();
+        ranked_map_with(x, &mut self.rng, None, keep, |r, ranked: Vec<u32>| {
+            let w: Vec<&str> = ranked.iter().map(|&j| words[j as usize].as_str()).collect();
+            f(r, &w)
+        });
         Ok(())
     }
 }
 
+/// How many genes of a ranking of `n` a sentence keeps.
+fn budget(n: usize, max_genes: Option<usize>) -> usize {
+    max_genes.unwrap_or(usize::MAX).min(n)
+}
+
 /// The first `max_genes` words of a ranking, space-separated.
 fn sentence_text(words: &[String], ranked: &[u32], max_genes: Option<usize>) -> String {
-    let take = max_genes.unwrap_or(usize::MAX).min(ranked.len());
+    let take = budget(ranked.len(), max_genes);
     let mut s = String::with_capacity(take * 8);
     for (k, &j) in ranked[..take].iter().enumerate() {
         if k > 0 {
@@ -201,6 +211,91 @@ fn sentence_text(words: &[String], ranked: &[u32], max_genes: Option<usize>) -> 
         s.push_str(&words[j as usize]);
     }
     s
+}
+
+/// Cell sentences as ranked gene ids over one vocabulary of gene words: each cell's genes in
+/// decreasing order of expression (Cell2Sentence's tie order), cut at the sentence budget. Words
+/// and text are rendered from it where they are needed (prompts, files), never parsed back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sentences {
+    vocabulary: Vec<String>,
+    ranked: Vec<Vec<u32>>,
+}
+
+impl Sentences {
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.ranked.len()
+    }
+
+    /// Whether there are no cells.
+    pub fn is_empty(&self) -> bool {
+        self.ranked.is_empty()
+    }
+
+    /// The gene words (upper-cased gene names) the ids index.
+    pub fn vocabulary(&self) -> &[String] {
+        &self.vocabulary
+    }
+
+    /// Cell `i`'s gene ids, most expressed first.
+    pub fn ranked(&self, i: usize) -> &[u32] {
+        &self.ranked[i]
+    }
+
+    /// Cell `i`'s words, most expressed first.
+    pub fn words(&self, i: usize) -> Vec<&str> {
+        let v = &self.vocabulary;
+        self.ranked[i]
+            .iter()
+            .map(|&j| v[j as usize].as_str())
+            .collect()
+    }
+
+    /// Every cell's words, borrowed.
+    pub fn word_lists(&self) -> Vec<Vec<&str>> {
+        (0..self.len()).map(|i| self.words(i)).collect()
+    }
+
+    /// Every cell's words, owned (what the LM trainers and embedders take).
+    pub fn to_words(&self) -> Vec<Vec<String>> {
+        (0..self.len())
+            .map(|i| self.words(i).into_iter().map(String::from).collect())
+            .collect()
+    }
+
+    /// Cell `i`'s sentence as Cell2Sentence writes it: its words joined by single spaces.
+    pub fn text(&self, i: usize) -> String {
+        sentence_text(&self.vocabulary, &self.ranked[i], None)
+    }
+
+    /// Every cell's sentence text.
+    pub fn texts(&self) -> Vec<String> {
+        (0..self.len()).map(|i| self.text(i)).collect()
+    }
+
+    /// Number of genes in each cell's sentence.
+    pub fn lengths(&self) -> Vec<usize> {
+        self.ranked.iter().map(Vec::len).collect()
+    }
+
+    /// Mean number of genes per sentence (0 without cells).
+    pub fn mean_length(&self) -> f64 {
+        let n: usize = self.ranked.iter().map(Vec::len).sum();
+        n as f64 / self.len().max(1) as f64
+    }
+
+    /// The first `n` genes of each sentence.
+    pub fn truncated(&self, n: usize) -> Sentences {
+        Sentences {
+            vocabulary: self.vocabulary.clone(),
+            ranked: self
+                .ranked
+                .iter()
+                .map(|r| r[..budget(r.len(), Some(n))].to_vec())
+                .collect(),
+        }
+    }
 }
 
 /// Key whose unsigned order is the total order of f32 values.
@@ -258,11 +353,34 @@ pub fn gene_words(genes: &[String]) -> Result<Vec<String>> {
     Ok(words)
 }
 
-/// Builds one sentence per cell from `x` (cells × genes, normalized expression).
+/// Builds one sentence per cell from `x` (cells × genes, normalized expression), as text.
 pub fn cell_sentences(x: &Csr, genes: &[String], p: &SentenceParams) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(x.n_rows);
     for_each_sentence(x, genes, p, |_, s| out.push(s.to_string()))?;
     Ok(out)
+}
+
+/// Builds the [`Sentences`] of `x` (cells × genes, normalized expression): the ranked gene ids
+/// [`cell_sentences`] writes as words.
+pub fn sentences(x: &Csr, genes: &[String], p: &SentenceParams) -> Result<Sentences> {
+    crate::validate::Validate::validate(p)?;
+    check_columns(genes, x)?;
+    let vocabulary = gene_words(genes)?;
+    let mut ranked = Vec::with_capacity(x.n_rows);
+    let keep = |r: &[u32]| r[..budget(r.len(), p.max_genes)].to_vec();
+    for_each_ranked_map(x, p.tie_seed, keep, |_, r: Vec<u32>| ranked.push(r));
+    Ok(Sentences { vocabulary, ranked })
+}
+
+/// One gene name per column of `x`.
+fn check_columns(genes: &[String], x: &Csr) -> Result<()> {
+    if genes.len() != x.n_cols {
+        return Err(Error::param(
+            "genes",
+            format!("{} names for {} columns", genes.len(), x.n_cols),
+        ));
+    }
+    Ok(())
 }
 
 /// Streams the sentences cell by cell (for large datasets: nothing is held but one sentence).
@@ -273,15 +391,10 @@ pub fn for_each_sentence(
     mut f: impl FnMut(usize, &str),
 ) -> Result<()> {
     crate::validate::Validate::validate(p)?;
-    if genes.len() != x.n_cols {
-        return Err(Error::param(
-            "genes",
-            format!("{} names for {} columns", genes.len(), x.n_cols),
-        ));
-    }
+    check_columns(genes, x)?;
     let words = gene_words(genes)?;
     let build = |ranked: &[u32]| sentence_text(&words, ranked, p.max_genes);
-    for_each_ranked_map(x, p.seed, build, |r, s: String| f(r, &s));
+    for_each_ranked_map(x, p.tie_seed, build, |r, s: String| f(r, &s));
     Ok(())
 }
 
@@ -342,12 +455,38 @@ mod tests {
             &x,
             &genes,
             &SentenceParams {
-                seed: 42,
+                tie_seed: 42,
                 max_genes: Some(2),
             },
         )
         .unwrap();
         assert_eq!(t[0], "D B");
+    }
+
+    #[test]
+    fn sentences_render_the_text_of_cell_sentences() {
+        let x = Csr::from_dense(
+            3,
+            4,
+            &[0.0, 2.0, 1.0, 3.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+        );
+        let genes: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        for max_genes in [None, Some(2)] {
+            let p = SentenceParams {
+                max_genes,
+                ..Default::default()
+            };
+            let s = sentences(&x, &genes, &p).unwrap();
+            assert_eq!(s.texts(), cell_sentences(&x, &genes, &p).unwrap());
+            assert_eq!(s.words(0), s.text(0).split(' ').collect::<Vec<_>>());
+        }
+        let s = sentences(&x, &genes, &SentenceParams::default()).unwrap();
+        assert_eq!(s.lengths(), vec![3, 1, 4]);
+        assert_eq!(s.mean_length(), 8.0 / 3.0);
+        assert_eq!(
+            s.truncated(2).texts(),
+            vec!["D B", "A", s.words(2)[..2].join(" ").as_str()]
+        );
     }
 
     #[test]

@@ -212,7 +212,12 @@ fn make_mlp_fixture() {
     use cellsentence::preprocess::PreprocessParams;
     let e = data::resolve("baron_human", &data::default_data_dirs(None)).unwrap();
     let ds = data::read(&e.path, &ReadOptions::default()).unwrap();
-    let p = pipeline::prepare(ds, Some(&PreprocessParams::default()), false).unwrap();
+    let p = pipeline::prepare(
+        ds,
+        Some(&PreprocessParams::default()),
+        pipeline::Counts::Drop,
+    )
+    .unwrap();
     let h = pipeline::select_hvg(&p, &HvgParams::default(), pipeline::HvgInput::Log, None).unwrap();
     let idx = h.indices();
     let n = p.data.n_cells();

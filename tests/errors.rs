@@ -860,7 +860,7 @@ fn n_top_above_the_gene_count_is_warned_about() {
     let (code, out, err) = run(&["hvg", "--input", fx, "--n-top", "100000"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("warning: --n-top 100000") && err.contains("lower --n-top"),
+        err.contains("warning: n_top_genes 100000") && err.contains("lower n_top_genes (--n-top"),
         "{err}"
     );
     assert_eq!(out.lines().count(), 6342);

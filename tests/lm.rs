@@ -48,7 +48,7 @@ fn forward_matches_transformers_every_layer_and_logits() {
         let mask = &r["attention_mask"];
         let lengths: Vec<i64> =
             Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).unwrap();
-        let (last, states) = tch::no_grad(|| model.hidden(ids, true));
+        let (last, states) = tch::no_grad(|| model.hidden(ids, true)).unwrap();
         let logits = tch::no_grad(|| model.logits(&last));
         assert_eq!(states.len() as i64, model.cfg.num_hidden_layers + 1);
         let mut worst = 0f64;
@@ -64,7 +64,7 @@ fn forward_matches_transformers_every_layer_and_logits() {
             worst = worst.max(e);
             // unbatched (no padding) equals batched
             let alone = ids.get(row as i64).narrow(0, 0, n).unsqueeze(0);
-            let (l1, _) = tch::no_grad(|| model.hidden(&alone, false));
+            let (l1, _) = tch::no_grad(|| model.hidden(&alone, false)).unwrap();
             let e = max_abs(&l1.get(0), &real(&last));
             assert!(
                 e <= 1e-5,
@@ -781,6 +781,7 @@ fn attribution_matches_finite_differences() {
     let logit = |e: &Tensor, i: usize| {
         tch::no_grad(|| {
             attribution::pooled_logits(&model, &m, e, &[lengths[i]], 3)
+                .unwrap()
                 .get(0)
                 .double_value(&[targets[i] as i64])
         })
@@ -823,6 +824,7 @@ fn answer_attribution_matches_finite_differences() {
     let logit = |e: &Tensor, i: usize| {
         tch::no_grad(|| {
             attribution::answer_logits(&model, e, &[lengths[i]])
+                .unwrap()
                 .get(0)
                 .double_value(&[targets[i]])
         })

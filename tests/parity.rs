@@ -68,7 +68,12 @@ fn prepared(id: &str, path: &Path, counts: bool) -> Prepared {
     )
     .unwrap();
     let pp = PreprocessParams::default();
-    pipeline::prepare(ds, counts.then_some(&pp), counts).unwrap()
+    let keep = if counts {
+        pipeline::Counts::Keep
+    } else {
+        pipeline::Counts::Drop
+    };
+    pipeline::prepare(ds, counts.then_some(&pp), keep).unwrap()
 }
 
 /// Runs `check` for every reference whose dataset file is present; reports skipped ones.
@@ -265,7 +270,9 @@ fn sentences_equal_cell2sentence() {
             (GeneSet::All, "sentences_all"),
             (GeneSet::Hvg, "sentences_hvg"),
         ] {
-            let s = pipeline::sentences(p, mode, Some(&h), &SentenceParams::default()).unwrap();
+            let s = pipeline::sentences(p, mode, Some(&h), &SentenceParams::default())
+                .unwrap()
+                .texts();
             for (k, &cell) in sample.iter().enumerate() {
                 let theirs = r[key][k].as_str().unwrap();
                 let dense = p.data.x.dense_row(cell);
@@ -521,7 +528,7 @@ fn scanpy_natural_log_files_give_scanpys_hvg_sets() {
     )
     .unwrap();
     assert_eq!(ds.state, data::XState::LogNormalized { base: None });
-    let p = pipeline::prepare(ds, None, false).unwrap();
+    let p = pipeline::prepare(ds, None, pipeline::Counts::Drop).unwrap();
     for flavor in [Flavor::Seurat, Flavor::CellRanger] {
         let (ours, ties) = hvg_case(&p, flavor, 200, HvgInput::Log, None).unwrap();
         let theirs: BTreeSet<String> = r[flavor.to_string()]

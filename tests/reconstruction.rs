@@ -34,7 +34,12 @@ fn metrics_equal_sklearn_scipy_and_cell2sentence() {
             continue;
         }
         let ds = data::read(&path, &ReadOptions::default()).unwrap();
-        let p = pipeline::prepare(ds, Some(&PreprocessParams::default()), false).unwrap();
+        let p = pipeline::prepare(
+            ds,
+            Some(&PreprocessParams::default()),
+            pipeline::Counts::Drop,
+        )
+        .unwrap();
         let h = pipeline::select_hvg(&p, &HvgParams::default(), HvgInput::Log, None).unwrap();
         let sample: Vec<usize> = r[id]["sample"]
             .as_array()

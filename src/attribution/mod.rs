@@ -49,10 +49,10 @@ pub fn pooled_logits(
     embeds: &Tensor,
     lens: &[i64],
     layer: usize,
-) -> Tensor {
+) -> Result<Tensor> {
     let (b, t) = (embeds.size()[0], embeds.size()[1]);
     let final_state = layer == model.cfg.num_hidden_layers as usize;
-    let (last, states) = model.hidden_from_embeds(embeds, !final_state);
+    let (last, states) = model.hidden_from_embeds(embeds, !final_state)?;
     let x = if final_state {
         last
     } else {
@@ -68,14 +68,14 @@ pub fn pooled_logits(
         .to_kind(x.kind());
     let k = x.kind();
     let pooled = (x * &mask).sum_dim_intlist(1, false, k) / mask.sum_dim_intlist(1, false, k);
-    mlp.logits(&pooled)
+    Ok(mlp.logits(&pooled))
 }
 
 /// The logits of the LM's own answer for token embeddings `embeds` `[batch, time, hidden]` with
 /// right padding (`lens` real lengths): the next-token logits at each prompt's last token, as a
 /// model fine-tuned for cell types reads its answer (`cell_type::predict`).
-pub fn answer_logits(model: &GptNeox, embeds: &Tensor, lens: &[i64]) -> Tensor {
-    let (h, _) = model.hidden_from_embeds(embeds, false);
+pub fn answer_logits(model: &GptNeox, embeds: &Tensor, lens: &[i64]) -> Result<Tensor> {
+    let (h, _) = model.hidden_from_embeds(embeds, false)?;
     let (t, hd) = (h.size()[1], h.size()[2]);
     let last: Vec<i64> = lens
         .iter()
@@ -85,7 +85,7 @@ pub fn answer_logits(model: &GptNeox, embeds: &Tensor, lens: &[i64]) -> Tensor {
     let h = h
         .reshape([-1, hd])
         .index_select(0, &Tensor::from_slice(&last).to_device(embeds.device()));
-    model.logits(&h)
+    Ok(model.logits(&h))
 }
 
 /// Token-id sequences as one right-padded `[batch, time]` tensor on `device` (pad id 0; causal
@@ -168,19 +168,19 @@ pub fn readout_scores(
         let t = ids.size()[1] as usize;
         let e = tch::no_grad(|| model.embed(&ids));
         let pick = Tensor::from_slice(tg).to_device(device).view([-1, 1]);
-        let grad_at = |alpha: f64| {
+        let grad_at = |alpha: f64| -> Result<Tensor> {
             let x = (&e * alpha).detach().set_requires_grad(true);
-            let logits = logits_of(&x, &lens);
+            let logits = logits_of(&x, &lens)?;
             let target = logits.gather(1, &pick, false).sum(logits.kind());
             let g = Tensor::run_backward(&[target], &[&x], false, false);
-            g[0].shallow_clone()
+            Ok(g[0].shallow_clone())
         };
         let grad = match method {
-            Method::GradInput => grad_at(1.0),
+            Method::GradInput => grad_at(1.0)?,
             Method::IntegratedGradients => {
-                let mut acc = grad_at(0.5 / steps as f64);
+                let mut acc = grad_at(0.5 / steps as f64)?;
                 for k in 1..steps {
-                    acc += grad_at((k as f64 + 0.5) / steps as f64);
+                    acc += grad_at((k as f64 + 0.5) / steps as f64)?;
                 }
                 acc / steps as f64
             }
@@ -405,14 +405,12 @@ pub fn attribute_answers(
     let batch = o.batch.max(1);
     for (c, (seqs, ls)) in ids.chunks(batch).zip(labels.chunks(batch)).enumerate() {
         let (x, lens) = right_padded(seqs, device);
-        let pick: Vec<i64> = tch::no_grad(|| {
-            let l = answer_logits(model, &model.embed(&x), &lens);
-            Vec::<i64>::try_from(
-                l.index_select(1, &answer_ids)
-                    .argmax(1, false)
-                    .to_device(Device::Cpu),
-            )
-        })
+        let l = tch::no_grad(|| answer_logits(model, &model.embed(&x), &lens))?;
+        let pick: Vec<i64> = Vec::<i64>::try_from(
+            l.index_select(1, &answer_ids)
+                .argmax(1, false)
+                .to_device(Device::Cpu),
+        )
         .map_err(|e| Error::param("attribution", e.to_string()))?;
         let right: Vec<usize> = (0..seqs.len())
             .filter(|&r| answers[pick[r] as usize].0 == ls[r])

@@ -124,18 +124,16 @@ fn bench_svm(a: &AnnotateBench, work: &Path) -> Result<(f64, f64)> {
             progress: true,
         },
     )?;
-    let p = crate::pipeline::prepare(
-        ds,
-        Some(&crate::preprocess::PreprocessParams::default()),
-        false,
-    )?;
-    let h = crate::pipeline::select_hvg(
-        &p,
-        &crate::hvg::HvgParams::default(),
-        crate::pipeline::HvgInput::Log,
-        None,
-    )?;
-    let hx = crate::experiment::annotation::hvg_dense(&p, &h.indices());
+    use crate::pipeline::{Counts, HvgInput, HvgSource, Pipeline};
+    let hvg = HvgSource::Select {
+        params: crate::hvg::HvgParams::default(),
+        on: HvgInput::Log,
+        batch_key: None,
+    };
+    let pre = crate::preprocess::PreprocessParams::default();
+    let mut pl = Pipeline::new(ds, Some(&pre), hvg, Counts::Drop)?;
+    let (p, h) = pl.with_hvg()?;
+    let hx = crate::pipeline::hvg_dense(p, &h.indices());
     let hl = p.data.obs_column("cell_type1")?;
     let hf = classify::stratified_kfold(&hl, 5, 0.1, 0)?;
     crate::npy::write(&work.join("svm_hvg_baron.npy"), &hx)?;

@@ -186,70 +186,14 @@ fn csr_mb(path: &Path) -> Result<f64> {
 pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
     let input = match &o.input {
         Some(p) => p.clone(),
-        None => {
-            let dirs = data::default_data_dirs(None);
-            let mut files: Vec<(u64, PathBuf)> = data::catalog(&dirs)
-                .into_iter()
-                .filter(|e| e.counts)
-                .map(|e| {
-                    (
-                        std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
-                        e.path,
-                    )
-                })
-                .collect();
-            files.sort();
-            files.pop().map(|f| f.1).ok_or_else(|| Error::NotFound {
-                path: "data/".into(),
-                hint: "; run scripts/fetch-data.sh".into(),
-            })?
-        }
+        None => largest_counts_file()?,
     };
     let mut files = vec![input.clone()];
     if let Some((c, g)) = o.tiled {
-        let stem = input.file_stem().unwrap().to_string_lossy().to_string();
-        let tiled = o.cache.join(format!("{stem}_tiled_{c}x{g}.h5ad"));
-        if !tiled.exists() {
-            std::fs::create_dir_all(&o.cache).map_err(|e| Error::io(&o.cache, e))?;
-            eprintln!("[bench] writing {}", tiled.display());
-            let st = Command::new(&o.python)
-                .arg(crate::project_file("bench/make_tiled.py"))
-                .arg(&input)
-                .arg(&tiled)
-                .arg(c.to_string())
-                .arg(g.to_string())
-                .status()
-                .map_err(|e| Error::io(&o.python, e))?;
-            if !st.success() {
-                return Err(Error::format(
-                    &tiled,
-                    "could not build the tiled matrix",
-                    "check the reference venv (scripts/bench.sh sets it up)",
-                ));
-            }
-        }
-        files.push(tiled);
+        files.push(tiled_file(o, &input, c, g)?);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
-    let mut t = Table::new([
-        "file",
-        "cells",
-        "genes",
-        "csr_mb",
-        "ours_s",
-        "reference_s",
-        "speedup",
-        "ours_peak_mb",
-        "ours_baseline_mb",
-        "reference_peak_mb",
-        "reference_baseline_mb",
-        "ours_data_peak_over_csr",
-        "ours_read_s",
-        "ours_hvg_s",
-        "ours_sentences_s",
-        "reference_hvg_s",
-        "reference_sentences_s",
-    ]);
+    let mut t = Table::new(PREPROCESS_COLUMNS);
     let mut all = Vec::new();
     for f in &files {
         eprintln!("[bench] {}: cellsentence", f.display());
@@ -277,34 +221,112 @@ pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
             ));
         }
         let csr = csr_mb(f)?;
-        let s = |r: &RunStats, k: &str| r.seconds.get(k).copied().unwrap_or(f64::NAN);
-        t.push([
-            f.file_name().unwrap().to_string_lossy().to_string(),
-            ours.cells.to_string(),
-            ours.genes.to_string(),
-            format!("{csr:.1}"),
-            format!("{:.2}", ours.total_seconds),
-            format!("{:.2}", theirs.total_seconds),
-            format!("{:.1}", theirs.total_seconds / ours.total_seconds),
-            format!("{:.0}", ours.peak_rss_mb),
-            format!("{:.0}", ours.baseline_rss_mb),
-            format!("{:.0}", theirs.peak_rss_mb),
-            format!("{:.0}", theirs.baseline_rss_mb),
-            format!("{:.2}", (ours.peak_rss_mb - ours.baseline_rss_mb) / csr),
-            format!("{:.2}", s(&ours, "read")),
-            format!("{:.2}", s(&ours, "hvg")),
-            format!(
-                "{:.2}",
-                s(&ours, "sentences_all") + s(&ours, "sentences_hvg")
-            ),
-            format!("{:.2}", s(&theirs, "hvg")),
-            format!(
-                "{:.2}",
-                s(&theirs, "sentences_all") + s(&theirs, "sentences_hvg")
-            ),
-        ]);
+        t.push(preprocess_row(f, csr, &ours, &theirs));
         all.push(serde_json::json!({"file": f, "csr_mb": csr, "cellsentence": ours, "reference": theirs}));
     }
+    write_preprocess_tables(o, &t, &all)?;
+    Ok(t)
+}
+
+/// The columns of `preprocess.{csv,md}`.
+const PREPROCESS_COLUMNS: [&str; 17] = [
+    "file",
+    "cells",
+    "genes",
+    "csr_mb",
+    "ours_s",
+    "reference_s",
+    "speedup",
+    "ours_peak_mb",
+    "ours_baseline_mb",
+    "reference_peak_mb",
+    "reference_baseline_mb",
+    "ours_data_peak_over_csr",
+    "ours_read_s",
+    "ours_hvg_s",
+    "ours_sentences_s",
+    "reference_hvg_s",
+    "reference_sentences_s",
+];
+
+/// The default input: the largest count file of the data directories.
+fn largest_counts_file() -> Result<PathBuf> {
+    let dirs = data::default_data_dirs(None);
+    let mut files: Vec<(u64, PathBuf)> = data::catalog(&dirs)
+        .into_iter()
+        .filter(|e| e.counts)
+        .map(|e| {
+            (
+                std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
+                e.path,
+            )
+        })
+        .collect();
+    files.sort();
+    files.pop().map(|f| f.1).ok_or_else(|| Error::NotFound {
+        path: "data/".into(),
+        hint: "; run scripts/fetch-data.sh".into(),
+    })
+}
+
+/// `input` tiled to `c` × `g` times its cells and genes (built once by `bench/make_tiled.py`).
+fn tiled_file(o: &PreprocessBench, input: &Path, c: usize, g: usize) -> Result<PathBuf> {
+    let stem = input.file_stem().unwrap().to_string_lossy().to_string();
+    let tiled = o.cache.join(format!("{stem}_tiled_{c}x{g}.h5ad"));
+    if tiled.exists() {
+        return Ok(tiled);
+    }
+    std::fs::create_dir_all(&o.cache).map_err(|e| Error::io(&o.cache, e))?;
+    eprintln!("[bench] writing {}", tiled.display());
+    let st = Command::new(&o.python)
+        .arg(crate::project_file("bench/make_tiled.py"))
+        .arg(input)
+        .arg(&tiled)
+        .arg(c.to_string())
+        .arg(g.to_string())
+        .status()
+        .map_err(|e| Error::io(&o.python, e))?;
+    if !st.success() {
+        return Err(Error::format(
+            &tiled,
+            "could not build the tiled matrix",
+            "check the reference venv (scripts/bench.sh sets it up)",
+        ));
+    }
+    Ok(tiled)
+}
+
+/// One file's row of `preprocess.{csv,md}`.
+fn preprocess_row(f: &Path, csr: f64, ours: &RunStats, theirs: &RunStats) -> [String; 17] {
+    let s = |r: &RunStats, k: &str| r.seconds.get(k).copied().unwrap_or(f64::NAN);
+    let sentences = |r: &RunStats| s(r, "sentences_all") + s(r, "sentences_hvg");
+    [
+        f.file_name().unwrap().to_string_lossy().to_string(),
+        ours.cells.to_string(),
+        ours.genes.to_string(),
+        format!("{csr:.1}"),
+        format!("{:.2}", ours.total_seconds),
+        format!("{:.2}", theirs.total_seconds),
+        format!("{:.1}", theirs.total_seconds / ours.total_seconds),
+        format!("{:.0}", ours.peak_rss_mb),
+        format!("{:.0}", ours.baseline_rss_mb),
+        format!("{:.0}", theirs.peak_rss_mb),
+        format!("{:.0}", theirs.baseline_rss_mb),
+        format!("{:.2}", (ours.peak_rss_mb - ours.baseline_rss_mb) / csr),
+        format!("{:.2}", s(ours, "read")),
+        format!("{:.2}", s(ours, "hvg")),
+        format!("{:.2}", sentences(ours)),
+        format!("{:.2}", s(theirs, "hvg")),
+        format!("{:.2}", sentences(theirs)),
+    ]
+}
+
+/// Writes `preprocess.{md,csv,json}` under `o.out`.
+fn write_preprocess_tables(
+    o: &PreprocessBench,
+    t: &Table,
+    all: &[serde_json::Value],
+) -> Result<()> {
     let md = format!(
         "# Benchmark: read + QC + normalize + log10 + HVG (seurat_v3, 2000) + cell sentences (all, HVG)\n\n\
          Same files, same run, on {} cores; each tool runs {} times per file and the run with the median total is shown (peak memory: the maximum over the runs). `speedup` = reference seconds / ours; `csr_mb` = the count matrix in \
@@ -316,8 +338,7 @@ pub fn preprocess_bench(o: &PreprocessBench) -> Result<Table> {
     );
     report::write_atomic(o.out.join("preprocess.md"), md.as_bytes())?;
     report::write_atomic(o.out.join("preprocess.csv"), t.to_csv().as_bytes())?;
-    let mut js = serde_json::to_vec_pretty(&all).unwrap_or_default();
+    let mut js = serde_json::to_vec_pretty(all).unwrap_or_default();
     js.write_all(b"\n").ok();
-    report::write_atomic(o.out.join("preprocess.json"), &js)?;
-    Ok(t)
+    report::write_atomic(o.out.join("preprocess.json"), &js)
 }

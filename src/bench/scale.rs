@@ -191,7 +191,8 @@ pub fn stream_run(path: &Path, chunk_cells: usize) -> Result<ScaleRun> {
     };
     let mut bytes = 0usize;
     let r = crate::stream::sentences(&b, &params, |_, s| {
-        bytes += s.len();
+        // the sentence's text: its words and the spaces between them
+        bytes += s.iter().map(|w| w.len()).sum::<usize>() + s.len().saturating_sub(1);
         Ok(())
     })?;
     Ok(ScaleRun {
@@ -242,6 +243,34 @@ fn child(mut cmd: Command, what: &str) -> Result<ScaleRun> {
             "see the message above",
         )),
     }
+}
+
+/// One atlas size's row of `scale.{csv,md}`.
+fn scale_row(
+    n: usize,
+    genes: usize,
+    gb: f64,
+    ours: &ScaleRun,
+    theirs: Option<&ScaleRun>,
+) -> [String; 11] {
+    let ok = theirs.filter(|r| r.failed.is_none());
+    let opt = |v: Option<f64>, d: usize| v.map_or("—".to_string(), |v| format!("{v:.d$}"));
+    [
+        n.to_string(),
+        genes.to_string(),
+        format!("{gb:.2}"),
+        format!("{:.1}", ours.seconds),
+        format!("{:.0}", ours.cells as f64 / ours.seconds),
+        format!("{:.0}", ours.peak_rss_mb),
+        opt(ok.map(|r| r.seconds), 1),
+        opt(ok.map(|r| r.cells as f64 / r.seconds), 0),
+        opt(ok.map(|r| r.peak_rss_mb), 0),
+        opt(ok.map(|r| r.seconds / ours.seconds), 1),
+        match theirs {
+            None => "not run".to_string(),
+            Some(r) => r.failed.clone().unwrap_or_else(|| "ok".into()),
+        },
+    ]
 }
 
 /// Generates the atlases (once), runs ours and the reference on each, writes the tables.
@@ -302,24 +331,7 @@ pub fn scale_bench(o: &ScaleBench) -> Result<Table> {
                 ));
             }
         }
-        let ok = theirs.as_ref().filter(|r| r.failed.is_none());
-        let opt = |v: Option<f64>, d: usize| v.map_or("—".to_string(), |v| format!("{v:.d$}"));
-        t.push([
-            n.to_string(),
-            o.genes.to_string(),
-            format!("{gb:.2}"),
-            format!("{:.1}", ours.seconds),
-            format!("{:.0}", ours.cells as f64 / ours.seconds),
-            format!("{:.0}", ours.peak_rss_mb),
-            opt(ok.map(|r| r.seconds), 1),
-            opt(ok.map(|r| r.cells as f64 / r.seconds), 0),
-            opt(ok.map(|r| r.peak_rss_mb), 0),
-            opt(ok.map(|r| r.seconds / ours.seconds), 1),
-            match &theirs {
-                None => "not run".to_string(),
-                Some(r) => r.failed.clone().unwrap_or_else(|| "ok".into()),
-            },
-        ]);
+        t.push(scale_row(n, o.genes, gb, &ours, theirs.as_ref()));
         all.push(serde_json::json!({"cells": n, "file": f, "file_gb": gb, "cellsentence": ours, "reference": theirs}));
     }
     let md = format!(

@@ -214,6 +214,46 @@ pub fn fit(
     crate::torch_seeded(c.seed, || fit_seeded(x, y, n_classes, fold, c, device))
 }
 
+/// The MLP initialised on the CPU (the generator is seeded), then copied to `device`: the same
+/// start on every device.
+fn built_on(
+    device: Device,
+    d_in: i64,
+    n_classes: i64,
+    c: &MlpConfig,
+) -> (nn::VarStore, nn::SequentialT) {
+    let cpu = nn::VarStore::new(Device::Cpu);
+    let net = build(&cpu.root(), d_in, n_classes, c);
+    if device == Device::Cpu {
+        return (cpu, net);
+    }
+    let mut vs = nn::VarStore::new(device);
+    let moved = build(&vs.root(), d_in, n_classes, c);
+    vs.copy(&cpu)
+        .expect("the same MLP built twice has the same variables");
+    (vs, moved)
+}
+
+/// A copy of every variable.
+fn snapshot(vs: &nn::VarStore) -> Snapshot {
+    vs.variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().copy()))
+        .collect()
+}
+
+/// Writes the kept snapshot back into the variables.
+fn restore(vs: &nn::VarStore, snap: &Snapshot) {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (k, v) in snap {
+            if let Some(t) = vars.get(k) {
+                t.shallow_clone().copy_(v);
+            }
+        }
+    });
+}
+
 fn fit_seeded(
     x: &Matrix,
     y: &[usize],
@@ -229,18 +269,7 @@ fn fit_seeded(
         .to_device(device);
     let yt = Tensor::from_slice(&y.iter().map(|&v| v as i64).collect::<Vec<_>>()).to_device(device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
-    // initialised on the CPU (the generator is seeded), then copied: the same start on every device
-    let cpu = nn::VarStore::new(Device::Cpu);
-    let net = build(&cpu.root(), xs.cols as i64, n_classes as i64, c);
-    let (vs, net) = if device == Device::Cpu {
-        (cpu, net)
-    } else {
-        let mut vs = nn::VarStore::new(device);
-        let moved = build(&vs.root(), xs.cols as i64, n_classes as i64, c);
-        vs.copy(&cpu)
-            .expect("the same MLP built twice has the same variables");
-        (vs, moved)
-    };
+    let (vs, net) = built_on(device, xs.cols as i64, n_classes as i64, c);
     let mut opt = nn::Adam::default()
         .build(&vs, c.lr)
         .expect("Adam over the MLP's variables");
@@ -258,10 +287,8 @@ fn fit_seeded(
             if chunk.len() < 2 {
                 continue; // BatchNorm needs two samples in training mode
             }
-            let xb = rows(&xt, chunk, device);
-            let yb = rows(&yt, chunk, device);
-            let loss = net.forward_t(&xb, true).cross_entropy_for_logits(&yb);
-            opt.backward_step(&loss);
+            let (xb, yb) = (rows(&xt, chunk, device), rows(&yt, chunk, device));
+            opt.backward_step(&net.forward_t(&xb, true).cross_entropy_for_logits(&yb));
         }
         if val.is_empty() {
             epoch_seconds.push(start.elapsed().as_secs_f64());
@@ -274,12 +301,7 @@ fn fit_seeded(
         });
         epoch_seconds.push(start.elapsed().as_secs_f64());
         if best.as_ref().is_none_or(|b| vl < b.0) {
-            let snap = vs
-                .variables()
-                .into_iter()
-                .map(|(k, v)| (k, v.detach().copy()))
-                .collect();
-            best = Some((vl, epoch, snap));
+            best = Some((vl, epoch, snapshot(&vs)));
             wait = 0;
         } else {
             wait += 1;
@@ -290,14 +312,7 @@ fn fit_seeded(
     }
     let (best_val_loss, best_epoch) = match &best {
         Some((l, e, snap)) => {
-            let vars = vs.variables();
-            tch::no_grad(|| {
-                for (k, v) in snap {
-                    if let Some(t) = vars.get(k) {
-                        t.shallow_clone().copy_(v);
-                    }
-                }
-            });
+            restore(&vs, snap);
             (Some(*l), *e)
         }
         None => (None, epochs),

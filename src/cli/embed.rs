@@ -212,12 +212,8 @@ fn cells_and_texts(a: &EmbedArgs) -> Result<(Vec<String>, Vec<String>, bool)> {
                 .max_genes
                 .or_else(|| model_budget(&a.model))
                 .unwrap_or(200);
-            let (cells, mut words) = sentence_words(input, &a.source, Some(budget))?;
-            if lm::ModelMeta::read(&a.model)?.is_some_and(|m| m.upper_case_genes) {
-                for w in words.iter_mut().flatten() {
-                    *w = w.to_uppercase();
-                }
-            }
+            // sentence words are upper-cased gene names, as an upper-casing model expects
+            let (cells, words) = sentence_words(input, &a.source, Some(budget))?;
             let style = style_for(a)?;
             sentences_only = matches!(style, PromptStyle::Sentence);
             let refs: Vec<Vec<&str>> = words
@@ -279,10 +275,10 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         _ => None,
     };
     if let (Some(input), None) = (&a.input, &a.prompts) {
-        let why_not = super::stream::unsupported(
+        let why_not = crate::pipeline::why_not_streamed(
             crate::deviation::Order::Expression,
             a.source.genes,
-            &a.source.prep,
+            &super::hvg_source(&a.source.prep),
         );
         let dirs = &a.source.dirs;
         if let Some(chunk) =
@@ -440,83 +436,37 @@ pub(super) fn stream_embed(
 ) -> Result<()> {
     let start = std::time::Instant::now();
     let s = &a.source;
-    let input = InputArgs {
+    let b = open_backed(&InputArgs {
         input: a.input.clone().unwrap_or_default(),
         layer: s.adata_layer.clone(),
         raw: s.raw,
         dirs: s.dirs.clone(),
-    };
-    let b = open_backed(&input)?;
-    let upper = lm::ModelMeta::read(&a.model)?.is_some_and(|m| m.upper_case_genes);
+    })?;
     let style = style_for(a)?;
     let mut renderer = style.renderer(budget);
     let (device, kind) = lm::device_and_kind(a.run.cuda, a.run.dtype)?;
     let ck = lm::load(&a.model, device, kind)?;
-    let opts = EmbedOptions {
-        layer: a.layer,
-        pool: a.pool,
-        batch_tokens: a.run.batch_tokens,
-        ..EmbedOptions::default()
-    };
     let sentence = SentenceParams {
-        seed: s.tie_seed,
+        tie_seed: s.tie_seed,
         max_genes: Some(budget),
     };
     let params = super::stream::params(&s.prep, chunk, s.genes == GeneSet::Hvg, sentence);
-    let to_h5ad = a.out.extension().is_some_and(|e| e == "h5ad");
-    let dir = a
-        .out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = out_dir(&a.out);
     crate::output::clean_leftovers(dir)?;
-    let rows_tmp = crate::output::write_temp(dir, &[])?;
-    let io = |e: std::io::Error| Error::io(&rows_tmp, e);
-    let mut rows = std::io::BufWriter::new(std::fs::File::create(&rows_tmp).map_err(io)?);
-    let (mut names, mut texts, mut kept) = (Vec::new(), Vec::new(), Vec::<f32>::new());
-    let (mut cols, mut k) = (0, 0usize);
+    // the first chunk's gene sentences are checked against a gene-level vocabulary, as in memory
+    let check = matches!(style, lm::PromptStyle::Sentence);
+    let mut sink = EmbedSink::create(a, dir, &ck, chunk, check)?;
     // the QC-kept cells and the range of them to embed, known once QC has counted them
     let (n_cells, range) = (Cell::new(0), Cell::new((0, usize::MAX)));
-    // the first chunk's gene sentences are checked against a gene-level vocabulary, as in memory
-    let mut vocabulary_checked = !matches!(style, lm::PromptStyle::Sentence);
-    let mut flush =
-        |texts: &mut Vec<String>, rows: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
-            if texts.is_empty() {
-                return Ok(());
-            }
-            if !vocabulary_checked {
-                vocabulary_checked = true;
-                check_vocabulary(&a.model, texts, a.allow_unknown_genes)?;
-            }
-            let m = lm::embed_texts(&ck, texts, &opts)?;
-            cols = m.cols;
-            if to_h5ad {
-                kept.extend_from_slice(&m.data);
-            } else {
-                rows.write_all(bytemuck::cast_slice(&m.data)).map_err(io)?;
-            }
-            texts.clear();
-            Ok(())
-        };
     let on_kept = |n: usize| {
         n_cells.set(n);
         range.set(shard_range(a, n)?.unwrap_or((0, n)));
         Ok(())
     };
-    let streamed = crate::stream::sentences_with(&b, &params, on_kept, |cell, sentence| {
+    let mut k = 0usize;
+    let streamed = crate::stream::sentences_with(&b, &params, on_kept, |cell, words| {
         // every cell draws its template; only the selected ones are embedded
-        let words: Vec<String> = sentence
-            .split(' ')
-            .filter(|w| !w.is_empty())
-            .map(|w| {
-                if upper {
-                    w.to_uppercase()
-                } else {
-                    w.to_string()
-                }
-            })
-            .collect();
-        let text = renderer.render(&words.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = renderer.render(words);
         k += 1;
         let (lo, hi) = range.get();
         if !(lo < k && k <= hi) {
@@ -530,39 +480,138 @@ pub(super) fn stream_embed(
                 "rename the cells in obs",
             ));
         }
-        names.push(cell.to_string());
-        texts.push(text);
-        if texts.len() >= chunk {
-            flush(&mut texts, &mut rows)?;
-        }
-        Ok(())
+        sink.push(cell, text)
     });
-    let done = streamed.and_then(|_| flush(&mut texts, &mut rows));
-    let file = rows.into_inner().map_err(|e| io(e.into_error()));
-    let committed = done.and(file).and_then(|file| {
-        drop(file);
-        if to_h5ad {
-            let m = crate::npy::Matrix {
-                rows: names.len(),
-                cols,
-                data: std::mem::take(&mut kept),
-            };
-            let shard = (a.cells.is_some() || a.shard.is_some()).then(|| range.get());
-            let about = embedding_about(a, shard, n_cells.get(), input_sha256)?;
-            return crate::data::h5ad_out::write_embeddings(&a.out, &names, &m, &about);
-        }
-        crate::output::kill_point("embed-rows-spilled");
-        commit_npy(dir, &rows_tmp, &a.out, &names, cols)
-    });
-    let _ = std::fs::remove_file(&rows_tmp);
-    committed?;
+    let shard = (a.cells.is_some() || a.shard.is_some()).then(|| range.get());
+    let (n, cols) = sink.finish(streamed, || {
+        embedding_about(a, shard, n_cells.get(), input_sha256)
+    })?;
     eprintln!(
-        "[embed] {} cells × {cols} dims streamed in chunks of {chunk} → {} in {:.1} s",
-        names.len(),
+        "[embed] {n} cells × {cols} dims streamed in chunks of {chunk} → {} in {:.1} s",
         a.out.display(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The folder an output file is written in (`.` for a bare file name).
+fn out_dir(out: &Path) -> &Path {
+    out.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Where [`stream_embed`]'s embeddings go while the cells stream: texts gathered a chunk at a
+/// time, embedded, and the rows spilled to a temporary file (.npy output) or kept (.h5ad).
+struct EmbedSink<'a> {
+    a: &'a EmbedArgs,
+    ck: &'a lm::Checkpoint,
+    opts: EmbedOptions,
+    dir: &'a Path,
+    chunk: usize,
+    to_h5ad: bool,
+    rows_tmp: PathBuf,
+    rows: std::io::BufWriter<std::fs::File>,
+    names: Vec<String>,
+    texts: Vec<String>,
+    kept: Vec<f32>,
+    cols: usize,
+    /// Whether the texts still need the gene-vocabulary check (bare gene sentences only).
+    check_vocabulary: bool,
+}
+
+impl<'a> EmbedSink<'a> {
+    fn create(
+        a: &'a EmbedArgs,
+        dir: &'a Path,
+        ck: &'a lm::Checkpoint,
+        chunk: usize,
+        check_vocabulary: bool,
+    ) -> Result<Self> {
+        let rows_tmp = crate::output::write_temp(dir, &[])?;
+        let f = std::fs::File::create(&rows_tmp).map_err(|e| Error::io(&rows_tmp, e))?;
+        Ok(EmbedSink {
+            a,
+            ck,
+            opts: EmbedOptions {
+                layer: a.layer,
+                pool: a.pool,
+                batch_tokens: a.run.batch_tokens,
+                ..EmbedOptions::default()
+            },
+            dir,
+            chunk,
+            to_h5ad: a.out.extension().is_some_and(|e| e == "h5ad"),
+            rows_tmp,
+            rows: std::io::BufWriter::new(f),
+            names: Vec::new(),
+            texts: Vec::new(),
+            kept: Vec::new(),
+            cols: 0,
+            check_vocabulary,
+        })
+    }
+
+    /// One selected cell's prompt; a full chunk is embedded.
+    fn push(&mut self, cell: &str, text: String) -> Result<()> {
+        self.names.push(cell.to_string());
+        self.texts.push(text);
+        if self.texts.len() >= self.chunk {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.texts.is_empty() {
+            return Ok(());
+        }
+        if std::mem::take(&mut self.check_vocabulary) {
+            check_vocabulary(&self.a.model, &self.texts, self.a.allow_unknown_genes)?;
+        }
+        let m = lm::embed_texts(self.ck, &self.texts, &self.opts)?;
+        self.cols = m.cols;
+        if self.to_h5ad {
+            self.kept.extend_from_slice(&m.data);
+        } else {
+            self.rows
+                .write_all(bytemuck::cast_slice(&m.data))
+                .map_err(|e| Error::io(&self.rows_tmp, e))?;
+        }
+        self.texts.clear();
+        Ok(())
+    }
+
+    /// After the stream (`streamed`): embeds the last chunk and commits the output (`about`: the
+    /// .h5ad's `uns` record), or leaves nothing when anything failed. Returns cells × dims.
+    fn finish(
+        mut self,
+        streamed: Result<crate::stream::Streamed>,
+        about: impl FnOnce() -> Result<serde_json::Value>,
+    ) -> Result<(usize, usize)> {
+        let done = streamed.and_then(|_| self.flush());
+        let rows_tmp = self.rows_tmp.clone();
+        let file = self
+            .rows
+            .into_inner()
+            .map_err(|e| Error::io(&rows_tmp, e.into_error()));
+        let (names, cols) = (self.names, self.cols);
+        let committed = done.and(file).and_then(|file| {
+            drop(file);
+            if self.to_h5ad {
+                let m = crate::npy::Matrix {
+                    rows: names.len(),
+                    cols,
+                    data: self.kept,
+                };
+                return crate::data::h5ad_out::write_embeddings(&self.a.out, &names, &m, &about()?);
+            }
+            crate::output::kill_point("embed-rows-spilled");
+            commit_npy(self.dir, &rows_tmp, &self.a.out, &names, cols)
+        });
+        let _ = std::fs::remove_file(&rows_tmp);
+        committed.map(|_| (names.len(), cols))
+    }
 }
 
 /// Commits `<out>` (.npy: the header, then the rows spilled to `rows_tmp`) and `<out>.cells.txt`

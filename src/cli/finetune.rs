@@ -89,14 +89,11 @@ fn labelled_words(
         dirs: s.dirs.clone(),
     };
     let params = SentenceParams {
-        seed: s.tie_seed,
+        tie_seed: s.tie_seed,
         max_genes: Some(max_genes),
     };
     let (p, sents) = prepared_sentences(&args, &s.prep, s.genes, &params)?;
-    let words = sents
-        .iter()
-        .map(|l| l.split_whitespace().map(String::from).collect())
-        .collect();
+    let words = sents.to_words();
     let labels = match label_key {
         Some(k) => Some(p.data.obs_labels(
             k,

@@ -134,20 +134,11 @@ pub fn sentence_words(
         &s.prep,
         s.genes,
         &SentenceParams {
-            seed: s.tie_seed,
+            tie_seed: s.tie_seed,
             max_genes,
         },
     )?;
-    let words = sents
-        .iter()
-        .map(|l| {
-            l.split(' ')
-                .filter(|w| !w.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect();
-    Ok((p.data.cells.clone(), words))
+    Ok((p.data.cells.clone(), sents.to_words()))
 }
 
 /// Reads `{"text": ...}` lines.

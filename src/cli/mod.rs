@@ -23,10 +23,10 @@ use crate::deviation::Order;
 use crate::error::{Error, Result};
 use crate::hvg::HvgParams;
 use crate::output::OutKind;
-use crate::pipeline::{self, HvgInput, Prepared};
+use crate::pipeline::{Counts, HvgSource, Pipeline, Prepared};
 use crate::preprocess::PreprocessParams;
 use crate::report::Table;
-use crate::sentence::{GeneSet, SentenceParams};
+use crate::sentence::{GeneSet, SentenceParams, Sentences};
 
 /// Cell sentences: scanpy-exact preprocessing and HVG, Cell2Sentence sentences, and the
 /// experiments of "HVG cell sentences" regenerated from one command.
@@ -133,9 +133,9 @@ pub struct SentenceArgs {
     /// Keep only the first N genes of each sentence (the C2S model uses 200).
     #[arg(long, value_parser = self::domain::count())]
     pub max_genes: Option<usize>,
-    /// Seed of the tie-breaking shuffle (Cell2Sentence: 42).
-    #[arg(long, default_value_t = crate::sentence::C2S_TIE_SEED)]
-    pub seed: u32,
+    /// Seed of the tie-breaking shuffle (Cell2Sentence: 42); `--seed` is accepted as well.
+    #[arg(long, alias = "seed", default_value_t = crate::sentence::C2S_TIE_SEED)]
+    pub tie_seed: u32,
     /// Gene order: `expression` (Cell2Sentence) or `deviation` (how far above the mean profile of
     /// all the input's cells, label-free; the same genes, reordered).
     #[arg(long, value_parser = domain::choice::<Order>(), default_value = "expression")]
@@ -265,11 +265,28 @@ fn load(args: &InputArgs) -> Result<(DatasetEntry, data::Dataset)> {
     Ok((entry, ds))
 }
 
-fn prepare(args: &InputArgs, prep: &PrepArgs) -> Result<Prepared> {
+/// The input read and prepared, its HVG from `prep` (selected, or the `--hvg-list`).
+fn pipeline_of(args: &InputArgs, prep: &PrepArgs) -> Result<Pipeline> {
     let (_, ds) = load(args)?;
-    let keep_counts = prep.hvg_on() == HvgInput::Counts;
     let p = PreprocessParams::default();
-    pipeline::prepare(ds, (!prep.no_preprocess).then_some(&p), keep_counts)
+    Pipeline::new(
+        ds,
+        (!prep.no_preprocess).then_some(&p),
+        hvg_source(prep),
+        Counts::Drop,
+    )
+}
+
+/// Where `prep` takes the HVG from.
+fn hvg_source(prep: &PrepArgs) -> HvgSource {
+    match &prep.hvg_list {
+        Some(list) => HvgSource::List(list.clone()),
+        None => HvgSource::Select {
+            params: hvg_params(prep),
+            on: prep.hvg_on(),
+            batch_key: prep.batch_key.clone(),
+        },
+    }
 }
 
 fn hvg_params(prep: &PrepArgs) -> HvgParams {
@@ -344,39 +361,14 @@ fn cmd_hvg(a: &HvgArgs) -> Result<()> {
     if let Some(chunk) = stream::hvg_chunk_for(a)? {
         return stream::stream_hvg(a, chunk);
     }
-    let p = prepare(&a.input, &a.prep)?;
-    let h = hvg_for(&p, &a.prep)?;
+    let mut pl = pipeline_of(&a.input, &a.prep)?;
+    let (p, h) = pl.with_hvg()?;
     let mut out = String::new();
     for j in h.indices() {
         out.push_str(&p.data.genes[j]);
         out.push('\n');
     }
     print_out(&out)
-}
-
-/// The HVG set of `p`: read from `--hvg-list` when given, else selected.
-fn hvg_for(p: &Prepared, prep: &PrepArgs) -> Result<crate::hvg::HvgResult> {
-    match &prep.hvg_list {
-        Some(list) => {
-            let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
-            crate::hvg::HvgResult::from_list(&p.data.genes, list, &text)
-        }
-        None => {
-            let genes = p.data.genes.len();
-            if prep.n_top >= genes {
-                eprintln!(
-                    "warning: --n-top {} is not below the {genes} genes kept after QC: every gene is highly variable, so HVG sentences are the full sentences; lower --n-top",
-                    prep.n_top
-                );
-            }
-            pipeline::select_hvg(
-                p,
-                &hvg_params(prep),
-                prep.hvg_on(),
-                prep.batch_key.as_deref(),
-            )
-        }
-    }
 }
 
 /// `--hvg-list` is read only for HVG sentences: given with `--genes all` it is refused, not ignored.
@@ -400,15 +392,22 @@ fn prepared_sentences(
     prep: &PrepArgs,
     genes: GeneSet,
     params: &SentenceParams,
-) -> Result<(Prepared, Vec<String>)> {
+) -> Result<(Prepared, Sentences)> {
+    prepared_sentences_in(input, prep, genes, Order::Expression, params)
+}
+
+/// [`prepared_sentences`] in `order`.
+fn prepared_sentences_in(
+    input: &InputArgs,
+    prep: &PrepArgs,
+    genes: GeneSet,
+    order: Order,
+    params: &SentenceParams,
+) -> Result<(Prepared, Sentences)> {
     check_hvg_list(prep, genes)?;
-    let p = prepare(input, prep)?;
-    let h = match genes {
-        GeneSet::Hvg => Some(hvg_for(&p, prep)?),
-        GeneSet::All => None,
-    };
-    let s = pipeline::sentences(&p, genes, h.as_ref(), params)?;
-    Ok((p, s))
+    let mut pl = pipeline_of(input, prep)?;
+    let s = pl.sentences(genes, order, params)?;
+    Ok((pl.into_prepared(), s))
 }
 
 fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
@@ -429,29 +428,18 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
         return stream::stream_sentences(a, chunk);
     }
     let params = SentenceParams {
-        seed: a.seed,
+        tie_seed: a.tie_seed,
         max_genes: a.max_genes,
     };
-    let (p, s) = match a.order {
-        Order::Expression => prepared_sentences(&a.input, &a.prep, a.genes, &params)?,
-        Order::Deviation => {
-            let p = prepare(&a.input, &a.prep)?;
-            let h = match a.genes {
-                GeneSet::Hvg => Some(hvg_for(&p, &a.prep)?),
-                GeneSet::All => None,
-            };
-            let s = pipeline::deviation_sentences(&p, a.genes, h.as_ref(), &params)?;
-            (p, s)
-        }
-    };
+    let (p, s) = prepared_sentences_in(&a.input, &a.prep, a.genes, a.order, &params)?;
     if let Some(out) = &a.out {
         crate::report::write_sentences(out, &p.data.cells, &s)?;
         eprintln!("[sentences] {} cells → {}", s.len(), out.display());
         return Ok(());
     }
-    let mut out = String::with_capacity(s.iter().map(|x| x.len() + 1).sum());
-    for line in s {
-        out.push_str(&line);
+    let mut out = String::new();
+    for i in 0..s.len() {
+        out.push_str(&s.text(i));
         out.push('\n');
     }
     print_out(&out)
@@ -459,11 +447,11 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
 
 fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {
     use crate::reconstruct;
-    let p = prepare(&a.input, &a.prep)?;
+    let mut pl = pipeline_of(&a.input, &a.prep)?;
     let x = match a.genes {
-        GeneSet::All => p.data.x.clone(),
+        GeneSet::All => pl.prepared().data.x.clone(),
         GeneSet::Hvg => {
-            let h = hvg_for(&p, &a.prep)?;
+            let (p, h) = pl.with_hvg()?;
             p.data.x.select_cols(&h.indices())
         }
     };

@@ -149,7 +149,7 @@ fn labelled_words(
         &source.prep,
         source.genes,
         &SentenceParams {
-            seed: source.tie_seed,
+            tie_seed: source.tie_seed,
             max_genes,
         },
     )?;
@@ -157,11 +157,7 @@ fn labelled_words(
         &key,
         "remove the unlabelled cells from the file, or choose another label key",
     )?;
-    let words = sents
-        .iter()
-        .map(|l| l.split_whitespace().map(String::from).collect())
-        .collect();
-    Ok((entry.id, words, labels))
+    Ok((entry.id, sents.to_words(), labels))
 }
 
 /// `cellsentence lm-probe`.

@@ -5,17 +5,13 @@ use super::{DataDirArgs, HvgArgs, SentenceArgs};
 use crate::data::{self, MatrixSource};
 use crate::deviation::Order;
 use crate::error::{Error, Result};
-use crate::pipeline::HvgInput;
+use crate::pipeline;
 use crate::preprocess::PreprocessParams;
 use crate::sentence::{GeneSet, SentenceParams};
 
-/// Cells a chunk holds when a file over `--max-memory` streams without `--chunk-cells`.
-pub const AUTO_CHUNK: usize = 5_000;
-
-/// The chunk size `sentences` streams with: `--chunk-cells`, or [`AUTO_CHUNK`] for an `.h5ad`
-/// larger than `--max-memory` whose options streaming supports; `None`: in memory.
+/// The chunk size `sentences` streams with ([`pipeline::streamed_chunk`]); `None`: in memory.
 pub(super) fn chunk_for(a: &SentenceArgs) -> Result<Option<usize>> {
-    let why_not = unsupported(a.order, a.genes, &a.prep);
+    let why_not = pipeline::why_not_streamed(a.order, a.genes, &super::hvg_source(&a.prep));
     let s = &a.stream;
     decide(
         s.chunk_cells,
@@ -28,7 +24,8 @@ pub(super) fn chunk_for(a: &SentenceArgs) -> Result<Option<usize>> {
 
 /// The chunk size `hvg` streams with, as [`chunk_for`].
 pub(super) fn hvg_chunk_for(a: &HvgArgs) -> Result<Option<usize>> {
-    let why_not = unsupported(Order::Expression, GeneSet::Hvg, &a.prep);
+    let why_not =
+        pipeline::why_not_streamed(Order::Expression, GeneSet::Hvg, &super::hvg_source(&a.prep));
     let s = &a.stream;
     decide(
         s.chunk_cells,
@@ -39,8 +36,7 @@ pub(super) fn hvg_chunk_for(a: &HvgArgs) -> Result<Option<usize>> {
     )
 }
 
-/// `--chunk-cells` if given (an error when `why_not`), else [`AUTO_CHUNK`] for an `.h5ad` over
-/// `max_memory` bytes that streaming supports (a warning when it does not).
+/// [`pipeline::streamed_chunk`] of the input a command names.
 pub(super) fn decide(
     chunk_cells: Option<usize>,
     max_memory: u64,
@@ -48,51 +44,12 @@ pub(super) fn decide(
     dirs: &DataDirArgs,
     why_not: Option<String>,
 ) -> Result<Option<usize>> {
-    if let Some(n) = chunk_cells {
-        if let Some(why) = why_not {
-            return Err(Error::param(
-                "--chunk-cells",
-                format!("{why}; leave out --chunk-cells"),
-            ));
-        }
-        return Ok(Some(n));
-    }
-    let path = resolve(input, dirs)?.0;
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    if size <= max_memory || path.is_dir() {
-        return Ok(None);
-    }
-    match why_not {
-        None => {
-            eprintln!(
-                "[stream] {} is {:.1} GB, over --max-memory: streaming in chunks of {AUTO_CHUNK} cells",
-                path.display(),
-                size as f64 / 1e9
-            );
-            Ok(Some(AUTO_CHUNK))
-        }
-        Some(why) => {
-            eprintln!(
-                "warning: {} is over --max-memory but {why}: reading it whole",
-                path.display()
-            );
-            Ok(None)
-        }
-    }
-}
-
-/// Why these options need the whole matrix in memory, if they do.
-pub(super) fn unsupported(order: Order, genes: GeneSet, p: &super::PrepArgs) -> Option<String> {
-    let why = if order == Order::Deviation {
-        "deviation sentences need the mean profile of all cells first"
-    } else if genes == GeneSet::Hvg && p.hvg_list.is_none() && p.flavor.models_counts() {
-        "streaming selects HVG with the flavors of log data (seurat_v3, seurat, cell_ranger)"
-    } else if genes == GeneSet::Hvg && p.hvg_list.is_none() && p.hvg_on() != HvgInput::Log {
-        "streaming selects HVG on the log data only (--on log)"
-    } else {
-        return None;
+    let path = match chunk_cells {
+        // the path is only sized when no chunk is given
+        Some(_) => std::path::PathBuf::new(),
+        None => resolve(input, dirs)?.0,
     };
-    Some(why.to_string())
+    pipeline::streamed_chunk(&path, chunk_cells, max_memory, why_not)
 }
 
 /// The `.h5ad` to stream (refusing a 10x directory) opened for chunked reading.
@@ -125,7 +82,7 @@ fn resolve(input: &str, dirs: &DataDirArgs) -> Result<(std::path::PathBuf, Matri
 pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
     let b = open_backed(&a.input)?;
     let sentence = SentenceParams {
-        seed: a.seed,
+        tie_seed: a.tie_seed,
         max_genes: a.max_genes,
     };
     let params = params(&a.prep, chunk, a.genes == GeneSet::Hvg, sentence);
@@ -141,7 +98,7 @@ pub(super) fn stream_sentences(a: &SentenceArgs, chunk: usize) -> Result<()> {
             let mut w = std::io::BufWriter::new(stdout.lock());
             let io = |e: std::io::Error| Error::io("<stdout>", e);
             let r = crate::stream::sentences(&b, &params, |_, s| {
-                w.write_all(s.as_bytes()).map_err(io)?;
+                w.write_all(s.join(" ").as_bytes()).map_err(io)?;
                 w.write_all(b"\n").map_err(io)
             })?;
             w.flush().map_err(io)?;

@@ -124,102 +124,111 @@ fn read_indices(path: &Path, ds: &hdf5::Dataset, field: &str, pb: &Progress) -> 
 }
 
 fn read_matrix(path: &Path, file: &hdf5::File, key: &str, progress: bool) -> Result<Csr> {
-    let loc_is_group = file.group(key).is_ok();
-    if loc_is_group {
-        let g = file.group(key).map_err(|e| h5err(path, key, e))?;
-        let enc = attr_string(&g, "encoding-type")
-            .or_else(|| attr_string(&g, "h5sparse_format").map(|f| format!("{f}_matrix")));
-        let enc = enc.ok_or_else(|| {
-            Error::format(
-                path,
-                format!("`{key}` is a group without an `encoding-type` attribute"),
-                "rewrite the file with anndata >= 0.8",
-            )
-        })?;
-        let shape: Vec<u64> = g
-            .attr("shape")
-            .and_then(|a| a.read_raw::<u64>())
-            .or_else(|_| g.attr("h5sparse_shape").and_then(|a| a.read_raw::<u64>()))
-            .map_err(|e| h5err(path, &format!("{key}.attrs[shape]"), e))?;
-        if shape.len() != 2 {
-            return Err(Error::format(
-                path,
-                format!("`{key}` has shape {shape:?}, expected 2 dimensions"),
-                "store a cells × genes matrix",
-            ));
-        }
-        let (nr, nc) = (shape[0] as usize, shape[1] as usize);
-        let need = |name: &str| -> Result<hdf5::Dataset> {
-            g.dataset(name).map_err(|_| {
-                Error::missing(
-                    path,
-                    format!("{key}/{name}"),
-                    "the sparse matrix is incomplete; rewrite the file with anndata",
-                )
-            })
-        };
-        let (data_ds, idx_ds, ptr_ds) = (need("data")?, need("indices")?, need("indptr")?);
-        let nnz = data_ds.size();
-        let pb = Progress::bar(
-            progress,
-            (2 * nnz) as u64,
-            &format!("reading {}", path.display()),
-        );
-        let data: Vec<f32> = read_1d_chunked(path, &data_ds, &format!("{key}/data"), &pb)?;
-        let idx_field = format!("{key}/indices");
-        let indices: Vec<u32> = read_indices(path, &idx_ds, &idx_field, &pb)?;
-        pb.finish();
-        let indptr_i64: Vec<i64> = ptr_ds
-            .read_raw::<i64>()
-            .map_err(|e| h5err(path, &format!("{key}/indptr"), e))?;
-        if indptr_i64.iter().any(|&i| i < 0) {
-            return Err(Error::bad_value(
-                path,
-                format!("{key}/indptr"),
-                "negative offset in sparse matrix",
-                "the file is corrupt; rewrite it with anndata",
-            ));
-        }
-        drop(data_ds);
-        let indptr: Vec<usize> = indptr_i64.into_iter().map(|i| i as usize).collect();
-        let bad = |e: String| {
-            Error::format(
-                path,
-                format!("`{key}` is not a valid {enc}: {e}"),
-                "rewrite the file with anndata",
-            )
-        };
-        match enc.as_str() {
-            "csr_matrix" => Csr::from_parts(nr, nc, indptr, indices, data).map_err(bad),
-            "csc_matrix" => Csr::from_csc_parts(nr, nc, &indptr, &indices, &data).map_err(bad),
-            other => Err(Error::format(
-                path,
-                format!("`{key}` has unsupported encoding `{other}`"),
-                "store X as a dense array or a csr/csc sparse matrix",
-            )),
-        }
+    if file.group(key).is_ok() {
+        read_sparse(path, file, key, progress)
     } else {
-        let ds = file.dataset(key).map_err(|_| {
-            Error::missing(path, key, if key == "X" { "this .h5ad has no expression matrix; write one with adata.X = counts (or read a layer with --layer NAME)" } else { "check the layer name with `cellsentence info`" })
-        })?;
-        let shape = ds.shape();
-        if shape.len() != 2 {
-            return Err(Error::format(
-                path,
-                format!("`{key}` has shape {shape:?}, expected 2 dimensions"),
-                "store a cells × genes matrix",
-            ));
-        }
-        let (nr, nc) = (shape[0], shape[1]);
-        let pb = Progress::bar(
-            progress,
-            (nr * nc) as u64,
-            &format!("reading {}", path.display()),
-        );
-        let vals: Vec<f32> = read_1d_chunked_2d(path, &ds, key, nr, nc, &pb)?;
-        pb.finish();
-        Ok(Csr::from_dense(nr, nc, &vals))
+        read_dense(path, file, key, progress)
     }
+}
+
+/// `key` stored as an anndata sparse group (csr or csc: `data`, `indices`, `indptr`, `shape`).
+fn read_sparse(path: &Path, file: &hdf5::File, key: &str, progress: bool) -> Result<Csr> {
+    let g = file.group(key).map_err(|e| h5err(path, key, e))?;
+    let enc = attr_string(&g, "encoding-type")
+        .or_else(|| attr_string(&g, "h5sparse_format").map(|f| format!("{f}_matrix")));
+    let enc = enc.ok_or_else(|| {
+        Error::format(
+            path,
+            format!("`{key}` is a group without an `encoding-type` attribute"),
+            "rewrite the file with anndata >= 0.8",
+        )
+    })?;
+    let shape: Vec<u64> = g
+        .attr("shape")
+        .and_then(|a| a.read_raw::<u64>())
+        .or_else(|_| g.attr("h5sparse_shape").and_then(|a| a.read_raw::<u64>()))
+        .map_err(|e| h5err(path, &format!("{key}.attrs[shape]"), e))?;
+    if shape.len() != 2 {
+        return Err(Error::format(
+            path,
+            format!("`{key}` has shape {shape:?}, expected 2 dimensions"),
+            "store a cells × genes matrix",
+        ));
+    }
+    let (nr, nc) = (shape[0] as usize, shape[1] as usize);
+    let need = |name: &str| -> Result<hdf5::Dataset> {
+        g.dataset(name).map_err(|_| {
+            Error::missing(
+                path,
+                format!("{key}/{name}"),
+                "the sparse matrix is incomplete; rewrite the file with anndata",
+            )
+        })
+    };
+    let (data_ds, idx_ds, ptr_ds) = (need("data")?, need("indices")?, need("indptr")?);
+    let nnz = data_ds.size();
+    let pb = Progress::bar(
+        progress,
+        (2 * nnz) as u64,
+        &format!("reading {}", path.display()),
+    );
+    let data: Vec<f32> = read_1d_chunked(path, &data_ds, &format!("{key}/data"), &pb)?;
+    let idx_field = format!("{key}/indices");
+    let indices: Vec<u32> = read_indices(path, &idx_ds, &idx_field, &pb)?;
+    pb.finish();
+    let indptr_i64: Vec<i64> = ptr_ds
+        .read_raw::<i64>()
+        .map_err(|e| h5err(path, &format!("{key}/indptr"), e))?;
+    if indptr_i64.iter().any(|&i| i < 0) {
+        return Err(Error::bad_value(
+            path,
+            format!("{key}/indptr"),
+            "negative offset in sparse matrix",
+            "the file is corrupt; rewrite it with anndata",
+        ));
+    }
+    drop(data_ds);
+    let indptr: Vec<usize> = indptr_i64.into_iter().map(|i| i as usize).collect();
+    let bad = |e: String| {
+        Error::format(
+            path,
+            format!("`{key}` is not a valid {enc}: {e}"),
+            "rewrite the file with anndata",
+        )
+    };
+    match enc.as_str() {
+        "csr_matrix" => Csr::from_parts(nr, nc, indptr, indices, data).map_err(bad),
+        "csc_matrix" => Csr::from_csc_parts(nr, nc, &indptr, &indices, &data).map_err(bad),
+        other => Err(Error::format(
+            path,
+            format!("`{key}` has unsupported encoding `{other}`"),
+            "store X as a dense array or a csr/csc sparse matrix",
+        )),
+    }
+}
+
+/// `key` stored as a dense 2-D dataset.
+fn read_dense(path: &Path, file: &hdf5::File, key: &str, progress: bool) -> Result<Csr> {
+    let ds = file.dataset(key).map_err(|_| {
+        Error::missing(path, key, if key == "X" { "this .h5ad has no expression matrix; write one with adata.X = counts (or read a layer with --layer NAME)" } else { "check the layer name with `cellsentence info`" })
+    })?;
+    let shape = ds.shape();
+    if shape.len() != 2 {
+        return Err(Error::format(
+            path,
+            format!("`{key}` has shape {shape:?}, expected 2 dimensions"),
+            "store a cells × genes matrix",
+        ));
+    }
+    let (nr, nc) = (shape[0], shape[1]);
+    let pb = Progress::bar(
+        progress,
+        (nr * nc) as u64,
+        &format!("reading {}", path.display()),
+    );
+    let vals: Vec<f32> = read_1d_chunked_2d(path, &ds, key, nr, nc, &pb)?;
+    pb.finish();
+    Ok(Csr::from_dense(nr, nc, &vals))
 }
 
 fn read_1d_chunked_2d(
@@ -321,6 +330,42 @@ fn decode_categories(name: &str, codes: Vec<i64>, cats: &Column) -> Column {
     Column::new(name.into(), labels)
 }
 
+/// A dataframe column stored as a group: a categorical (`codes`, `categories`) or a nullable
+/// array (`values`, `mask`: masked entries become missing, kept as text).
+fn read_column_group(path: &Path, sub: &hdf5::Group, name: &str, field: &str) -> Result<Column> {
+    let enc = attr_string(sub, "encoding-type").unwrap_or_default();
+    if enc == "categorical" {
+        let codes = sub
+            .dataset("codes")
+            .and_then(|d| d.read_raw::<i64>())
+            .map_err(|e| h5err(path, field, e))?;
+        let cats = sub
+            .dataset("categories")
+            .and_then(|d| read_array_column(&d, "c"))
+            .map_err(|e| h5err(path, field, e))?;
+        return Ok(decode_categories(name, codes, &cats));
+    }
+    let vals = sub.dataset("values").map_err(|e| h5err(path, field, e))?;
+    let col = read_array_column(&vals, name).map_err(|e| h5err(path, field, e))?;
+    let Ok(mask) = sub.dataset("mask").and_then(|d| d.read_raw::<bool>()) else {
+        return Ok(col);
+    };
+    let text = col
+        .cast(&polars::prelude::DataType::String)
+        .map_err(|e| h5err(path, field, e))?;
+    let ca = text.str().map_err(|e| h5err(path, field, e))?;
+    let vals: Vec<Option<String>> = (0..ca.len())
+        .map(|i| {
+            if mask[i] {
+                None
+            } else {
+                ca.get(i).map(|s| s.to_string())
+            }
+        })
+        .collect();
+    Ok(Column::new(name.into(), vals))
+}
+
 /// Hand-written dataframe reader for layouts anndata-rs does not read (anndata 0.7's
 /// `__categories` groups) and the modern one; returns (index, columns).
 fn read_frame_h5(path: &Path, file: &hdf5::File, key: &str) -> Result<(Vec<String>, DataFrame)> {
@@ -354,57 +399,22 @@ fn read_frame_h5(path: &Path, file: &hdf5::File, key: &str) -> Result<(Vec<Strin
     let mut cols = Vec::new();
     for name in order.iter().filter(|n| **n != index_name) {
         let field = format!("{key}/{name}");
-        let col = if let Ok(sub) = g.group(name) {
-            let enc = attr_string(&sub, "encoding-type").unwrap_or_default();
-            match enc.as_str() {
-                "categorical" => {
-                    let codes = sub
-                        .dataset("codes")
-                        .and_then(|d| d.read_raw::<i64>())
-                        .map_err(|e| h5err(path, &field, e))?;
-                    let cats = sub
-                        .dataset("categories")
+        let col = match g.group(name) {
+            Ok(sub) => read_column_group(path, &sub, name, &field)?,
+            Err(_) => {
+                let ds = g.dataset(name).map_err(|e| h5err(path, &field, e))?;
+                if ds.attr("categories").is_ok() {
+                    // anndata 0.7: codes here, labels in `__categories/<name>`
+                    let codes = ds.read_raw::<i64>().map_err(|e| h5err(path, &field, e))?;
+                    let cats = g
+                        .group("__categories")
+                        .and_then(|c| c.dataset(name))
                         .and_then(|d| read_array_column(&d, "c"))
-                        .map_err(|e| h5err(path, &field, e))?;
+                        .map_err(|e| h5err(path, &format!("{key}/__categories/{name}"), e))?;
                     decode_categories(name, codes, &cats)
+                } else {
+                    read_array_column(&ds, name).map_err(|e| h5err(path, &field, e))?
                 }
-                _ => {
-                    let vals = sub.dataset("values").map_err(|e| h5err(path, &field, e))?;
-                    let mut col =
-                        read_array_column(&vals, name).map_err(|e| h5err(path, &field, e))?;
-                    if let Ok(mask) = sub.dataset("mask").and_then(|d| d.read_raw::<bool>()) {
-                        // nullable arrays: masked entries become missing (kept as text)
-                        let text = col
-                            .cast(&polars::prelude::DataType::String)
-                            .map_err(|e| h5err(path, &field, e))?;
-                        let ca = text.str().map_err(|e| h5err(path, &field, e))?;
-                        let vals: Vec<Option<String>> = (0..ca.len())
-                            .map(|i| {
-                                if mask[i] {
-                                    None
-                                } else {
-                                    ca.get(i).map(|s| s.to_string())
-                                }
-                            })
-                            .collect();
-                        col = Column::new(name.into(), vals);
-                    }
-                    col
-                }
-            }
-        } else {
-            let ds = g.dataset(name).map_err(|e| h5err(path, &field, e))?;
-            if ds.attr("categories").is_ok() {
-                // anndata 0.7: codes here, labels in `__categories/<name>`
-                let codes = ds.read_raw::<i64>().map_err(|e| h5err(path, &field, e))?;
-                let cats = g
-                    .group("__categories")
-                    .and_then(|c| c.dataset(name))
-                    .and_then(|d| read_array_column(&d, "c"))
-                    .map_err(|e| h5err(path, &format!("{key}/__categories/{name}"), e))?;
-                decode_categories(name, codes, &cats)
-            } else {
-                read_array_column(&ds, name).map_err(|e| h5err(path, &field, e))?
             }
         };
         cols.push(col);

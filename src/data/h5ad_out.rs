@@ -171,16 +171,57 @@ fn shard_range(path: &Path, about: &serde_json::Value) -> Result<(usize, usize, 
 /// Refused, naming the file and the field: shards of different runs (input, model, layer, …),
 /// overlapping shards, and cells no shard covers (a missing shard).
 pub fn merge_shards(shards: &[(std::path::PathBuf, Embeddings)]) -> Result<Embeddings> {
-    let Some((first_path, first)) = shards.first() else {
+    let Some((_, first)) = shards.first() else {
         return Err(Error::param("shards", "give at least one shard"));
     };
-    let run = |a: &serde_json::Value| {
-        let mut a = a.clone();
-        if let Some(o) = a.as_object_mut() {
-            o.remove("cells");
-        }
-        a
-    };
+    let (reference, mut ranges) = shard_ranges(shards)?;
+    ranges.sort_unstable();
+    let n = check_coverage(shards, &ranges)?;
+    let mut cells = Vec::with_capacity(n);
+    let mut data = Vec::with_capacity(n * first.m.cols);
+    for &(_, _, _, i) in &ranges {
+        cells.extend(shards[i].1.cells.iter().cloned());
+        data.extend_from_slice(&shards[i].1.m.data);
+    }
+    let mut about = reference;
+    if let Some(o) = about.as_object_mut() {
+        o.insert("cells".into(), serde_json::Value::Null);
+        let files: Vec<String> = ranges
+            .iter()
+            .map(|&(_, _, _, i)| shards[i].0.display().to_string())
+            .collect();
+        o.insert("shards".into(), files.into());
+    }
+    Ok(Embeddings {
+        cells,
+        m: Matrix {
+            rows: n,
+            cols: first.m.cols,
+            data,
+        },
+        about,
+    })
+}
+
+/// A shard's record without its own cell range: what every shard of one run shares.
+fn run_record(a: &serde_json::Value) -> serde_json::Value {
+    let mut a = a.clone();
+    if let Some(o) = a.as_object_mut() {
+        o.remove("cells");
+    }
+    a
+}
+
+/// A shard's (start, end, cells of the run, position in the list).
+type ShardRange = (usize, usize, usize, usize);
+
+/// The run record the shards share and each shard's range; a shard of another run, of other
+/// dimensions or with rows not its range's is refused.
+fn shard_ranges(
+    shards: &[(std::path::PathBuf, Embeddings)],
+) -> Result<(serde_json::Value, Vec<ShardRange>)> {
+    let (first_path, first) = &shards[0];
+    let run = run_record;
     let reference = run(&first.about);
     let mut ranges = Vec::with_capacity(shards.len());
     for (i, (path, e)) in shards.iter().enumerate() {
@@ -235,10 +276,17 @@ pub fn merge_shards(shards: &[(std::path::PathBuf, Embeddings)]) -> Result<Embed
         }
         ranges.push((s, end, n, i));
     }
-    ranges.sort_unstable();
+    Ok((reference, ranges))
+}
+
+/// The sorted shards cover the run's cells once each; returns the number of cells.
+fn check_coverage(
+    shards: &[(std::path::PathBuf, Embeddings)],
+    ranges: &[ShardRange],
+) -> Result<usize> {
     let n = ranges[0].2;
     let mut next = 0;
-    for &(s, end, _, i) in &ranges {
+    for &(s, end, _, i) in ranges {
         let path = &shards[i].0;
         if s > next {
             return Err(Error::bad_value(
@@ -266,28 +314,5 @@ pub fn merge_shards(shards: &[(std::path::PathBuf, Embeddings)]) -> Result<Embed
             format!("embed them (`embed --cells {next}:{n}` with the same options) and merge all shards"),
         ));
     }
-    let mut cells = Vec::with_capacity(n);
-    let mut data = Vec::with_capacity(n * first.m.cols);
-    for &(_, _, _, i) in &ranges {
-        cells.extend(shards[i].1.cells.iter().cloned());
-        data.extend_from_slice(&shards[i].1.m.data);
-    }
-    let mut about = reference;
-    if let Some(o) = about.as_object_mut() {
-        o.insert("cells".into(), serde_json::Value::Null);
-        let files: Vec<String> = ranges
-            .iter()
-            .map(|&(_, _, _, i)| shards[i].0.display().to_string())
-            .collect();
-        o.insert("shards".into(), files.into());
-    }
-    Ok(Embeddings {
-        cells,
-        m: Matrix {
-            rows: n,
-            cols: first.m.cols,
-            data,
-        },
-        about,
-    })
+    Ok(n)
 }

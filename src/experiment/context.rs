@@ -2,9 +2,10 @@
 //! once, lazily (only when a stage is not cached), with the experiment's settings; and the runners'
 //! one loop over datasets ([`for_each_dataset`]), which wraps errors and skips unusable datasets.
 use super::{Experiment, RunDataset};
+use crate::deviation::Order;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, HvgInput, Prepared};
-use crate::sentence::{self, GeneSet, SentenceParams};
+use crate::pipeline::{Counts, HvgSource, Pipeline, Prepared};
+use crate::sentence::{GeneSet, SentenceParams};
 
 /// A dataset of a run, prepared on first use.
 pub struct DatasetContext<'a> {
@@ -13,7 +14,7 @@ pub struct DatasetContext<'a> {
     /// The dataset.
     pub dataset: &'a RunDataset,
     quiet: bool,
-    prepared: Option<Prepared>,
+    pipeline: Option<Pipeline>,
     hvg: Option<Vec<usize>>,
 }
 
@@ -24,7 +25,7 @@ impl<'a> DatasetContext<'a> {
             experiment,
             dataset,
             quiet,
-            prepared: None,
+            pipeline: None,
             hvg: None,
         }
     }
@@ -34,34 +35,50 @@ impl<'a> DatasetContext<'a> {
         &self.dataset.entry.id
     }
 
-    /// QC-filtered, normalized, log-transformed data (counts kept when HVG runs on counts); raw
-    /// count files are preprocessed with the experiment's settings, log-normalized ones taken as is.
-    pub fn prepared(&mut self) -> Result<&Prepared> {
-        if self.prepared.is_none() {
+    /// The dataset's [`Pipeline`] with the experiment's settings, read and prepared on first use.
+    fn pipeline(&mut self) -> Result<&mut Pipeline> {
+        if self.pipeline.is_none() {
             let (e, entry) = (self.experiment, &self.dataset.entry);
             if !self.quiet {
                 eprintln!("[run] reading {}", entry.path.display());
             }
             let ds = entry.load(!self.quiet)?;
+            let hvg = HvgSource::Select {
+                params: e.hvg.params(),
+                on: e.hvg.on,
+                batch_key: None,
+            };
             // the sweep's count-model flavors (deviance, Pearson residuals) read the counts too
-            let keep_counts = e.hvg.on == HvgInput::Counts
-                || (e.task == super::Task::HvgSweep
-                    && e.sweep.flavors.iter().any(|f| f.models_counts()));
-            let p = pipeline::prepare(ds, entry.counts.then_some(&e.preprocess), keep_counts)?;
-            self.prepared = Some(p);
+            let sweep_counts = e.task == super::Task::HvgSweep
+                && e.sweep.flavors.iter().any(|f| f.models_counts());
+            let counts = if sweep_counts {
+                Counts::Keep
+            } else {
+                Counts::Drop
+            };
+            let pre = entry.counts.then_some(&e.preprocess);
+            self.pipeline = Some(Pipeline::new(ds, pre, hvg, counts)?);
         }
-        Ok(self.prepared.as_ref().expect("prepared above"))
+        Ok(self.pipeline.as_mut().expect("made above"))
+    }
+
+    /// QC-filtered, normalized, log-transformed data (counts kept when HVG runs on counts); raw
+    /// count files are preprocessed with the experiment's settings, log-normalized ones taken as is.
+    pub fn prepared(&mut self) -> Result<&Prepared> {
+        Ok(self.pipeline()?.prepared())
     }
 
     /// The prepared data and the experiment's highly variable genes (column indices).
     pub fn hvg(&mut self) -> Result<(&Prepared, &[usize])> {
         if self.hvg.is_none() {
-            let e = self.experiment;
-            let p = self.prepared()?;
-            let h = pipeline::select_hvg(p, &e.hvg.params(), e.hvg.on, None)?;
-            self.hvg = Some(h.indices());
+            let indices = self.pipeline()?.with_hvg()?.1.indices();
+            self.hvg = Some(indices);
         }
-        let p = self.prepared.as_ref().expect("prepared with the HVG");
+        let p = self
+            .pipeline
+            .as_ref()
+            .expect("prepared with the HVG")
+            .prepared();
         Ok((p, self.hvg.as_deref().expect("selected above")))
     }
 }
@@ -70,37 +87,9 @@ impl DatasetContext<'_> {
     /// Every QC-kept cell's sentence (the experiment's tie seed), as words: all expressed genes or
     /// only the HVG, cut to the first `max_genes`.
     pub fn sentences(&mut self, mode: GeneSet, max_genes: usize) -> Result<Vec<Vec<String>>> {
-        let tie = self.experiment.sentences.tie_seed;
-        let (p, hvg) = self.hvg()?;
-        let params = SentenceParams {
-            seed: tie,
-            max_genes: Some(max_genes),
-        };
-        let s = match mode {
-            GeneSet::All => sentence::cell_sentences(&p.data.x, &p.data.genes, &params)?,
-            GeneSet::Hvg => {
-                let names: Vec<String> = hvg.iter().map(|&j| p.data.genes[j].clone()).collect();
-                sentence::cell_sentences(&p.data.x.select_cols(hvg), &names, &params)?
-            }
-        };
-        Ok(words(&s))
+        self.sentences_in(mode, Order::Expression, max_genes)
     }
-}
 
-/// Sentences split into their words.
-fn words(sentences: &[String]) -> Vec<Vec<String>> {
-    sentences
-        .iter()
-        .map(|l| {
-            l.split(' ')
-                .filter(|w| !w.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect()
-}
-
-impl DatasetContext<'_> {
     /// Every QC-kept cell's deviation sentence ([`crate::deviation`]) of the mode's genes, as
     /// words: the reference profile is the mean of every cell of the dataset (no labels).
     pub fn deviation_sentences(
@@ -108,24 +97,20 @@ impl DatasetContext<'_> {
         mode: GeneSet,
         max_genes: usize,
     ) -> Result<Vec<Vec<String>>> {
-        let tie = self.experiment.sentences.tie_seed;
-        let (p, hvg) = self.hvg()?;
-        let (x, names) = match mode {
-            GeneSet::All => (p.data.x.clone(), p.data.genes.clone()),
-            GeneSet::Hvg => (
-                p.data.x.select_cols(hvg),
-                hvg.iter().map(|&j| p.data.genes[j].clone()).collect(),
-            ),
-        };
-        let all: Vec<usize> = (0..x.n_rows).collect();
-        let reference = crate::deviation::reference_profile(&x, &all)?;
+        self.sentences_in(mode, Order::Deviation, max_genes)
+    }
+
+    fn sentences_in(
+        &mut self,
+        mode: GeneSet,
+        order: Order,
+        max_genes: usize,
+    ) -> Result<Vec<Vec<String>>> {
         let params = SentenceParams {
-            seed: tie,
+            tie_seed: self.experiment.sentences.tie_seed,
             max_genes: Some(max_genes),
         };
-        Ok(words(&crate::deviation::cell_sentences(
-            &x, &names, &reference, &params,
-        )?))
+        Ok(self.pipeline()?.sentences(mode, order, &params)?.to_words())
     }
 }
 

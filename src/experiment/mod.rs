@@ -6,6 +6,7 @@
 //! tables and figures to `results/<name>/` atomically.
 pub mod annotation;
 pub mod context;
+pub mod data_key;
 pub mod default_select;
 pub mod lm_protocol;
 pub mod lm_scaling;
@@ -30,6 +31,7 @@ use crate::preprocess::PreprocessParams;
 use crate::reconstruct::RecModel;
 use crate::report;
 use crate::sentence::GeneSet;
+pub use data_key::DataKey;
 
 /// What an experiment computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +307,29 @@ impl Experiment {
         Error::bad_value(&self.file, format!("{field}{at}"), what, fix)
     }
 
+    /// At least one sentence mode, each listed once.
+    fn check_modes(&self) -> Result<()> {
+        if self.modes.is_empty() {
+            return Err(self.err(
+                "modes",
+                "modes",
+                "no sentence modes",
+                "write modes: [all, hvg]",
+            ));
+        }
+        for (i, m) in self.modes.iter().enumerate() {
+            if self.modes[..i].contains(m) {
+                return Err(self.err(
+                    "modes",
+                    "modes",
+                    format!("{m:?} is listed twice"),
+                    "list each mode once",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<()> {
         let ok_name = !self.name.is_empty()
             && self
@@ -327,26 +352,7 @@ impl Experiment {
                 "list dataset ids (see `cellsentence datasets`) or write [available]",
             ));
         }
-        if self.modes.is_empty() {
-            return Err(self.err(
-                "modes",
-                "modes",
-                "no sentence modes",
-                "write modes: [all, hvg]",
-            ));
-        }
-        let mut seen = Vec::new();
-        for m in &self.modes {
-            if seen.contains(m) {
-                return Err(self.err(
-                    "modes",
-                    "modes",
-                    format!("{m:?} is listed twice"),
-                    "list each mode once",
-                ));
-            }
-            seen.push(*m);
-        }
+        self.check_modes()?;
         use crate::validate::Validate;
         for (section, r) in [
             ("preprocess", self.preprocess.validate()),
@@ -576,7 +582,7 @@ fn run_staged(e: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         }
     }
     let final_out = opts.out.join(&e.name);
-    let swept = crate::output::clean_leftovers(&opts.out)? + report::sweep_temporaries(&final_out);
+    let swept = crate::output::clean(&opts.out, std::slice::from_ref(&final_out))?;
     if swept > 0 && !opts.quiet {
         eprintln!(
             "[run] removed {swept} temporary file(s) or folder(s) an interrupted run left in {}",

@@ -114,15 +114,16 @@ pub fn part(
     progress: bool,
 ) -> Result<CorpusPart> {
     let ds = e.load(progress)?;
-    let p = pipeline::prepare(ds, e.counts.then_some(&spec.preprocess), false)?;
+    let p = pipeline::prepare(
+        ds,
+        e.counts.then_some(&spec.preprocess),
+        pipeline::Counts::Drop,
+    )?;
     let params = SentenceParams {
-        seed: spec.tie_seed,
+        tie_seed: spec.tie_seed,
         max_genes: Some(max_genes),
     };
-    let sentences = pipeline::sentences(&p, GeneSet::All, None, &params)?
-        .iter()
-        .map(|l| l.split_whitespace().map(String::from).collect())
-        .collect();
+    let sentences = pipeline::sentences(&p, GeneSet::All, None, &params)?.to_words();
     let labels = match (&e.label_key, spec.cell_type_task) {
         (Some(key), true) => Some(p.data.obs_column(key)?),
         _ => None,

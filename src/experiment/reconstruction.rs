@@ -125,14 +125,7 @@ fn dataset_records(
     cache: &Cache,
     quiet: bool,
 ) -> Result<(Selection, Vec<RecRecord>)> {
-    let digest = d.digest(cache)?;
-    let sel_inputs = (
-        &digest,
-        format!("{:?}", d.entry.matrix),
-        d.entry.counts,
-        d.entry.counts.then_some(&e.preprocess),
-        &e.hvg,
-    );
+    let sel_inputs = d.data_key(e, cache)?;
     let mut lazy = Lazy {
         data: DatasetContext::new(e, d, quiet),
         entries: HashMap::new(),
@@ -152,15 +145,7 @@ fn dataset_records(
     let mut records = Vec::new();
     for &mode in &e.modes {
         for &model in &r.models {
-            let inputs = (
-                &sel_key,
-                mode,
-                r.cells,
-                e.seed,
-                e.sentences.tie_seed,
-                model,
-                r.figure_points,
-            );
+            let inputs = (&sel_key, mode, r.cells, e.seed, model, r.figure_points);
             let label = format!("{id} {} {}", mode_label(mode), model);
             let (rec, _) = cache.json("reconstruction", &label, &inputs, || {
                 let entries = lazy.entries(mode, &sel)?;
@@ -377,31 +362,14 @@ fn per_dataset_table(
                 .collect(),
         )
     };
+    let text = |f: &dyn Fn(&RunDataset, &RecRecord) -> Option<String>| {
+        Col::Str(rows.iter().map(|(d, r)| f(d, r)).collect())
+    };
     let df = report::frame(vec![
-        (
-            "dataset",
-            Col::Str(rows.iter().map(|(d, _)| Some(d.entry.id.clone())).collect()),
-        ),
-        (
-            "paper_dataset",
-            Col::Str(rows.iter().map(|(d, _)| d.paper.clone()).collect()),
-        ),
-        (
-            "mode",
-            Col::Str(
-                rows.iter()
-                    .map(|(_, r)| Some(mode_label(r.mode).to_string()))
-                    .collect(),
-            ),
-        ),
-        (
-            "model",
-            Col::Str(
-                rows.iter()
-                    .map(|(_, r)| Some(r.model.to_string()))
-                    .collect(),
-            ),
-        ),
+        ("dataset", text(&|d, _| Some(d.entry.id.clone()))),
+        ("paper_dataset", text(&|d, _| d.paper.clone())),
+        ("mode", text(&|_, r| Some(mode_label(r.mode).to_string()))),
+        ("model", text(&|_, r| Some(r.model.to_string()))),
         (
             "cells",
             Col::I64(rows.iter().map(|(_, r)| r.n_cells as i64).collect()),
@@ -421,10 +389,7 @@ fn per_dataset_table(
         ("diff_spearman", dmetric(|r| r.spearman, |p| p.spearman)),
         ("slope", metric(|r| r.slope)),
         ("intercept", metric(|r| r.intercept)),
-        (
-            "note",
-            Col::Str(rows.iter().map(|(d, _)| Some(role(d, reported))).collect()),
-        ),
+        ("note", text(&|d, _| Some(role(d, reported)))),
     ])?;
     o.table(&df, names::RECONSTRUCTION, &format!(
         "# Reconstruction per dataset (Figures II–VII)\n\nExpression reconstructed from log10(1 + rank) on {} seeded sampled cells (seed {}); `c2s` = Cell2Sentence's global line (what produced the paper's numbers), `per-gene` = the paper's equation (1). Paper values are shown for `c2s` rows of datasets that stand in for one of the paper's; diff = ours − paper.",
@@ -442,27 +407,7 @@ fn table_i(
     o: &mut Outputs,
 ) -> Result<Vec<MeanRow>> {
     let n = ids.len();
-    let mut t_rows: Vec<(GeneSet, RecModel, RecMetrics, usize)> = Vec::new();
-    for &mode in &e.modes {
-        for &model in &e.reconstruction.models {
-            let sel: Vec<&RecRecord> = rows
-                .iter()
-                .map(|(_, r)| *r)
-                .filter(|r| r.mode == mode && r.model == model)
-                .collect();
-            let k = sel.len().max(1) as f64;
-            t_rows.push((
-                mode,
-                model,
-                RecMetrics {
-                    r2: sel.iter().map(|r| r.r2).sum::<f64>() / k,
-                    pearson: sel.iter().map(|r| r.pearson).sum::<f64>() / k,
-                    spearman: sel.iter().map(|r| r.spearman).sum::<f64>() / k,
-                },
-                sel.len(),
-            ));
-        }
-    }
+    let t_rows = means(e, rows);
     let tpaper = |mode: GeneSet, model: RecModel| {
         (model == RecModel::C2s).then_some(match mode {
             GeneSet::All => reported.table_i.full,
@@ -488,25 +433,10 @@ fn table_i(
                 .collect(),
         )
     };
+    let text = |f: fn(&MeanRow) -> String| Col::Str(t_rows.iter().map(|r| Some(f(r))).collect());
     let df = report::frame(vec![
-        (
-            "mode",
-            Col::Str(
-                t_rows
-                    .iter()
-                    .map(|(m, _, _, _)| Some(mode_label(*m).to_string()))
-                    .collect(),
-            ),
-        ),
-        (
-            "model",
-            Col::Str(
-                t_rows
-                    .iter()
-                    .map(|(_, m, _, _)| Some(m.to_string()))
-                    .collect(),
-            ),
-        ),
+        ("mode", text(|r| mode_label(r.0).to_string())),
+        ("model", text(|r| r.1.to_string())),
         (
             "datasets",
             Col::I64(t_rows.iter().map(|(_, _, _, k)| *k as i64).collect()),
@@ -526,6 +456,32 @@ fn table_i(
         ids.join(", "), reported.c2s_original_pbmc.0, reported.c2s_original_pbmc.1
     ))?;
     Ok(t_rows)
+}
+
+/// Each mode and model's mean metrics over the datasets, with the number of datasets.
+fn means(e: &Experiment, rows: &[(&RunDataset, &RecRecord)]) -> Vec<MeanRow> {
+    let mut t_rows = Vec::new();
+    for &mode in &e.modes {
+        for &model in &e.reconstruction.models {
+            let sel: Vec<&RecRecord> = rows
+                .iter()
+                .map(|(_, r)| *r)
+                .filter(|r| r.mode == mode && r.model == model)
+                .collect();
+            let k = sel.len().max(1) as f64;
+            t_rows.push((
+                mode,
+                model,
+                RecMetrics {
+                    r2: sel.iter().map(|r| r.r2).sum::<f64>() / k,
+                    pearson: sel.iter().map(|r| r.pearson).sum::<f64>() / k,
+                    spearman: sel.iter().map(|r| r.spearman).sum::<f64>() / k,
+                },
+                sel.len(),
+            ));
+        }
+    }
+    t_rows
 }
 
 /// One true-vs-reconstructed scatter per dataset and mode (the first model).

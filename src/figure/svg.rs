@@ -127,10 +127,10 @@ pub fn render(spec: &Value) -> Result<String> {
     Ok(svg)
 }
 
-/// Marker and line traces on numeric axes (a log x axis drawn as log10 with 10^v labels).
-fn scatter(root: &Area, traces: &[&Value], axes: &(String, String), log_x: bool) -> Result<()> {
+/// Each trace's finite (x, y) points, x as log10 on a log axis.
+fn trace_points(traces: &[&Value], log_x: bool) -> Vec<Vec<(f64, f64)>> {
     let tx = |v: f64| if log_x { v.log10() } else { v };
-    let series: Vec<Vec<(f64, f64)>> = traces
+    traces
         .iter()
         .map(|t| {
             let (x, y) = (nums(&t["x"]), nums(&t["y"]));
@@ -140,7 +140,12 @@ fn scatter(root: &Area, traces: &[&Value], axes: &(String, String), log_x: bool)
                 .filter(|(a, b)| a.is_finite() && b.is_finite())
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Marker and line traces on numeric axes (a log x axis drawn as log10 with 10^v labels).
+fn scatter(root: &Area, traces: &[&Value], axes: &(String, String), log_x: bool) -> Result<()> {
+    let series = trace_points(traces, log_x);
     let x_range = padded(series.iter().flatten().map(|p| p.0));
     let y_range = padded(series.iter().flatten().map(|p| p.1));
     let mut chart = ChartBuilder::on(root)

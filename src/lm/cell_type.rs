@@ -6,12 +6,14 @@
 pub use super::cell_type_predict::{predict, Answers, CellTypeHead, ValPoint, HEAD, TASK};
 use super::cell_type_run::Run;
 use super::cell_type_start::start;
-use super::corpus::{cell_type_token, CELL_TYPE_SEP};
+use super::corpus::cell_type_token;
 use super::model::GptNeox;
 use super::model_dir::partial_dir;
 use super::model_dir::{save, LogRow, ModelMeta};
 use super::optim::AdamW;
+pub use super::prompt::answer_style;
 use super::prompt::PromptStyle;
+use super::prompt::CELL_TYPE_SEP;
 use super::tokenizer::Tok;
 use super::train::{self, lr_at, Fitted, TrainConfig};
 use crate::progress::Progress;
@@ -54,39 +56,6 @@ pub struct FinetuneReport {
     pub log: Vec<LogRow>,
 }
 
-/// The prompt a fine-tuned model reads: `style`'s text, then ` <|CELL_TYPE|>`.
-pub fn answer_style(style: &PromptStyle) -> PromptStyle {
-    let (templates, organism, actual_count, template_seed) = match style {
-        PromptStyle::Sentence => (
-            vec!["{cell_sentence}".to_string()],
-            "Homo sapiens".to_string(),
-            false,
-            super::prompt::C2S_TEMPLATE_SEED,
-        ),
-        PromptStyle::C2s {
-            templates,
-            organism,
-            actual_count,
-            template_seed,
-        } => (
-            templates.clone(),
-            organism.clone(),
-            *actual_count,
-            *template_seed,
-        ),
-    };
-    let sep = format!(" {CELL_TYPE_SEP}");
-    PromptStyle::C2s {
-        templates: templates
-            .into_iter()
-            .map(|t| if t.ends_with(&sep) { t } else { t + &sep })
-            .collect(),
-        organism,
-        actual_count,
-        template_seed,
-    }
-}
-
 /// Right-padded ids `[batch, time]` and next-token targets `[batch, time-1]` that keep only the
 /// answer: the target of position `j-1` is `s[j]` for `j ≥ prompt_len`, -100 (ignored) before.
 pub fn answer_batch(seqs: &[(&[i64], usize)], device: Device) -> (Tensor, Tensor) {
@@ -111,17 +80,17 @@ pub fn answer_batch(seqs: &[(&[i64], usize)], device: Device) -> (Tensor, Tensor
 
 /// Mean cross-entropy of the kept targets (those not -100): logits are computed at those
 /// positions only.
-pub fn answer_loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor) -> Tensor {
+pub fn answer_loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor) -> Result<Tensor> {
     let t = ids.size()[1];
-    let (h, _) = model.hidden(ids, false);
+    let (h, _) = model.hidden(ids, false)?;
     let hd = h.size()[2];
     let h = h.narrow(1, 0, t - 1).reshape([-1, hd]);
     let y = tgt.reshape([-1]);
     let keep = y.ne(-100).nonzero().squeeze_dim(1);
-    model
+    Ok(model
         .logits(&h.index_select(0, &keep))
         .to_kind(Kind::Float)
-        .cross_entropy_for_logits(&y.index_select(0, &keep))
+        .cross_entropy_for_logits(&y.index_select(0, &keep)))
 }
 
 /// Sorted distinct labels and each cell's index into them.
@@ -148,11 +117,11 @@ fn validate(
     answers: &[usize],
     label_ids: &Tensor,
     batch: usize,
-) -> (f64, f64) {
+) -> Result<(f64, f64)> {
     tch::no_grad(|| {
         let (mut loss, mut right) = (0.0, 0usize);
         for (p, a) in prompts.chunks(batch).zip(answers.chunks(batch)) {
-            let logits = last_logits(model, p);
+            let logits = last_logits(model, p)?;
             let y = label_ids.index_select(0, &Tensor::from_slice(&to_i64(a)));
             let l = logits.cross_entropy_for_logits(&y.to_device(logits.device()));
             loss += l.double_value(&[]) * p.len() as f64;
@@ -165,7 +134,7 @@ fn validate(
                 .count();
         }
         let n = prompts.len().max(1) as f64;
-        (loss / n, right as f64 / n)
+        Ok((loss / n, right as f64 / n))
     })
 }
 
@@ -174,7 +143,7 @@ fn to_i64(v: &[usize]) -> Vec<i64> {
 }
 
 /// Full-vocabulary logits at each prompt's last token.
-fn last_logits(model: &GptNeox, prompts: &[&[i64]]) -> Tensor {
+fn last_logits(model: &GptNeox, prompts: &[&[i64]]) -> Result<Tensor> {
     let device = model.device();
     let t = prompts.iter().map(|p| p.len()).max().unwrap_or(1);
     let mut ids = vec![1i64; prompts.len() * t];
@@ -186,12 +155,12 @@ fn last_logits(model: &GptNeox, prompts: &[&[i64]]) -> Tensor {
     let x = Tensor::from_slice(&ids)
         .view([prompts.len() as i64, t as i64])
         .to_device(device);
-    let (h, _) = model.hidden(&x, false);
+    let (h, _) = model.hidden(&x, false)?;
     let hd = h.size()[2];
     let h = h
         .reshape([-1, hd])
         .index_select(0, &Tensor::from_slice(&last).to_device(device));
-    model.logits(&h).to_kind(Kind::Float)
+    Ok(model.logits(&h).to_kind(Kind::Float))
 }
 
 /// Fine-tunes a model (a new one of `c`'s shape, or `base`) on Cell2Sentence's cell-type task:
@@ -241,11 +210,13 @@ pub fn finetune(
         let loss = answer_step(&s.model, &mut opt, &d, &batch, (c, lr), device)?;
         let train_loss = train::finite(loss, step)?;
         let (last, at_eval) = (step + 1 == c.steps, (step + 1) % c.eval_every.max(1) == 0);
-        let val_loss = (!val_refs.is_empty() && (last || at_eval)).then(|| {
-            let v = validate(&s.model, &val_refs, &d.val_answers, &label_t, 64);
+        let val_loss = if !val_refs.is_empty() && (last || at_eval) {
+            let v = validate(&s.model, &val_refs, &d.val_answers, &label_t, 64)?;
             run.record_validation(step + 1, v, &s.vs);
-            v.0
-        });
+            Some(v.0)
+        } else {
+            None
+        };
         run.log.push(LogRow {
             step: step + 1,
             lr,
@@ -433,7 +404,7 @@ fn answer_step(
         })
         .collect();
     let (x, t) = answer_batch(&items, device);
-    let l = answer_loss(model, &x, &t);
+    let l = answer_loss(model, &x, &t)?;
     opt.zero_grad();
     l.backward();
     opt.clip_grad_norm(c.grad_clip);
@@ -609,7 +580,7 @@ mod tests {
         let loss = |seq: &[i64], prompt_len: usize| {
             let (ids, _) = answer_batch(&[(&s, prompt_len)], Device::Cpu);
             let (_, tgt) = answer_batch(&[(seq, prompt_len)], Device::Cpu);
-            answer_loss(&model, &ids, &tgt).double_value(&[])
+            answer_loss(&model, &ids, &tgt).unwrap().double_value(&[])
         };
         let base = loss(&s, 5);
         let mut prompt_changed = s;

@@ -1,9 +1,8 @@
 //! Where a cell-type fine-tune starts: a new model over the training genes, or a base model with
 //! the task's tokens added (its embedding grown as transformers' `resize_token_embeddings` does).
-use super::cell_type::answer_style;
 use super::model::GptNeox;
 use super::model_dir::ModelMeta;
-use super::prompt::PromptStyle;
+use super::prompt::{answer_style, PromptStyle};
 use super::tokenizer::{gene_tokenizer, Tok};
 use super::train::TrainConfig;
 use super::NeoxConfig;

@@ -51,6 +51,55 @@ struct Raw {
     eos_token_id: Option<i64>,
 }
 
+/// The checkpoint is a GPT-NeoX (model_type or architectures say so).
+fn check_architecture(raw: &Raw, path: &Path) -> Result<()> {
+    let is_neox = raw.model_type.as_deref() == Some("gpt_neox")
+        || raw
+            .architectures
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|s| s.starts_with("GPTNeoX")));
+    if !is_neox {
+        let found = raw
+            .model_type
+            .clone()
+            .or_else(|| raw.architectures.as_ref().map(|a| a.join(",")))
+            .unwrap_or_else(|| "nothing".into());
+        return Err(Error::bad_value(
+            path,
+            "model_type",
+            format!("unsupported architecture `{found}`; only GPT-NeoX (Pythia, C2S-Pythia) is implemented"),
+            "use a GPTNeoXForCausalLM checkpoint (model_type \"gpt_neox\")",
+        ));
+    }
+    Ok(())
+}
+
+/// The activation is Pythia's exact `gelu` and the rotary embeddings are unscaled.
+fn check_activation_and_rope(raw: &Raw, path: &Path) -> Result<()> {
+    if let Some(act) = raw.hidden_act.as_deref() {
+        if act != "gelu" {
+            return Err(Error::bad_value(
+                path,
+                "hidden_act",
+                format!("`{act}` is not supported (only the exact erf `gelu` of Pythia)"),
+                "use a checkpoint with hidden_act \"gelu\"",
+            ));
+        }
+    }
+    let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
+    if let Some(kind) = rope.and_then(|r| r.get("rope_type").or_else(|| r.get("type"))) {
+        if kind.as_str() != Some("default") {
+            return Err(Error::bad_value(
+                path,
+                "rope_parameters.rope_type",
+                format!("rotary scaling {kind} is not supported"),
+                "use a checkpoint with the default rotary embeddings",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl NeoxConfig {
     /// Head size (hidden / heads).
     pub fn head_size(&self) -> i64 {
@@ -76,51 +125,15 @@ impl NeoxConfig {
                 "give the config.json of a Hugging Face GPT-NeoX checkpoint",
             )
         })?;
-        let is_neox = raw.model_type.as_deref() == Some("gpt_neox")
-            || raw
-                .architectures
-                .as_ref()
-                .is_some_and(|a| a.iter().any(|s| s.starts_with("GPTNeoX")));
-        if !is_neox {
-            let found = raw
-                .model_type
-                .clone()
-                .or_else(|| raw.architectures.as_ref().map(|a| a.join(",")))
-                .unwrap_or_else(|| "nothing".into());
-            return Err(Error::bad_value(
-                path,
-                "model_type",
-                format!("unsupported architecture `{found}`; only GPT-NeoX (Pythia, C2S-Pythia) is implemented"),
-                "use a GPTNeoXForCausalLM checkpoint (model_type \"gpt_neox\")",
-            ));
-        }
+        check_architecture(&raw, path)?;
         let need = |v: Option<i64>, key: &str| {
             v.filter(|&x| x > 0).ok_or_else(|| {
                 Error::missing(path, key, "config.json must give it as a positive integer")
             })
         };
-        if let Some(act) = raw.hidden_act.as_deref() {
-            if act != "gelu" {
-                return Err(Error::bad_value(
-                    path,
-                    "hidden_act",
-                    format!("`{act}` is not supported (only the exact erf `gelu` of Pythia)"),
-                    "use a checkpoint with hidden_act \"gelu\"",
-                ));
-            }
-        }
+        check_activation_and_rope(&raw, path)?;
         let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
         let rope_field = |k: &str| rope.and_then(|r| r.get(k)).and_then(|v| v.as_f64());
-        if let Some(kind) = rope.and_then(|r| r.get("rope_type").or_else(|| r.get("type"))) {
-            if kind.as_str() != Some("default") {
-                return Err(Error::bad_value(
-                    path,
-                    "rope_parameters.rope_type",
-                    format!("rotary scaling {kind} is not supported"),
-                    "use a checkpoint with the default rotary embeddings",
-                ));
-            }
-        }
         let rotary_pct = raw
             .rotary_pct
             .or(raw.partial_rotary_factor)

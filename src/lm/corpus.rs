@@ -1,5 +1,6 @@
 //! Pretraining on a corpus of datasets, with a manifest (`corpus.json`) of what the model saw, so
 //! that a dataset evaluated with the model can be proven held out.
+pub use super::prompt::CELL_TYPE_SEP;
 use super::train::{self, Fitted, Init, ModelMeta, TrainConfig, TrainReport};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -50,10 +51,6 @@ pub struct Corpus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub label_vocabulary: Vec<String>,
 }
-
-/// Token that ends a cell sentence in Cell2Sentence's cell-type-prediction task; the cell type's
-/// token ([`cell_type_token`]) follows it.
-pub const CELL_TYPE_SEP: &str = "<|CELL_TYPE|>";
 
 /// The manifest's `task` when the corpus sentences carry their cell types.
 pub const CELL_TYPE_TASK: &str =

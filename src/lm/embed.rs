@@ -142,23 +142,10 @@ pub fn embed_ids(model: &GptNeox, seqs: &[Vec<i64>], opts: &EmbedOptions) -> Res
     Ok(m.pop().expect("one layer asked for"))
 }
 
-/// Like [`embed_ids`] for several hidden-state indices at once (one forward pass per batch; `opts.layer`
-/// is ignored): one matrix per entry of `layers`.
-pub fn embed_layers(
-    model: &GptNeox,
-    seqs: &[Vec<i64>],
-    opts: &EmbedOptions,
-    layers: &[i64],
-) -> Result<Vec<Matrix>> {
-    let device = model.device();
-    let h = model.cfg.hidden_size as usize;
+/// Every prompt has tokens, fits the model's positions and stays inside its vocabulary.
+fn check_prompts(model: &GptNeox, seqs: &[Vec<i64>]) -> Result<()> {
     let max_pos = model.cfg.max_position_embeddings as usize;
-    let n_layers = model.cfg.num_hidden_layers as usize;
-    let layers: Vec<usize> = layers
-        .iter()
-        .map(|&l| resolve_layer(l, model.cfg.num_hidden_layers))
-        .collect::<Result<_>>()?;
-    let only_last = layers.iter().all(|&l| l == n_layers);
+    let vocab = model.cfg.vocab_size;
     for (i, s) in seqs.iter().enumerate() {
         if s.is_empty() {
             return Err(Error::param("prompts", format!("prompt {i} has no tokens")));
@@ -172,7 +159,6 @@ pub fn embed_layers(
                 ),
             ));
         }
-        let vocab = model.cfg.vocab_size;
         if let Some(&bad) = s.iter().find(|&&t| t < 0 || t >= vocab) {
             return Err(Error::param(
                 "prompts",
@@ -182,6 +168,26 @@ pub fn embed_layers(
             ));
         }
     }
+    Ok(())
+}
+
+/// Like [`embed_ids`] for several hidden-state indices at once (one forward pass per batch; `opts.layer`
+/// is ignored): one matrix per entry of `layers`.
+pub fn embed_layers(
+    model: &GptNeox,
+    seqs: &[Vec<i64>],
+    opts: &EmbedOptions,
+    layers: &[i64],
+) -> Result<Vec<Matrix>> {
+    let device = model.device();
+    let h = model.cfg.hidden_size as usize;
+    let n_layers = model.cfg.num_hidden_layers as usize;
+    let layers: Vec<usize> = layers
+        .iter()
+        .map(|&l| resolve_layer(l, model.cfg.num_hidden_layers))
+        .collect::<Result<_>>()?;
+    let only_last = layers.iter().all(|&l| l == n_layers);
+    check_prompts(model, seqs)?;
     let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
     let mut out = vec![vec![0f32; seqs.len() * h]; layers.len()];
     let bar = Progress::bar(opts.progress, seqs.len() as u64, "embed (cells)");
@@ -201,7 +207,7 @@ pub fn embed_layers(
             let mask = Tensor::from_slice(&mask)
                 .view([b, t as i64, 1])
                 .to_device(device);
-            let (last, states) = model.hidden(&ids, !only_last);
+            let (last, states) = model.hidden(&ids, !only_last)?;
             let lens: Vec<i64> = batch.iter().map(|&i| seqs[i].len() as i64).collect();
             for (k, &layer) in layers.iter().enumerate() {
                 let x = if layer == n_layers {

@@ -1,26 +1,161 @@
-//! GPT-NeoX (Pythia) forward pass in libtorch, computed as Hugging Face `transformers` does.
+//! GPT-NeoX (Pythia) forward pass in libtorch, computed as Hugging Face `transformers` does:
+//! one struct per block of the network, each with its own `forward` (candle-transformers' layout).
 //!
 //! Parameter names follow the HF state dict (`gpt_neox.layers.N.attention.query_key_value.weight`, ...),
 //! so a `VarStore` of this model loads and saves HF `model.safetensors` files directly.
 use super::config::NeoxConfig;
+use crate::error::{Error, Result};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-/// One transformer block.
+/// Rotary position embeddings (NeoX form): cos/sin tables over the positions and how many
+/// dimensions of each head rotate.
 #[derive(Debug)]
-struct Layer {
-    ln1: nn::LayerNorm,
-    ln2: nn::LayerNorm,
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    dims: i64,
+}
+
+impl Rope {
+    fn new(cfg: &NeoxConfig, device: Device) -> Self {
+        let (cos, sin) = rope_tables(cfg, device);
+        Rope {
+            cos,
+            sin,
+            dims: cfg.rotary_ndims(),
+        }
+    }
+
+    /// `q` and `k` (`[batch, heads, time, head_size]`) with their first `dims` dimensions rotated
+    /// by position; `kind` is the hidden states' element type.
+    fn apply(&self, q: Tensor, k: Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let rot = self.dims;
+        if rot == 0 {
+            return (q, k);
+        }
+        let (t, hs) = (q.size()[2], q.size()[3]);
+        let cos = self.cos.narrow(0, 0, t).to_kind(kind);
+        let sin = self.sin.narrow(0, 0, t).to_kind(kind);
+        let apply = |y: &Tensor| {
+            let yr = y.narrow(3, 0, rot);
+            let rotated = &yr * &cos + rotate_half(&yr) * &sin;
+            if rot == hs {
+                rotated
+            } else {
+                Tensor::cat(&[rotated, y.narrow(3, rot, hs - rot)], 3)
+            }
+        };
+        (apply(&q), apply(&k))
+    }
+}
+
+/// Causal self-attention: the fused query/key/value projection, rotary positions, and the
+/// output projection.
+#[derive(Debug)]
+struct Attention {
     qkv: nn::Linear,
     dense: nn::Linear,
+    heads: i64,
+    head_size: i64,
+}
+
+impl Attention {
+    fn new(p: &nn::Path, cfg: &NeoxConfig) -> Self {
+        let h = cfg.hidden_size;
+        Attention {
+            qkv: linear(p / "query_key_value", h, 3 * h, cfg.attention_bias),
+            dense: linear(p / "dense", h, h, cfg.attention_bias),
+            heads: cfg.num_attention_heads,
+            head_size: cfg.head_size(),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
+        let (b, t, h) = x.size3().map_err(|e| {
+            Error::param("hidden states", format!("need [batch, time, hidden]: {e}"))
+        })?;
+        let (nh, hs) = (self.heads, self.head_size);
+        // per head [q | k | v]
+        let qkv = self.qkv.forward(x).view([b, t, nh, 3 * hs]).transpose(1, 2);
+        let (q, k) = rope.apply(qkv.narrow(3, 0, hs), qkv.narrow(3, hs, hs), x.kind());
+        let v = qkv.narrow(3, 2 * hs, hs);
+        let a = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            true,
+            None,
+            false,
+        );
+        Ok(self
+            .dense
+            .forward(&a.transpose(1, 2).contiguous().view([b, t, h])))
+    }
+}
+
+/// The feed-forward network: up-projection, exact (erf) GELU, down-projection.
+#[derive(Debug)]
+struct Mlp {
     fc_in: nn::Linear,
     fc_out: nn::Linear,
 }
 
-impl Layer {
-    /// Whether the layer's weight matrices are finite.
+impl Mlp {
+    fn new(p: &nn::Path, cfg: &NeoxConfig) -> Self {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Mlp {
+            fc_in: linear(p / "dense_h_to_4h", h, i, true),
+            fc_out: linear(p / "dense_4h_to_h", i, h, true),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.fc_out.forward(&self.fc_in.forward(x).gelu("none"))
+    }
+}
+
+/// One transformer block: attention and MLP, in parallel on the same input (Pythia) or in turn.
+#[derive(Debug)]
+struct Block {
+    ln1: nn::LayerNorm,
+    ln2: nn::LayerNorm,
+    attention: Attention,
+    mlp: Mlp,
+    parallel: bool,
+}
+
+impl Block {
+    /// The block's variables, created in the order transformers creates them (the seeded
+    /// initialisation depends on it).
+    fn new(p: &nn::Path, cfg: &NeoxConfig) -> Self {
+        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        Block {
+            ln1: layer_norm(p / "input_layernorm", h, eps),
+            ln2: layer_norm(p / "post_attention_layernorm", h, eps),
+            attention: Attention::new(&(p / "attention"), cfg),
+            mlp: Mlp::new(&(p / "mlp"), cfg),
+            parallel: cfg.use_parallel_residual,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope) -> Result<Tensor> {
+        if self.parallel {
+            let a = self.attention.forward(&self.ln1.forward(x), rope)?;
+            let m = self.mlp.forward(&self.ln2.forward(x));
+            Ok(m + a + x)
+        } else {
+            let a = self.attention.forward(&self.ln1.forward(x), rope)? + x;
+            Ok(self.mlp.forward(&self.ln2.forward(&a)) + a)
+        }
+    }
+
+    /// Whether the block's weight matrices are finite.
     fn finite(&self) -> bool {
-        [&self.qkv, &self.dense, &self.fc_in, &self.fc_out]
+        let (at, m) = (&self.attention, &self.mlp);
+        [&at.qkv, &at.dense, &m.fc_in, &m.fc_out]
             .iter()
             .all(|l| l.ws.isfinite().all().int64_value(&[]) != 0)
     }
@@ -32,12 +167,11 @@ pub struct GptNeox {
     /// The hyper-parameters it was built with.
     pub cfg: NeoxConfig,
     embed_in: nn::Embedding,
-    layers: Vec<Layer>,
+    layers: Vec<Block>,
     final_ln: nn::LayerNorm,
     /// `None` when the output projection is tied to `embed_in`.
     embed_out: Option<nn::Linear>,
-    cos: Tensor,
-    sin: Tensor,
+    rope: Rope,
 }
 
 /// Initialisation that mirrors transformers' `_init_weights` for GPT-NeoX: N(0, 0.02) weights, zero
@@ -120,89 +254,18 @@ impl GptNeox {
             },
         );
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = &base / "layers" / i;
-                Layer {
-                    ln1: layer_norm(&p / "input_layernorm", h, cfg.layer_norm_eps),
-                    ln2: layer_norm(&p / "post_attention_layernorm", h, cfg.layer_norm_eps),
-                    qkv: linear(
-                        &p / "attention" / "query_key_value",
-                        h,
-                        3 * h,
-                        cfg.attention_bias,
-                    ),
-                    dense: linear(&p / "attention" / "dense", h, h, cfg.attention_bias),
-                    fc_in: linear(&p / "mlp" / "dense_h_to_4h", h, cfg.intermediate_size, true),
-                    fc_out: linear(&p / "mlp" / "dense_4h_to_h", cfg.intermediate_size, h, true),
-                }
-            })
+            .map(|i| Block::new(&(&base / "layers" / i), cfg))
             .collect();
         let final_ln = layer_norm(&base / "final_layer_norm", h, cfg.layer_norm_eps);
         let embed_out = (!cfg.tie_word_embeddings)
             .then(|| linear(root / "embed_out", h, cfg.vocab_size, false));
-        let (cos, sin) = rope_tables(cfg, root.device());
         GptNeox {
             cfg: cfg.clone(),
             embed_in,
             layers,
             final_ln,
             embed_out,
-            cos,
-            sin,
-        }
-    }
-
-    fn attention(&self, l: &Layer, x: &Tensor) -> Tensor {
-        let (b, t, h) = x.size3().expect("hidden states are [batch, time, hidden]");
-        let nh = self.cfg.num_attention_heads;
-        let hs = self.cfg.head_size();
-        // per head [q | k | v]
-        let qkv = l.qkv.forward(x).view([b, t, nh, 3 * hs]).transpose(1, 2);
-        let mut q = qkv.narrow(3, 0, hs);
-        let mut k = qkv.narrow(3, hs, hs);
-        let v = qkv.narrow(3, 2 * hs, hs);
-        let rot = self.cfg.rotary_ndims();
-        if rot > 0 {
-            let cos = self.cos.narrow(0, 0, t).to_kind(x.kind());
-            let sin = self.sin.narrow(0, 0, t).to_kind(x.kind());
-            let apply = |y: &Tensor| {
-                let yr = y.narrow(3, 0, rot);
-                let rotated = &yr * &cos + rotate_half(&yr) * &sin;
-                if rot == hs {
-                    rotated
-                } else {
-                    Tensor::cat(&[rotated, y.narrow(3, rot, hs - rot)], 3)
-                }
-            };
-            q = apply(&q);
-            k = apply(&k);
-        }
-        let a = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            true,
-            None,
-            false,
-        );
-        l.dense
-            .forward(&a.transpose(1, 2).contiguous().view([b, t, h]))
-    }
-
-    fn mlp(&self, l: &Layer, x: &Tensor) -> Tensor {
-        l.fc_out.forward(&l.fc_in.forward(x).gelu("none"))
-    }
-
-    fn block(&self, l: &Layer, x: &Tensor) -> Tensor {
-        if self.cfg.use_parallel_residual {
-            let a = self.attention(l, &l.ln1.forward(x));
-            let m = self.mlp(l, &l.ln2.forward(x));
-            m + a + x
-        } else {
-            let a = self.attention(l, &l.ln1.forward(x)) + x;
-            self.mlp(l, &l.ln2.forward(&a)) + a
+            rope: Rope::new(cfg, root.device()),
         }
     }
 
@@ -210,7 +273,7 @@ impl GptNeox {
     /// tokens never see the pads behind them, so no padding mask is needed). Returns the final
     /// layer-normed states, and when `all` is set every entry of transformers' `hidden_states`
     /// (embeddings, the input of each later layer, then the final layer-normed output).
-    pub fn hidden(&self, ids: &Tensor, all: bool) -> (Tensor, Vec<Tensor>) {
+    pub fn hidden(&self, ids: &Tensor, all: bool) -> Result<(Tensor, Vec<Tensor>)> {
         self.hidden_from_embeds(&self.embed(ids), all)
     }
 
@@ -221,25 +284,25 @@ impl GptNeox {
 
     /// [`GptNeox::hidden`] from token embeddings `[batch, time, hidden]` (e.g. scaled or
     /// perturbed ones, for attribution).
-    pub fn hidden_from_embeds(&self, embeds: &Tensor, all: bool) -> (Tensor, Vec<Tensor>) {
+    pub fn hidden_from_embeds(&self, embeds: &Tensor, all: bool) -> Result<(Tensor, Vec<Tensor>)> {
         let mut x = embeds.shallow_clone();
         let mut states = Vec::new();
         for l in &self.layers {
             if all {
                 states.push(x.shallow_clone());
             }
-            x = self.block(l, &x);
+            x = l.forward(&x, &self.rope)?;
         }
         let out = self.final_ln.forward(&x);
         if all {
             states.push(out.shallow_clone());
         }
-        (out, states)
+        Ok((out, states))
     }
 
     /// The device the model's tables (and so its parameters) live on.
     pub fn device(&self) -> Device {
-        self.cos.device()
+        self.rope.cos.device()
     }
 
     /// The element type of the model's parameters (f32, or f16/bf16 for reduced precision).
@@ -253,7 +316,7 @@ impl GptNeox {
             let mut all = vec![&self.embed_in.ws];
             all.extend(self.embed_out.iter().map(|l| &l.ws));
             all.iter().all(|w| w.isfinite().all().int64_value(&[]) != 0)
-                && self.layers.iter().all(Layer::finite)
+                && self.layers.iter().all(Block::finite)
         })
     }
 

@@ -41,7 +41,7 @@ pub fn token_variance_shares(
     for (i, l) in labels.iter().enumerate() {
         groups.entry(l.as_str()).or_default().push(i as i64);
     }
-    let (_, states) = tch::no_grad(|| model.hidden(&ids, true));
+    let (_, states) = tch::no_grad(|| model.hidden(&ids, true))?;
     let mut out = Vec::with_capacity(states.len());
     for s in &states {
         let s = s.to_kind(Kind::Double).to_device(tch::Device::Cpu);

@@ -139,6 +139,42 @@ impl PyRandom {
     }
 }
 
+/// The separator between a cell's sentence and its cell-type answer.
+pub const CELL_TYPE_SEP: &str = "<|CELL_TYPE|>";
+
+/// The prompt a fine-tuned model reads: `style`'s text, then ` <|CELL_TYPE|>`.
+pub fn answer_style(style: &PromptStyle) -> PromptStyle {
+    let (templates, organism, actual_count, template_seed) = match style {
+        PromptStyle::Sentence => (
+            vec!["{cell_sentence}".to_string()],
+            "Homo sapiens".to_string(),
+            false,
+            C2S_TEMPLATE_SEED,
+        ),
+        PromptStyle::C2s {
+            templates,
+            organism,
+            actual_count,
+            template_seed,
+        } => (
+            templates.clone(),
+            organism.clone(),
+            *actual_count,
+            *template_seed,
+        ),
+    };
+    let sep = format!(" {CELL_TYPE_SEP}");
+    PromptStyle::C2s {
+        templates: templates
+            .into_iter()
+            .map(|t| if t.ends_with(&sep) { t } else { t + &sep })
+            .collect(),
+        organism,
+        actual_count,
+        template_seed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,19 +158,19 @@ fn lm_batch(seqs: &[Cow<'_, [i64]>], device: Device) -> (Tensor, Tensor) {
     )
 }
 
-fn loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor, prior: Option<&Tensor>) -> Tensor {
+fn loss(model: &GptNeox, ids: &Tensor, tgt: &Tensor, prior: Option<&Tensor>) -> Result<Tensor> {
     let t = ids.size()[1];
-    let (h, _) = model.hidden(ids, false);
+    let (h, _) = model.hidden(ids, false)?;
     let logits = model.logits(&h.narrow(1, 0, t - 1));
     let logits = match prior {
         Some(p) => logits + p,
         None => logits,
     };
     let v = logits.size()[2];
-    logits
+    Ok(logits
         .view([-1, v])
         .to_kind(Kind::Float)
-        .cross_entropy_loss::<Tensor>(&tgt.view([-1]), None, tch::Reduction::Mean, -100, 0.0)
+        .cross_entropy_loss::<Tensor>(&tgt.view([-1]), None, tch::Reduction::Mean, -100, 0.0))
 }
 
 /// How a training run starts.
@@ -320,14 +320,14 @@ fn val_loss(
     batch: usize,
     device: Device,
     prior: Option<&Tensor>,
-) -> f64 {
+) -> Result<f64> {
     tch::no_grad(|| {
         let mut sum = 0.0;
         for chunk in val.chunks(batch) {
             let (x, y) = lm_batch(chunk, device);
-            sum += loss(model, &x, &y, prior).double_value(&[]) * chunk.len() as f64;
+            sum += loss(model, &x, &y, prior)?.double_value(&[]) * chunk.len() as f64;
         }
-        sum / val.len() as f64
+        Ok(sum / val.len() as f64)
     })
 }
 
@@ -368,7 +368,7 @@ pub fn fit(
     let stop = stop_after.map_or(c.steps, |s| s.min(c.steps));
     if done == 0 && c.snapshots.contains(&0) {
         // the initialisation, with its validation loss as step 0
-        let v = (!val.is_empty()).then(|| val_of(&model));
+        let v = (!val.is_empty()).then(|| val_of(&model)).transpose()?;
         st.log.push(step0_row(v));
         st.snapshots.push(Snapshot::take(0, 0, &vs));
     }
@@ -385,10 +385,12 @@ pub fn fit(
             continue; // replaying the data order of the steps a resumed run already took
         }
         let lr = lr_at(c, step, c.steps);
-        let loss = lm_step(&model, &mut opt, &seqs, (c, lr), device, prior.as_ref());
+        let loss = lm_step(&model, &mut opt, &seqs, (c, lr), device, prior.as_ref())?;
         let train_loss = finite(loss, step)?;
         let (last, at_eval) = (step + 1 == c.steps, (step + 1) % c.eval_every.max(1) == 0);
-        let val_loss = (!val.is_empty() && (last || at_eval)).then(|| val_of(&model));
+        let val_loss = (!val.is_empty() && (last || at_eval))
+            .then(|| val_of(&model))
+            .transpose()?;
         st.log.push(LogRow {
             step: step + 1,
             lr,
@@ -407,7 +409,7 @@ pub fn fit(
     bar.finish();
     if c.steps == 0 && !val.is_empty() && !c.snapshots.contains(&0) {
         // the untrained model: its validation loss as step 0
-        st.log.push(step0_row(Some(val_of(&model))));
+        st.log.push(step0_row(Some(val_of(&model)?)));
     }
     let sizes = (train_idx.len(), val.len(), parameters);
     let seconds = st.seconds + start.elapsed().as_secs_f64();
@@ -651,14 +653,14 @@ fn lm_step(
     (c, lr): (&TrainConfig, f64),
     device: Device,
     prior: Option<&Tensor>,
-) -> f64 {
+) -> Result<f64> {
     let (x, y) = lm_batch(seqs, device);
-    let l = loss(model, &x, &y, prior);
+    let l = loss(model, &x, &y, prior)?;
     opt.zero_grad();
     l.backward();
     opt.clip_grad_norm(c.grad_clip);
     opt.step(lr);
-    l.double_value(&[])
+    Ok(l.double_value(&[]))
 }
 
 /// Saves the resumable state after `step` (`seconds` of training so far) into `dir`.

@@ -254,19 +254,7 @@ pub fn evaluate(
         .into_par_iter()
         .map(|i| row_pass(x, i, (&y, nl), b, p))
         .collect();
-    let k = p.n_neighbors.min(x.rows);
-    let knn = Knn {
-        k,
-        indices: rows
-            .iter()
-            .flat_map(|r| r.knn.iter().map(|e| e.1))
-            .collect(),
-        distances: rows
-            .iter()
-            .flat_map(|r| r.knn.iter().map(|e| e.0))
-            .collect(),
-    };
-    let graph = neighbors::connectivities(&knn);
+    let graph = neighbors::connectivities(&knn_of(&rows, p.n_neighbors.min(x.rows)));
     let (resolution, clusters, modularity) = best_leiden(&graph, &y, p)?;
     let mut sizes = vec![0usize; nl];
     y.iter().for_each(|&c| sizes[c] += 1);
@@ -313,6 +301,21 @@ pub fn evaluate(
         clusters,
         graph,
     })
+}
+
+/// The `k` nearest neighbours the row passes found, as one table.
+fn knn_of(rows: &[RowPass], k: usize) -> Knn {
+    Knn {
+        k,
+        indices: rows
+            .iter()
+            .flat_map(|r| r.knn.iter().map(|e| e.1))
+            .collect(),
+        distances: rows
+            .iter()
+            .flat_map(|r| r.knn.iter().map(|e| e.0))
+            .collect(),
+    }
 }
 
 /// scIB `silhouette_batch`: per label with 2 ≤ batches < cells, the mean of 1 − |s| of its

@@ -157,10 +157,15 @@ pub(super) fn dataset_compute(
     cache.json("compute", id, &inputs, || {
         let ds = entry.load(!opts.quiet)?;
         let cells_in = ds.n_cells();
-        let on = settings.hvg.on;
+        let hvg = pipeline::HvgSource::Select {
+            params: settings.hvg.params(),
+            on: settings.hvg.on,
+            batch_key: None,
+        };
         let pp = &settings.preprocess;
-        let p = pipeline::prepare(ds, entry.counts.then_some(pp), on == HvgInput::Counts)?;
-        let h = pipeline::select_hvg(&p, &settings.hvg.params(), on, None)?;
+        let mut pl =
+            pipeline::Pipeline::new(ds, entry.counts.then_some(pp), hvg, pipeline::Counts::Drop)?;
+        let (p, h) = pl.with_hvg()?;
         let tok = tok_path
             .as_ref()
             .map(|t| lm::tokenizer::Tok::load(t))
@@ -182,7 +187,7 @@ pub(super) fn dataset_compute(
         let timing = (tok.as_ref(), model, sample.as_slice());
         let modes = [GeneSet::All, GeneSet::Hvg]
             .into_iter()
-            .map(|g| mode_compute(&p, &h, g, settings.tie_seed, &style, timing))
+            .map(|g| mode_compute(p, h, g, settings.tie_seed, &style, timing))
             .collect::<Result<Vec<_>>>()?;
         Ok(DatasetCompute {
             dataset: id.to_string(),
@@ -210,14 +215,11 @@ fn mode_compute(
         g,
         Some(h),
         &SentenceParams {
-            seed: tie_seed,
+            tie_seed: tie_seed,
             max_genes: None,
         },
     )?;
-    let words: Vec<Vec<&str>> = s
-        .iter()
-        .map(|x| x.split(' ').filter(|w| !w.is_empty()).collect())
-        .collect();
+    let words = s.word_lists();
     let longest = words.iter().map(Vec::len).max().unwrap_or(0);
     let top: Vec<Vec<&str>> = words
         .iter()
@@ -308,7 +310,22 @@ pub(super) fn write_compute_tables(
         t.to_markdown()
     );
     report::write_atomic(dir.join("sentence_lengths.md"), md.as_bytes())?;
+    let c = compute_table(recs);
+    let dir = out.join("compute");
+    report::write_atomic(dir.join("compute.csv"), c.to_csv().as_bytes())?;
+    let md = format!(
+        "# Compute: full vs HVG cell sentences (not measured in the paper)\n\nTokens per cell: the Cell2Sentence cell-type prompt (template 0) with the whole sentence and with the 200-gene budget the model reads. Speed: {timing}; `seconds_dataset` extrapolates it to every kept cell. The timings were measured once and are cached with the stage, so reruns reproduce them byte for byte.\n\n{}",
+        c.to_markdown()
+    );
+    report::write_atomic(dir.join("compute.md"), md.as_bytes())?;
+    Ok(ComputeTables {
+        lengths: t,
+        compute: c,
+    })
+}
 
+/// `compute/compute.*`: tokens and speed per dataset and mode.
+fn compute_table(recs: &[DatasetCompute]) -> Table {
     let mut c = Table::new([
         "dataset",
         "mode",
@@ -340,15 +357,5 @@ pub(super) fn write_compute_tables(
             ]);
         }
     }
-    let dir = out.join("compute");
-    report::write_atomic(dir.join("compute.csv"), c.to_csv().as_bytes())?;
-    let md = format!(
-        "# Compute: full vs HVG cell sentences (not measured in the paper)\n\nTokens per cell: the Cell2Sentence cell-type prompt (template 0) with the whole sentence and with the 200-gene budget the model reads. Speed: {timing}; `seconds_dataset` extrapolates it to every kept cell. The timings were measured once and are cached with the stage, so reruns reproduce them byte for byte.\n\n{}",
-        c.to_markdown()
-    );
-    report::write_atomic(dir.join("compute.md"), md.as_bytes())?;
-    Ok(ComputeTables {
-        lengths: t,
-        compute: c,
-    })
+    c
 }

@@ -7,7 +7,6 @@ use crate::cache::{Cache, Outcome};
 use crate::error::{Error, Result};
 use crate::experiment::{self, Experiment, RunOptions, RunSummary, Task};
 use crate::paper;
-use crate::report;
 
 mod compute;
 mod report_answer;
@@ -134,10 +133,8 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
     };
     let ordered = ordered_experiments(&files)?;
     // debris of an interrupted run (temporary files of atomic writes) is never a result
-    crate::output::clean_leftovers(&opts.out)?;
-    for d in [opts.out.join("sentences"), opts.out.join("compute")] {
-        report::sweep_temporaries(&d);
-    }
+    let tables = [opts.out.join("sentences"), opts.out.join("compute")];
+    crate::output::clean(&opts.out, &tables)?;
     let cache = Cache::open(&opts.cache, opts.force)?.quiet(opts.quiet);
     let lm_cfg = ordered
         .iter()
@@ -160,7 +157,25 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
         }
         recs.push(r);
     }
-    let timing = match &opts.model {
+    let timing = timing_text(opts, &lm_cfg);
+    let tables = compute::write_compute_tables(&opts.out, &settings, &recs, &timing)?;
+    if !opts.quiet {
+        eprintln!("[reproduce] wrote sentence-length and compute tables");
+    }
+    let (runs, h, c) = run_experiments(opts, ordered)?;
+    let reported = paper::load_or_builtin(opts.reported.as_deref())?;
+    let report = report_md::write_report(opts, &runs, &recs, &tables, &reported)?;
+    Ok(ReproduceSummary {
+        runs,
+        hits: hits + h,
+        computed: computed + c,
+        report,
+    })
+}
+
+/// How the compute table's speed was measured.
+fn timing_text(opts: &ReproduceOptions, lm_cfg: &crate::lm::TrainConfig) -> String {
+    match &opts.model {
         Some(m) => format!(
             "embedding with {} on CPU, {} libtorch threads, {} sampled cells per dataset and mode",
             m.display(),
@@ -174,11 +189,15 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
             tch::get_num_threads(),
             opts.timed_cells
         ),
-    };
-    let tables = compute::write_compute_tables(&opts.out, &settings, &recs, &timing)?;
-    if !opts.quiet {
-        eprintln!("[reproduce] wrote sentence-length and compute tables");
     }
+}
+
+/// Runs the experiments in order; returns them with the stages read from the cache and computed.
+fn run_experiments(
+    opts: &ReproduceOptions,
+    ordered: Vec<(PathBuf, Experiment)>,
+) -> Result<(Vec<ExperimentRun>, usize, usize)> {
+    let (mut hits, mut computed) = (0, 0);
     let mut runs = Vec::new();
     for (file, mut e) in ordered {
         let t0 = std::time::Instant::now();
@@ -212,12 +231,5 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceSummary> {
             summary: s,
         });
     }
-    let reported = paper::load_or_builtin(opts.reported.as_deref())?;
-    let report = report_md::write_report(opts, &runs, &recs, &tables, &reported)?;
-    Ok(ReproduceSummary {
-        runs,
-        hits,
-        computed,
-        report,
-    })
+    Ok((runs, hits, computed))
 }

@@ -133,7 +133,13 @@ fn reconstruction_sections(out: &Path, r: &ExperimentRun, reported: &Reported) -
         names::html(names::TABLE_I),
     );
     md.push_str(&format!("\nOurs: mean over our datasets; the paper: mean over Liver, Skin, Pancreas. Details: [{link}/{table_i}]({link}/{table_i}), [per dataset]({link}/{per_dataset}), [figure]({link}/{figure}).\n\n"));
-    md.push_str("## Figures II–VII — reconstruction per dataset\n\n");
+    md.push_str(&figures_ii_vii(&link, r, reported)?);
+    Ok(md)
+}
+
+/// Figures II–VII: the paper's per-dataset reconstruction beside the dataset standing in for it.
+fn figures_ii_vii(link: &str, r: &ExperimentRun, reported: &Reported) -> Result<String> {
+    let mut md = String::from("## Figures II–VII — reconstruction per dataset\n\n");
     md.push_str("| figure | paper dataset, sentences | paper R² / Pearson / Spearman | ours | our R² / Pearson / Spearman | figure |\n|---|---|---|---|---|---|\n");
     let t = r.summary.table(names::RECONSTRUCTION)?;
     let col = |r: &Vec<String>, c: &str| t.cell(r, c).to_string();

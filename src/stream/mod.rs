@@ -162,14 +162,15 @@ pub struct StreamParams {
     pub progress: bool,
 }
 
-/// Streams `b` in chunks and hands each kept cell's name and sentence to `out`, in order.
+/// Streams `b` in chunks and hands each kept cell's name and sentence (its words, most expressed
+/// first) to `out`, in order.
 /// Supports the paper's preprocessing and the HVG flavors of log data (`seurat_v3`, `seurat`,
 /// `cell_ranger`, with or without a batch key); the count-model flavors are refused (use the
 /// in-memory path).
 pub fn sentences(
     b: &Backed,
     params: &StreamParams,
-    out: impl FnMut(&str, &str) -> Result<()>,
+    out: impl FnMut(&str, &[&str]) -> Result<()>,
 ) -> Result<Streamed> {
     sentences_with(b, params, |_| Ok(()), out)
 }
@@ -180,7 +181,7 @@ pub fn sentences_with(
     b: &Backed,
     params: &StreamParams,
     on_kept: impl FnOnce(usize) -> Result<()>,
-    mut out: impl FnMut(&str, &str) -> Result<()>,
+    mut out: impl FnMut(&str, &[&str]) -> Result<()>,
 ) -> Result<Streamed> {
     let passes = Passes::new(b, params)?;
     let sel = select(&passes, params, on_kept)?;

@@ -55,8 +55,9 @@ pub(super) fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
     };
     let base_digest = base.as_deref().map(|b| cache.file_digest(b)).transpose()?;
     let c = &a.answer.lm;
+    let data_key = cx.data_key()?;
     let inputs = (
-        lm_inputs(digest, e, g),
+        lm_inputs(&data_key, e, g),
         (e.seed, a.split, a.folds, a.val_fraction),
         (cx.label_key(), &a.batch_key),
         (c, &base_digest),

@@ -1,7 +1,6 @@
 //! The annotation runner's per-dataset context: prepared data, features (HVG expression, PCA, LM
 //! embeddings from the protocol's models) and splits, each a cached stage, and the keys stages
 //! share. The rows themselves are computed in `stages`, `answer` and `quality`.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -14,10 +13,10 @@ use crate::experiment::context::DatasetContext;
 use crate::experiment::lm_protocol::{self, LmSource};
 use crate::experiment::outputs::names;
 use crate::experiment::sweep::sentence_features;
-use crate::experiment::{mode_label, Experiment, RunDataset};
+use crate::experiment::{mode_label, DataKey, Experiment, RunDataset};
 use crate::lm::{self, EmbedOptions};
 use crate::npy::Matrix;
-use crate::pipeline::Prepared;
+use crate::pipeline::{all_dense, hvg_dense, Prepared};
 use crate::reconstruct::RecModel;
 use crate::sentence::GeneSet;
 
@@ -51,43 +50,6 @@ impl Row {
 
 /// One row to evaluate: method, sentence mode, model source, gene order.
 pub(super) type Unit = (Method, Option<GeneSet>, LmSource, Order);
-
-/// Dense HVG expression rows.
-pub fn hvg_dense(p: &Prepared, hvg: &[usize]) -> Matrix {
-    let pos: BTreeMap<usize, usize> = hvg.iter().enumerate().map(|(k, &j)| (j, k)).collect();
-    let n = p.data.n_cells();
-    let mut data = vec![0f32; n * hvg.len()];
-    for i in 0..n {
-        let (cols, vals) = p.data.x.row(i);
-        for (&j, &v) in cols.iter().zip(vals) {
-            if let Some(&k) = pos.get(&(j as usize)) {
-                data[i * hvg.len() + k] = v;
-            }
-        }
-    }
-    Matrix {
-        rows: n,
-        cols: hvg.len(),
-        data,
-    }
-}
-
-/// Dense expression rows of every gene.
-pub fn all_dense(p: &Prepared) -> Matrix {
-    let (n, d) = (p.data.n_cells(), p.data.genes.len());
-    let mut data = vec![0f32; n * d];
-    for i in 0..n {
-        let (cols, vals) = p.data.x.row(i);
-        for (&j, &v) in cols.iter().zip(vals) {
-            data[i * d + j as usize] = v;
-        }
-    }
-    Matrix {
-        rows: n,
-        cols: d,
-        data,
-    }
-}
 
 pub(super) struct Ctx<'a> {
     pub(super) e: &'a Experiment,
@@ -124,6 +86,11 @@ impl<'a> Ctx<'a> {
             evaluated,
             data_dir,
         }
+    }
+
+    /// The dataset's [`DataKey`]: the prefix of every stage key of its rows.
+    pub(super) fn data_key(&self) -> Result<DataKey> {
+        self.d.data_key(self.e, self.cache)
     }
 }
 
@@ -228,26 +195,37 @@ impl Ctx<'_> {
     /// The model behind an LM row: the file's checkpoint, the small LM of this dataset and mode,
     /// or the pretrained / fine-tuned / untrained model (cached stages, trained when missing).
     pub(super) fn lm_model(&mut self, mode: GeneSet, source: LmSource) -> Result<PathBuf> {
-        let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
-        if let Some(m) = &a.model {
+        if let Some(m) = &self.a.model {
             return Ok(m.clone());
         }
         let mode = self.sentence_set(mode)?;
-        let key_mode = if matches!(
-            source,
-            LmSource::Pretrained | LmSource::Untrained | LmSource::AnswerOnly
-        ) {
-            GeneSet::All // one model for both modes
+        // one pretrained, untrained or answer-only model serves both modes
+        let shared = [
+            LmSource::Pretrained,
+            LmSource::Untrained,
+            LmSource::AnswerOnly,
+        ];
+        let key_mode = if shared.contains(&source) {
+            GeneSet::All
         } else {
             mode
         };
-        if let Some((.., dir)) = self
+        let known = self
             .lm_dirs
             .iter()
-            .find(|(s, g, _)| *s == source && *g == key_mode)
-        {
+            .find(|(s, g, _)| *s == source && *g == key_mode);
+        if let Some((.., dir)) = known {
             return Ok(dir.clone());
         }
+        let dir = self.train_lm_model(mode, source)?;
+        self.lm_dirs.push((source, key_mode, dir.clone()));
+        Ok(dir)
+    }
+
+    /// [`Self::lm_model`]'s cached stage of `source`'s model for sentences of `mode`, trained
+    /// when missing.
+    fn train_lm_model(&mut self, mode: GeneSet, source: LmSource) -> Result<PathBuf> {
+        let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         let device = a.device.resolve()?;
         let pretrained = |cx: &Self, untrained: bool| {
             lm_protocol::pretrained_model(
@@ -261,12 +239,12 @@ impl Ctx<'_> {
                 cx.quiet,
             )
         };
-        let digest = self.d.digest(self.cache)?;
+        let data_key = self.data_key()?;
         let (dir, _) = match source {
             LmSource::Own => self.cache.dir_artifact(
                 "lm",
                 &format!("{id} {}", mode_label(mode)),
-                &(&lm_inputs(&digest, e, mode), &a.lm),
+                &(&lm_inputs(&data_key, e, mode), &a.lm),
                 |out| {
                     let words = self.sentences(mode, a.lm.max_genes)?;
                     lm::train(&words, &a.lm, None, out, device, !self.quiet)?;
@@ -293,7 +271,7 @@ impl Ctx<'_> {
                 let base = self.lm_model(mode, LmSource::Pretrained)?;
                 let c = a.pretrain.finetune.clone().unwrap_or_default();
                 let label = format!("{id} {} (from the pretrained model)", mode_label(mode));
-                let inputs = lm_inputs(&digest, e, mode);
+                let inputs = lm_inputs(&data_key, e, mode);
                 let quiet = self.quiet;
                 lm_protocol::finetuned_model(
                     &base,
@@ -307,15 +285,14 @@ impl Ctx<'_> {
                 )?
             }
         };
-        self.lm_dirs.push((source, key_mode, dir.clone()));
         Ok(dir)
     }
 
     fn lm_features(&mut self, mode: GeneSet, source: LmSource, order: Order) -> Result<Matrix> {
         let (e, a, id) = (self.e, self.a, self.d.entry.id.clone());
         let mode = self.sentence_set(mode)?;
-        let digest = self.d.digest(self.cache)?;
-        let base = lm_inputs(&digest, e, mode);
+        let data_key = self.data_key()?;
+        let base = lm_inputs(&data_key, e, mode);
         let model = self.lm_model(mode, source)?;
         let style = lm::prompt_style(&model)?;
         let model_digest = self.cache.file_digest(&model)?;
@@ -462,26 +439,11 @@ pub(super) fn on_device<T: Serialize>(a: &AnnotationSection, inputs: T) -> OnDev
 /// What the small LM of a dataset and mode depends on (besides its training settings), and the
 /// device every libtorch stage built on it runs on.
 pub(super) fn lm_inputs<'a>(
-    digest: &'a str,
+    key: &'a DataKey,
     e: &'a Experiment,
     mode: GeneSet,
-) -> OnDevice<(
-    &'a str,
-    crate::preprocess::PreprocessParams,
-    &'a crate::experiment::HvgSection,
-    u32,
-    GeneSet,
-)> {
-    on_device(
-        &e.annotation,
-        (
-            digest,
-            e.preprocess.clone(),
-            &e.hvg,
-            e.sentences.tie_seed,
-            mode,
-        ),
-    )
+) -> OnDevice<(&'a DataKey, GeneSet)> {
+    on_device(&e.annotation, (key, mode))
 }
 
 /// A stage's inputs, optionally extended without changing the keys of the unextended ones.

@@ -12,8 +12,9 @@ use crate::quality::{self, Panel};
 use crate::sentence::GeneSet;
 
 use super::config::Method;
-use super::ctx::{all_dense, hvg_dense, Ctx, Unit};
+use super::ctx::{Ctx, Unit};
 use crate::deviation::Order;
+use crate::pipeline::{all_dense, hvg_dense};
 
 /// An embedding the panel scores.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -102,7 +103,7 @@ impl Ctx<'_> {
 
     /// The panel of one embedding (cached); the batch column is the experiment's or the
     /// dataset's known one, left out where the dataset has a single batch.
-    pub(super) fn quality_row(&mut self, digest: &str, emb: Embedding) -> Result<QualityRow> {
+    pub(super) fn quality_row(&mut self, emb: Embedding) -> Result<QualityRow> {
         let Some(params) = self.a.quality.clone() else {
             unreachable!("quality rows are only asked for with a quality section")
         };
@@ -119,9 +120,8 @@ impl Ctx<'_> {
             Embedding::Lm(g, s) => Embedding::Lm(self.sentence_set(g)?, s),
             other => other,
         };
-        let e = self.e;
         let inputs = (
-            (digest, e.preprocess.clone(), &e.hvg, e.sentences.tie_seed),
+            self.data_key()?,
             (
                 &lk,
                 &bk,

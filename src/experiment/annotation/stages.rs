@@ -49,7 +49,7 @@ pub(super) fn dataset_outputs(
     let panels = match (&a.quality, with_quality) {
         (Some(_), true) => quality::embeddings(&units)
             .into_iter()
-            .map(|emb| cx.quality_row(&digest, emb))
+            .map(|emb| cx.quality_row(emb))
             .collect::<Result<Vec<_>>>()?,
         _ => Vec::new(),
     };
@@ -115,10 +115,7 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
         None => None,
     };
     let inputs = (
-        digest,
-        e.preprocess.clone(),
-        &e.hvg,
-        e.sentences.tie_seed,
+        cx.data_key()?,
         e.seed,
         a.split,
         a.folds,
@@ -132,31 +129,7 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
         a.pca_components,
     );
     let label = format!("{} {}", d.entry.id, method_label(m, mode, source, order));
-    // an LM is a stage of its own (its training log feeds the loss figure): deleting it
-    // retrains it, and only it
-    let lm_dir = match (m, mode) {
-        (Method::Lm, Some(g)) => Some(cx.lm_model(g, source)?),
-        _ => None,
-    };
-    // checked on every run, cached or not: a model's corpus must not hold the dataset (a
-    // fine-tune is checked through its base, the pretrained model)
-    let seen = match (&lm_dir, mode) {
-        (Some(dir), Some(g)) => {
-            let corpus_of = match source {
-                LmSource::FineTuned => cx.lm_model(g, LmSource::Pretrained)?,
-                _ => dir.clone(),
-            };
-            lm::check_held_out(&corpus_of, &d.entry.id, digest, a.allow_seen)?
-        }
-        _ => false,
-    };
-    let model_digest = match (&lm_dir, source) {
-        (
-            Some(dir),
-            LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained | LmSource::AnswerOnly,
-        ) => Some(cache.file_digest(dir)?),
-        _ => None,
-    };
+    let (lm_dir, seen, model_digest) = row_model(cx, digest, u)?;
     // rows of the first protocol keep their keys; the others add the model's digest
     let key = match &model_digest {
         None => StageKey::Legacy(&inputs),
@@ -195,6 +168,41 @@ fn row(cx: &mut Ctx<'_>, digest: &str, u: Unit) -> Result<Row> {
         seen,
         order,
     })
+}
+
+/// An LM row's model: its directory, whether its corpus held the dataset (allowed only with
+/// `allow_seen`) and, for a pretrained-protocol model, its digest (part of the row's key).
+fn row_model(
+    cx: &mut Ctx<'_>,
+    digest: &str,
+    (m, mode, source, _): Unit,
+) -> Result<(Option<PathBuf>, bool, Option<String>)> {
+    // an LM is a stage of its own (its training log feeds the loss figure): deleting it
+    // retrains it, and only it
+    let lm_dir = match (m, mode) {
+        (Method::Lm, Some(g)) => Some(cx.lm_model(g, source)?),
+        _ => None,
+    };
+    // checked on every run, cached or not: a model's corpus must not hold the dataset (a
+    // fine-tune is checked through its base, the pretrained model)
+    let seen = match (&lm_dir, mode) {
+        (Some(dir), Some(g)) => {
+            let corpus_of = match source {
+                LmSource::FineTuned => cx.lm_model(g, LmSource::Pretrained)?,
+                _ => dir.clone(),
+            };
+            lm::check_held_out(&corpus_of, &cx.d.entry.id, digest, cx.a.allow_seen)?
+        }
+        _ => false,
+    };
+    let model_digest = match (&lm_dir, source) {
+        (
+            Some(dir),
+            LmSource::FineTuned | LmSource::Pretrained | LmSource::Untrained | LmSource::AnswerOnly,
+        ) => Some(cx.cache.file_digest(dir)?),
+        _ => None,
+    };
+    Ok((lm_dir, seen, model_digest))
 }
 
 /// One LM row of a dataset, typed, for other runners (the scaling sweep).
@@ -246,10 +254,10 @@ pub fn layer_evaluations(
 ) -> Result<Vec<Evaluation>> {
     let a = &e.annotation;
     let mut cx = Ctx::new((e, a, d), cache, quiet, (&[], None));
-    let digest = d.digest(cache)?;
     let model_digest = cache.file_digest(model)?;
+    let data_key = d.data_key(e, cache)?;
     let inputs = (
-        lm_inputs(&digest, e, mode),
+        lm_inputs(&data_key, e, mode),
         &model_digest,
         a.max_genes,
         (

@@ -166,53 +166,63 @@ fn band_traces(plot: &mut plotly::Plot, band: &[BandPoint], metrics: &[Metric]) 
 /// The sweep figure: reconstruction R² and annotation macro-F1 against mean sentence length, one
 /// line per flavor, the full sentence as a separate marker; two panels side by side.
 pub(super) fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
-    use plotly::common::{Anchor, Marker, MarkerSymbol, Mode, Title};
-    use plotly::layout::{Annotation, Axis, GridPattern, LayoutGrid};
-    use plotly::{Layout, Plot, Scatter};
-    let mut plot = Plot::new();
+    let mut plot = plotly::Plot::new();
     let metrics = metrics(pts);
     let (pts, band) = with_controls(pts);
-    let pts = &pts[..];
     band_traces(&mut plot, &band, &metrics);
-    for f in flavors(pts) {
-        let sel: Vec<&SweepPoint> = pts.iter().filter(|p| p.flavor == f).collect();
-        let x: Vec<f64> = sel.iter().map(|p| figure::r4(p.mean_length)).collect();
-        let text: Vec<String> = sel
-            .iter()
-            .map(|p| match p.n_top {
-                0 => "all genes".into(),
-                k => format!("n_top {k}"),
-            })
-            .collect();
-        let mode = if sel.len() > 1 {
-            Mode::LinesMarkers
-        } else {
-            Mode::Markers
-        };
-        let marker = if f == ALL_GENES {
-            Marker::new().size(12).symbol(MarkerSymbol::Star)
-        } else {
-            Marker::new().size(7)
-        };
-        for (k, &(_, _, value, _)) in metrics.iter().enumerate() {
-            let (xa, ya) = panel_axes(k);
-            if sel.iter().all(|p| !value(p).is_finite()) {
-                continue;
-            }
-            let y: Vec<f64> = sel.iter().map(|p| figure::r4(value(p))).collect();
-            plot.add_trace(
-                Scatter::new(x.clone(), y)
-                    .mode(mode.clone())
-                    .name(f)
-                    .legend_group(f)
-                    .show_legend(k == 0)
-                    .text_array(text.clone())
-                    .marker(marker.clone())
-                    .x_axis(&xa)
-                    .y_axis(&ya),
-            );
-        }
+    for f in flavors(&pts) {
+        flavor_traces(&mut plot, &pts, f, &metrics);
     }
+    plot.set_layout(sweep_layout(title, &metrics));
+    plot
+}
+
+/// One flavor's line (a marker where it has one point) in every panel with a finite value.
+fn flavor_traces(plot: &mut plotly::Plot, pts: &[SweepPoint], f: &str, metrics: &[Metric]) {
+    use plotly::common::{Marker, MarkerSymbol, Mode};
+    let sel: Vec<&SweepPoint> = pts.iter().filter(|p| p.flavor == f).collect();
+    let x: Vec<f64> = sel.iter().map(|p| figure::r4(p.mean_length)).collect();
+    let text: Vec<String> = sel
+        .iter()
+        .map(|p| match p.n_top {
+            0 => "all genes".into(),
+            k => format!("n_top {k}"),
+        })
+        .collect();
+    let mode = if sel.len() > 1 {
+        Mode::LinesMarkers
+    } else {
+        Mode::Markers
+    };
+    let marker = if f == ALL_GENES {
+        Marker::new().size(12).symbol(MarkerSymbol::Star)
+    } else {
+        Marker::new().size(7)
+    };
+    for (k, &(_, _, value, _)) in metrics.iter().enumerate() {
+        let (xa, ya) = panel_axes(k);
+        if sel.iter().all(|p| !value(p).is_finite()) {
+            continue;
+        }
+        let y: Vec<f64> = sel.iter().map(|p| figure::r4(value(p))).collect();
+        plot.add_trace(
+            plotly::Scatter::new(x.clone(), y)
+                .mode(mode.clone())
+                .name(f)
+                .legend_group(f)
+                .show_legend(k == 0)
+                .text_array(text.clone())
+                .marker(marker.clone())
+                .x_axis(&xa)
+                .y_axis(&ya),
+        );
+    }
+}
+
+/// The panels side by side, each titled by its metric.
+fn sweep_layout(title: &str, metrics: &[Metric]) -> plotly::Layout {
+    use plotly::common::{Anchor, Title};
+    use plotly::layout::{Annotation, Axis, GridPattern, LayoutGrid};
     let n = metrics.len();
     let panel = |text: &str, k: usize| {
         Annotation::new()
@@ -226,7 +236,7 @@ pub(super) fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
     };
     let x_axis = || Axis::new().title(Title::with_text("mean genes per sentence"));
     let y_axis = |k: usize| Axis::new().title(Title::with_text(metrics[k].1));
-    let mut layout = Layout::new()
+    let mut layout = plotly::Layout::new()
         .title(Title::with_text(title))
         .grid(
             LayoutGrid::new()
@@ -250,19 +260,15 @@ pub(super) fn sweep_figure(title: &str, pts: &[SweepPoint]) -> plotly::Plot {
     if n > 2 {
         layout = layout.x_axis3(x_axis()).y_axis3(y_axis(2));
     }
-    plot.set_layout(layout);
-    plot
+    layout
 }
 
 /// The same panels as a static SVG (for the README and Markdown viewers): log-scaled sentence
 /// length, one line per flavor, the full sentence as a larger marker.
 pub(super) fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
-    use crate::figure::svg::PALETTE;
     use plotters::prelude::*;
-    let err = |e: &dyn std::fmt::Display| Error::param("hvg_sweep", format!("SVG figure: {e}"));
     let (pts, band) = with_controls(pts);
-    let pts = &pts[..];
-    let flavors = flavors(pts);
+    let flavors = flavors(&pts);
     let lo = pts
         .iter()
         .map(|p| p.mean_length)
@@ -271,85 +277,105 @@ pub(super) fn sweep_svg(title: &str, pts: &[SweepPoint]) -> Result<String> {
     let x_range = (lo.max(1.0) / 1.5)..(hi.max(2.0) * 1.5);
     let mut svg = String::new();
     {
-        let metrics = metrics(pts);
+        let metrics = metrics(&pts);
         let root = SVGBackend::with_string(&mut svg, (500 * metrics.len() as u32, 420))
             .into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
+        root.fill(&WHITE).map_err(|e| svg_err(&e))?;
         let root = root
             .titled(title, ("sans-serif", 26))
-            .map_err(|e| err(&e))?;
+            .map_err(|e| svg_err(&e))?;
         let panels = root.split_evenly((1, metrics.len()));
-        for (area, &(_, label, value, span)) in panels.iter().zip(&metrics) {
-            let y_lo = pts
-                .iter()
-                .map(value)
-                .chain(band.iter().map(|b| span(b).0))
-                .fold(1.0, f64::min);
-            let y_range = (y_lo - 0.05).clamp(0.0, 0.9)..1.0;
-            let mut chart = ChartBuilder::on(area)
-                .margin(12)
-                .x_label_area_size(45)
-                .y_label_area_size(60)
-                .build_cartesian_2d(x_range.clone().log_scale(), y_range)
-                .map_err(|e| err(&e))?;
-            chart
-                .configure_mesh()
-                .x_desc("mean genes per sentence")
-                .y_desc(label)
-                .label_style(("sans-serif", 15))
-                .axis_desc_style(("sans-serif", 17))
-                .x_label_formatter(&|v| format!("{v:.0}"))
-                .y_label_formatter(&|v| format!("{v:.2}"))
-                .draw()
-                .map_err(|e| err(&e))?;
-            if !band.is_empty() {
-                let grey = RGBColor(127, 127, 127);
-                let mut poly: Vec<(f64, f64)> = band.iter().map(|b| (b.x, span(b).1)).collect();
-                poly.extend(band.iter().rev().map(|b| (b.x, span(b).0)));
-                chart
-                    .draw_series(std::iter::once(Polygon::new(poly, grey.mix(0.25).filled())))
-                    .map_err(|e| err(&e))?
-                    .label("random genes (min–max)")
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 5), (x + 14, y + 5)], grey.mix(0.25).filled())
-                    });
-            }
-            for (k, f) in flavors.iter().enumerate() {
-                let color = if f.starts_with(RANDOM) {
-                    RGBColor(90, 90, 90)
-                } else {
-                    PALETTE[k % PALETTE.len()]
-                };
-                let sel: Vec<(f64, f64)> = pts
-                    .iter()
-                    .filter(|p| p.flavor == *f && value(p).is_finite())
-                    .map(|p| (figure::r4(p.mean_length), figure::r4(value(p))))
-                    .collect();
-                if sel.is_empty() {
-                    continue;
-                }
-                let size = if sel.len() == 1 { 7 } else { 4 };
-                if sel.len() > 1 {
-                    chart
-                        .draw_series(LineSeries::new(sel.clone(), color.stroke_width(2)))
-                        .map_err(|e| err(&e))?;
-                }
-                chart
-                    .draw_series(sel.iter().map(|&p| Circle::new(p, size, color.filled())))
-                    .map_err(|e| err(&e))?
-                    .label(*f)
-                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font(("sans-serif", 15))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(|e| err(&e))?;
+        for (area, m) in panels.iter().zip(&metrics) {
+            svg_panel(area, (&pts, &band, &flavors), x_range.clone(), m)?;
         }
-        root.present().map_err(|e| err(&e))?;
+        root.present().map_err(|e| svg_err(&e))?;
     }
     Ok(svg)
+}
+
+/// An SVG drawing error, as the sweep reports it.
+fn svg_err(e: &dyn std::fmt::Display) -> Error {
+    Error::param("hvg_sweep", format!("SVG figure: {e}"))
+}
+
+/// One metric's panel of [`sweep_svg`]: the controls' band, then a line per flavor.
+fn svg_panel(
+    area: &plotters::drawing::DrawingArea<
+        plotters::prelude::SVGBackend<'_>,
+        plotters::coord::Shift,
+    >,
+    (pts, band, flavors): (&[SweepPoint], &[BandPoint], &[&str]),
+    x_range: std::ops::Range<f64>,
+    &(_, label, value, span): &Metric,
+) -> Result<()> {
+    use crate::figure::svg::PALETTE;
+    use plotters::prelude::*;
+    let y_lo = pts
+        .iter()
+        .map(value)
+        .chain(band.iter().map(|b| span(b).0))
+        .fold(1.0, f64::min);
+    let y_range = (y_lo - 0.05).clamp(0.0, 0.9)..1.0;
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_range.log_scale(), y_range)
+        .map_err(|e| svg_err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("mean genes per sentence")
+        .y_desc(label)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .draw()
+        .map_err(|e| svg_err(&e))?;
+    if !band.is_empty() {
+        let grey = RGBColor(127, 127, 127);
+        let mut poly: Vec<(f64, f64)> = band.iter().map(|b| (b.x, span(b).1)).collect();
+        poly.extend(band.iter().rev().map(|b| (b.x, span(b).0)));
+        chart
+            .draw_series(std::iter::once(Polygon::new(poly, grey.mix(0.25).filled())))
+            .map_err(|e| svg_err(&e))?
+            .label("random genes (min–max)")
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 14, y + 5)], grey.mix(0.25).filled())
+            });
+    }
+    for (k, f) in flavors.iter().enumerate() {
+        let color = if f.starts_with(RANDOM) {
+            RGBColor(90, 90, 90)
+        } else {
+            PALETTE[k % PALETTE.len()]
+        };
+        let sel: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| p.flavor == *f && value(p).is_finite())
+            .map(|p| (figure::r4(p.mean_length), figure::r4(value(p))))
+            .collect();
+        if sel.is_empty() {
+            continue;
+        }
+        let size = if sel.len() == 1 { 7 } else { 4 };
+        if sel.len() > 1 {
+            chart
+                .draw_series(LineSeries::new(sel.clone(), color.stroke_width(2)))
+                .map_err(|e| svg_err(&e))?;
+        }
+        chart
+            .draw_series(sel.iter().map(|&p| Circle::new(p, size, color.filled())))
+            .map_err(|e| svg_err(&e))?
+            .label(*f)
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|e| svg_err(&e))
 }

@@ -10,7 +10,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::annotation::{all_dense, hvg_dense};
 use super::context::{for_each_dataset, DatasetContext};
 use super::outputs::{names, Outputs};
 use super::{CellCount, Experiment, RunDataset, RunSummary};
@@ -21,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::hvg::{Flavor, HvgParams};
 use crate::npy::Matrix;
 use crate::pipeline::{self, Prepared};
+use crate::pipeline::{all_dense, hvg_dense};
 use crate::quality::{self, QualityParams};
 use crate::reconstruct::{self, RecModel};
 use crate::report::{self, Col};
@@ -211,7 +211,6 @@ fn dataset_points(
         e,
         d,
         cache,
-        digest: d.digest(cache)?,
         data: DatasetContext::new(e, d, quiet),
         split: None,
     };
@@ -257,7 +256,6 @@ struct PointCx<'a> {
     e: &'a Experiment,
     d: &'a RunDataset,
     cache: &'a Cache,
-    digest: String,
     data: DatasetContext<'a>,
     split: Option<Split>,
 }
@@ -270,10 +268,7 @@ impl PointCx<'_> {
         let (flavor, n_top, seed) = u.names();
         let hvg_params = u.hvg_params(e);
         let inputs = (
-            &self.digest.clone(),
-            e.preprocess.clone(),
-            &hvg_params,
-            e.sentences.tie_seed,
+            d.data_key_with(e, cache, &hvg_params)?,
             e.seed,
             s.cells,
             s.folds,
@@ -317,9 +312,7 @@ impl PointCx<'_> {
             )?,
         };
         if let (Some(q), false) = (&s.quality, matches!(u, Unit::Deviation)) {
-            let key = (
-                &inputs.0, &inputs.1, &inputs.2, seed, n_top, q, SWEEP_PCS, e.seed,
-            );
+            let key = (&inputs.0, seed, n_top, q, SWEEP_PCS, e.seed);
             let qlabel = format!(
                 "{label}{} AvgBIO",
                 seed.map(|v| format!(" seed {v}")).unwrap_or_default()
@@ -404,37 +397,7 @@ pub fn run(
     }
     let (done, skipped) = for_each_dataset(e, datasets, |d| dataset_points(e, d, cache, quiet))?;
     let pts: Vec<SweepPoint> = done.into_iter().flat_map(|(_, p)| p).collect();
-    let f = |g: fn(&SweepPoint) -> f64| Col::F64(pts.iter().map(|p| Some(g(p))).collect());
-    let df = report::frame(vec![
-        (
-            "dataset",
-            Col::Str(pts.iter().map(|p| Some(p.dataset.clone())).collect()),
-        ),
-        (
-            "flavor",
-            Col::Str(pts.iter().map(|p| Some(p.flavor.clone())).collect()),
-        ),
-        (
-            "n_top",
-            Col::I64(pts.iter().map(|p| p.n_top as i64).collect()),
-        ),
-        (
-            "n_genes",
-            Col::I64(pts.iter().map(|p| p.n_genes as i64).collect()),
-        ),
-        ("mean_length", f(|p| p.mean_length)),
-        ("r2", f(|p| p.r2)),
-        ("pearson", f(|p| p.pearson)),
-        ("spearman", f(|p| p.spearman)),
-        ("accuracy", f(|p| p.accuracy)),
-        ("macro_f1", f(|p| p.macro_f1)),
-        ("macro_f1_sd", f(|p| p.macro_f1_sd)),
-        ("avg_bio", Col::F64(pts.iter().map(|p| p.avg_bio).collect())),
-        (
-            "seed",
-            Col::Str(pts.iter().map(|p| p.seed.map(|v| v.to_string())).collect()),
-        ),
-    ])?;
+    let df = sweep_frame(&pts)?;
     let s = &e.sweep;
     let mut o = Outputs::new(out);
     o.table(&df, names::SWEEP, &format!(
@@ -472,6 +435,41 @@ pub fn run(
     }
     o.text(names::INDEX, &index)?;
     Ok(o.finish(skipped))
+}
+
+/// The sweep table: one row per dataset and point.
+fn sweep_frame(pts: &[SweepPoint]) -> Result<polars::prelude::DataFrame> {
+    let f = |g: fn(&SweepPoint) -> f64| Col::F64(pts.iter().map(|p| Some(g(p))).collect());
+    report::frame(vec![
+        (
+            "dataset",
+            Col::Str(pts.iter().map(|p| Some(p.dataset.clone())).collect()),
+        ),
+        (
+            "flavor",
+            Col::Str(pts.iter().map(|p| Some(p.flavor.clone())).collect()),
+        ),
+        (
+            "n_top",
+            Col::I64(pts.iter().map(|p| p.n_top as i64).collect()),
+        ),
+        (
+            "n_genes",
+            Col::I64(pts.iter().map(|p| p.n_genes as i64).collect()),
+        ),
+        ("mean_length", f(|p| p.mean_length)),
+        ("r2", f(|p| p.r2)),
+        ("pearson", f(|p| p.pearson)),
+        ("spearman", f(|p| p.spearman)),
+        ("accuracy", f(|p| p.accuracy)),
+        ("macro_f1", f(|p| p.macro_f1)),
+        ("macro_f1_sd", f(|p| p.macro_f1_sd)),
+        ("avg_bio", Col::F64(pts.iter().map(|p| p.avg_bio).collect())),
+        (
+            "seed",
+            Col::Str(pts.iter().map(|p| p.seed.map(|v| v.to_string())).collect()),
+        ),
+    ])
 }
 
 #[cfg(test)]
