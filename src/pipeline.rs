@@ -399,3 +399,67 @@ pub fn streamed_chunk(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deviation::Order;
+
+    fn synthetic() -> Dataset {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synthetic.h5ad");
+        crate::data::read(std::path::Path::new(path), &Default::default()).unwrap()
+    }
+
+    /// The pipeline's sentences are those its steps build one by one, and it selects the HVG
+    /// once.
+    #[test]
+    fn the_pipeline_builds_what_its_steps_build() {
+        let pre = PreprocessParams::default();
+        let params = HvgParams {
+            flavor: Flavor::Seurat,
+            n_top_genes: 200,
+            ..Default::default()
+        };
+        let source = HvgSource::Select {
+            params: params.clone(),
+            on: HvgInput::Log,
+            batch_key: None,
+        };
+        let mut pl = Pipeline::new(synthetic(), Some(&pre), source, Counts::Drop).unwrap();
+        let sp = SentenceParams::default();
+        let got = pl.sentences(GeneSet::Hvg, Order::Expression, &sp).unwrap();
+        let p = prepare(synthetic(), Some(&pre), Counts::Drop).unwrap();
+        let h = select_hvg(&p, &params, HvgInput::Log, None).unwrap();
+        assert_eq!(got, sentences(&p, GeneSet::Hvg, Some(&h), &sp).unwrap());
+        assert_eq!(pl.with_hvg().unwrap().1.indices(), h.indices());
+        let all = pl.sentences(GeneSet::All, Order::Expression, &sp).unwrap();
+        assert!(all.mean_length() > got.mean_length() && !got.is_empty());
+    }
+
+    /// What cannot stream is refused by the pipeline, with the reason; the rest streams.
+    #[test]
+    fn the_pipeline_says_why_it_cannot_stream() {
+        let select = |flavor, on| HvgSource::Select {
+            params: HvgParams {
+                flavor,
+                ..Default::default()
+            },
+            on,
+            batch_key: None,
+        };
+        let counts = select(Flavor::Deviance, HvgInput::Counts);
+        let why = why_not_streamed(Order::Expression, GeneSet::Hvg, &counts).unwrap();
+        assert!(why.contains("seurat_v3, seurat, cell_ranger"), "{why}");
+        assert!(why_not_streamed(Order::Expression, GeneSet::All, &counts).is_none());
+        let list = HvgSource::List("genes.txt".into());
+        assert!(why_not_streamed(Order::Expression, GeneSet::Hvg, &list).is_none());
+        let v3_counts = select(Flavor::SeuratV3, HvgInput::Counts);
+        assert!(why_not_streamed(Order::Expression, GeneSet::Hvg, &v3_counts).is_some());
+        let v3_log = select(Flavor::SeuratV3, HvgInput::Log);
+        assert!(why_not_streamed(Order::Expression, GeneSet::Hvg, &v3_log).is_none());
+        assert!(why_not_streamed(Order::Deviation, GeneSet::All, &v3_log).is_some());
+        // an explicit chunk size for what cannot stream is refused, naming the option
+        let err = streamed_chunk(std::path::Path::new("x"), Some(10), 0, Some("no".into()));
+        assert!(err.unwrap_err().to_string().contains("--chunk-cells"));
+    }
+}

@@ -215,7 +215,7 @@ fn mode_compute(
         g,
         Some(h),
         &SentenceParams {
-            tie_seed: tie_seed,
+            tie_seed,
             max_genes: None,
         },
     )?;
