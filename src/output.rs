@@ -178,24 +178,45 @@ pub fn check_out(option: &str, out: &Path, inputs: &[&Path], kind: OutKind) -> R
         _ => {}
     }
     let parent = parent_of(out);
-    std::fs::create_dir_all(parent).map_err(|e| {
-        bad(
-            format!("its folder {} cannot be created ({e})", parent.display()),
-            "choose a writable location",
-        )
-    })?;
+    // the output's folders are made when it is written (a refused run leaves none behind):
+    // writability is probed in the nearest folder that exists
+    let existing =
+        nearest_folder(parent).map_err(|what| bad(what, "choose a writable location"))?;
     let probe = tempfile::Builder::new()
         .prefix(&tmp_prefix())
-        .tempfile_in(parent);
+        .tempfile_in(existing);
     if let Err(e) = probe {
         return Err(bad(
-            format!("its folder {} is not writable ({e})", parent.display()),
+            format!("its folder {} is not writable ({e})", existing.display()),
             "choose a writable location",
         ));
     }
     // what a killed earlier run of any command left beside its output goes now
-    clean_leftovers(parent)?;
+    if parent.is_dir() {
+        clean_leftovers(parent)?;
+    }
     Ok(())
+}
+
+/// The nearest of `dir` and its ancestors that exists (`.` for a relative path none of whose
+/// folders exist); an ancestor that is a file means the folder cannot be created.
+fn nearest_folder(dir: &Path) -> std::result::Result<&Path, String> {
+    for a in dir.ancestors() {
+        if a.as_os_str().is_empty() {
+            break;
+        }
+        if a.is_dir() {
+            return Ok(a);
+        }
+        if a.exists() {
+            return Err(format!(
+                "its folder {} cannot be created ({} is a file)",
+                dir.display(),
+                a.display()
+            ));
+        }
+    }
+    Ok(Path::new("."))
 }
 
 fn parent_of(p: &Path) -> &Path {

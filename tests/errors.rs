@@ -807,6 +807,33 @@ fn deviation_sentences_reorder_the_same_genes() {
     );
 }
 
+/// A command refused for its input writes nothing: not even the folder its `--out` names (the
+/// folder is made when the output is written).
+#[test]
+fn a_refused_command_leaves_no_output_folder() {
+    let bad = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/zero_cells.h5ad"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("new/deeper/emb.npy");
+    let (code, _, err) = run(&[
+        "embed",
+        "--model",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/models/pretrained"),
+        "--input",
+        bad,
+        "--no-preprocess",
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        dir.path().join("cache").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("X has no cells"), "{err}");
+    assert!(!dir.path().join("new").exists(), "{err}");
+}
+
 /// A typo in `pretrain-lm --exclude` would leave the dataset it meant in the corpus, and an
 /// unknown `--datasets` id answered "no dataset left": both are refused, naming the id and the
 /// known ones, before any work.

@@ -135,6 +135,15 @@ fn redact_csv(name: &str, csv: &str) -> String {
     out.join("\n")
 }
 
+/// Whether a column of a per-class table holds an LM row's per-class F1. Those are masked in the
+/// snapshot but not held to the committed value: between the AVX-512 Intel machine that made the
+/// committed tables and an AVX-512 Xeon (same kernel pins, same torch) they moved by up to 0.18
+/// (a 231-cell class, the 30-step fine-tune's embedding), while the same rows' fold means in
+/// `annotation.csv`, which are held, moved by at most 0.034.
+fn unheld(name: &str, header: &str) -> bool {
+    name.contains("per_class") && header.contains(" LM ")
+}
+
 /// The libtorch-derived numbers of `fresh` that differ from `committed` (the same table under
 /// results/) by more than [`TORCH_TOLERANCE`], as messages.
 fn torch_drift(name: &str, fresh: &str, committed: &str) -> Vec<String> {
@@ -142,15 +151,13 @@ fn torch_drift(name: &str, fresh: &str, committed: &str) -> Vec<String> {
     if a.len() != b.len() {
         return vec![format!("{name}: {} rows, committed {}", a.len(), b.len())];
     }
-    let support = committed
-        .lines()
-        .next()
-        .and_then(|h| h.split(',').position(|c| c == "support"));
+    let header: Vec<&str> = committed.lines().next().unwrap_or("").split(',').collect();
+    let support = header.iter().position(|c| *c == "support");
     let mut out = Vec::new();
     for (i, (ra, rb)) in a.iter().zip(&b).enumerate() {
         let tol = class_tolerance(support.and_then(|k| rb.get(k)?.0.parse().ok()));
         for (j, ((va, ka), (vb, _))) in ra.iter().zip(rb).enumerate() {
-            if *ka != CellKind::Torch {
+            if *ka != CellKind::Torch || unheld(name, header.get(j).copied().unwrap_or("")) {
                 continue;
             }
             match (va.parse::<f64>(), vb.parse::<f64>()) {
@@ -170,6 +177,28 @@ fn torch_drift(name: &str, fresh: &str, committed: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// In a per-class table, an LM column's drift is not held ([`unheld`]); the MLP-on-PCA column's is.
+#[test]
+fn per_class_lm_columns_are_masked_but_not_held() {
+    let name = "annotation_intra/per_class_baron_human.csv";
+    let committed = std::fs::read_to_string(root().join("results").join(name)).unwrap();
+    let header: Vec<&str> = committed.lines().next().unwrap().split(',').collect();
+    let moved = |col: &str| {
+        let j = header.iter().position(|h| *h == col).unwrap();
+        let mut lines: Vec<String> = committed.lines().map(String::from).collect();
+        let mut f: Vec<String> = lines[1].split(',').map(String::from).collect();
+        f[j] = format!("{:.4}", f[j].parse::<f64>().unwrap() - 0.1);
+        lines[1] = f.join(",");
+        lines.join("\n")
+    };
+    assert!(torch_drift(name, &committed, &committed).is_empty());
+    let lm = moved("f1 fine-tuned LM hvg sentences + MLP");
+    assert!(torch_drift(name, &lm, &committed).is_empty());
+    assert!(redact_csv(name, &lm).contains("[torch]"));
+    let pca = moved("f1 MLP (PCA of HVG)");
+    assert_eq!(torch_drift(name, &pca, &committed).len(), 1);
 }
 
 /// The guard's tolerance check fails on a real drift: an MLP macro-F1 moved by 0.05 in a
