@@ -165,7 +165,7 @@ fn child_json<T: for<'de> Deserialize<'de>>(mut cmd: Command, what: &str) -> Res
     let line = text
         .lines()
         .rev()
-        .find(|l| l.starts_with('{'))
+        .find(|l| l.starts_with("{"))
         .unwrap_or("");
     serde_json::from_str(line).map_err(|e| {
         Error::format(

@@ -29,11 +29,13 @@ use crate::sentence::GeneSet;
 mod answer;
 mod config;
 mod ctx;
+mod index;
 mod quality;
 mod stages;
 
 pub use config::{AnnotationSection, AnswerSection, AnswerStart, DeviceChoice, Method, SplitKind};
 use ctx::Row;
+use index::index_md;
 pub use quality::{Embedding, QualityRow};
 use stages::dataset_outputs;
 pub use stages::{layer_evaluations, lm_evaluations, LmEvaluation};
@@ -183,47 +185,6 @@ pub fn run(
     let index = index_md(e, &ids, !panels.is_empty(), selection.as_ref(), &skipped);
     o.text(names::INDEX, &index)?;
     Ok(o.finish(skipped))
-}
-
-/// The run's `index.md`: links to every table and figure, the default chosen and what was
-/// skipped.
-fn index_md(
-    e: &Experiment,
-    ids: &[String],
-    quality: bool,
-    selection: Option<&default_select::Selection>,
-    skipped: &[String],
-) -> String {
-    let mut index = format!("# {}\n\n{}\n\n- [annotation](annotation.md) — ours beside the paper\n- [reported](reported.md) — the paper's quoted rows\n", e.name, e.description);
-    for id in ids {
-        index.push_str(&format!(
-            "- {id}: [per-class F1]({}), [bar chart]({}), [confusion]({})\n",
-            names::md(&names::per_class(id)),
-            names::html(&names::annotation_figure(id)),
-            names::html(&names::confusion_figure(id))
-        ));
-    }
-    if quality {
-        index.push_str(&format!(
-            "- [embedding quality]({}) — clusters, silhouettes and batch mixing of every embedding\n",
-            names::md(names::QUALITY)
-        ));
-    }
-    if let Some(sel) = selection {
-        index.push_str(&format!(
-            "- [default selection]({}) — the held-out default chosen on {} (never an evaluated dataset): {}\n",
-            names::md(names::DEFAULT_SELECTION),
-            sel.dataset,
-            sel.chosen.prefix()
-        ));
-    }
-    if !skipped.is_empty() {
-        index.push_str("\nSkipped:\n");
-        for s in skipped {
-            index.push_str(&format!("- {s}\n"));
-        }
-    }
-    index
 }
 
 /// The annotation table: every row beside the paper's values.
