@@ -1049,3 +1049,53 @@ fn logit_prior_and_gene_shuffle_change_the_training_objective() {
     assert_eq!(w_a, w_b, "same seed, different weights");
     assert_ne!(w_a, w_plain);
 }
+
+/// `train-lm` killed (SIGKILL) right after it saved its state resumes, on the next run, to the
+/// same model and snapshots as an uninterrupted run (the loop it shares with the cell-type
+/// fine-tune).
+#[test]
+fn a_killed_train_lm_resumes_to_the_same_model() {
+    let d = tempfile::tempdir().unwrap();
+    let fx = root().join("tests/fixtures/synthetic.h5ad");
+    let cfg = r#"{"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "steps": 12, "batch_size": 8, "max_genes": 40, "eval_every": 4, "snapshots": [4]}"#;
+    let run = |out: &str, kill_at: Option<&str>| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cellsentence"));
+        c.current_dir(d.path()).args([
+            "--quiet",
+            "train-lm",
+            "--input",
+            fx.to_str().unwrap(),
+            "--config",
+            cfg,
+            "--out",
+            out,
+        ]);
+        if let Some(k) = kill_at {
+            c.env("CELLSENTENCE_KILL_AT", k);
+        }
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        use std::os::unix::process::ExitStatusExt;
+        match kill_at {
+            None => assert!(o.status.success(), "{err}"),
+            Some(_) => assert_eq!(o.status.signal(), Some(9), "not killed: {err}"),
+        }
+    };
+    run("whole", None);
+    run("m", Some("train-state-saved"));
+    assert!(d.path().join("m.partial/state.json").is_file());
+    assert!(!d.path().join("m").exists());
+    run("m", None);
+    assert!(!d.path().join("m.partial").exists());
+    for f in [
+        "model.safetensors",
+        "step4/model.safetensors",
+        "tokenizer.json",
+    ] {
+        assert_eq!(
+            std::fs::read(d.path().join("whole").join(f)).unwrap(),
+            std::fs::read(d.path().join("m").join(f)).unwrap(),
+            "{f} differs after resuming"
+        );
+    }
+}

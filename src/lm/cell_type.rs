@@ -9,13 +9,13 @@ use super::cell_type_start::start;
 use super::corpus::cell_type_token;
 use super::model::GptNeox;
 use super::model_dir::partial_dir;
-use super::model_dir::{save, LogRow, ModelMeta};
-use super::optim::AdamW;
+use super::model_dir::{save, LogRow, ModelMeta, Snapshot};
 pub use super::prompt::answer_style;
 use super::prompt::PromptStyle;
 use super::prompt::CELL_TYPE_SEP;
 use super::tokenizer::Tok;
-use super::train::{self, lr_at, Fitted, TrainConfig};
+use super::train::{self, Fitted, TrainConfig};
+use super::trainer::{Resume, Task, Trainer};
 use crate::progress::Progress;
 use crate::{Error, Result};
 use rand::distr::Distribution;
@@ -23,7 +23,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// Labelled cell sentences (gene words, most expressed first).
 #[derive(Clone, Copy)]
@@ -189,63 +189,40 @@ pub fn finetune(
     let task_tokens = [&[CELL_TYPE_SEP.to_string()], tokens.as_slice()].concat();
     let s = start(base, train_part.sentences, &task_tokens, c, device)?;
     let d = AnswerData::encode(&s, (&labels, &y, &tokens), train_part, val_part, c)?;
-    let val_refs = d.val_refs();
-    let label_t = Tensor::from_slice(&d.label_ids).to_device(device);
     let parameters = train::parameter_count(&s.vs);
-    let mut opt = AdamW::new(&s.vs, 0.9, 0.95, 1e-8, c.weight_decay);
     let data_digest = d.digest(base, c.max_genes);
-    let resume = partial_dir(out);
-    let mut run = Run::resume_or_start(&resume, c, &data_digest, &s.vs, &mut opt, progress)?;
-    let mut draw = BatchDraw::new(&y, labels.len(), c)?;
-    let start_t = std::time::Instant::now();
+    let dir = partial_dir(out);
+    let resume = Resume {
+        dir: &dir,
+        data_digest: &data_digest,
+    };
+    let (mut t, snapshots) =
+        Trainer::start((c, &s.model, &s.vs), Some(resume), "finetune", progress)?;
+    let run = if t.done > 0 {
+        Run::resumed(&dir, snapshots)?
+    } else {
+        Run::default()
+    };
+    let mut task = AnswerTask::new(&d, (&y, labels.len()), c, device, run)?;
     let bar = Progress::bar(progress, c.steps as u64, BAR);
-    bar.inc(run.done as u64);
-    for step in 0..c.steps {
-        let batch = draw.next(c.batch_size);
-        run.seen += batch.iter().map(|&i| d.seqs[i].len()).sum::<usize>();
-        if step < run.done {
-            continue; // replaying the draws of the steps a resumed run already took
-        }
-        let lr = lr_at(c, step, c.steps);
-        let loss = answer_step(&s.model, &mut opt, &d, &batch, (c, lr), device)?;
-        let train_loss = train::finite(loss, step)?;
-        let (last, at_eval) = (step + 1 == c.steps, (step + 1) % c.eval_every.max(1) == 0);
-        let val_loss = if !val_refs.is_empty() && (last || at_eval) {
-            let v = validate(&s.model, &val_refs, &d.val_answers, &label_t, 64)?;
-            run.record_validation(step + 1, v, &s.vs);
-            Some(v.0)
-        } else {
-            None
-        };
-        run.log.push(LogRow {
-            step: step + 1,
-            lr,
-            train_loss,
-            val_loss,
-        });
-        bar.inc(1);
-        if at_eval && !last {
-            let seconds = run.seconds + start_t.elapsed().as_secs_f64();
-            run.save(&resume, step + 1, (c, &data_digest), (&s.vs, &opt), seconds)?;
-            crate::output::kill_point("finetune-state-saved");
-        }
-    }
+    bar.inc(t.done as u64);
+    t.run(&mut task, c.steps, &bar)?;
     bar.finish();
     // the kept weights: the best validation step (the last one without validation cells)
-    let best_step = run.restore_best(&s.vs, device, c.steps);
+    let best_step = task.run.restore_best(&s.vs, device, c.steps);
     let head = CellTypeHead {
         task: TASK.into(),
         labels,
         tokens,
-        train_cells: draw.by_class.iter().map(Vec::len).collect(),
-        val_cells: val_refs.len(),
+        train_cells: task.draw.by_class.iter().map(Vec::len).collect(),
+        val_cells: task.val_refs.len(),
         start: base.map_or_else(|| "random".into(), |b| b.display().to_string()),
         best_step,
-        curve: std::mem::take(&mut run.curve),
+        curve: std::mem::take(&mut task.run.curve),
     };
-    let sizes = (d.seqs.len(), val_refs.len(), parameters);
-    let seconds = run.seconds + start_t.elapsed().as_secs_f64();
-    write_finetuned(out, (s, c), run, (head, sizes, seconds), extra)
+    let sizes = (d.seqs.len(), task.val_refs.len(), parameters);
+    let run = (std::mem::take(&mut t.log), t.tokens, t.seconds);
+    write_finetuned(out, (s, c), run, (head, sizes), extra)
 }
 
 /// The fine-tune's progress bar.
@@ -382,34 +359,95 @@ impl BatchDraw {
     }
 }
 
-/// One optimiser step on `batch` at learning rate `lr`; returns the training loss. The targets
-/// start at the answer, or (`loss_on_prompt`) at the prompt's second token.
-fn answer_step(
-    model: &GptNeox,
-    opt: &mut AdamW,
-    d: &AnswerData,
-    batch: &[usize],
-    (c, lr): (&TrainConfig, f64),
+/// Cell2Sentence's cell-type task: class-balanced batches of prompts with their answers, the
+/// loss on the answer (or, with `loss_on_prompt`, on every token), the validation answer loss and
+/// accuracy recorded with the best step's weights.
+struct AnswerTask<'a> {
+    d: &'a AnswerData,
+    c: &'a TrainConfig,
     device: Device,
-) -> Result<f64> {
-    let items: Vec<(&[i64], usize)> = batch
-        .iter()
-        .map(|&i| {
-            let from = if c.loss_on_prompt {
-                1
-            } else {
-                d.train_prompts[i].len()
-            };
-            (d.seqs[i].as_slice(), from)
+    draw: BatchDraw,
+    val_refs: Vec<&'a [i64]>,
+    label_t: Tensor,
+    run: Run,
+}
+
+impl<'a> AnswerTask<'a> {
+    /// The task over `d`, drawing among the training cells' classes `y` (below `n_classes`).
+    fn new(
+        d: &'a AnswerData,
+        (y, n_classes): (&[usize], usize),
+        c: &'a TrainConfig,
+        device: Device,
+        run: Run,
+    ) -> Result<Self> {
+        Ok(AnswerTask {
+            d,
+            c,
+            device,
+            draw: BatchDraw::new(y, n_classes, c)?,
+            val_refs: d.val_refs(),
+            label_t: Tensor::from_slice(&d.label_ids).to_device(device),
+            run,
         })
-        .collect();
-    let (x, t) = answer_batch(&items, device);
-    let l = answer_loss(model, &x, &t)?;
-    opt.zero_grad();
-    l.backward();
-    opt.clip_grad_norm(c.grad_clip);
-    opt.step(lr);
-    Ok(l.double_value(&[]))
+    }
+}
+
+impl Task for AnswerTask<'_> {
+    type Batch = Vec<usize>;
+
+    fn draw(&mut self, batch_size: usize) -> (Vec<usize>, usize) {
+        let batch = self.draw.next(batch_size);
+        let tokens = batch.iter().map(|&i| self.d.seqs[i].len()).sum();
+        (batch, tokens)
+    }
+
+    /// The targets start at the answer, or (`loss_on_prompt`) at the prompt's second token.
+    fn loss(&self, model: &GptNeox, batch: &Vec<usize>) -> Result<Tensor> {
+        let items: Vec<(&[i64], usize)> = batch
+            .iter()
+            .map(|&i| {
+                let from = if self.c.loss_on_prompt {
+                    1
+                } else {
+                    self.d.train_prompts[i].len()
+                };
+                (self.d.seqs[i].as_slice(), from)
+            })
+            .collect();
+        let (x, t) = answer_batch(&items, self.device);
+        answer_loss(model, &x, &t)
+    }
+
+    fn validates(&self) -> bool {
+        !self.val_refs.is_empty()
+    }
+
+    fn validate(
+        &mut self,
+        model: &GptNeox,
+        vs: &nn::VarStore,
+        step: usize,
+        tokens: usize,
+    ) -> Result<f64> {
+        let v = validate(
+            model,
+            &self.val_refs,
+            &self.d.val_answers,
+            &self.label_t,
+            64,
+        )?;
+        self.run.record_validation(step, v, vs, tokens);
+        Ok(v.0)
+    }
+
+    fn kept(&self) -> &[Snapshot] {
+        self.run.best.as_slice()
+    }
+
+    fn save_extra(&self, dir: &Path) -> Result<()> {
+        self.run.save_curve(dir)
+    }
 }
 
 /// Saves the fine-tuned model with [`HEAD`] and the `extra` files as one unit; `sizes` are the
@@ -417,8 +455,8 @@ fn answer_step(
 fn write_finetuned(
     out: &Path,
     (s, c): (super::cell_type_start::Start, &TrainConfig),
-    run: Run,
-    (head, sizes, seconds): (CellTypeHead, (usize, usize, i64), f64),
+    (log, tokens, seconds): (Vec<LogRow>, usize, f64),
+    (head, sizes): (CellTypeHead, (usize, usize, i64)),
     extra: &[(&'static str, Vec<u8>)],
 ) -> Result<FinetuneReport> {
     let f = Fitted {
@@ -427,8 +465,8 @@ fn write_finetuned(
         vocab: s.tok.vocab_size(),
         parameters: sizes.2,
         seconds,
-        tokens: run.seen,
-        log: run.log,
+        tokens,
+        log,
         snapshots: Vec::new(),
         half: c.half,
         vs: s.vs,

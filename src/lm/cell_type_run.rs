@@ -1,55 +1,26 @@
-//! The state of a cell-type fine-tune while it runs: its log, validation curve, the best
-//! snapshot so far, and the resumable state saved beside the output.
+//! A cell-type fine-tune's validation while it runs: its curve and the best snapshot so far, the
+//! curve saved beside the resumable state (see [`super::trainer`]).
 use super::cell_type_predict::ValPoint;
-use super::model_dir::{LogRow, Snapshot};
-use super::optim::AdamW;
-use super::resume::ResumeState;
-use super::train::{self, TrainConfig};
+use super::model_dir::Snapshot;
+use super::train;
 use crate::{Error, Result};
 use std::path::Path;
 use tch::{nn, Device};
 
-/// A fine-tune's progress (restored from a killed run's partial state, or fresh).
+/// A fine-tune's validation: its curve and the weights of its best step so far (restored from a
+/// killed run's partial state, or fresh).
 #[derive(Default)]
 pub(super) struct Run {
-    /// Steps already taken (by a killed run, when resumed).
-    pub(super) done: usize,
-    pub(super) log: Vec<LogRow>,
     pub(super) curve: Vec<ValPoint>,
     pub(super) best: Option<Snapshot>,
-    /// Training seconds of earlier attempts.
-    pub(super) seconds: f64,
-    /// Training tokens drawn so far.
-    pub(super) seen: usize,
 }
 
 impl Run {
-    /// The partial state in `resume` for these settings and data, else a fresh run.
-    pub(super) fn resume_or_start(
-        resume: &Path,
-        c: &TrainConfig,
-        data_digest: &str,
-        vs: &nn::VarStore,
-        opt: &mut AdamW,
-        progress: bool,
-    ) -> Result<Run> {
-        let Some(st) = ResumeState::load(resume, c, data_digest, vs, opt)? else {
-            return Ok(Run::default());
-        };
-        if progress {
-            eprintln!(
-                "[finetune] resuming {} at step {}",
-                resume.display(),
-                st.step
-            );
-        }
+    /// The curve saved in `resume` and the best step's weights among the resumed `snapshots`.
+    pub(super) fn resumed(resume: &Path, snapshots: Vec<Snapshot>) -> Result<Run> {
         Ok(Run {
-            done: st.step,
-            log: st.log,
             curve: read_curve(resume)?,
-            best: st.snapshots.into_iter().next(),
-            seconds: st.seconds,
-            seen: 0,
+            best: snapshots.into_iter().next(),
         })
     }
 
@@ -60,6 +31,7 @@ impl Run {
         step: usize,
         (loss, accuracy): (f64, f64),
         vs: &nn::VarStore,
+        tokens: usize,
     ) {
         self.curve.push(ValPoint {
             step,
@@ -73,29 +45,12 @@ impl Run {
                 .is_none_or(|p| loss < p.loss)
         });
         if better {
-            self.best = Some(Snapshot::take(step, self.seen, vs));
+            self.best = Some(Snapshot::take(step, tokens, vs));
         }
     }
 
-    /// Saves the resumable state after `step` (with the curve) into `resume`.
-    pub(super) fn save(
-        &self,
-        resume: &Path,
-        step: usize,
-        (c, data_digest): (&TrainConfig, &str),
-        (vs, opt): (&nn::VarStore, &AdamW),
-        seconds: f64,
-    ) -> Result<()> {
-        let st = ResumeState {
-            step,
-            config: c.clone(),
-            data_digest: data_digest.to_string(),
-            log: self.log.clone(),
-            seconds,
-            snapshot_tokens: self.best.iter().map(|b| (b.step, b.tokens)).collect(),
-            snapshots: Vec::new(),
-        };
-        st.save(resume, vs, opt, self.best.as_slice())?;
+    /// Saves the curve beside the resumable state in `resume`.
+    pub(super) fn save_curve(&self, resume: &Path) -> Result<()> {
         write_curve(resume, &self.curve)
     }
 

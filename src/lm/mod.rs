@@ -18,6 +18,7 @@ pub mod resume;
 pub mod tokenizer;
 pub mod train;
 pub mod train_config;
+mod trainer;
 
 pub use config::NeoxConfig;
 pub use corpus::{check_held_out, pretrain, Corpus, CorpusDataset, CorpusPart};

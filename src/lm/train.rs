@@ -3,16 +3,15 @@
 //! Hugging Face layout so [`super::load`] (and transformers) read it back.
 use super::config::NeoxConfig;
 use super::model::GptNeox;
-use super::optim::AdamW;
 
 pub(crate) use super::model_dir::read_json;
 pub use super::model_dir::{
     check_out, save, untrained_like, ExtraFiles, LogRow, ModelMeta, META, TRAINING_LOG,
 };
 pub use super::model_dir::{partial_dir, Fitted, Snapshot};
-use super::resume::ResumeState;
 use super::tokenizer::{gene_tokenizer, Tok};
 pub use super::train_config::{Sampling, TrainConfig};
+use super::trainer::{Resume, Task, Trainer};
 use crate::progress::Progress;
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
@@ -351,75 +350,130 @@ pub fn fit(
     let tok = tokenizer_for(base_ck.as_ref(), init, &sents)?;
     let texts: Vec<String> = sents.iter().map(|s| s.join(" ")).collect();
     let ids = tok.encode_batch(&texts)?;
-    // split train / validation, seeded; the same generator then orders the training batches
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
-    let (val, train_idx) = split_validation(&ids, c, &mut rng);
-    let vocab = tok.vocab_size() as i64;
-    let (vs, model, cfg) = model_to_train(base_ck, c, vocab as usize, device)?;
+    let (vs, model, cfg) = model_to_train(base_ck, c, tok.vocab_size(), device)?;
     check_positions(&ids, &cfg, "a sentence")?;
-    let parameters = parameter_count(&vs);
-    let prior = (c.logit_prior).then(|| log_prior(&ids, &train_idx, cfg.vocab_size, device));
-    let val_of = |m: &GptNeox| val_loss(m, &val, c.batch_size, device, prior.as_ref());
-    let mut opt = AdamW::new(&vs, 0.9, 0.95, 1e-8, c.weight_decay);
+    let mut task = NextGene::new(&ids, c, cfg.vocab_size, device);
     let data_digest = crate::cache::sha256_hex(texts.join("\n").as_bytes());
-    let mut st = resumed(resume, c, &data_digest, &vs, &mut opt, progress)?
-        .unwrap_or_else(|| fresh(c, &data_digest));
-    let done = st.step;
-    let stop = stop_after.map_or(c.steps, |s| s.min(c.steps));
-    if done == 0 && c.snapshots.contains(&0) {
+    let resume = resume.map(|dir| Resume {
+        dir,
+        data_digest: &data_digest,
+    });
+    let (mut t, snapshots) = Trainer::start((c, &model, &vs), resume, "train", progress)?;
+    task.snapshots = snapshots;
+    if t.done == 0 && c.snapshots.contains(&0) {
         // the initialisation, with its validation loss as step 0
-        let v = (!val.is_empty()).then(|| val_of(&model)).transpose()?;
-        st.log.push(step0_row(v));
-        st.snapshots.push(Snapshot::take(0, 0, &vs));
-    }
-    let start = std::time::Instant::now();
-    let bar = Progress::bar(progress, c.steps as u64, "train LM (steps)");
-    bar.inc(done as u64);
-    let mut queue: Vec<usize> = Vec::new();
-    let mut tokens = 0usize;
-    for step in 0..stop {
-        let batch = next_batch(&mut queue, &train_idx, &mut rng, c.batch_size);
-        let seqs = sequences(&ids, &batch, c.shuffle_genes, &mut rng);
-        tokens += seqs.iter().map(|s| s.len()).sum::<usize>();
-        if step < done {
-            continue; // replaying the data order of the steps a resumed run already took
-        }
-        let lr = lr_at(c, step, c.steps);
-        let loss = lm_step(&model, &mut opt, &seqs, (c, lr), device, prior.as_ref())?;
-        let train_loss = finite(loss, step)?;
-        let (last, at_eval) = (step + 1 == c.steps, (step + 1) % c.eval_every.max(1) == 0);
-        let val_loss = (!val.is_empty() && (last || at_eval))
-            .then(|| val_of(&model))
+        let v = task
+            .validates()
+            .then(|| task.val_loss(&model))
             .transpose()?;
-        st.log.push(LogRow {
-            step: step + 1,
-            lr,
-            train_loss,
-            val_loss,
-        });
-        if c.snapshots.contains(&(step + 1)) {
-            st.snapshots.push(Snapshot::take(step + 1, tokens, &vs));
-        }
-        bar.inc(1);
-        if let Some(dir) = resume.filter(|_| at_eval && !last) {
-            let seconds = st.seconds + start.elapsed().as_secs_f64();
-            save_state(dir, &st, step + 1, seconds, (&vs, &opt))?;
-        }
+        t.log.push(step0_row(v));
+        task.snapshots.push(Snapshot::take(0, 0, &vs));
     }
+    let bar = Progress::bar(progress, c.steps as u64, "train LM (steps)");
+    bar.inc(t.done as u64);
+    t.run(
+        &mut task,
+        stop_after.map_or(c.steps, |s| s.min(c.steps)),
+        &bar,
+    )?;
     bar.finish();
-    if c.steps == 0 && !val.is_empty() && !c.snapshots.contains(&0) {
+    if c.steps == 0 && task.validates() && !c.snapshots.contains(&0) {
         // the untrained model: its validation loss as step 0
-        st.log.push(step0_row(Some(val_of(&model)?)));
+        t.log.push(step0_row(Some(task.val_loss(&model)?)));
     }
-    let sizes = (train_idx.len(), val.len(), parameters);
-    let seconds = st.seconds + start.elapsed().as_secs_f64();
-    Ok(fitted(st, (tokens, seconds), sizes, c.half, (vs, cfg, tok)))
+    let sizes = (task.train_idx.len(), task.val.len(), parameter_count(&vs));
+    let (log, snapshots) = (
+        std::mem::take(&mut t.log),
+        std::mem::take(&mut task.snapshots),
+    );
+    let run = (log, snapshots, t.tokens, t.seconds);
+    Ok(fitted(run, sizes, c.half, (vs, cfg, tok)))
 }
 
-/// The trained model and its summary (`sizes`: training and validation sentences, parameters).
+/// Next-gene training: every token of a sentence is a target (with `logit_prior`, over the
+/// training genes' log-frequency prior).
+struct NextGene<'a> {
+    ids: &'a [Vec<i64>],
+    c: &'a TrainConfig,
+    device: Device,
+    train_idx: Vec<usize>,
+    val: Vec<Cow<'a, [i64]>>,
+    /// The seeded generator of the split, then of the batches and gene shuffles.
+    rng: rand_chacha::ChaCha8Rng,
+    queue: Vec<usize>,
+    prior: Option<Tensor>,
+    snapshots: Vec<Snapshot>,
+}
+
+impl<'a> NextGene<'a> {
+    /// The task over `ids` (a `vocab`-token model): split into training and validation, seeded.
+    fn new(ids: &'a [Vec<i64>], c: &'a TrainConfig, vocab: i64, device: Device) -> Self {
+        // split train / validation, seeded; the same generator then orders the training batches
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
+        let (val, train_idx) = split_validation(ids, c, &mut rng);
+        let prior = (c.logit_prior).then(|| log_prior(ids, &train_idx, vocab, device));
+        NextGene {
+            ids,
+            c,
+            device,
+            train_idx,
+            val,
+            rng,
+            queue: Vec::new(),
+            prior,
+            snapshots: Vec::new(),
+        }
+    }
+
+    fn val_loss(&self, model: &GptNeox) -> Result<f64> {
+        val_loss(
+            model,
+            &self.val,
+            self.c.batch_size,
+            self.device,
+            self.prior.as_ref(),
+        )
+    }
+}
+
+impl<'a> Task for NextGene<'a> {
+    type Batch = Vec<Cow<'a, [i64]>>;
+
+    fn draw(&mut self, batch_size: usize) -> (Self::Batch, usize) {
+        let batch = next_batch(&mut self.queue, &self.train_idx, &mut self.rng, batch_size);
+        let seqs = sequences(self.ids, &batch, self.c.shuffle_genes, &mut self.rng);
+        let tokens = seqs.iter().map(|s| s.len()).sum();
+        (seqs, tokens)
+    }
+
+    fn loss(&self, model: &GptNeox, seqs: &Self::Batch) -> Result<Tensor> {
+        let (x, y) = lm_batch(seqs, self.device);
+        loss(model, &x, &y, self.prior.as_ref())
+    }
+
+    fn validates(&self) -> bool {
+        !self.val.is_empty()
+    }
+
+    fn validate(&mut self, model: &GptNeox, _: &nn::VarStore, _: usize, _: usize) -> Result<f64> {
+        self.val_loss(model)
+    }
+
+    fn after_step(&mut self, vs: &nn::VarStore, step: usize, tokens: usize) {
+        if self.c.snapshots.contains(&step) {
+            self.snapshots.push(Snapshot::take(step, tokens, vs));
+        }
+    }
+
+    fn kept(&self) -> &[Snapshot] {
+        &self.snapshots
+    }
+}
+
+/// The trained model and its summary (`run`: log, snapshots, tokens and seconds; `sizes`:
+/// training and validation sentences, parameters).
 fn fitted(
-    st: ResumeState,
-    (tokens, seconds): (usize, f64),
+    (log, snapshots, tokens, seconds): (Vec<LogRow>, Vec<Snapshot>, usize, f64),
     sizes: (usize, usize, i64),
     half: bool,
     (vs, cfg, tok): (nn::VarStore, NeoxConfig, Tok),
@@ -431,8 +485,8 @@ fn fitted(
         parameters: sizes.2,
         seconds,
         tokens,
-        log: st.log,
-        snapshots: st.snapshots,
+        log,
+        snapshots,
         half,
         vs,
         cfg,
@@ -585,38 +639,6 @@ fn model_to_train(
     Ok((vs, model, cfg))
 }
 
-/// A killed run's saved state for these settings and data, if any.
-fn resumed(
-    dir: Option<&Path>,
-    c: &TrainConfig,
-    data_digest: &str,
-    vs: &nn::VarStore,
-    opt: &mut AdamW,
-    progress: bool,
-) -> Result<Option<ResumeState>> {
-    let Some(dir) = dir else {
-        return Ok(None);
-    };
-    let st = ResumeState::load(dir, c, data_digest, vs, opt)?;
-    if let (Some(st), true) = (&st, progress) {
-        eprintln!("[train] resuming {} at step {}", dir.display(), st.step);
-    }
-    Ok(st)
-}
-
-/// The state of a run that starts at step 0.
-fn fresh(c: &TrainConfig, data_digest: &str) -> ResumeState {
-    ResumeState {
-        step: 0,
-        config: c.clone(),
-        data_digest: data_digest.to_string(),
-        log: Vec::with_capacity(c.steps),
-        seconds: 0.0,
-        snapshot_tokens: Default::default(),
-        snapshots: Vec::new(),
-    }
-}
-
 /// The log row of an untrained model: its validation loss as step 0.
 fn step0_row(val_loss: Option<f64>) -> LogRow {
     LogRow {
@@ -643,42 +665,4 @@ fn next_batch(
         batch.push(queue.pop().expect("refilled"));
     }
     batch
-}
-
-/// One next-gene optimiser step on `seqs` at learning rate `lr`; returns the training loss.
-fn lm_step(
-    model: &GptNeox,
-    opt: &mut AdamW,
-    seqs: &[Cow<'_, [i64]>],
-    (c, lr): (&TrainConfig, f64),
-    device: Device,
-    prior: Option<&Tensor>,
-) -> Result<f64> {
-    let (x, y) = lm_batch(seqs, device);
-    let l = loss(model, &x, &y, prior)?;
-    opt.zero_grad();
-    l.backward();
-    opt.clip_grad_norm(c.grad_clip);
-    opt.step(lr);
-    Ok(l.double_value(&[]))
-}
-
-/// Saves the resumable state after `step` (`seconds` of training so far) into `dir`.
-fn save_state(
-    dir: &Path,
-    st: &ResumeState,
-    step: usize,
-    seconds: f64,
-    (vs, opt): (&nn::VarStore, &AdamW),
-) -> Result<()> {
-    let st2 = ResumeState {
-        step,
-        config: st.config.clone(),
-        data_digest: st.data_digest.clone(),
-        log: st.log.clone(),
-        seconds,
-        snapshot_tokens: st.snapshots.iter().map(|s| (s.step, s.tokens)).collect(),
-        snapshots: Vec::new(),
-    };
-    st2.save(dir, vs, opt, &st.snapshots)
 }
