@@ -14,6 +14,7 @@ pub mod cli;
 pub mod csr;
 pub mod data;
 pub mod deviation;
+pub mod embedding;
 pub mod error;
 pub mod experiment;
 pub mod figure;

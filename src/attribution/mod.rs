@@ -7,6 +7,7 @@
 //! the same with the gradient averaged over E scaled by α ∈ (0, 1] (midpoint rule, `steps`
 //! points; baseline: zero embeddings), so the scores of a cell add up to logit(E) − logit(0).
 //! Both are checked against finite differences (tests/lm.rs).
+pub mod model;
 pub mod tables;
 
 use serde::{Deserialize, Serialize};

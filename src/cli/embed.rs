@@ -6,7 +6,6 @@
 //! chunk to chunk through every cell (`--cells`/`--shard` embed only theirs), and an embedding
 //! does not depend on its batch, so the output equals the in-memory `embed` byte for byte.
 use std::cell::Cell;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -16,9 +15,9 @@ use super::lm::{read_prompts, sentence_words, RunDevice, SentenceSource};
 use super::stream::open_backed;
 use super::InputArgs;
 use crate::cache::Cache;
+use crate::embedding;
 use crate::error::{Error, Result};
 use crate::lm::{self, EmbedOptions, PromptStyle};
-use crate::npy::Matrix;
 use crate::output::{check_out, OutKind};
 use crate::sentence::{GeneSet, SentenceParams};
 
@@ -116,85 +115,9 @@ pub(super) fn style_for(a: &EmbedArgs) -> Result<PromptStyle> {
     })
 }
 
-/// Above this share of unknown genes, `embed` refuses unless `--allow-unknown-genes`.
-const MAX_UNKNOWN_SHARE: f64 = 0.5;
-
-/// Says how many of the sentences' genes a gene-level model does not know (read as `<unk>`), and
-/// refuses when they are most of them unless `allow`.
-pub(super) fn check_vocabulary(model: &Path, texts: &[String], allow: bool) -> Result<()> {
-    let tok = lm::tokenizer::Tok::load(&model.join("tokenizer.json"))?;
-    let Some((unknown, total)) = tok.unknown_tokens(texts)? else {
-        return Ok(());
-    };
-    if unknown == 0 {
-        return Ok(());
-    }
-    let share = unknown as f64 / total.max(1) as f64;
-    let what = format!(
-        "{unknown} of the sentences' {total} gene tokens ({:.1} %) are not in {}'s vocabulary and are read as `{}`",
-        100.0 * share,
-        model.display(),
-        lm::tokenizer::UNK
-    );
-    if share > MAX_UNKNOWN_SHARE && !allow {
-        return Err(Error::param(
-            "--model",
-            format!(
-                "{what}: the embedding would describe the unknown token more than the cells; use a model trained on this dataset's genes (same gene names and case), or pass --allow-unknown-genes"
-            ),
-        ));
-    }
-    eprintln!("warning: {what}");
-    Ok(())
-}
-
 /// The gene budget a model directory was trained with (`cellsentence.json`), if any.
 fn model_budget(dir: &Path) -> Option<usize> {
     lm::ModelMeta::read(dir).ok().flatten().map(|m| m.max_genes)
-}
-
-/// The digest of a list of prompts: their count, then each one (no two lists share it, not even
-/// no prompt and one empty prompt).
-fn texts_digest(texts: &[String]) -> String {
-    let mut h = format!("{}", texts.len());
-    for t in texts {
-        h.push('\u{1e}');
-        h.push_str(t);
-    }
-    crate::cache::sha256_hex(h.as_bytes())
-}
-
-/// Embeds texts with caching by (model digest, texts digest, precision).
-pub fn embed_cached(
-    cache: &Cache,
-    model: &Path,
-    texts: &[String],
-    run: &RunDevice,
-    (layer, pool): (i64, lm::Pool),
-    label: &str,
-) -> Result<Matrix> {
-    let (device, kind) = lm::device_and_kind(run.cuda, run.dtype)?;
-    let model_digest = cache.file_digest(model)?;
-    let texts_digest = texts_digest(texts);
-    let inputs = (
-        &model_digest,
-        &texts_digest,
-        &run.dtype,
-        run.cuda,
-        layer,
-        pool,
-    );
-    let (m, _) = cache.npy("embeddings", label, &inputs, || {
-        let ck = lm::load(model, device, kind)?;
-        let opts = EmbedOptions {
-            layer,
-            pool,
-            batch_tokens: run.batch_tokens,
-            ..EmbedOptions::default()
-        };
-        lm::embed_texts(&ck, texts, &opts)
-    })?;
-    Ok(m)
 }
 
 /// The cells (names) and the texts to embed: the prompts as given, or the input's sentences
@@ -227,31 +150,6 @@ fn cells_and_texts(a: &EmbedArgs) -> Result<(Vec<String>, Vec<String>, bool)> {
     Ok((cells, texts, sentences_only))
 }
 
-/// A cell name that cannot stand on its own line of a .cells.txt (empty, or with a newline, tab or
-/// other control character).
-fn unlistable(cell: &str) -> bool {
-    cell.is_empty() || cell.chars().any(char::is_control)
-}
-
-/// One name per line: a cell name that is empty or holds a control character would shift every
-/// later row of `names` (the .cells.txt beside the .npy).
-fn check_cell_names(a: &EmbedArgs, cells: &[String], names: &Path) -> Result<()> {
-    if let Some((i, c)) = cells.iter().enumerate().find(|(_, c)| unlistable(c)) {
-        return Err(Error::bad_value(
-            a.input.as_deref().unwrap_or("prompts"),
-            "obs_names",
-            format!(
-                "cell name {c:?} (cell {} of {}) is empty or contains a control character (newline, tab, …); {} lists one cell per line",
-                i + 1,
-                cells.len(),
-                names.display()
-            ),
-            "rename the cells in obs (e.g. obs_names_make_unique after replacing the characters)",
-        ));
-    }
-    Ok(())
-}
-
 /// `cellsentence embed`.
 pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     let start = std::time::Instant::now();
@@ -260,8 +158,8 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         .into_iter()
         .flatten()
         .collect();
-    let to_h5ad = a.out.extension().is_some_and(|e| e == "h5ad");
-    let names_file = (!to_h5ad).then(|| a.out.with_extension("cells.txt"));
+    let to_h5ad = embedding::is_h5ad(&a.out);
+    let names_file = (!to_h5ad).then(|| embedding::names_file(&a.out));
     for out in std::iter::once(&a.out).chain(&names_file) {
         check_out("--out", out, &inputs, OutKind::File)?;
     }
@@ -299,26 +197,24 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         None => (cells, texts),
         Some((start, end)) => (cells[start..end].to_vec(), texts[start..end].to_vec()),
     };
-    let names = a.out.with_extension("cells.txt");
-    check_cell_names(a, &cells, &names)?;
+    let names = embedding::names_file(&a.out);
+    let source = a.input.as_deref().unwrap_or("prompts");
+    embedding::check_cell_names(source, &cells, &names)?;
     if sentences_only {
-        check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
+        embedding::check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
     }
     let cache = Cache::open(&a.cache, a.force)?;
-    let m = embed_cached(
+    let m = embedding::embed_cached(
         &cache,
         &a.model,
         &texts,
-        &a.run,
+        a.run.run_on(),
         (a.layer, a.pool),
         &a.out.display().to_string(),
     )?;
-    if to_h5ad {
-        let about = embedding_about(a, range, n_cells, input_digest)?;
-        crate::data::h5ad_out::write_embeddings(&a.out, &cells, &m, &about)?;
-    } else {
-        write_embedding_pair(&a.out, &names, &m, &cells)?;
-    }
+    embedding::write(&a.out, &cells, &m, || {
+        embedding_about(a, range, n_cells, input_digest)
+    })?;
     eprintln!(
         "[embed] {} cells × {} dims → {}{} in {:.1} s",
         m.rows,
@@ -404,28 +300,6 @@ pub(super) fn embedding_about(
     }))
 }
 
-/// Writes the embeddings and their cell names as one unit (a kill leaves the old pair or the new
-/// one, never new embeddings beside old names).
-fn write_embedding_pair(
-    out: &Path,
-    names: &Path,
-    m: &crate::npy::Matrix,
-    cells: &[String],
-) -> Result<()> {
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    crate::output::clean_leftovers(dir)?;
-    let t_npy = crate::output::write_temp(dir, &crate::npy::to_bytes(m))?;
-    let t_names = crate::output::write_temp(dir, (cells.join("\n") + "\n").as_bytes())?;
-    crate::output::commit_files(
-        dir,
-        "embed",
-        &[(t_npy, out.to_path_buf()), (t_names, names.to_path_buf())],
-    )
-}
-
 /// Streams `a.input` in chunks of `chunk` cells into `a.out`: an .npy and `<out>.cells.txt`, or
 /// an .h5ad (`input_sha256`: the input's digest, recorded in its `uns`).
 pub(super) fn stream_embed(
@@ -451,11 +325,16 @@ pub(super) fn stream_embed(
         max_genes: Some(budget),
     };
     let params = super::stream::params(&s.prep, chunk, s.genes == GeneSet::Hvg, sentence);
-    let dir = out_dir(&a.out);
-    crate::output::clean_leftovers(dir)?;
     // the first chunk's gene sentences are checked against a gene-level vocabulary, as in memory
     let check = matches!(style, lm::PromptStyle::Sentence);
-    let mut sink = EmbedSink::create(a, dir, &ck, chunk, check)?;
+    let opts = EmbedOptions {
+        layer: a.layer,
+        pool: a.pool,
+        batch_tokens: a.run.batch_tokens,
+        ..EmbedOptions::default()
+    };
+    let vocabulary = check.then_some((a.model.as_path(), a.allow_unknown_genes));
+    let mut sink = embedding::Sink::create(&ck, opts, &a.out, chunk, vocabulary)?;
     // the QC-kept cells and the range of them to embed, known once QC has counted them
     let (n_cells, range) = (Cell::new(0), Cell::new((0, usize::MAX)));
     let on_kept = |n: usize| {
@@ -472,7 +351,7 @@ pub(super) fn stream_embed(
         if !(lo < k && k <= hi) {
             return Ok(());
         }
-        if unlistable(cell) {
+        if embedding::unlistable(cell) {
             return Err(Error::bad_value(
                 b.path(),
                 "obs_names",
@@ -483,7 +362,7 @@ pub(super) fn stream_embed(
         sink.push(cell, text)
     });
     let shard = (a.cells.is_some() || a.shard.is_some()).then(|| range.get());
-    let (n, cols) = sink.finish(streamed, || {
+    let (n, cols) = sink.finish(streamed.map(|_| ()), || {
         embedding_about(a, shard, n_cells.get(), input_sha256)
     })?;
     eprintln!(
@@ -492,165 +371,4 @@ pub(super) fn stream_embed(
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The folder an output file is written in (`.` for a bare file name).
-fn out_dir(out: &Path) -> &Path {
-    out.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
-/// Where [`stream_embed`]'s embeddings go while the cells stream: texts gathered a chunk at a
-/// time, embedded, and the rows spilled to a temporary file (.npy output) or kept (.h5ad).
-struct EmbedSink<'a> {
-    a: &'a EmbedArgs,
-    ck: &'a lm::Checkpoint,
-    opts: EmbedOptions,
-    dir: &'a Path,
-    chunk: usize,
-    to_h5ad: bool,
-    rows_tmp: PathBuf,
-    rows: std::io::BufWriter<std::fs::File>,
-    names: Vec<String>,
-    texts: Vec<String>,
-    kept: Vec<f32>,
-    cols: usize,
-    /// Whether the texts still need the gene-vocabulary check (bare gene sentences only).
-    check_vocabulary: bool,
-}
-
-impl<'a> EmbedSink<'a> {
-    fn create(
-        a: &'a EmbedArgs,
-        dir: &'a Path,
-        ck: &'a lm::Checkpoint,
-        chunk: usize,
-        check_vocabulary: bool,
-    ) -> Result<Self> {
-        let rows_tmp = crate::output::write_temp(dir, &[])?;
-        let f = std::fs::File::create(&rows_tmp).map_err(|e| Error::io(&rows_tmp, e))?;
-        Ok(EmbedSink {
-            a,
-            ck,
-            opts: EmbedOptions {
-                layer: a.layer,
-                pool: a.pool,
-                batch_tokens: a.run.batch_tokens,
-                ..EmbedOptions::default()
-            },
-            dir,
-            chunk,
-            to_h5ad: a.out.extension().is_some_and(|e| e == "h5ad"),
-            rows_tmp,
-            rows: std::io::BufWriter::new(f),
-            names: Vec::new(),
-            texts: Vec::new(),
-            kept: Vec::new(),
-            cols: 0,
-            check_vocabulary,
-        })
-    }
-
-    /// One selected cell's prompt; a full chunk is embedded.
-    fn push(&mut self, cell: &str, text: String) -> Result<()> {
-        self.names.push(cell.to_string());
-        self.texts.push(text);
-        if self.texts.len() >= self.chunk {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.texts.is_empty() {
-            return Ok(());
-        }
-        if std::mem::take(&mut self.check_vocabulary) {
-            check_vocabulary(&self.a.model, &self.texts, self.a.allow_unknown_genes)?;
-        }
-        let m = lm::embed_texts(self.ck, &self.texts, &self.opts)?;
-        self.cols = m.cols;
-        if self.to_h5ad {
-            self.kept.extend_from_slice(&m.data);
-        } else {
-            self.rows
-                .write_all(bytemuck::cast_slice(&m.data))
-                .map_err(|e| Error::io(&self.rows_tmp, e))?;
-        }
-        self.texts.clear();
-        Ok(())
-    }
-
-    /// After the stream (`streamed`): embeds the last chunk and commits the output (`about`: the
-    /// .h5ad's `uns` record), or leaves nothing when anything failed. Returns cells × dims.
-    fn finish(
-        mut self,
-        streamed: Result<crate::stream::Streamed>,
-        about: impl FnOnce() -> Result<serde_json::Value>,
-    ) -> Result<(usize, usize)> {
-        let done = streamed.and_then(|_| self.flush());
-        let rows_tmp = self.rows_tmp.clone();
-        let file = self
-            .rows
-            .into_inner()
-            .map_err(|e| Error::io(&rows_tmp, e.into_error()));
-        let (names, cols) = (self.names, self.cols);
-        let committed = done.and(file).and_then(|file| {
-            drop(file);
-            if self.to_h5ad {
-                let m = crate::npy::Matrix {
-                    rows: names.len(),
-                    cols,
-                    data: self.kept,
-                };
-                return crate::data::h5ad_out::write_embeddings(&self.a.out, &names, &m, &about()?);
-            }
-            crate::output::kill_point("embed-rows-spilled");
-            commit_npy(self.dir, &rows_tmp, &self.a.out, &names, cols)
-        });
-        let _ = std::fs::remove_file(&rows_tmp);
-        committed.map(|_| (names.len(), cols))
-    }
-}
-
-/// Commits `<out>` (.npy: the header, then the rows spilled to `rows_tmp`) and `<out>.cells.txt`
-/// as one unit.
-fn commit_npy(
-    dir: &Path,
-    rows_tmp: &Path,
-    out: &Path,
-    names: &[String],
-    cols: usize,
-) -> Result<()> {
-    let npy_tmp = crate::output::write_temp(dir, &crate::npy::header(names.len(), cols))?;
-    let mut npy = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&npy_tmp)
-        .map_err(|e| Error::io(&npy_tmp, e))?;
-    let mut src = std::fs::File::open(rows_tmp).map_err(|e| Error::io(rows_tmp, e))?;
-    std::io::copy(&mut src, &mut npy).map_err(|e| Error::io(&npy_tmp, e))?;
-    let names_tmp = crate::output::write_temp(dir, (names.join("\n") + "\n").as_bytes())?;
-    crate::output::commit_files(
-        dir,
-        "embed",
-        &[
-            (npy_tmp, out.to_path_buf()),
-            (names_tmp, out.with_extension("cells.txt")),
-        ],
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    /// No prompt and one empty prompt never share an embedding cache entry (issue 32 family 6).
-    #[test]
-    fn prompt_lists_have_distinct_digests() {
-        let d =
-            |v: &[&str]| super::texts_digest(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_ne!(d(&[]), d(&[""]));
-        assert_ne!(d(&[""]), d(&["", ""]));
-        assert_ne!(d(&["a b"]), d(&["a", "b"]));
-        assert_eq!(d(&["x"]), d(&["x"]));
-    }
 }

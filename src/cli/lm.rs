@@ -53,6 +53,17 @@ pub struct RunDevice {
     pub batch_tokens: usize,
 }
 
+impl RunDevice {
+    /// The options as the library takes them.
+    pub fn run_on(&self) -> crate::embedding::RunOn {
+        crate::embedding::RunOn {
+            cuda: self.cuda,
+            dtype: self.dtype,
+            batch_tokens: self.batch_tokens,
+        }
+    }
+}
+
 /// `train-lm` options.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
