@@ -7,7 +7,9 @@ pub use crate::classify::svm::SvmConfig;
 pub use crate::classify::{self, metrics, splits, Classifier};
 pub use crate::hvg::{Flavor, HvgParams};
 pub use crate::lm::{self, EmbedOptions, PromptStyle, TrainConfig};
-pub use crate::pipeline::{self, Counts, HvgInput, HvgSource, Pipeline};
+pub use crate::pipeline::{
+    self, each_sentence, Backend, Counts, HvgInput, HvgSource, Pipeline, SentenceRecipe,
+};
 pub use crate::preprocess::{self, PreprocessParams};
 pub use crate::reconstruct::{self, RecModel};
 pub use crate::report::{f4, Table};

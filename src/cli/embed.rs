@@ -12,14 +12,16 @@ use clap::Args;
 
 use super::domain;
 use super::lm::{read_prompts, sentence_words, RunDevice, SentenceSource};
-use super::stream::open_backed;
 use super::InputArgs;
 use crate::cache::Cache;
+use crate::data::DatasetEntry;
+use crate::deviation::Order;
 use crate::embedding;
 use crate::error::{Error, Result};
 use crate::lm::{self, EmbedOptions, PromptStyle};
 use crate::output::{check_out, OutKind};
-use crate::sentence::{GeneSet, SentenceParams};
+use crate::pipeline::{self, Backend, SentenceRecipe};
+use crate::sentence::SentenceParams;
 
 /// `embed` options.
 #[derive(Debug, Args)]
@@ -173,20 +175,21 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         _ => None,
     };
     if let (Some(input), None) = (&a.input, &a.prompts) {
-        let why_not = crate::pipeline::why_not_streamed(
-            crate::deviation::Order::Expression,
-            a.source.genes,
-            &super::hvg_source(&a.source.prep),
-        );
-        let dirs = &a.source.dirs;
-        if let Some(chunk) =
-            super::stream::decide(a.chunk_cells, a.max_memory, input, dirs, why_not)?
-        {
-            let budget = a
-                .max_genes
-                .or_else(|| model_budget(&a.model))
-                .unwrap_or(200);
-            return stream_embed(a, chunk, budget, input_digest);
+        let entry = super::stream::entry_of(&input_args(a, input))?;
+        let budget = a
+            .max_genes
+            .or_else(|| model_budget(&a.model))
+            .unwrap_or(200);
+        let sentence = SentenceParams {
+            tie_seed: a.source.tie_seed,
+            max_genes: Some(budget),
+        };
+        let s = &a.source;
+        let recipe = super::stream::recipe(&s.prep, s.genes, Order::Expression, sentence);
+        let be = super::stream::backend(a.chunk_cells, a.max_memory);
+        if let Some(chunk) = be.chunk_for(&entry.path, recipe.why_not_streamed())? {
+            let how = (&entry, &recipe, budget);
+            return stream_embed(a, how, chunk, input_digest);
         }
     }
     // gene sentences (not prompts or templates) are checked against a gene-level vocabulary
@@ -300,31 +303,30 @@ pub(super) fn embedding_about(
     }))
 }
 
-/// Streams `a.input` in chunks of `chunk` cells into `a.out`: an .npy and `<out>.cells.txt`, or
-/// an .h5ad (`input_sha256`: the input's digest, recorded in its `uns`).
+/// The input options of `embed`'s `input`.
+fn input_args(a: &EmbedArgs, input: &str) -> InputArgs {
+    InputArgs {
+        input: input.to_string(),
+        layer: a.source.adata_layer.clone(),
+        raw: a.source.raw,
+        dirs: a.source.dirs.clone(),
+    }
+}
+
+/// Streams `entry` (its sentences as `recipe` says, cut at `budget` genes) in chunks of `chunk`
+/// cells into `a.out`: an .npy and `<out>.cells.txt`, or an .h5ad (`input_sha256`: the input's
+/// digest, recorded in its `uns`).
 pub(super) fn stream_embed(
     a: &EmbedArgs,
+    (entry, recipe, budget): (&DatasetEntry, &SentenceRecipe, usize),
     chunk: usize,
-    budget: usize,
     input_sha256: Option<String>,
 ) -> Result<()> {
     let start = std::time::Instant::now();
-    let s = &a.source;
-    let b = open_backed(&InputArgs {
-        input: a.input.clone().unwrap_or_default(),
-        layer: s.adata_layer.clone(),
-        raw: s.raw,
-        dirs: s.dirs.clone(),
-    })?;
     let style = style_for(a)?;
     let mut renderer = style.renderer(budget);
     let (device, kind) = lm::device_and_kind(a.run.cuda, a.run.dtype)?;
     let ck = lm::load(&a.model, device, kind)?;
-    let sentence = SentenceParams {
-        tie_seed: s.tie_seed,
-        max_genes: Some(budget),
-    };
-    let params = super::stream::params(&s.prep, chunk, s.genes == GeneSet::Hvg, sentence);
     // the first chunk's gene sentences are checked against a gene-level vocabulary, as in memory
     let check = matches!(style, lm::PromptStyle::Sentence);
     let opts = EmbedOptions {
@@ -343,7 +345,8 @@ pub(super) fn stream_embed(
         Ok(())
     };
     let mut k = 0usize;
-    let streamed = crate::stream::sentences_with(&b, &params, on_kept, |cell, words| {
+    let backend = Backend::Streamed { chunk_cells: chunk };
+    let streamed = pipeline::each_sentence(entry, recipe, backend, on_kept, |cell, words| {
         // every cell draws its template; only the selected ones are embedded
         let text = renderer.render(words);
         k += 1;
@@ -353,7 +356,7 @@ pub(super) fn stream_embed(
         }
         if embedding::unlistable(cell) {
             return Err(Error::bad_value(
-                b.path(),
+                &entry.path,
                 "obs_names",
                 format!("cell name {cell:?} is empty or contains a control character; the .cells.txt lists one cell per line"),
                 "rename the cells in obs",

@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use args::{DataDirArgs, InputArgs, PrepArgs};
 
-use crate::data::{self, DatasetEntry, MatrixSource, ReadOptions, XState};
+use crate::data::{self, DatasetEntry, XState};
 use crate::deviation::Order;
 use crate::error::{Error, Result};
 use crate::hvg::HvgParams;
@@ -244,24 +244,8 @@ pub struct ReproduceArgs {
 }
 
 fn load(args: &InputArgs) -> Result<(DatasetEntry, data::Dataset)> {
-    let dirs = data::default_data_dirs(args.dirs.data_dir.as_deref());
-    let mut entry = data::resolve(&args.input, &dirs)?;
-    if let Some(l) = &args.layer {
-        entry.matrix = MatrixSource::Layer(l.clone());
-    }
-    if args.raw {
-        entry.matrix = MatrixSource::Raw;
-    }
-    let ds = data::read(
-        &entry.path,
-        &ReadOptions {
-            matrix: entry.matrix.clone(),
-            progress: true,
-        },
-    )?;
-    for w in &ds.warnings {
-        eprintln!("warning: {w}");
-    }
+    let entry = stream::entry_of(args)?;
+    let ds = crate::pipeline::read(&entry)?;
     Ok((entry, ds))
 }
 
@@ -358,8 +342,8 @@ fn print_out(s: &str) -> Result<()> {
 }
 
 fn cmd_hvg(a: &HvgArgs) -> Result<()> {
-    if let Some(chunk) = stream::hvg_chunk_for(a)? {
-        return stream::stream_hvg(a, chunk);
+    if stream::stream_hvg(a)? {
+        return Ok(());
     }
     let mut pl = pipeline_of(&a.input, &a.prep)?;
     let (p, h) = pl.with_hvg()?;
@@ -424,25 +408,7 @@ fn cmd_sentences(a: &SentenceArgs) -> Result<()> {
         crate::output::check_out("--out", out, &[Path::new(&a.input.input)], OutKind::File)?;
     }
     check_hvg_list(&a.prep, a.genes)?;
-    if let Some(chunk) = stream::chunk_for(a)? {
-        return stream::stream_sentences(a, chunk);
-    }
-    let params = SentenceParams {
-        tie_seed: a.tie_seed,
-        max_genes: a.max_genes,
-    };
-    let (p, s) = prepared_sentences_in(&a.input, &a.prep, a.genes, a.order, &params)?;
-    if let Some(out) = &a.out {
-        crate::report::write_sentences(out, &p.data.cells, &s)?;
-        eprintln!("[sentences] {} cells → {}", s.len(), out.display());
-        return Ok(());
-    }
-    let mut out = String::new();
-    for i in 0..s.len() {
-        out.push_str(&s.text(i));
-        out.push('\n');
-    }
-    print_out(&out)
+    stream::write_sentences(a)
 }
 
 fn cmd_reconstruct(a: &ReconstructArgs) -> Result<()> {

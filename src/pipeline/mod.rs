@@ -1,4 +1,12 @@
-//! Wires the stages for one dataset: read → (QC, normalize, log) → HVG → sentences.
+//! Wires the stages for one dataset: read → (QC, normalize, log) → HVG → sentences, in memory
+//! ([`Pipeline`]) or streamed in row chunks ([`backend`]: which of the two, and [`each_sentence`],
+//! the one entry point that makes a file's sentences either way).
+mod backend;
+
+pub use backend::{
+    each_sentence, open_backed, read, streamed_chunk, why_not_streamed, Backend, SentenceRecipe,
+    SentenceRun, AUTO_CHUNK,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::csr::Csr;
@@ -328,74 +336,6 @@ impl Pipeline {
         match order {
             crate::deviation::Order::Expression => sentences(p, genes, hvg, params),
             crate::deviation::Order::Deviation => deviation_sentences(p, genes, hvg, params),
-        }
-    }
-}
-
-/// Cells a chunk holds when a file over the memory budget streams without a chunk size given.
-pub const AUTO_CHUNK: usize = 5_000;
-
-/// Why sentences of `genes` in `order`, with HVG from `hvg`, need the whole matrix in memory
-/// (the streaming backend, [`crate::stream`], cannot build them), if they do.
-pub fn why_not_streamed(
-    order: crate::deviation::Order,
-    genes: GeneSet,
-    hvg: &HvgSource,
-) -> Option<String> {
-    let selected = match (genes, hvg) {
-        (GeneSet::Hvg, HvgSource::Select { params, on, .. }) => Some((params.flavor, *on)),
-        _ => None,
-    };
-    let why = if order == crate::deviation::Order::Deviation {
-        "deviation sentences need the mean profile of all cells first"
-    } else if selected.is_some_and(|(f, _)| f.models_counts()) {
-        "streaming selects HVG with the flavors of log data (seurat_v3, seurat, cell_ranger)"
-    } else if selected.is_some_and(|(_, on)| on != HvgInput::Log) {
-        "streaming selects HVG on the log data only (--on log)"
-    } else {
-        return None;
-    };
-    Some(why.to_string())
-}
-
-/// The backend for `path`: streamed in chunks of `chunk_cells` when given (refused, with the
-/// reason, when `why_not` says the sentences cannot stream), else in chunks of [`AUTO_CHUNK`]
-/// for an `.h5ad` larger than `max_memory` bytes that can stream (over the budget but unable to
-/// stream: a warning naming the reason); `None`: in memory.
-pub fn streamed_chunk(
-    path: &std::path::Path,
-    chunk_cells: Option<usize>,
-    max_memory: u64,
-    why_not: Option<String>,
-) -> Result<Option<usize>> {
-    if let Some(n) = chunk_cells {
-        if let Some(why) = why_not {
-            return Err(Error::param(
-                "--chunk-cells",
-                format!("{why}; leave out --chunk-cells"),
-            ));
-        }
-        return Ok(Some(n));
-    }
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    if size <= max_memory || path.is_dir() {
-        return Ok(None);
-    }
-    match why_not {
-        None => {
-            eprintln!(
-                "[stream] {} is {:.1} GB, over --max-memory: streaming in chunks of {AUTO_CHUNK} cells",
-                path.display(),
-                size as f64 / 1e9
-            );
-            Ok(Some(AUTO_CHUNK))
-        }
-        Some(why) => {
-            eprintln!(
-                "warning: {} is over --max-memory but {why}: reading it whole",
-                path.display()
-            );
-            Ok(None)
         }
     }
 }
