@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::domain;
+use crate::data::DatasetEntry;
 use crate::hvg::Flavor;
 use crate::pipeline::HvgInput;
 
@@ -65,4 +66,34 @@ impl PrepArgs {
             HvgInput::Log
         })
     }
+}
+
+/// The cell-type column of a labelled input.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// obs column with the cell types (default: the dataset's known one, else `cell_type`).
+    #[arg(long)]
+    pub label_key: Option<String>,
+}
+
+impl LabelArgs {
+    /// The column: the one given, else the known one of `entry` (when resolved), else
+    /// `cell_type`.
+    pub fn key_for(&self, entry: Option<&DatasetEntry>) -> String {
+        self.label_key
+            .clone()
+            .or_else(|| entry.and_then(|e| e.label_key.clone()))
+            .unwrap_or_else(|| "cell_type".into())
+    }
+}
+
+/// The stage cache.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Stage cache folder.
+    #[arg(long, default_value = ".cache/stages")]
+    pub cache: PathBuf,
+    /// Recompute every stage, even when cached (the cache is refreshed).
+    #[arg(long)]
+    pub force: bool,
 }

@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::domain;
 use super::lm::{read_prompts, sentence_words, RunDevice, SentenceSource};
-use super::InputArgs;
+use super::{CacheArgs, InputArgs};
 use crate::cache::Cache;
 use crate::data::DatasetEntry;
 use crate::deviation::Order;
@@ -71,12 +71,8 @@ pub struct EmbedArgs {
     pub pool: lm::Pool,
     #[command(flatten)]
     pub run: RunDevice,
-    /// Embedding cache folder.
-    #[arg(long, default_value = ".cache/stages")]
-    pub cache: PathBuf,
-    /// Recompute even when cached.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub stages: CacheArgs,
     /// Embed even when most of the sentences' genes are unknown to a gene-level model's vocabulary
     /// (they are read as `<unk>`).
     #[arg(long)]
@@ -170,7 +166,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
         (Some(input), true) => {
             let dirs = crate::data::default_data_dirs(a.source.dirs.data_dir.as_deref());
             let entry = crate::data::resolve(input, &dirs)?;
-            Some(Cache::open(&a.cache, false)?.file_digest(&entry.path)?)
+            Some(Cache::open(&a.stages.cache, false)?.file_digest(&entry.path)?)
         }
         _ => None,
     };
@@ -206,7 +202,7 @@ pub fn cmd_embed(a: &EmbedArgs) -> Result<()> {
     if sentences_only {
         embedding::check_vocabulary(&a.model, &texts, a.allow_unknown_genes)?;
     }
-    let cache = Cache::open(&a.cache, a.force)?;
+    let cache = Cache::open(&a.stages.cache, a.stages.force)?;
     let m = embedding::embed_cached(
         &cache,
         &a.model,
@@ -286,7 +282,7 @@ pub(super) fn embedding_about(
             "on": s.prep.hvg_on().to_string(),
             "batch_key": s.prep.batch_key,
             "hvg_list": hvg_list,
-            "hvg_list_sha256": hvg_list.map(|p| Cache::open(&a.cache, false)?.file_digest(p)).transpose()?,
+            "hvg_list_sha256": hvg_list.map(|p| Cache::open(&a.stages.cache, false)?.file_digest(p)).transpose()?,
             "organism": a.organism,
             "templates": a.templates,
             "template_seed": a.template_seed,

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+use super::args::LabelArgs;
 use super::lm::SentenceSource;
 use super::{prepared_sentences, print_out, InputArgs};
 use crate::error::{Error, Result};
@@ -27,9 +28,8 @@ pub struct FinetuneArgs {
     /// Labelled cells to train on (an .h5ad, 10x directory or dataset id).
     #[arg(long, short)]
     pub input: String,
-    /// obs column with the cell types (default: the dataset's known one, else `cell_type`).
-    #[arg(long)]
-    pub label_key: Option<String>,
+    #[command(flatten)]
+    pub labels: LabelArgs,
     #[command(flatten)]
     pub source: SentenceSource,
     /// Start from this Hugging Face GPT-NeoX directory (e.g. the pretrained model); default: random
@@ -104,15 +104,10 @@ fn labelled_words(
     Ok((p.data.cells.clone(), words, labels))
 }
 
-/// The label column: the one given, else the dataset's known one, else `cell_type`.
-fn label_key(input: &str, s: &SentenceSource, given: Option<&str>) -> String {
-    given.map(String::from).unwrap_or_else(|| {
-        let dirs = crate::data::default_data_dirs(s.dirs.data_dir.as_deref());
-        crate::data::resolve(input, &dirs)
-            .ok()
-            .and_then(|e| e.label_key)
-            .unwrap_or_else(|| "cell_type".into())
-    })
+/// The label column of `input`: the one given, else the dataset's known one, else `cell_type`.
+fn label_key(input: &str, s: &SentenceSource, labels: &LabelArgs) -> String {
+    let dirs = crate::data::default_data_dirs(s.dirs.data_dir.as_deref());
+    labels.key_for(crate::data::resolve(input, &dirs).ok().as_ref())
 }
 
 /// `cellsentence finetune-lm`.
@@ -137,7 +132,7 @@ pub fn cmd_finetune(a: &FinetuneArgs, quiet: bool) -> Result<()> {
         ));
     }
     let cfg: TrainConfig = lm::TrainConfig::from_flag(&a.config)?;
-    let key = label_key(&a.input, &a.source, a.label_key.as_deref());
+    let key = label_key(&a.input, &a.source, &a.labels);
     let (_, words, labels) = labelled_words(&a.input, &a.source, cfg.max_genes, Some(&key))?;
     let labels = labels.expect("asked for");
     let (tr, va) = cell_type::stratified_split(&labels, a.val_fraction, cfg.seed);
@@ -173,11 +168,8 @@ pub fn cmd_predict(a: &PredictArgs) -> Result<()> {
     let ck = lm::load(&a.model, device, kind)?;
     let meta = lm::ModelMeta::read(&a.model)?;
     let budget = meta.map_or(200, |m| m.max_genes);
-    let key = a
-        .label_key
-        .as_ref()
-        .map(|_| label_key(&a.input, &a.source, a.label_key.as_deref()));
-    let (cells, words, truth) = labelled_words(&a.input, &a.source, budget, key.as_deref())?;
+    let key = a.label_key.as_deref();
+    let (cells, words, truth) = labelled_words(&a.input, &a.source, budget, key)?;
     let ans = cell_type::predict(&ck, &words, true)?;
     let mut csv = format!("cell,predicted,{}\n", ans.labels.join(","));
     for (i, c) in cells.iter().enumerate() {

@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::annotate::{labelled_rows, RowSource};
 use super::{print_out, DataDirArgs};
+use crate::embedding::rows::{labelled_rows, RowSource};
 use crate::error::{Error, Result};
 use crate::output::{self, OutKind};
 use crate::quality::{self, QualityParams};
@@ -54,10 +54,16 @@ pub fn cmd_metrics(a: &MetricsArgs) -> Result<()> {
     output::check_out("--out", &a.out, &inputs, OutKind::File)?;
     let clusters_out = clusters_path(&a.out);
     output::check_out("--out (clusters)", &clusters_out, &inputs, OutKind::File)?;
+    let entry = super::stream::entry_of(&super::InputArgs {
+        input: a.input.clone(),
+        layer: None,
+        raw: false,
+        dirs: a.dirs.clone(),
+    })?;
     let (x, rows) = labelled_rows(&RowSource {
         embeddings: &a.embeddings,
         input: &a.input,
-        dirs: &a.dirs,
+        entry: &entry,
         label_key: &a.label_key,
         batch_key: a.batch_key.as_deref(),
         drop_missing: a.drop_missing,

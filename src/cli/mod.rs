@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-pub use args::{DataDirArgs, InputArgs, PrepArgs};
+pub use args::{CacheArgs, DataDirArgs, InputArgs, LabelArgs, PrepArgs};
 
 use crate::data::{self, DatasetEntry, XState};
 use crate::deviation::Order;
@@ -195,12 +195,8 @@ pub struct RunArgs {
     /// Results root; the experiment writes into <out>/<name>/.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    /// Stage cache folder.
-    #[arg(long, default_value = ".cache/stages")]
-    pub cache: PathBuf,
-    /// Recompute every stage (the cache is refreshed).
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub stages: CacheArgs,
     /// Run on these dataset ids instead of the file's list.
     #[arg(long, value_delimiter = ',')]
     pub datasets: Option<Vec<String>>,
@@ -231,12 +227,8 @@ pub struct ReproduceArgs {
     /// Experiment files to run (default: experiments/*.yaml), in dependency order.
     #[arg(long)]
     pub experiments: Option<Vec<PathBuf>>,
-    /// Stage cache folder.
-    #[arg(long, default_value = ".cache/stages")]
-    pub cache: PathBuf,
-    /// Recompute every stage.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub stages: CacheArgs,
     /// Retrain the committed pretrained LM (`annotation.pretrain.checkpoint`) from the same
     /// command and seed (~30 min on 2 cores; resumes after a kill).
     #[arg(long)]
@@ -441,8 +433,8 @@ fn cmd_run(a: &RunArgs, quiet: bool) -> Result<()> {
     let t0 = std::time::Instant::now();
     let opts = experiment::RunOptions {
         out: a.out.clone(),
-        cache: a.cache.clone(),
-        force: a.force,
+        cache: a.stages.cache.clone(),
+        force: a.stages.force,
         data_dir: a.dirs.data_dir.clone(),
         datasets: a.datasets.clone(),
         reported: a.reported.clone(),
@@ -485,8 +477,8 @@ fn cmd_reproduce(a: &ReproduceArgs, quiet: bool) -> Result<()> {
     let t0 = std::time::Instant::now();
     let mut o = crate::reproduce::ReproduceOptions {
         out: a.out.clone(),
-        cache: a.cache.clone(),
-        force: a.force,
+        cache: a.stages.cache.clone(),
+        force: a.stages.force,
         data_dir: a.dirs.data_dir.clone(),
         experiments: a.experiments.clone(),
         model: a.model.clone(),

@@ -6,6 +6,7 @@ use clap::Args;
 use super::domain;
 
 use super::annotate::ClassifierArg;
+use super::args::LabelArgs;
 use super::lm::SentenceSource;
 use super::{prepared_sentences, print_out, InputArgs};
 use crate::attribution::model::{attribute_model, read_markers, ModelAttribution};
@@ -26,9 +27,8 @@ pub struct ProbeArgs {
     pub input: String,
     #[command(flatten)]
     pub source: SentenceSource,
-    /// obs column with the cell types (default: the dataset's known one, else `cell_type`).
-    #[arg(long)]
-    pub label_key: Option<String>,
+    #[command(flatten)]
+    pub labels: LabelArgs,
     /// Genes per prompt (default: each model's own budget, else 200).
     #[arg(long, value_parser = super::domain::count())]
     pub max_genes: Option<usize>,
@@ -89,7 +89,7 @@ fn probe_model(
 fn labelled_words(
     input: &str,
     source: &SentenceSource,
-    label_key: Option<&str>,
+    labels: &LabelArgs,
     max_genes: Option<usize>,
 ) -> Result<(String, Vec<Vec<String>>, Vec<String>)> {
     let args = InputArgs {
@@ -100,10 +100,7 @@ fn labelled_words(
     };
     let dirs = crate::data::default_data_dirs(source.dirs.data_dir.as_deref());
     let entry = crate::data::resolve(input, &dirs)?;
-    let key = label_key
-        .map(String::from)
-        .or(entry.label_key)
-        .unwrap_or_else(|| "cell_type".into());
+    let key = labels.key_for(Some(&entry));
     let (p, sents) = prepared_sentences(
         &args,
         &source.prep,
@@ -127,8 +124,7 @@ pub fn cmd_probe(a: &ProbeArgs) -> Result<()> {
     for out in [a.out.clone(), a.out.with_extension("md")] {
         crate::output::check_out("--out", &out, &inputs, crate::output::OutKind::File)?;
     }
-    let (_, words, labels) =
-        labelled_words(&a.input, &a.source, a.label_key.as_deref(), a.max_genes)?;
+    let (_, words, labels) = labelled_words(&a.input, &a.source, &a.labels, a.max_genes)?;
     if words.is_empty() {
         return Err(Error::param("input", "no cells left after preprocessing"));
     }
@@ -166,9 +162,8 @@ pub struct AttributeArgs {
     pub input: String,
     #[command(flatten)]
     pub source: SentenceSource,
-    /// obs column with the cell types (default: the dataset's known one, else `cell_type`).
-    #[arg(long)]
-    pub label_key: Option<String>,
+    #[command(flatten)]
+    pub labels: LabelArgs,
     #[arg(long, value_parser = domain::choice::<crate::attribution::Method>(), default_value = "grad_input")]
     pub method: crate::attribution::Method,
     /// Steps of integrated gradients (default 16; with `--method integrated_gradients` only).
@@ -228,7 +223,7 @@ pub fn cmd_attribute(a: &AttributeArgs) -> Result<()> {
             ),
         )
     })?;
-    let key = a.label_key.as_deref();
+    let key = &a.labels;
     let (id, words, labels) = labelled_words(&a.input, &a.source, key, Some(meta.max_genes))?;
     let ck = lm::load(&a.model, tch::Device::Cpu, tch::Kind::Float)?;
     let style = lm::prompt_style(&a.model)?;

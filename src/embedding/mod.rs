@@ -2,6 +2,8 @@
 //! the cached embedding of a list of texts, and the outputs — an `.npy` with its `.cells.txt`, or
 //! an `.h5ad` — committed as one unit, written at once ([`write`]) or chunk by chunk as a
 //! streamed input makes its sentences ([`Sink`]). `embed` (CLI) and `attribute` call these.
+pub mod rows;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
