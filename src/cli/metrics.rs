@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{print_out, DataDirArgs};
-use crate::embedding::rows::{labelled_rows, RowSource};
+use crate::embedding::rows::{labelled_rows, RowSource, Rows};
 use crate::error::{Error, Result};
 use crate::output::{self, OutKind};
 use crate::quality::{self, QualityParams};
@@ -48,12 +48,9 @@ pub fn clusters_path(out: &Path) -> PathBuf {
     out.with_extension("clusters.csv")
 }
 
-/// `cellsentence metrics`.
-pub fn cmd_metrics(a: &MetricsArgs) -> Result<()> {
-    let inputs = [a.embeddings.as_path(), Path::new(&a.input)];
-    output::check_out("--out", &a.out, &inputs, OutKind::File)?;
-    let clusters_out = clusters_path(&a.out);
-    output::check_out("--out (clusters)", &clusters_out, &inputs, OutKind::File)?;
+/// The embedding's labelled rows, held to what the panel needs (labels and batches named by
+/// their `obs` column; a constant embedding refused).
+fn checked_rows(a: &MetricsArgs) -> Result<(crate::npy::Matrix, Rows)> {
     let entry = super::stream::entry_of(&super::InputArgs {
         input: a.input.clone(),
         layer: None,
@@ -95,6 +92,16 @@ pub fn cmd_metrics(a: &MetricsArgs) -> Result<()> {
             "check how it was made (e.g. embeddings of empty prompts, or of genes the model's vocabulary lacks)",
         ));
     }
+    Ok((x, rows))
+}
+
+/// `cellsentence metrics`.
+pub fn cmd_metrics(a: &MetricsArgs) -> Result<()> {
+    let inputs = [a.embeddings.as_path(), Path::new(&a.input)];
+    output::check_out("--out", &a.out, &inputs, OutKind::File)?;
+    let clusters_out = clusters_path(&a.out);
+    output::check_out("--out (clusters)", &clusters_out, &inputs, OutKind::File)?;
+    let (x, rows) = checked_rows(a)?;
     // scanpy's neighbors: "n_obs too small: adjusting to `n_neighbors = n_obs`"
     let n_neighbors = if a.n_neighbors > x.rows {
         eprintln!(
