@@ -103,6 +103,23 @@ pub fn sentence_lengths(title: &str, sets: &[(&str, &Sentences)]) -> Plot {
     plot
 }
 
+/// The loss curves of a language model's training run (`log`: its training log; `what`: the
+/// run, in the title), as `train-lm` and `pretrain-lm` draw them.
+pub fn training_loss(log: &[crate::lm::LogRow], what: &str) -> plotly::Plot {
+    let steps: Vec<f64> = log.iter().map(|l| l.step as f64).collect();
+    let train: Vec<f64> = log.iter().map(|l| l.train_loss).collect();
+    let val: Vec<(f64, f64)> = log
+        .iter()
+        .filter_map(|l| l.val_loss.map(|v| (l.step as f64, v)))
+        .collect();
+    crate::figure::loss_curve(
+        &format!("Cell-sentence LM training: {what}"),
+        &steps,
+        &train,
+        &val,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

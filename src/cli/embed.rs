@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::domain;
-use super::lm::{read_prompts, sentence_words, RunDevice, SentenceSource};
+use super::lm::{sentence_words, RunDevice, SentenceSource};
 use super::{CacheArgs, InputArgs};
 use crate::cache::Cache;
 use crate::data::DatasetEntry;
@@ -125,7 +125,7 @@ fn cells_and_texts(a: &EmbedArgs) -> Result<(Vec<String>, Vec<String>, bool)> {
     let mut sentences_only = false;
     let (cells, texts) = match (&a.input, &a.prompts) {
         (_, Some(p)) => {
-            let t = read_prompts(p)?;
+            let t = lm::prompt::read_prompts(p)?;
             ((0..t.len()).map(|i| i.to_string()).collect::<Vec<_>>(), t)
         }
         (Some(input), None) => {

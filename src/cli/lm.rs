@@ -8,7 +8,7 @@ use super::domain;
 
 use super::{prepared_sentences, print_out, DataDirArgs, InputArgs, PrepArgs};
 use crate::cache::Cache;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lm::{self, TrainConfig};
 use crate::output::{check_out, OutKind};
 
@@ -152,42 +152,6 @@ pub fn sentence_words(
     Ok((p.data.cells.clone(), sents.to_words()))
 }
 
-/// Reads `{"text": ...}` lines.
-pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            Error::format(
-                path,
-                format!("line {}: not JSON: {e}", i + 1),
-                "write one {\"text\": \"...\"} object per line",
-            )
-        })?;
-        match v.get("text").and_then(|t| t.as_str()) {
-            Some(t) => out.push(t.to_string()),
-            None => {
-                return Err(Error::missing(
-                    path,
-                    format!("line {}: text", i + 1),
-                    "write one {\"text\": \"...\"} object per line",
-                ))
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(Error::Empty {
-            path: path.into(),
-            what: "no prompts".into(),
-            fix: "write one {\"text\": \"...\"} object per line".into(),
-        });
-    }
-    Ok(out)
-}
-
 /// `cellsentence train-lm`.
 pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
     let inputs: Vec<&Path> = [Some(Path::new(&a.input)), a.base.as_deref()]
@@ -201,7 +165,7 @@ pub fn cmd_train(a: &TrainArgs, quiet: bool) -> Result<()> {
     let what = format!("{} ({:?} sentences)", a.input, a.source.genes);
     // the loss figure is committed with the model, as one folder
     let fig = |_: usize, _: usize, log: &[lm::LogRow]| {
-        let html = crate::figure::html(&loss_figure(log, &what), "training loss");
+        let html = crate::figure::html(&crate::pl::training_loss(log, &what), "training loss");
         vec![("training_loss.html", html.into_bytes())]
     };
     let r = lm::train::train_with(
@@ -287,20 +251,4 @@ pub fn cmd_pretrain(a: &PretrainArgs, quiet: bool) -> Result<()> {
             "final_val_loss": r.log.last().and_then(|l| l.val_loss),
         })
     ))
-}
-
-/// The loss-curve figure of a training run.
-pub fn loss_figure(log: &[lm::LogRow], what: &str) -> plotly::Plot {
-    let steps: Vec<f64> = log.iter().map(|l| l.step as f64).collect();
-    let train: Vec<f64> = log.iter().map(|l| l.train_loss).collect();
-    let val: Vec<(f64, f64)> = log
-        .iter()
-        .filter_map(|l| l.val_loss.map(|v| (l.step as f64, v)))
-        .collect();
-    crate::figure::loss_curve(
-        &format!("Cell-sentence LM training: {what}"),
-        &steps,
-        &train,
-        &val,
-    )
 }

@@ -175,6 +175,43 @@ pub fn answer_style(style: &PromptStyle) -> PromptStyle {
     }
 }
 
+/// Reads prompts written one `{"text": ...}` JSON object a line (blank lines skipped); a
+/// line that is not such an object, or a file without one, is an error naming the line and the fix.
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::format(
+                path,
+                format!("line {}: not JSON: {e}", i + 1),
+                "write one {\"text\": \"...\"} object per line",
+            )
+        })?;
+        match v.get("text").and_then(|t| t.as_str()) {
+            Some(t) => out.push(t.to_string()),
+            None => {
+                return Err(Error::missing(
+                    path,
+                    format!("line {}: text", i + 1),
+                    "write one {\"text\": \"...\"} object per line",
+                ))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Empty {
+            path: path.into(),
+            what: "no prompts".into(),
+            fix: "write one {\"text\": \"...\"} object per line".into(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
