@@ -1,5 +1,6 @@
 //! Cell-type annotation: splits, the paper's MLP head, a linear-SVM baseline, PCA features, and
 //! scikit-learn-compatible metrics, wired by [`evaluate`].
+pub mod files;
 pub mod metrics;
 pub mod mlp;
 pub mod scmap;

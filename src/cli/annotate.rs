@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use super::{print_out, DataDirArgs, InputArgs};
-use crate::classify::{self, Classifier, Evaluation, MlpConfig, SvmConfig};
+use crate::classify::{self, Classifier, MlpConfig, SvmConfig};
 use crate::data::DatasetEntry;
 use crate::embedding::rows::{labelled_rows, RowSource, Rows};
 use crate::error::Result;
-use crate::report::{write_atomic, Table};
 
 /// Classifier choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,63 +84,6 @@ impl AnnotateArgs {
     }
 }
 
-/// Writes predictions.csv, metrics.csv, per_class.csv and summary.json.
-pub fn write_evaluation(dir: &Path, cells: &[String], ev: &Evaluation) -> Result<()> {
-    let mut p = Table::new(["cell", "fold", "truth", "pred"]);
-    for r in &ev.predictions {
-        p.push([
-            cells[r.cell].clone(),
-            r.fold.clone(),
-            r.truth.clone(),
-            r.pred.clone(),
-        ]);
-    }
-    write_atomic(dir.join("predictions.csv"), p.to_csv().as_bytes())?;
-    let mut m = Table::new([
-        "fold",
-        "n_train",
-        "n_val",
-        "n_test",
-        "accuracy",
-        "macro_f1",
-        "epochs",
-        "unseen_labels",
-    ]);
-    for f in &ev.folds {
-        m.push([
-            f.fold.clone(),
-            f.n_train.to_string(),
-            f.n_val.to_string(),
-            f.n_test.to_string(),
-            format!("{:.6}", f.accuracy),
-            format!("{:.6}", f.macro_f1),
-            f.epochs.to_string(),
-            f.unseen_labels.join(";"),
-        ]);
-    }
-    write_atomic(dir.join("metrics.csv"), m.to_csv().as_bytes())?;
-    let mut c = Table::new(["label", "support", "precision", "recall", "f1"]);
-    for s in &ev.per_class {
-        c.push([
-            s.label.clone(),
-            s.support.to_string(),
-            format!("{:.6}", s.precision),
-            format!("{:.6}", s.recall),
-            format!("{:.6}", s.f1),
-        ]);
-    }
-    write_atomic(dir.join("per_class.csv"), c.to_csv().as_bytes())?;
-    let summary = serde_json::json!({
-        "accuracy_mean": ev.accuracy_mean, "accuracy_sd": ev.accuracy_sd,
-        "macro_f1_mean": ev.macro_f1_mean, "macro_f1_sd": ev.macro_f1_sd,
-        "n_folds": ev.folds.len(), "classifier": ev.classifier,
-    });
-    write_atomic(
-        dir.join("summary.json"),
-        (serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n").as_bytes(),
-    )
-}
-
 /// `cellsentence annotate`.
 pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
     // an `embed` killed mid-commit is finished first, so the rows and the names belong together
@@ -186,7 +128,7 @@ pub fn cmd_annotate(a: &AnnotateArgs) -> Result<()> {
     let (device, _) = crate::lm::device_and_kind(a.cuda, crate::lm::Precision::F32)?;
     let ev = classify::evaluate(&x, &labels, &folds, &classifier, device)?;
     let staged = crate::output::StagedDir::new(&a.out)?;
-    write_evaluation(staged.path(), &cells, &ev)?;
+    classify::files::write_evaluation(staged.path(), &cells, &ev)?;
     let summary = std::fs::read_to_string(staged.path().join("summary.json")).unwrap_or_default();
     staged.commit("annotate")?;
     print_out(&format!("{}\n", summary.trim()))
