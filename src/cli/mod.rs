@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use args::{CacheArgs, DataDirArgs, InputArgs, LabelArgs, PrepArgs};
 
-use crate::data::{self, DatasetEntry, XState};
+use crate::data::{self, DatasetEntry};
 use crate::deviation::Order;
 use crate::error::{Error, Result};
 use crate::hvg::HvgParams;
@@ -275,54 +275,7 @@ fn hvg_params(prep: &PrepArgs) -> HvgParams {
 
 fn cmd_info(a: &InputArgs) -> Result<()> {
     let (entry, ds) = load(a)?;
-    let mut out = String::new();
-    out.push_str(&format!("file: {}\n", entry.path.display()));
-    out.push_str(&format!(
-        "shape: {} cells × {} genes, {} stored entries ({:.2} % dense)\n",
-        ds.n_cells(),
-        ds.n_genes(),
-        ds.x.nnz(),
-        100.0 * ds.x.nnz() as f64 / (ds.n_cells().max(1) * ds.n_genes().max(1)) as f64
-    ));
-    let ints = ds.x.data.iter().all(|v| v.fract() == 0.0 && *v >= 0.0);
-    let kind = match ds.state {
-        XState::LogNormalized { base } => format!(
-            "log-normalized (log1p base {})",
-            base.map_or("e".to_string(), |b| b.to_string())
-        ),
-        _ if ints => "raw counts (non-negative integers)".to_string(),
-        _ => "non-integer values without a log1p record".to_string(),
-    };
-    out.push_str(&format!("X: {kind}; matrix read: {:?}\n", entry.matrix));
-    out.push_str(&format!("obs columns ({}):\n", ds.obs.width()));
-    for col in ds.obs.columns() {
-        let name = col.name().to_string();
-        let vals = ds.obs_column(&name)?;
-        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-        for v in &vals {
-            *counts.entry(v.as_str()).or_default() += 1;
-        }
-        if counts.len() <= 40 {
-            let mut c: Vec<(&str, usize)> = counts.into_iter().collect();
-            c.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            out.push_str(&format!(
-                "  {name} ({}, {} categories): {}\n",
-                col.dtype(),
-                c.len(),
-                c.iter()
-                    .map(|(k, n)| format!("{k}={n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        } else {
-            out.push_str(&format!(
-                "  {name} ({}, {} distinct values)\n",
-                col.dtype(),
-                counts.len()
-            ));
-        }
-    }
-    print_out(&out)
+    print_out(&data::describe::describe(&entry, &ds)?)
 }
 
 fn print_out(s: &str) -> Result<()> {

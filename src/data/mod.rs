@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 
 pub mod backed;
 pub mod catalog;
+pub mod describe;
 pub mod h5ad;
 pub mod h5ad_out;
 pub mod tenx;
