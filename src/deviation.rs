@@ -6,7 +6,7 @@
 //! the cell expresses far above the average cell come first, house-keeping genes that every cell
 //! expresses highly move back. Ties are broken by the same Cell2Sentence shuffle stream.
 //! Reconstruction fits Cell2Sentence's log-rank line to the deviations and adds the reference
-//! back ([`reconstruct`]).
+//! back ([`reconstruct`](fn@reconstruct)).
 use serde::{Deserialize, Serialize};
 
 use crate::csr::Csr;

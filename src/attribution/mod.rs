@@ -3,7 +3,7 @@
 //! readout is the annotation MLP on the mean-pooled embedding, or, for a model fine-tuned for cell
 //! types, the LM's own answer (the answer token's logit at the prompt's end).
 //!
-//! `grad_input`: score_t = Σ_h ∂logit/∂E[t,h] · E[t,h] (gradient × input). `integrated_gradients`:
+//! `grad_input`: score_t = Σ_h ∂logit/∂E\[t,h\] · E\[t,h\] (gradient × input). `integrated_gradients`:
 //! the same with the gradient averaged over E scaled by α ∈ (0, 1] (midpoint rule, `steps`
 //! points; baseline: zero embeddings), so the scores of a cell add up to logit(E) − logit(0).
 //! Both are checked against finite differences (tests/lm.rs).

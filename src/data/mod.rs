@@ -1,5 +1,5 @@
 //! Data stage: the [`Dataset`] type, the AnnData `.h5ad` ([`h5ad`]) and 10x `matrix.mtx`
-//! ([`tenx`]) readers, and the [`catalog`] that resolves dataset ids from data directories.
+//! ([`tenx`]) readers, and the [`catalog`](mod@catalog) that resolves dataset ids from data directories.
 //!
 //! The count matrix is read with HDF5 directly (values converted to `f32` and indices to `u32`
 //! by HDF5 itself, in chunks, so a large file is never held twice); `obs`/`var` tables go through

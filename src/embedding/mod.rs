@@ -1,6 +1,6 @@
 //! Cell embeddings to files: the vocabulary and cell-name checks before a model reads the texts,
 //! the cached embedding of a list of texts, and the outputs — an `.npy` with its `.cells.txt`, or
-//! an `.h5ad` — committed as one unit, written at once ([`write`]) or chunk by chunk as a
+//! an `.h5ad` — committed as one unit, written at once ([`write`](fn@write)) or chunk by chunk as a
 //! streamed input makes its sentences ([`Sink`]). `embed` (CLI) and `attribute` call these.
 pub mod rows;
 

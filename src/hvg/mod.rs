@@ -1,8 +1,8 @@
 //! Highly variable genes with scanpy's `highly_variable_genes` semantics (scanpy 1.11):
 //! flavors `seurat` and `cell_ranger` (dispersion-based, on log data) and `seurat_v3`
 //! (normalized variance with a LOESS fit, meant for counts), each with optional `batch_key`; and
-//! `deviance` (binomial deviance on counts, scry's `devianceFeatureSelection`, in [`deviance`])
-//! and `pearson_residuals` (scanpy's experimental flavor, on counts, in [`pearson`]).
+//! `deviance` (binomial deviance on counts, scry's `devianceFeatureSelection`, in `hvg/deviance`)
+//! and `pearson_residuals` (scanpy's experimental flavor, on counts, in `hvg/pearson`).
 //!
 //! The paper ran `seurat_v3` on the log10-normalized matrix; that is [`Flavor::SeuratV3`] applied
 //! to the preprocessed data. The textbook choices are `seurat` on log data and `seurat_v3` on counts.

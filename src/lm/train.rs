@@ -1,6 +1,6 @@
 //! A small GPT-NeoX-shaped cell-sentence language model trained by the harness itself: gene-level
 //! WordLevel tokenizer, causal-LM loss, AdamW with linear warm-up and cosine decay, seeded; saved in
-//! Hugging Face layout so [`super::load`] (and transformers) read it back.
+//! Hugging Face layout so [`super::load`](fn@super::load) (and transformers) read it back.
 use super::config::NeoxConfig;
 use super::model::GptNeox;
 

@@ -1,5 +1,5 @@
 //! Wires the stages for one dataset: read → (QC, normalize, log) → HVG → sentences, in memory
-//! ([`Pipeline`]) or streamed in row chunks ([`backend`]: which of the two, and [`each_sentence`],
+//! ([`Pipeline`]) or streamed in row chunks (`backend`: which of the two, and [`each_sentence`],
 //! the one entry point that makes a file's sentences either way).
 mod backend;
 
