@@ -179,22 +179,31 @@ pub struct ScaleRun {
 /// The streamed run measured in this process (`cellsentence bench-stream`).
 pub fn stream_run(path: &Path, chunk_cells: usize) -> Result<ScaleRun> {
     let t0 = Instant::now();
-    let b = crate::data::backed::Backed::open(path, Default::default())?;
-    let params = crate::stream::StreamParams {
-        chunk_cells,
+    let entry = crate::data::resolve(&path.to_string_lossy(), &[])?;
+    let recipe = crate::pipeline::SentenceRecipe {
         preprocess: Some(Default::default()),
-        hvg: Some(Default::default()),
-        batch_key: None,
-        hvg_list: None,
+        hvg: crate::pipeline::HvgSource::Select {
+            params: Default::default(),
+            on: crate::pipeline::HvgInput::Log,
+            batch_key: None,
+        },
+        genes: crate::sentence::GeneSet::Hvg,
+        order: crate::deviation::Order::Expression,
         sentence: Default::default(),
-        progress: false,
     };
+    let backend = crate::pipeline::Backend::Streamed { chunk_cells };
     let mut bytes = 0usize;
-    let r = crate::stream::sentences(&b, &params, |_, s| {
-        // the sentence's text: its words and the spaces between them
-        bytes += s.iter().map(|w| w.len()).sum::<usize>() + s.len().saturating_sub(1);
-        Ok(())
-    })?;
+    let r = crate::pipeline::each_sentence(
+        &entry,
+        &recipe,
+        backend,
+        |_| Ok(()),
+        |_, s| {
+            // the sentence's text: its words and the spaces between them
+            bytes += s.iter().map(|w| w.len()).sum::<usize>() + s.len().saturating_sub(1);
+            Ok(())
+        },
+    )?;
     Ok(ScaleRun {
         tool: format!(
             "cellsentence {} (streamed, chunks of {chunk_cells})",
@@ -202,7 +211,7 @@ pub fn stream_run(path: &Path, chunk_cells: usize) -> Result<ScaleRun> {
         ),
         seconds: t0.elapsed().as_secs_f64(),
         peak_rss_mb: crate::bench::peak_rss_mb(),
-        cells: r.report.kept_cells.len(),
+        cells: r.cells_kept,
         sentence_bytes: bytes,
         failed: None,
     })
