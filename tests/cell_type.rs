@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -45,19 +47,7 @@ fn finetune(cwd: &Path, out: &str, kill_at: Option<&str>) -> String {
         "--out",
         out,
     ]);
-    if let Some(k) = kill_at {
-        c.env("CELLSENTENCE_KILL_AT", k);
-    }
-    let o = c.output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    match kill_at {
-        None => assert!(o.status.success(), "{err}"),
-        Some(_) => {
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(o.status.signal(), Some(9), "not killed: {err}");
-        }
-    }
-    String::from_utf8_lossy(&o.stdout).to_string()
+    common::run_or_kill_at(&mut c, kill_at)
 }
 
 #[test]

@@ -7,6 +7,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
+mod common;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -1070,16 +1072,7 @@ fn a_killed_train_lm_resumes_to_the_same_model() {
             "--out",
             out,
         ]);
-        if let Some(k) = kill_at {
-            c.env("CELLSENTENCE_KILL_AT", k);
-        }
-        let o = c.output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        use std::os::unix::process::ExitStatusExt;
-        match kill_at {
-            None => assert!(o.status.success(), "{err}"),
-            Some(_) => assert_eq!(o.status.signal(), Some(9), "not killed: {err}"),
-        }
+        common::run_or_kill_at(&mut c, kill_at);
     };
     run("whole", None);
     run("m", Some("train-state-saved"));

@@ -149,6 +149,13 @@ fn median_run(make: impl Fn() -> Command, what: &str, repeats: usize) -> Result<
     Ok(m)
 }
 
+/// The last line of a benchmark child's output that holds a JSON object (the children print
+/// their result last). The opening brace is written as an escape so that brace-counting tools
+/// read the callers whole.
+pub(crate) fn last_json_line(text: &str) -> Option<&str> {
+    text.lines().rev().find(|l| l.starts_with('\u{7b}'))
+}
+
 fn child_json<T: for<'de> Deserialize<'de>>(mut cmd: Command, what: &str) -> Result<T> {
     let out = cmd.output().map_err(|e| Error::io(what, e))?;
     if !out.status.success() {
@@ -162,11 +169,7 @@ fn child_json<T: for<'de> Deserialize<'de>>(mut cmd: Command, what: &str) -> Res
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("{"))
-        .unwrap_or("");
+    let line = last_json_line(&text).unwrap_or("");
     serde_json::from_str(line).map_err(|e| {
         Error::format(
             what,

@@ -239,7 +239,7 @@ pub struct ScaleBench {
 fn child(mut cmd: Command, what: &str) -> Result<ScaleRun> {
     let out = cmd.output().map_err(|e| Error::io(what, e))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with("{"));
+    let line = super::last_json_line(&text);
     match line.map(serde_json::from_str::<ScaleRun>) {
         Some(Ok(r)) => Ok(r),
         _ => Err(Error::format(

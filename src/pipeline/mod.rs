@@ -7,6 +7,8 @@ pub use backend::{
     each_sentence, open_backed, read, streamed_chunk, why_not_streamed, Backend, SentenceRecipe,
     SentenceRun, AUTO_CHUNK,
 };
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::csr::Csr;
@@ -161,20 +163,21 @@ pub fn sentences(
     sentence::sentences(&x, &names, params)
 }
 
-/// The expression and names of the genes a sentence mode draws from (HVG: their columns only).
-pub fn sentence_genes(
-    p: &Prepared,
+/// The expression and names of the genes a sentence mode draws from (HVG: their columns only;
+/// all genes: the prepared matrix itself, not a copy).
+pub fn sentence_genes<'a>(
+    p: &'a Prepared,
     genes: GeneSet,
     hvg: Option<&HvgResult>,
-) -> Result<(Csr, Vec<String>)> {
+) -> Result<(Cow<'a, Csr>, Cow<'a, [String]>)> {
     match genes {
-        GeneSet::All => Ok((p.data.x.clone(), p.data.genes.clone())),
+        GeneSet::All => Ok((Cow::Borrowed(&p.data.x), Cow::Borrowed(&p.data.genes[..]))),
         GeneSet::Hvg => {
             let h =
                 hvg.ok_or_else(|| Error::param("genes", "hvg sentences need an HVG selection"))?;
             let idx = h.indices();
             let names: Vec<String> = idx.iter().map(|&j| p.data.genes[j].clone()).collect();
-            Ok((p.data.x.select_cols(&idx), names))
+            Ok((Cow::Owned(p.data.x.select_cols(&idx)), Cow::Owned(names)))
         }
     }
 }
